@@ -1,0 +1,96 @@
+//! [`BlockHeader`]: the 16 bytes in front of every block.
+//!
+//! A block is `size` bytes at an offset aligned to the heap alignment: its header, then
+//! the payload. Blocks tile each range of the region exactly, from the first block to an
+//! end marker (a header-only used block with the `END` flag) that stops merging across a
+//! gap between ranges.
+//!
+//! | word | free block                         | used block                          |
+//! |------|------------------------------------|-------------------------------------|
+//! | 0    | size \| flags                      | size \| `USED` \| flags             |
+//! | 1    | offset of the previous block       | offset of the previous block        |
+//! | 2    | offset of the next free block      | reference count                     |
+//! | 3    | reserved for a size-class index    | first owner: process slot, cell     |
+//!
+//! Word 1 is a boundary tag: with it a block's physical neighbours are both found in O(1).
+//! Word 3 of a free block is left for a future size-class index (a previous-free link).
+
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use crate::region::ShmSafe;
+
+/// Flag: the block is in use (allocated, an end marker, or system data).
+pub const USED: u32 = 1;
+/// Flag: the block was placed at the high end (long-lived service data).
+pub const SERVICE: u32 = 2;
+/// Flag: end marker of a range.
+pub const END: u32 = 4;
+/// All flag bits; sizes are multiples of at least 8.
+pub const FLAGS: u32 = 7;
+
+/// Header of one block.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BlockHeader {
+    /// Size in bytes including this header, ORed with the flags.
+    pub size_flags: AtomicU32,
+    /// Offset of the physically previous block in the same range, 0 for the first.
+    pub prev_phys: AtomicU32,
+    /// Free: next free block (0 ends the list). Used: reference count.
+    pub link: AtomicU32,
+    /// Used: first owner reference ([`OwnerRef`]). Free: reserved.
+    pub owner: AtomicU32,
+}
+
+// SAFETY: repr(C), four AtomicU32, no padding.
+unsafe impl ShmSafe for BlockHeader {}
+
+impl BlockHeader {
+    /// Size in bytes, header included.
+    #[inline]
+    pub fn size(&self) -> u32 {
+        self.size_flags.load(Relaxed) & !FLAGS
+    }
+
+    /// Flag bits.
+    #[inline]
+    pub fn flags(&self) -> u32 {
+        self.size_flags.load(Relaxed) & FLAGS
+    }
+
+    /// Whether the block is in use.
+    #[inline]
+    pub fn is_used(&self) -> bool {
+        self.flags() & USED != 0
+    }
+}
+
+/// A reference to one owner cell: process slot in the high half, cell index in the low.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerRef {
+    /// Process slot.
+    pub slot: u16,
+    /// Cell index in that process's owner table.
+    pub cell: u16,
+}
+
+impl OwnerRef {
+    /// Packs into the stored word.
+    #[inline]
+    pub const fn pack(self) -> u32 {
+        ((self.slot as u32) << 16) | self.cell as u32
+    }
+
+    /// Unpacks a stored word; `None` for [`NO_OWNER`](crate::layout::NO_OWNER).
+    #[inline]
+    pub const fn unpack(word: u32) -> Option<Self> {
+        if word == crate::layout::NO_OWNER {
+            None
+        } else {
+            Some(OwnerRef {
+                slot: (word >> 16) as u16,
+                cell: word as u16,
+            })
+        }
+    }
+}

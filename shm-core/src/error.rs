@@ -1,0 +1,323 @@
+//! Typed errors. Every fallible operation in this crate returns [`Error`]; nothing panics on
+//! bad input or on corrupted region bytes.
+
+use core::fmt;
+
+use crate::{Offset, ProcSlot};
+
+/// Why an operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// No free block is large enough right now (a blocking allocation would wait).
+    OutOfMemory {
+        /// Bytes asked for.
+        requested: u32,
+    },
+    /// The request can never be satisfied by this region, however much is freed.
+    TooLarge {
+        /// Bytes asked for.
+        requested: u32,
+        /// Largest request the region could ever serve.
+        max: u32,
+    },
+    /// A zero-byte allocation or a size that overflows when rounded up.
+    InvalidSize {
+        /// Bytes asked for.
+        requested: u64,
+    },
+    /// The offset does not name the payload of a block in this region.
+    BadOffset {
+        /// The offending offset.
+        offset: Offset,
+    },
+    /// The block is free already.
+    DoubleFree {
+        /// Payload offset of the block.
+        offset: Offset,
+    },
+    /// The process does not own (or co-own) the block.
+    NotOwner {
+        /// Payload offset of the block.
+        offset: Offset,
+        /// The process that tried to use it.
+        process: ProcSlot,
+    },
+    /// The process already co-owns the block.
+    AlreadyOwner {
+        /// Payload offset of the block.
+        offset: Offset,
+        /// The process named as the new co-owner.
+        process: ProcSlot,
+    },
+    /// The range asked for by `alloc_at` is not entirely free.
+    Unavailable {
+        /// Offset asked for.
+        offset: Offset,
+    },
+    /// The slot does not hold a registered process.
+    NotRegistered {
+        /// The slot named.
+        process: ProcSlot,
+    },
+    /// The process table is full.
+    TooManyProcesses {
+        /// Capacity of the table.
+        capacity: u16,
+    },
+    /// The process owns as many blocks as an owner table can index (65 535).
+    OwnerTableFull {
+        /// The process.
+        process: ProcSlot,
+    },
+    /// The block is shared; it cannot be given away or freed by one owner.
+    Shared {
+        /// Payload offset of the block.
+        offset: Offset,
+    },
+    /// The process has no reserve, or the reserve is smaller than the request.
+    ReserveTooSmall {
+        /// Bytes asked for.
+        requested: u32,
+        /// Bytes left in the reserve.
+        available: u32,
+    },
+    /// A blocking call gave up.
+    Timeout,
+    /// The region's bytes break an invariant; see [`Corruption`].
+    Corrupted(Corruption),
+    /// The region was not formatted by a compatible build; see [`AttachError`].
+    Attach(AttachError),
+    /// A bounded queue has no room (the message stays with the sender).
+    QueueFull,
+    /// A bounded queue has nothing to take.
+    QueueEmpty,
+    /// An operation needed more journaled words than the journal holds. This is a bug in
+    /// this crate (every operation's need is tested); the operation was undone.
+    JournalFull,
+    /// Fault injection stopped the operation here, as if its process had died holding
+    /// the lock. Only produced with the `fault-injection` feature.
+    InjectedCrash,
+}
+
+/// What kind of broken invariant a walk over the region found, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Corruption {
+    /// Offset of the structure being read when the problem showed.
+    pub at: u32,
+    /// What was wrong there.
+    pub kind: CorruptionKind,
+}
+
+/// The broken invariant behind a [`Corruption`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// An offset points outside every range of the region.
+    OutOfBounds,
+    /// An offset is not aligned as the format requires.
+    Misaligned,
+    /// A block's size is zero, unaligned, or runs past its range.
+    BadBlockSize,
+    /// Blocks do not tile a range exactly up to its end marker.
+    BadTiling,
+    /// A block's recorded previous neighbour is not its previous neighbour.
+    BadBoundaryTag,
+    /// The free list is not in address order, loops, or points at a used block.
+    BadFreeList,
+    /// Two free blocks are neighbours (they should have been merged).
+    Uncoalesced,
+    /// A free block is not on the free list.
+    LostFreeBlock,
+    /// The owner information of a block and the owner tables disagree.
+    BadOwner,
+    /// A reference count disagrees with the owner cells naming the block.
+    BadRefCount,
+    /// An owner table's free-cell list or counters are inconsistent.
+    BadOwnerTable,
+    /// The process table is inconsistent.
+    BadProcessTable,
+    /// The maintained statistics disagree with a walk.
+    BadStatistics,
+    /// The operation journal is malformed.
+    BadJournal,
+    /// A walk went on longer than the region could hold (a cycle).
+    Cycle,
+    /// A queue's indices or entries are inconsistent.
+    BadQueue,
+    /// Protocol records (server info, client blocks) are inconsistent.
+    BadProtocol,
+}
+
+/// Why [`Heap::attach`](crate::Heap::attach) refused a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// The first bytes are not this format's magic number: not a region, or not formatted.
+    BadMagic,
+    /// The region uses another format version.
+    Version {
+        /// Version found in the region.
+        found: u32,
+        /// Version this build speaks.
+        expected: u32,
+    },
+    /// The region was formatted by a build whose struct layouts differ from this one's
+    /// (different crate version, target or options).
+    Layout {
+        /// Fingerprint found in the region.
+        found: u32,
+        /// Fingerprint of this build.
+        expected: u32,
+    },
+    /// The memory supplied does not match the ranges recorded in the header.
+    SizeMismatch {
+        /// Size recorded in the header.
+        recorded: u64,
+        /// Size of the memory supplied.
+        supplied: u64,
+    },
+    /// The memory is too small to hold a header and one block.
+    TooSmall {
+        /// Bytes supplied.
+        supplied: u64,
+        /// Bytes needed at least.
+        needed: u64,
+    },
+    /// The memory is too large for 32-bit offsets.
+    TooLarge {
+        /// Bytes supplied.
+        supplied: u64,
+    },
+    /// The base address is not aligned for the header.
+    Misaligned,
+    /// The configuration (alignment, ranges, table sizes) is invalid.
+    BadConfig,
+}
+
+impl From<Corruption> for Error {
+    fn from(c: Corruption) -> Self {
+        Error::Corrupted(c)
+    }
+}
+
+impl From<AttachError> for Error {
+    fn from(e: AttachError) -> Self {
+        Error::Attach(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::OutOfMemory { requested } => {
+                write!(f, "out of memory: no free block holds {requested} bytes")
+            }
+            Error::TooLarge { requested, max } => write!(
+                f,
+                "request of {requested} bytes can never fit (largest possible block holds {max})"
+            ),
+            Error::InvalidSize { requested } => write!(f, "invalid allocation size {requested}"),
+            Error::BadOffset { offset } => {
+                write!(f, "offset {offset} is not a block in this region")
+            }
+            Error::DoubleFree { offset } => write!(f, "block {offset} is already free"),
+            Error::NotOwner { offset, process } => {
+                write!(f, "process {process} does not own block {offset}")
+            }
+            Error::AlreadyOwner { offset, process } => {
+                write!(f, "process {process} already co-owns block {offset}")
+            }
+            Error::Unavailable { offset } => {
+                write!(f, "the range at {offset} is not entirely free")
+            }
+            Error::NotRegistered { process } => write!(f, "process {process} is not registered"),
+            Error::TooManyProcesses { capacity } => {
+                write!(f, "process table is full ({capacity} processes)")
+            }
+            Error::OwnerTableFull { process } => {
+                write!(f, "process {process} owns the maximum number of blocks")
+            }
+            Error::Shared { offset } => write!(f, "block {offset} is shared by several owners"),
+            Error::ReserveTooSmall {
+                requested,
+                available,
+            } => write!(
+                f,
+                "reserve too small: {requested} bytes asked, {available} available"
+            ),
+            Error::Timeout => f.write_str("timed out"),
+            Error::Corrupted(c) => write!(f, "corrupted region: {c}"),
+            Error::Attach(e) => write!(f, "cannot attach: {e}"),
+            Error::QueueFull => f.write_str("queue is full"),
+            Error::QueueEmpty => f.write_str("queue is empty"),
+            Error::JournalFull => f.write_str("operation journal overflow (a bug: please report)"),
+            Error::InjectedCrash => f.write_str("operation stopped by fault injection"),
+        }
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at offset {:#x}", self.kind, self.at)
+    }
+}
+
+impl fmt::Display for CorruptionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CorruptionKind::OutOfBounds => "offset out of bounds",
+            CorruptionKind::Misaligned => "misaligned offset",
+            CorruptionKind::BadBlockSize => "bad block size",
+            CorruptionKind::BadTiling => "blocks do not tile the range",
+            CorruptionKind::BadBoundaryTag => "bad previous-block tag",
+            CorruptionKind::BadFreeList => "free list out of order or pointing at a used block",
+            CorruptionKind::Uncoalesced => "two adjacent free blocks",
+            CorruptionKind::LostFreeBlock => "free block missing from the free list",
+            CorruptionKind::BadOwner => "block owner and owner tables disagree",
+            CorruptionKind::BadRefCount => "reference count disagrees with owner cells",
+            CorruptionKind::BadOwnerTable => "owner table inconsistent",
+            CorruptionKind::BadProcessTable => "process table inconsistent",
+            CorruptionKind::BadStatistics => "statistics disagree with the heap",
+            CorruptionKind::BadJournal => "operation journal malformed",
+            CorruptionKind::Cycle => "walk longer than the region allows (cycle)",
+            CorruptionKind::BadQueue => "queue inconsistent",
+            CorruptionKind::BadProtocol => "protocol records inconsistent",
+        })
+    }
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachError::BadMagic => f.write_str("no region header (bad magic number)"),
+            AttachError::Version { found, expected } => write!(
+                f,
+                "region format version {found}, this build speaks version {expected}"
+            ),
+            AttachError::Layout { found, expected } => write!(
+                f,
+                "region layout fingerprint {found:#010x} differs from this build's {expected:#010x} \
+                 (built with an incompatible version, target or options)"
+            ),
+            AttachError::SizeMismatch { recorded, supplied } => write!(
+                f,
+                "header records {recorded} bytes but {supplied} bytes were supplied"
+            ),
+            AttachError::TooSmall { supplied, needed } => {
+                write!(f, "{supplied} bytes supplied, at least {needed} needed")
+            }
+            AttachError::TooLarge { supplied } => {
+                write!(f, "{supplied} bytes supplied; offsets are 32-bit (at most 4 GiB)")
+            }
+            AttachError::Misaligned => f.write_str("base address is not aligned for the header"),
+            AttachError::BadConfig => f.write_str("invalid configuration"),
+        }
+    }
+}
+
+/// Shorthand for building a [`Corruption`] error.
+#[inline]
+pub(crate) fn corrupt(at: u32, kind: CorruptionKind) -> Error {
+    Error::Corrupted(Corruption { at, kind })
+}

@@ -1,0 +1,163 @@
+//! [`RegionAllocator`]: a `GlobalAlloc` over a region, so firmware can use one as its heap
+//! (feature `global-alloc`).
+//!
+//! The adapter only translates: layouts to sizes, pointers to offsets. Allocation is the
+//! ordinary [`Heap`] algorithm, done as one registered process. Alignments above the
+//! heap's are served by allocating `size + align` and recording the block's offset just
+//! in front of the aligned pointer.
+//!
+//! ```
+//! use shm_core::global_alloc::RegionAllocator;
+//! use shm_core::{HeapConfig, SpinPlatform};
+//! use core::alloc::{GlobalAlloc, Layout};
+//!
+//! static HEAP: RegionAllocator<SpinPlatform> = RegionAllocator::new();
+//!
+//! #[repr(align(16))]
+//! struct Memory([u8; 16 * 1024]);
+//! static mut MEMORY: Memory = Memory([0; 16 * 1024]);
+//!
+//! // SAFETY (example): MEMORY is used by nothing else.
+//! let memory: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(MEMORY.0) };
+//! HEAP.init(memory, HeapConfig::default(), SpinPlatform::new(1))?;
+//! let layout = Layout::from_size_align(100, 8).unwrap();
+//! // SAFETY (example): non-zero layout, freed with the same layout.
+//! unsafe {
+//!     let p = HEAP.alloc(layout);
+//!     assert!(!p.is_null());
+//!     HEAP.dealloc(p, layout);
+//! }
+//! # Ok::<(), shm_core::Error>(())
+//! ```
+//! On firmware, mark the static `#[global_allocator]` and use
+//! [`CriticalSectionPlatform`](crate::CriticalSectionPlatform) so interrupt handlers may
+//! allocate too.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+use crate::heap::{Heap, HeapConfig};
+use crate::owners::ProcSlot;
+use crate::platform::Platform;
+use crate::region::Region;
+use crate::{Error, Offset};
+
+/// A region used as the global allocator. Until [`init`](RegionAllocator::init) runs,
+/// every allocation fails (returns null).
+pub struct RegionAllocator<P: Platform + Send + Sync + 'static> {
+    /// `None` when `init` failed: then every allocation returns null.
+    heap: spin::Once<Option<(Heap<'static, P>, ProcSlot)>>,
+}
+
+impl<P: Platform + Send + Sync + 'static> core::fmt::Debug for RegionAllocator<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RegionAllocator")
+            .field("usable", &self.slot().is_some())
+            .finish()
+    }
+}
+
+impl<P: Platform + Send + Sync + 'static> Default for RegionAllocator<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Platform + Send + Sync + 'static> RegionAllocator<P> {
+    /// An allocator with no memory yet.
+    pub const fn new() -> Self {
+        RegionAllocator {
+            heap: spin::Once::new(),
+        }
+    }
+
+    /// Formats `memory` as the heap and registers the program as its one process. Only the
+    /// first call has an effect; later calls return the heap's state unchanged.
+    pub fn init(
+        &self,
+        memory: &'static mut [u8],
+        config: HeapConfig,
+        platform: P,
+    ) -> Result<(), Error> {
+        let mut result = Ok(());
+        self.heap.call_once(|| {
+            let made = Region::from_slice(memory)
+                .and_then(|region| Heap::init(region, config, platform))
+                .and_then(|heap| heap.register().map(|me| (heap, me)));
+            made.map_err(|e| result = Err(e)).ok()
+        });
+        result
+    }
+
+    fn slot(&self) -> Option<&(Heap<'static, P>, ProcSlot)> {
+        self.heap.get().and_then(Option::as_ref)
+    }
+
+    /// The heap, once initialised.
+    pub fn heap(&self) -> Option<&Heap<'static, P>> {
+        self.slot().map(|(h, _)| h)
+    }
+
+    /// The slot that owns every block this allocator hands out.
+    pub fn process(&self) -> Option<ProcSlot> {
+        self.slot().map(|(_, me)| *me)
+    }
+}
+
+// SAFETY: `alloc` returns either null or a pointer to at least `layout.size()` bytes aligned
+// to `layout.align()`, inside a block owned by this allocator's process and used for
+// nothing else until `dealloc` frees it; `dealloc` frees exactly the block `alloc` made.
+unsafe impl<P: Platform + Send + Sync + 'static> GlobalAlloc for RegionAllocator<P> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let Some((heap, me)) = self.slot() else {
+            return ptr::null_mut();
+        };
+        let Ok(size) = u32::try_from(layout.size()) else {
+            return ptr::null_mut();
+        };
+        let align = layout.align();
+        if align <= heap.align() as usize {
+            return match heap.try_alloc(*me, size).and_then(|b| heap.payload(b)) {
+                Ok((p, _)) => p.as_ptr(),
+                Err(_) => ptr::null_mut(),
+            };
+        }
+        // Over-aligned: room to slide the pointer, plus 4 bytes for the block's offset.
+        let Some(padded) = size.checked_add(align as u32 + 4) else {
+            return ptr::null_mut();
+        };
+        let Ok((base, _)) = heap.try_alloc(*me, padded).and_then(|b| heap.payload(b)) else {
+            return ptr::null_mut();
+        };
+        let block = heap
+            .region()
+            .offset_of_ptr(base.as_ptr())
+            .map_or(0, Offset::get);
+        let addr = base.as_ptr() as usize + 4;
+        let shift = (align - addr % align) % align + 4;
+        // SAFETY: `shift <= align + 3 < padded - size`, so the aligned pointer and the
+        // `size` bytes after it stay inside the block.
+        let aligned = unsafe { base.as_ptr().add(shift) };
+        // SAFETY: `aligned - 4` is inside the block (shift >= 4) and 4-aligned (aligned is
+        // aligned to more than the heap alignment, which is at least 8).
+        unsafe { aligned.sub(4).cast::<u32>().write(block) };
+        aligned
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some((heap, me)) = self.slot() else {
+            return;
+        };
+        let block = if layout.align() <= heap.align() as usize {
+            heap.region().offset_of_ptr(ptr)
+        } else {
+            // SAFETY: `alloc` stored the block's offset in the 4 bytes before `ptr`.
+            Some(Offset::new(unsafe { ptr.sub(4).cast::<u32>().read() }))
+        };
+        if let Some(block) = block {
+            // An error here means the caller passed a pointer this allocator did not
+            // make; GlobalAlloc has no way to report it, and ignoring it is the safe choice.
+            let _ = heap.free(*me, block);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! [`RegionHeader`]: the fixed structure at offset 0 of every region.
+
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use crate::journal::Journal;
+use crate::lock::LockWord;
+use crate::region::ShmSafe;
+
+/// One range of the region, as recorded in the header (offsets from the base).
+#[repr(C)]
+#[derive(Debug)]
+pub struct RangeDesc {
+    /// Offset of the first byte.
+    pub start: AtomicU32,
+    /// Length in bytes.
+    pub len: AtomicU32,
+}
+
+/// Allocator state and statistics.
+///
+/// Invariants (checked by [`Heap::check`](crate::Heap::check)):
+/// - `free_head` is 0 or the first block of an address-ordered free list;
+/// - `free_bytes` and `free_blocks` are the sum of sizes and the number of blocks on it;
+/// - `min_free_bytes <= free_bytes`;
+/// - `used_blocks` counts used blocks other than end markers;
+/// - `proc_count` counts the non-zero entries of the process table.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HeapState {
+    /// Offset of the first free block, 0 when none.
+    pub free_head: AtomicU32,
+    /// Bytes in all blocks (header included), end markers excluded. Fixed at format time.
+    pub heap_bytes: AtomicU32,
+    /// Bytes in free blocks (headers included).
+    pub free_bytes: AtomicU32,
+    /// Lowest value `free_bytes` has had.
+    pub min_free_bytes: AtomicU32,
+    /// Number of free blocks.
+    pub free_blocks: AtomicU32,
+    /// Number of used blocks.
+    pub used_blocks: AtomicU32,
+    /// Successful allocations, low and high word.
+    pub allocs: [AtomicU32; 2],
+    /// Successful frees, low and high word.
+    pub frees: [AtomicU32; 2],
+    /// Payload offset of the process table block.
+    pub proc_table: AtomicU32,
+    /// Entries in the process table.
+    pub proc_capacity: AtomicU32,
+    /// Registered processes.
+    pub proc_count: AtomicU32,
+    /// Registrations so far; the serial number of the next one.
+    pub registrations: AtomicU32,
+    /// Processes reclaimed after they died (or unregistered).
+    pub reclaims: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: AtomicU32,
+}
+
+/// The region header at offset 0.
+///
+/// `magic`, `version`, `fingerprint` and `ready` let [`Heap::attach`](crate::Heap::attach)
+/// refuse bytes it cannot read; `ranges` record where the heap lives; `lock` serialises
+/// every mutation and names its holder so that a dead holder's lock can be broken; `journal`
+/// lets whoever breaks that lock undo the dead holder's half-done operation.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RegionHeader {
+    /// [`MAGIC`](crate::layout::MAGIC).
+    pub magic: [AtomicU32; 2],
+    /// [`FORMAT_VERSION`](crate::layout::FORMAT_VERSION).
+    pub version: AtomicU32,
+    /// [`LAYOUT_FINGERPRINT`](crate::layout::LAYOUT_FINGERPRINT).
+    pub fingerprint: AtomicU32,
+    /// Offset one past the end of the last range.
+    pub size: AtomicU32,
+    /// Block alignment in bytes (a power of two).
+    pub align: AtomicU32,
+    /// Number of valid entries in `ranges`.
+    pub range_count: AtomicU32,
+    /// Non-zero once `init` has finished formatting.
+    pub ready: AtomicU32,
+    /// The ranges, in address order; range 0 starts at offset 0 and holds this header.
+    pub ranges: [RangeDesc; crate::layout::MAX_RANGES],
+    /// Reserved, zero (keeps the lock on its own cache line).
+    pub reserved0: [AtomicU32; 8],
+    /// The region lock.
+    pub lock: LockWord,
+    /// Times a dead holder's lock was broken.
+    pub lock_breaks: AtomicU32,
+    /// Incremented after every free; blocking allocators wait for it to change.
+    pub free_epoch: AtomicU32,
+    /// Number of blocked allocators (frees skip the wake-up when zero).
+    pub waiters: AtomicU32,
+    /// Reserved, zero.
+    pub reserved1: [AtomicU32; 11],
+    /// Allocator state.
+    pub heap: HeapState,
+    /// Undo journal of the operation in progress.
+    pub journal: Journal,
+}
+
+// SAFETY: repr(C), only atomics (LockWord and Journal are ShmSafe themselves), no padding
+// (the layout assertions pin every offset).
+unsafe impl ShmSafe for RegionHeader {}
+
+/// Reads a 64-bit counter stored as two words.
+pub(crate) fn load_u64(words: &[AtomicU32; 2]) -> u64 {
+    u64::from(words[0].load(Relaxed)) | (u64::from(words[1].load(Relaxed)) << 32)
+}

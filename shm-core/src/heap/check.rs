@@ -1,0 +1,261 @@
+//! [`Heap::check`](crate::Heap::check): walks everything and reports the first broken
+//! invariant. Every walk is bounded, so corrupted bytes give an error, never a hang.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::block::{OwnerRef, END};
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::heap::Space;
+use crate::layout::{NO_CELL, NO_OWNER};
+use crate::owners::ProcSlot;
+use crate::Offset;
+
+/// What a successful [`Heap::check`](crate::Heap::check) walked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Blocks visited, end markers excluded.
+    pub blocks: u32,
+    /// Of which used (including system data).
+    pub used_blocks: u32,
+    /// Of which free.
+    pub free_blocks: u32,
+    /// Bytes in free blocks.
+    pub free_bytes: u64,
+    /// Registered processes.
+    pub processes: u32,
+    /// Used owner cells over all processes (= sum of reference counts).
+    pub owner_cells: u64,
+}
+
+impl<'m> Space<'m> {
+    pub(crate) fn check(&self) -> Result<CheckReport, Error> {
+        let heap = &self.hdr.heap;
+        let mut rep = CheckReport::default();
+        if self.hdr.journal.len.load(Relaxed) != 0 {
+            let at = self.region.offset_of(&self.hdr.journal.len)?;
+            return Err(corrupt(at, CorruptionKind::BadJournal));
+        }
+
+        // 0. Process table and owner tables. Their capacities bound every chain walk below:
+        //    records must fit in their blocks, so the total is at most the region size / 8.
+        let table = heap.proc_table.load(Relaxed);
+        let cap = heap.proc_capacity.load(Relaxed);
+        let table_bad = || corrupt(table, CorruptionKind::BadProcessTable);
+        let (th, _) = self
+            .used_block(Offset::new(table))
+            .map_err(|_| table_bad())?;
+        if th.owner.load(Relaxed) != NO_OWNER
+            || u64::from(th.size()) < u64::from(self.geo.hsize) + 4 * u64::from(cap)
+            || cap > u32::from(u16::MAX)
+        {
+            return Err(table_bad());
+        }
+        let mut cell_capacity: u64 = 0;
+        for slot in 0..cap {
+            match self.record(ProcSlot(slot as u16)) {
+                Ok(r) => {
+                    rep.processes += 1;
+                    cell_capacity += u64::from(r.rec.cell_capacity.load(Relaxed));
+                }
+                Err(Error::NotRegistered { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if rep.processes != heap.proc_count.load(Relaxed) {
+            return Err(table_bad());
+        }
+
+        // 1. Tiling, boundary tags, coalescing, owner chains of every used block.
+        let mut total: u64 = 0;
+        let mut system: u32 = 0;
+        let mut ref_sum: u64 = 0;
+        let mut steps = 0u32;
+        for r in &self.ranges {
+            let mut b = r.lo;
+            let mut prev = 0u32;
+            let mut prev_free = false;
+            while b < r.hi {
+                steps += 1;
+                if steps > self.walk_limit() {
+                    return Err(corrupt(b, CorruptionKind::Cycle));
+                }
+                let h = self.block(b)?;
+                if h.flags() & END != 0 {
+                    return Err(corrupt(b, CorruptionKind::BadTiling));
+                }
+                if h.prev_phys.load(Relaxed) != prev {
+                    return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
+                }
+                let size = h.size();
+                rep.blocks += 1;
+                if h.is_used() {
+                    prev_free = false;
+                    rep.used_blocks += 1;
+                    let refs = h.link.load(Relaxed);
+                    if h.owner.load(Relaxed) == NO_OWNER {
+                        if refs != 0 {
+                            return Err(corrupt(b, CorruptionKind::BadRefCount));
+                        }
+                        system += 1;
+                    } else {
+                        ref_sum += u64::from(refs);
+                        if ref_sum > cell_capacity {
+                            return Err(corrupt(b, CorruptionKind::BadRefCount));
+                        }
+                        self.check_chain(Offset::new(b + self.geo.hsize), refs)?;
+                    }
+                } else {
+                    if prev_free {
+                        return Err(corrupt(b, CorruptionKind::Uncoalesced));
+                    }
+                    prev_free = true;
+                    rep.free_blocks += 1;
+                    rep.free_bytes += u64::from(size);
+                }
+                total += u64::from(size);
+                prev = b;
+                b += size; // `block` checked that this stays within the range
+            }
+            if b != r.hi {
+                return Err(corrupt(b, CorruptionKind::BadTiling));
+            }
+            let end = self.block(r.hi)?;
+            if end.prev_phys.load(Relaxed) != prev {
+                return Err(corrupt(r.hi, CorruptionKind::BadBoundaryTag));
+            }
+        }
+
+        // 2. The free list holds exactly the free blocks, in address order.
+        let mut listed = 0u32;
+        let mut listed_bytes = 0u64;
+        self.walk_free(|f| {
+            listed += 1;
+            listed_bytes += u64::from(f.size);
+            Ok(false)
+        })?;
+        let stats_at = self.region.offset_of(&heap.free_head)?;
+        if listed != rep.free_blocks || listed_bytes != rep.free_bytes {
+            return Err(corrupt(stats_at, CorruptionKind::LostFreeBlock));
+        }
+
+        // 3. Statistics.
+        let stat = |w: &core::sync::atomic::AtomicU32| u64::from(w.load(Relaxed));
+        if stat(&heap.heap_bytes) != total
+            || stat(&heap.free_bytes) != rep.free_bytes
+            || stat(&heap.free_blocks) != u64::from(rep.free_blocks)
+            || stat(&heap.used_blocks) != u64::from(rep.used_blocks)
+            || stat(&heap.min_free_bytes) > rep.free_bytes
+        {
+            return Err(corrupt(stats_at, CorruptionKind::BadStatistics));
+        }
+
+        // 4. Owner tables.
+        for slot in 0..cap {
+            if let Ok(r) = self.record(ProcSlot(slot as u16)) {
+                rep.owner_cells += u64::from(self.check_record(&r)?);
+            }
+        }
+        // System blocks are exactly the table and the records; owner cells are exactly
+        // the references counted in the blocks.
+        if system != 1 + rep.processes {
+            return Err(corrupt(table, CorruptionKind::BadOwner));
+        }
+        if ref_sum != rep.owner_cells {
+            return Err(corrupt(table, CorruptionKind::BadRefCount));
+        }
+        Ok(rep)
+    }
+
+    /// Checks that block `p`'s owner chain has exactly `refs` cells, each naming `p`.
+    ///
+    /// The chain ending in `NO_OWNER` after exactly `refs` hops proves its cells distinct
+    /// (a repeated cell would repeat forever). Cells of different chains name different
+    /// blocks, so together with "used cells = sum of reference counts" (checked by the
+    /// caller) this proves every used cell lies on the chain of the block it names.
+    fn check_chain(&self, p: Offset, refs: u32) -> Result<(), Error> {
+        let (h, _) = self
+            .used_block(p)
+            .map_err(|_| corrupt(p.get(), CorruptionKind::BadOwner))?;
+        if refs == 0 {
+            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
+        }
+        if refs > self.hdr.heap.proc_capacity.load(Relaxed) {
+            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
+        }
+        let mut link = h.owner.load(Relaxed);
+        for _ in 0..refs {
+            let at = OwnerRef::unpack(link)
+                .ok_or_else(|| corrupt(p.get(), CorruptionKind::BadRefCount))?;
+            let r = self
+                .record(ProcSlot(at.slot))
+                .map_err(|_| corrupt(p.get(), CorruptionKind::BadOwner))?;
+            if u32::from(at.cell) >= r.rec.cell_capacity.load(Relaxed) {
+                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
+            }
+            let cell: &crate::owners::OwnerCell =
+                self.region.get(r.cell_offset(u32::from(at.cell)))?;
+            if cell.block.load(Relaxed) != p.get() {
+                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
+            }
+            link = cell.next.load(Relaxed);
+        }
+        if link != NO_OWNER {
+            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
+        }
+        Ok(())
+    }
+
+    /// Checks one owner table; returns its number of used cells.
+    fn check_record(&self, r: &crate::owners::RecordRef<'m>) -> Result<u32, Error> {
+        let bad = || corrupt(r.at, CorruptionKind::BadOwnerTable);
+        let (rh, _) = self.used_block(Offset::new(r.at)).map_err(|_| bad())?;
+        if rh.owner.load(Relaxed) != NO_OWNER {
+            return Err(bad());
+        }
+        let cap = r.rec.cell_capacity.load(Relaxed);
+        // Free-cell list: bounded by the capacity, every cell on it empty.
+        let mut free = 0u32;
+        let mut next = r.rec.free_cell.load(Relaxed);
+        while next != NO_CELL {
+            free += 1;
+            if next >= cap || free > cap {
+                return Err(bad());
+            }
+            let c: &crate::owners::OwnerCell = self.region.get(r.cell_offset(next))?;
+            if c.block.load(Relaxed) != 0 {
+                return Err(bad());
+            }
+            next = c.next.load(Relaxed);
+        }
+        // Used cells: each names a used block (that it is on that block's chain follows
+        // from the chain checks; see `check_chain`).
+        let mut used = 0u32;
+        let mut bytes = 0u32;
+        let reserve = r.rec.reserve.load(Relaxed);
+        let mut reserve_found = reserve == 0;
+        for i in 0..cap {
+            let c: &crate::owners::OwnerCell = self.region.get(r.cell_offset(i))?;
+            let p = c.block.load(Relaxed);
+            if p == 0 {
+                continue;
+            }
+            used += 1;
+            let (h, _) = self
+                .used_block(Offset::new(p))
+                .map_err(|_| corrupt(r.cell_offset(i), CorruptionKind::BadOwner))?;
+            if h.owner.load(Relaxed) == NO_OWNER {
+                return Err(corrupt(r.cell_offset(i), CorruptionKind::BadOwner));
+            }
+            bytes = bytes.wrapping_add(h.size());
+            reserve_found |= p == reserve;
+        }
+        if used != r.rec.cells_used.load(Relaxed)
+            || used + free != cap
+            || bytes != r.rec.owned_bytes.load(Relaxed)
+            || !reserve_found
+        {
+            return Err(bad());
+        }
+        Ok(used)
+    }
+}

@@ -1,0 +1,851 @@
+//! [`Heap`]: a heap_5-style allocator over a [`Region`], with owner tables, reserves,
+//! reference-counted sharing, crash recovery and a full consistency check.
+//!
+//! The algorithm is FreeRTOS heap_5's: one free list in address order, first fit, a block
+//! split when the remainder can hold a minimum block, and a freed block merged with both
+//! free neighbours. Like heap_5 the heap may span several disjoint ranges that share one
+//! base. Unlike heap_5, every link is an offset, every block records its owners, service
+//! data is taken from the high end, and every change goes through an undo journal so that a
+//! process dying mid-operation leaves nothing half-done.
+//!
+//! Invariants, all checked by [`Heap::check`]:
+//! 1. In each range, blocks tile `[first block, end marker)` exactly; each block's
+//!    `prev_phys` names the block before it (0 for the first).
+//! 2. The free list visits every free block exactly once, in increasing address order, and
+//!    no two free blocks are physical neighbours.
+//! 3. Every used block other than system data (the process table and process records) is
+//!    named by exactly `refcount` owner cells, chained from its header; every used cell
+//!    names such a block.
+//! 4. The statistics in [`HeapState`](crate::header::HeapState) match the walk.
+//! 5. The journal is empty whenever the lock is free.
+
+mod check;
+mod freelist;
+mod ops;
+mod stats;
+
+use core::mem::size_of;
+use core::sync::atomic::{
+    AtomicU32,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
+use core::time::Duration;
+
+pub use check::CheckReport;
+pub use stats::{BlockInfo, HeapStats, ProcessInfo};
+
+use crate::block::{BlockHeader, END, USED};
+use crate::error::{corrupt, AttachError, CorruptionKind, Error};
+use crate::header::RegionHeader;
+use crate::journal::{self, FaultInjector, Tx};
+use crate::layout::{
+    ALIGN_RANGE, DEFAULT_ALIGN, FORMAT_VERSION, LAYOUT_FINGERPRINT, MAGIC, MAX_RANGES, NO_OWNER,
+};
+use crate::lock::Acquired;
+use crate::owners::ProcSlot;
+use crate::platform::{Platform, ProcessId, WaitOutcome};
+use crate::region::Region;
+use crate::Offset;
+
+/// Options for formatting a region with [`Heap::init`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapConfig {
+    /// Block alignment in bytes: a power of two from 8 to 4096. Payloads are aligned to
+    /// it. Default 16.
+    pub align: u32,
+    /// Entries in the process table: how many processes may be registered at once.
+    /// Default 64.
+    pub max_processes: u16,
+}
+
+impl Default for HeapConfig {
+    fn default() -> Self {
+        HeapConfig {
+            align: DEFAULT_ALIGN,
+            max_processes: 64,
+        }
+    }
+}
+
+/// Sizes derived from the alignment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    /// Block alignment.
+    pub align: u32,
+    /// Bytes of header in front of each payload (16 rounded up to the alignment).
+    pub hsize: u32,
+    /// Smallest block worth splitting off.
+    pub min_block: u32,
+}
+
+impl Geometry {
+    fn new(align: u32, base_addr: usize) -> Result<Self, Error> {
+        if !align.is_power_of_two() || align < ALIGN_RANGE.0 || align > ALIGN_RANGE.1 {
+            return Err(AttachError::BadConfig.into());
+        }
+        // Offsets are aligned relative to the base, so the base must be aligned too.
+        if base_addr % align as usize != 0 {
+            return Err(AttachError::Misaligned.into());
+        }
+        let hsize =
+            align_up(size_of::<BlockHeader>() as u32, align).ok_or(AttachError::BadConfig)?;
+        Ok(Geometry {
+            align,
+            hsize,
+            min_block: 2 * hsize,
+        })
+    }
+
+    /// Block size for a request of `bytes` payload bytes.
+    #[inline]
+    pub(crate) fn block_size(&self, bytes: u32) -> Result<u32, Error> {
+        if bytes == 0 {
+            return Err(Error::InvalidSize { requested: 0 });
+        }
+        let need = bytes
+            .checked_add(self.hsize)
+            .and_then(|n| align_up(n, self.align))
+            .ok_or(Error::InvalidSize {
+                requested: u64::from(bytes),
+            })?;
+        Ok(need.max(self.min_block))
+    }
+}
+
+/// Rounds up to a multiple of a power of two, `None` on overflow.
+#[inline]
+pub(crate) const fn align_up(v: u32, align: u32) -> Option<u32> {
+    match v.checked_add(align - 1) {
+        Some(x) => Some(x & !(align - 1)),
+        None => None,
+    }
+}
+
+/// Where the blocks of one range are: the first block and the end marker.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HeapRange {
+    /// Offset of the first block.
+    pub lo: u32,
+    /// Offset of the end marker (one past the last block).
+    pub hi: u32,
+}
+
+/// Everything an operation needs to find its way around the region.
+#[derive(Debug)]
+pub(crate) struct Space<'m> {
+    pub region: Region<'m>,
+    pub hdr: &'m RegionHeader,
+    pub geo: Geometry,
+    pub ranges: heapless::Vec<HeapRange, MAX_RANGES>,
+    /// Most blocks the ranges can hold: the bound on every walk.
+    pub max_blocks: u32,
+}
+
+impl<'m> Space<'m> {
+    fn new(
+        region: Region<'m>,
+        hdr: &'m RegionHeader,
+        geo: Geometry,
+        ranges: heapless::Vec<HeapRange, MAX_RANGES>,
+    ) -> Self {
+        let max_blocks = ranges
+            .iter()
+            .map(|r| (r.hi - r.lo) / geo.min_block + 1)
+            .fold(1u32, u32::saturating_add);
+        Space {
+            region,
+            hdr,
+            geo,
+            ranges,
+            max_blocks,
+        }
+    }
+}
+
+/// Operation codes recorded in the journal (diagnostics only).
+#[derive(Clone, Copy, Debug)]
+#[repr(u32)]
+pub(crate) enum OpCode {
+    Alloc = 1,
+    Free = 2,
+    AllocAt = 3,
+    Reserve = 4,
+    AllocFromReserve = 5,
+    Give = 6,
+    Share = 7,
+    Release = 8,
+    Register = 9,
+    Reclaim = 10,
+    Check = 11,
+    SetApp = 12,
+}
+
+/// A heap over a region, used by one process (which may use it from several threads).
+///
+/// Operations name the acting process by its [`ProcSlot`], obtained from
+/// [`register`](Heap::register). A process normally registers once; tests and simulators
+/// may register several slots from one address space.
+#[derive(Debug)]
+pub struct Heap<'m, P: Platform> {
+    space: Space<'m>,
+    platform: P,
+    faults: FaultInjector,
+    /// Most words one operation of this handle has journaled (process-local diagnostics).
+    journal_high_water: AtomicU32,
+}
+
+impl<'m, P: Platform> Heap<'m, P> {
+    /// Formats `region` as an empty heap and returns a handle to it.
+    ///
+    /// Everything in the region is overwritten. The header goes at the start of the first
+    /// range; each range ends with an end marker; the process table is the first service
+    /// block, at the high end.
+    pub fn init(region: Region<'m>, config: HeapConfig, platform: P) -> Result<Self, Error> {
+        let geo = Geometry::new(config.align, region.base_addr())?;
+        if config.max_processes == 0 || config.max_processes == u16::MAX {
+            return Err(AttachError::BadConfig.into());
+        }
+        let hdr_len = size_of::<RegionHeader>() as u32;
+        let needed = u64::from(hdr_len) + u64::from(geo.align) + 4 * u64::from(geo.min_block);
+        let (r0_start, r0_end) = region.range(0).ok_or(AttachError::BadConfig)?;
+        if u64::from(r0_end - r0_start) < needed {
+            return Err(AttachError::TooSmall {
+                supplied: u64::from(r0_end - r0_start),
+                needed,
+            }
+            .into());
+        }
+        let hdr: &'m RegionHeader = region.get(0)?;
+        // Not ready while formatting: a process attaching now is refused.
+        hdr.ready.store(0, Release);
+        hdr.magic[0].store(0, Relaxed);
+        zero_words(&region, 0, hdr_len)?;
+
+        let mut ranges = heapless::Vec::<HeapRange, MAX_RANGES>::new();
+        for i in 0..region.range_count() {
+            let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
+            let lo = if i == 0 {
+                align_up(hdr_len, geo.align)
+            } else {
+                align_up(start, geo.align)
+            }
+            .ok_or(AttachError::BadConfig)?;
+            let hi = (end & !(geo.align - 1)).saturating_sub(geo.hsize);
+            // A range too small for one block plus its end marker is left out.
+            if hi < lo || hi - lo < geo.min_block {
+                if i == 0 {
+                    return Err(AttachError::TooSmall {
+                        supplied: u64::from(end - start),
+                        needed,
+                    }
+                    .into());
+                }
+                continue;
+            }
+            ranges
+                .push(HeapRange { lo, hi })
+                .map_err(|_| AttachError::BadConfig)?;
+        }
+
+        // Identity, ranges and geometry.
+        hdr.version.store(FORMAT_VERSION, Relaxed);
+        hdr.fingerprint.store(LAYOUT_FINGERPRINT, Relaxed);
+        hdr.size.store(region.end(), Relaxed);
+        hdr.align.store(geo.align, Relaxed);
+        hdr.range_count.store(region.range_count() as u32, Relaxed);
+        for i in 0..region.range_count() {
+            let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
+            hdr.ranges[i].start.store(start, Relaxed);
+            hdr.ranges[i].len.store(end - start, Relaxed);
+        }
+
+        // One free block per range, chained in address order, and the end markers.
+        let mut heap_bytes = 0u32;
+        let mut prev_free = 0u32;
+        for r in &ranges {
+            let size = r.hi - r.lo;
+            let b: &BlockHeader = region.get(r.lo)?;
+            b.size_flags.store(size, Relaxed);
+            b.prev_phys.store(0, Relaxed);
+            b.link.store(0, Relaxed);
+            b.owner.store(NO_OWNER, Relaxed);
+            let end: &BlockHeader = region.get(r.hi)?;
+            end.size_flags.store(geo.hsize | USED | END, Relaxed);
+            end.prev_phys.store(r.lo, Relaxed);
+            end.link.store(0, Relaxed);
+            end.owner.store(NO_OWNER, Relaxed);
+            if prev_free == 0 {
+                hdr.heap.free_head.store(r.lo, Relaxed);
+            } else {
+                region
+                    .get::<BlockHeader>(prev_free)?
+                    .link
+                    .store(r.lo, Relaxed);
+            }
+            prev_free = r.lo;
+            heap_bytes = heap_bytes.checked_add(size).ok_or(AttachError::BadConfig)?;
+        }
+        let h = &hdr.heap;
+        h.heap_bytes.store(heap_bytes, Relaxed);
+        h.free_bytes.store(heap_bytes, Relaxed);
+        h.min_free_bytes.store(heap_bytes, Relaxed);
+        h.free_blocks.store(ranges.len() as u32, Relaxed);
+
+        let heap = Heap {
+            space: Space::new(region, hdr, geo, ranges),
+            platform,
+            faults: FaultInjector::default(),
+            journal_high_water: AtomicU32::new(0),
+        };
+        // The process table: the first service block.
+        heap.space.init_process_table(config.max_processes)?;
+        // Publish: identity last, so a concurrent attach never sees a half-made region.
+        hdr.magic[1].store(MAGIC[1], Relaxed);
+        hdr.magic[0].store(MAGIC[0], Relaxed);
+        hdr.ready.store(1, Release);
+        Ok(heap)
+    }
+
+    /// Attaches to a region formatted by [`init`](Heap::init) (possibly by another
+    /// process, possibly mapped at another address).
+    ///
+    /// Refuses with [`Error::Attach`] a region that is not formatted, uses another format
+    /// version, was built with an incompatible layout, or does not match the memory
+    /// supplied. The rest of the region is not walked here (see [`check`](Heap::check));
+    /// every later operation bounds-checks what it reads.
+    pub fn attach(region: Region<'m>, platform: P) -> Result<Self, Error> {
+        let hdr_len = size_of::<RegionHeader>() as u64;
+        let (s0, e0) = region.range(0).ok_or(AttachError::BadConfig)?;
+        if u64::from(e0 - s0) < hdr_len {
+            return Err(AttachError::TooSmall {
+                supplied: u64::from(e0 - s0),
+                needed: hdr_len,
+            }
+            .into());
+        }
+        let hdr: &'m RegionHeader = region.get(0)?;
+        if hdr.ready.load(Acquire) == 0
+            || hdr.magic[0].load(Relaxed) != MAGIC[0]
+            || hdr.magic[1].load(Relaxed) != MAGIC[1]
+        {
+            return Err(AttachError::BadMagic.into());
+        }
+        let version = hdr.version.load(Relaxed);
+        if version != FORMAT_VERSION {
+            return Err(AttachError::Version {
+                found: version,
+                expected: FORMAT_VERSION,
+            }
+            .into());
+        }
+        let fp = hdr.fingerprint.load(Relaxed);
+        if fp != LAYOUT_FINGERPRINT {
+            return Err(AttachError::Layout {
+                found: fp,
+                expected: LAYOUT_FINGERPRINT,
+            }
+            .into());
+        }
+        let recorded = u64::from(hdr.size.load(Relaxed));
+        if recorded != u64::from(region.end()) {
+            return Err(AttachError::SizeMismatch {
+                recorded,
+                supplied: u64::from(region.end()),
+            }
+            .into());
+        }
+        let geo = Geometry::new(hdr.align.load(Relaxed), region.base_addr())?;
+        let count = hdr.range_count.load(Relaxed) as usize;
+        if count != region.range_count() {
+            return Err(AttachError::BadConfig.into());
+        }
+        let mut ranges = heapless::Vec::<HeapRange, MAX_RANGES>::new();
+        let hdr_len = hdr_len as u32;
+        for i in 0..count {
+            let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
+            let d = &hdr.ranges[i];
+            if d.start.load(Relaxed) != start || d.len.load(Relaxed) != end - start {
+                return Err(AttachError::SizeMismatch {
+                    recorded: u64::from(d.len.load(Relaxed)),
+                    supplied: u64::from(end - start),
+                }
+                .into());
+            }
+            let lo = if i == 0 {
+                align_up(hdr_len, geo.align)
+            } else {
+                align_up(start, geo.align)
+            }
+            .ok_or(AttachError::BadConfig)?;
+            let hi = (end & !(geo.align - 1)).saturating_sub(geo.hsize);
+            if hi < lo || hi - lo < geo.min_block {
+                continue;
+            }
+            ranges
+                .push(HeapRange { lo, hi })
+                .map_err(|_| AttachError::BadConfig)?;
+        }
+        Ok(Heap {
+            space: Space::new(region, hdr, geo, ranges),
+            platform,
+            faults: FaultInjector::default(),
+            journal_high_water: AtomicU32::new(0),
+        })
+    }
+
+    /// The platform this handle uses.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// The region this heap lives in.
+    pub fn region(&self) -> &Region<'m> {
+        &self.space.region
+    }
+
+    /// The region header.
+    pub fn header(&self) -> &'m RegionHeader {
+        self.space.hdr
+    }
+
+    /// Block alignment in bytes.
+    pub fn align(&self) -> u32 {
+        self.space.geo.align
+    }
+
+    /// Bytes of header in front of every payload.
+    pub fn block_header_size(&self) -> u32 {
+        self.space.geo.hsize
+    }
+
+    /// The block size (header included) a request of `size` bytes takes, or the error
+    /// the request would fail with for its size alone.
+    pub fn block_size_for(&self, size: u32) -> Result<u32, Error> {
+        self.space.geo.block_size(size)
+    }
+
+    /// The largest request this region can ever serve (one whole range, empty).
+    pub fn max_alloc(&self) -> u32 {
+        self.space.max_block().saturating_sub(self.space.geo.hsize)
+    }
+
+    /// The most words any one operation of this handle journaled so far. The journal holds
+    /// [`JOURNAL_CAPACITY`](crate::layout::JOURNAL_CAPACITY); tests assert the margin.
+    pub fn journal_high_water(&self) -> u32 {
+        self.journal_high_water.load(Relaxed)
+    }
+
+    /// The fault injector of this handle (tests only).
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> &FaultInjector {
+        &self.faults
+    }
+
+    /// Runs `f` as one operation: under the region lock (breaking it if its holder died,
+    /// and undoing that holder's half-done operation first), inside the platform's
+    /// critical section, journaled, committed on success and undone on error.
+    fn op<R>(
+        &self,
+        code: OpCode,
+        f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.platform.critical(|| {
+            self.lock()?;
+            let mut tx = Tx::begin(
+                &self.space.region,
+                &self.space.hdr.journal,
+                code as u32,
+                &self.faults,
+            );
+            match f(&mut tx, &self.space) {
+                Ok(v) => match tx.commit() {
+                    Ok(logged) => {
+                        self.journal_high_water.fetch_max(logged, Relaxed);
+                        self.space.hdr.lock.release();
+                        Ok(v)
+                    }
+                    // Fault injection: "die" holding the lock, journal intact.
+                    Err(e) => Err(e),
+                },
+                Err(Error::InjectedCrash) => Err(Error::InjectedCrash),
+                Err(e) => {
+                    let undone = tx.rollback();
+                    self.space.hdr.lock.release();
+                    undone.and(Err(e))
+                }
+            }
+        })
+    }
+
+    /// Takes the region lock; if it was broken from a dead holder, or a journal is left
+    /// over for any reason, undoes the unfinished operation before anything else.
+    fn lock(&self) -> Result<(), Error> {
+        let hdr = self.space.hdr;
+        let me = self.platform.current_process();
+        if let Acquired::FromDead(_) = hdr.lock.acquire(&self.platform, me) {
+            hdr.lock_breaks.fetch_add(1, Relaxed);
+        }
+        if hdr.journal.len.load(Acquire) != 0 {
+            if let Err(e) = journal::recover(&self.space.region, &hdr.journal) {
+                hdr.lock.release();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Announces that memory was freed: wakes blocked allocators, if any.
+    fn freed(&self) {
+        let hdr = self.space.hdr;
+        hdr.free_epoch.fetch_add(1, SeqCst);
+        if hdr.waiters.load(SeqCst) != 0 {
+            self.platform.notify_all(&hdr.free_epoch);
+        }
+    }
+
+    // ----- process registration -------------------------------------------------------
+
+    /// Registers the calling process (as the platform identifies it) and returns its slot.
+    pub fn register(&self) -> Result<ProcSlot, Error> {
+        self.register_as(self.platform.current_process())
+    }
+
+    /// Registers a process with the given identity and returns its slot.
+    pub fn register_as(&self, id: ProcessId) -> Result<ProcSlot, Error> {
+        if id.pid == 0 {
+            return Err(Error::InvalidSize { requested: 0 });
+        }
+        self.op(OpCode::Register, |tx, s| s.register(tx, id))
+    }
+
+    /// Unregisters `process`: everything it owns is released (shared blocks stay alive for
+    /// their other owners) and its slot is freed.
+    pub fn unregister(&self, process: ProcSlot) -> Result<ReclaimReport, Error> {
+        self.reclaim(process)
+    }
+
+    // ----- allocation ------------------------------------------------------------------
+
+    /// Allocates `size` bytes for `me`, first fit from the low end. Fails at once with
+    /// [`Error::OutOfMemory`] when no free block is large enough.
+    pub fn try_alloc(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+        self.op(OpCode::Alloc, |tx, s| s.alloc(tx, me, size, Placement::Low))
+    }
+
+    /// Allocates `size` bytes of long-lived service data for `me`, from the high end, so
+    /// that it fragments the heap only when the heap is nearly full.
+    pub fn try_alloc_service(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+        self.op(OpCode::Alloc, |tx, s| {
+            s.alloc(tx, me, size, Placement::High)
+        })
+    }
+
+    /// Allocates `size` bytes for `me`, waiting for other processes to free memory when
+    /// none fits. Fails with [`Error::TooLarge`] at once if the request can never fit.
+    pub fn alloc(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+        self.alloc_timeout(me, size, None)
+    }
+
+    /// Like [`alloc`](Heap::alloc), giving up with [`Error::Timeout`] after `timeout`
+    /// (measured with the platform's clock; without one, after the platform's bounded wait).
+    pub fn alloc_timeout(
+        &self,
+        me: ProcSlot,
+        size: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Offset, Error> {
+        let hdr = self.space.hdr;
+        let deadline = timeout.and_then(|t| self.platform.now().and_then(|n| n.checked_add(t)));
+        loop {
+            let epoch = hdr.free_epoch.load(SeqCst);
+            match self.try_alloc(me, size) {
+                Err(Error::OutOfMemory { .. }) => {}
+                other => return other,
+            }
+            let remaining = match (timeout, deadline, self.platform.now()) {
+                (Some(_), Some(d), Some(now)) => {
+                    if now >= d {
+                        return Err(Error::Timeout);
+                    }
+                    Some(d - now)
+                }
+                (t, _, _) => t,
+            };
+            hdr.waiters.fetch_add(1, SeqCst);
+            let outcome = if hdr.free_epoch.load(SeqCst) != epoch {
+                WaitOutcome::Woken
+            } else {
+                self.platform.wait(&hdr.free_epoch, epoch, remaining)
+            };
+            hdr.waiters.fetch_sub(1, SeqCst);
+            if outcome == WaitOutcome::TimedOut && deadline.is_none() {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Allocates a block for `me` whose payload starts exactly at `offset`, holding at
+    /// least `size` bytes. Fails with [`Error::Unavailable`] unless that range lies in one
+    /// free block with room for a block header in front of it.
+    pub fn alloc_at(&self, me: ProcSlot, offset: Offset, size: u32) -> Result<Offset, Error> {
+        self.op(OpCode::AllocAt, |tx, s| s.alloc_at(tx, me, offset, size))
+    }
+
+    /// Frees a block `me` owns alone.
+    pub fn free(&self, me: ProcSlot, block: Offset) -> Result<(), Error> {
+        self.op(OpCode::Free, |tx, s| s.free(tx, me, block))?;
+        self.freed();
+        Ok(())
+    }
+
+    /// Sets aside a reserve of `size` bytes for `me`, from the high end, replacing any
+    /// reserve `me` had. Returns the reserve's payload offset.
+    pub fn reserve(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+        let r = self.op(OpCode::Reserve, |tx, s| s.reserve(tx, me, size));
+        self.freed();
+        r
+    }
+
+    /// Allocates `size` bytes for `me` out of its reserve. Succeeds whenever the reserve
+    /// is large enough, however full the heap is: the block is cut from the front of the
+    /// reserve and the rest stays reserved.
+    pub fn alloc_from_reserve(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+        self.op(OpCode::AllocFromReserve, |tx, s| {
+            s.alloc_from_reserve(tx, me, size)
+        })
+    }
+
+    /// Hands `me`'s reference to `block` over to process `to` (how a buffer changes hands
+    /// on send). If `block` is shared, only `me`'s reference moves.
+    pub fn give(&self, me: ProcSlot, block: Offset, to: ProcSlot) -> Result<(), Error> {
+        self.op(OpCode::Give, |tx, s| s.give(tx, me, block, to))
+    }
+
+    /// Makes process `with` a co-owner of `block`, which `me` owns or co-owns. The block
+    /// is freed when its last owner releases it.
+    pub fn share(&self, me: ProcSlot, block: Offset, with: ProcSlot) -> Result<(), Error> {
+        self.op(OpCode::Share, |tx, s| s.share(tx, me, block, with))
+    }
+
+    /// Drops `me`'s reference to `block`; frees the block if it was the last. Returns
+    /// whether the block was freed.
+    pub fn release(&self, me: ProcSlot, block: Offset) -> Result<bool, Error> {
+        let freed = self.op(OpCode::Release, |tx, s| s.release(tx, me, block))?;
+        if freed {
+            self.freed();
+        }
+        Ok(freed)
+    }
+
+    /// Returns everything `process` owned and frees its slot: blocks it owned alone are
+    /// freed, its references to shared blocks are dropped (a block still held by someone
+    /// else stays alive), its reserve is freed. Works in steps of one block, each its own
+    /// journaled operation, so a crash midway leaves a consistent heap and a later
+    /// `reclaim` finishes the job.
+    pub fn reclaim(&self, process: ProcSlot) -> Result<ReclaimReport, Error> {
+        let mut report = ReclaimReport::default();
+        let mut cursor = 0u32;
+        loop {
+            let step = self.op(OpCode::Reclaim, |tx, s| {
+                s.reclaim_step(tx, process, &mut cursor)
+            })?;
+            match step {
+                ReclaimStep::Released { bytes, freed } => {
+                    report.references += 1;
+                    if freed {
+                        report.blocks_freed += 1;
+                        report.bytes_freed += u64::from(bytes);
+                    }
+                }
+                ReclaimStep::Done => break,
+            }
+        }
+        self.freed();
+        Ok(report)
+    }
+
+    /// Reclaims every registered process the platform reports dead (except the caller).
+    /// Returns how many were reclaimed.
+    pub fn reclaim_dead(&self) -> Result<u32, Error> {
+        let me = self.platform.current_process();
+        let mut count = 0;
+        for info in self.processes()? {
+            let info = info?;
+            if info.id != me && !self.platform.is_alive(info.id) {
+                self.reclaim(info.slot)?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Stores `value` in application word `index` (0..3) of `process`'s record, a place
+    /// for the layer above to find per-process data.
+    pub fn set_app_word(&self, process: ProcSlot, index: usize, value: u32) -> Result<(), Error> {
+        self.op(OpCode::SetApp, |tx, s| {
+            let r = s.record(process)?;
+            let w = r.rec.app.get(index).ok_or(Error::InvalidSize {
+                requested: index as u64,
+            })?;
+            tx.set(w, value)
+        })
+    }
+
+    // ----- inspection ------------------------------------------------------------------
+
+    /// Usable payload bytes of a used block (at least what was asked for).
+    pub fn block_len(&self, block: Offset) -> Result<u32, Error> {
+        let (b, _) = self.space.used_block(block)?;
+        Ok(b.size() - self.space.geo.hsize)
+    }
+
+    /// A pointer to the payload of a used block and its usable length.
+    ///
+    /// Reading or writing through the pointer is up to the caller, who must own the block
+    /// (or otherwise know no one writes it concurrently).
+    pub fn payload(&self, block: Offset) -> Result<(core::ptr::NonNull<u8>, u32), Error> {
+        let len = self.block_len(block)?;
+        Ok((self.space.region.ptr(block, len)?, len))
+    }
+
+    /// Reference count of a used block.
+    pub fn ref_count(&self, block: Offset) -> Result<u32, Error> {
+        let (b, _) = self.space.used_block(block)?;
+        Ok(b.link.load(Relaxed))
+    }
+
+    /// The slot of the first owner of a used block.
+    pub fn owner_of(&self, block: Offset) -> Result<Option<ProcSlot>, Error> {
+        let (b, _) = self.space.used_block(block)?;
+        Ok(crate::block::OwnerRef::unpack(b.owner.load(Relaxed)).map(|r| ProcSlot(r.slot)))
+    }
+
+    /// Calls `f` with every owner of a used block (read without the lock; at most as many
+    /// as there are process slots).
+    pub fn owners(&self, block: Offset, f: impl FnMut(ProcSlot)) -> Result<(), Error> {
+        self.space.owners(block, f)
+    }
+
+    /// Calls `f` with every block in address order, read without the lock (for inspection
+    /// tools; concurrent operations may make it report an error).
+    pub fn for_each_block(&self, f: impl FnMut(BlockInfo)) -> Result<(), Error> {
+        self.space.for_each_block(f)
+    }
+
+    /// Walks the whole region and reports the first broken invariant (see the module
+    /// documentation). Takes the lock, so it sees a quiescent heap.
+    pub fn check(&self) -> Result<CheckReport, Error> {
+        self.op(OpCode::Check, |_, s| s.check())
+    }
+
+    /// Like [`check`](Heap::check) without taking the lock: for inspecting a region whose
+    /// processes may all be gone. Concurrent operations make it report spurious problems.
+    pub fn check_unlocked(&self) -> Result<CheckReport, Error> {
+        self.space.check()
+    }
+
+    /// Statistics, like FreeRTOS `vPortGetHeapStats`.
+    pub fn stats(&self) -> Result<HeapStats, Error> {
+        self.op(OpCode::Check, |_, s| s.stats())
+    }
+
+    /// Statistics without taking the lock (see [`check_unlocked`](Heap::check_unlocked)).
+    pub fn stats_unlocked(&self) -> Result<HeapStats, Error> {
+        self.space.stats()
+    }
+
+    /// The registered processes, read without the lock.
+    pub fn processes(&self) -> Result<stats::Processes<'_, 'm>, Error> {
+        stats::Processes::new(&self.space)
+    }
+
+    /// Information about one registered process.
+    pub fn process(&self, slot: ProcSlot) -> Result<ProcessInfo, Error> {
+        self.space.process_info(slot)
+    }
+}
+
+/// What [`Heap::reclaim`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    /// References dropped (owned blocks, shared references and the reserve).
+    pub references: u32,
+    /// Blocks freed because the reclaimed process was their last owner.
+    pub blocks_freed: u32,
+    /// Bytes in those blocks, headers included.
+    pub bytes_freed: u64,
+}
+
+/// Where an allocation is taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// First fit from the low end (user blocks).
+    Low,
+    /// Last fit from the high end (service data).
+    High,
+}
+
+/// One step of reclaiming a process.
+pub(crate) enum ReclaimStep {
+    Released { bytes: u32, freed: bool },
+    Done,
+}
+
+impl<'m> Space<'m> {
+    /// The range holding block offset `b`, if any.
+    #[inline]
+    pub(crate) fn range_of(&self, b: u32) -> Option<HeapRange> {
+        self.ranges.iter().copied().find(|r| b >= r.lo && b <= r.hi)
+    }
+
+    /// The header of the block at `b`, checked: aligned, inside a range, its size sane and
+    /// inside the same range. End markers are returned as they are.
+    #[inline]
+    pub(crate) fn block(&self, b: u32) -> Result<&'m BlockHeader, Error> {
+        if b % self.geo.align != 0 {
+            return Err(corrupt(b, CorruptionKind::Misaligned));
+        }
+        let r = self
+            .range_of(b)
+            .ok_or_else(|| corrupt(b, CorruptionKind::OutOfBounds))?;
+        let h: &'m BlockHeader = self.region.get(b)?;
+        let size = h.size();
+        if b == r.hi {
+            if h.size_flags.load(Relaxed) != self.geo.hsize | USED | END {
+                return Err(corrupt(b, CorruptionKind::BadBlockSize));
+            }
+        } else if h.flags() & END != 0
+            || size < self.geo.min_block
+            || size % self.geo.align != 0
+            || size > r.hi - b
+        {
+            return Err(corrupt(b, CorruptionKind::BadBlockSize));
+        }
+        Ok(h)
+    }
+
+    /// A used, non-end block named by a payload offset from a caller; a bad offset is the
+    /// caller's error ([`Error::BadOffset`], [`Error::DoubleFree`]), not corruption.
+    pub(crate) fn used_block(&self, payload: Offset) -> Result<(&'m BlockHeader, u32), Error> {
+        let bad = Error::BadOffset { offset: payload };
+        let b = payload.get().checked_sub(self.geo.hsize).ok_or(bad)?;
+        let h = self.block(b).map_err(|_| bad)?;
+        if h.flags() & END != 0 || b == self.range_of(b).map_or(0, |r| r.hi) {
+            return Err(bad);
+        }
+        if !h.is_used() {
+            return Err(Error::DoubleFree { offset: payload });
+        }
+        Ok((h, b))
+    }
+}
+
+/// Zeroes `len` bytes (a multiple of 4) at `off`.
+fn zero_words(region: &Region<'_>, off: u32, len: u32) -> Result<(), Error> {
+    let mut o = off;
+    while o < off + len {
+        region.word(o)?.store(0, Relaxed);
+        o += 4;
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Statistics ([`HeapStats`], like FreeRTOS `vPortGetHeapStats`) and per-process
+//! information ([`ProcessInfo`]).
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::header::load_u64;
+use crate::heap::Space;
+use crate::owners::ProcSlot;
+use crate::platform::ProcessId;
+
+/// Heap statistics. Sizes are of whole blocks, headers included, as in heap_5.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes in all blocks (fixed when the region is formatted).
+    pub heap_bytes: u32,
+    /// Bytes in free blocks (heap_5 `xAvailableHeapSpaceInBytes`).
+    pub free_bytes: u32,
+    /// Largest free block (`xSizeOfLargestFreeBlockInBytes`).
+    pub largest_free_block: u32,
+    /// Smallest free block (`xSizeOfSmallestFreeBlockInBytes`); 0 when none is free.
+    pub smallest_free_block: u32,
+    /// Number of free blocks (`xNumberOfFreeBlocks`).
+    pub free_blocks: u32,
+    /// Lowest `free_bytes` since formatting (`xMinimumEverFreeBytesRemaining`).
+    pub min_ever_free_bytes: u32,
+    /// Successful allocations (`xNumberOfSuccessfulAllocations`).
+    pub allocs: u64,
+    /// Successful frees (`xNumberOfSuccessfulFrees`).
+    pub frees: u64,
+    /// Used blocks, system data included.
+    pub used_blocks: u32,
+    /// Registered processes.
+    pub processes: u32,
+    /// Times a dead process's lock was broken.
+    pub lock_breaks: u32,
+    /// Largest request that would succeed now (payload bytes).
+    pub largest_alloc: u32,
+}
+
+/// One registered process, as its record describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Its slot.
+    pub slot: ProcSlot,
+    /// Its identity.
+    pub id: ProcessId,
+    /// Registration serial number.
+    pub serial: u32,
+    /// Blocks it owns or co-owns (used owner cells).
+    pub blocks: u32,
+    /// Bytes in those blocks.
+    pub bytes: u32,
+    /// Capacity of its owner array.
+    pub cell_capacity: u32,
+    /// Payload offset of its reserve, 0 when none.
+    pub reserve: u32,
+    /// The application words.
+    pub app: [u32; 3],
+}
+
+/// One block, as [`Heap::for_each_block`](crate::Heap::for_each_block) reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Offset of the block (its header).
+    pub offset: u32,
+    /// Size in bytes, header included.
+    pub size: u32,
+    /// Whether it is in use.
+    pub used: bool,
+    /// Whether it was placed at the high end (service data).
+    pub service: bool,
+    /// Whether it is system data (process table or a process record).
+    pub system: bool,
+    /// Reference count (0 for free and system blocks).
+    pub refs: u32,
+    /// First owner.
+    pub owner: Option<ProcSlot>,
+}
+
+impl<'m> Space<'m> {
+    /// Visits every block of every range in address order (bounded walk).
+    pub(crate) fn for_each_block(&self, mut f: impl FnMut(BlockInfo)) -> Result<(), Error> {
+        let mut steps = 0u32;
+        for r in &self.ranges {
+            let mut b = r.lo;
+            while b < r.hi {
+                steps += 1;
+                if steps > self.walk_limit() {
+                    return Err(corrupt(b, CorruptionKind::Cycle));
+                }
+                let h = self.block(b)?;
+                let used = h.is_used();
+                let owner = h.owner.load(Relaxed);
+                f(BlockInfo {
+                    offset: b,
+                    size: h.size(),
+                    used,
+                    service: h.flags() & crate::block::SERVICE != 0,
+                    system: used && owner == crate::layout::NO_OWNER,
+                    refs: if used { h.link.load(Relaxed) } else { 0 },
+                    owner: if used {
+                        crate::block::OwnerRef::unpack(owner).map(|o| ProcSlot(o.slot))
+                    } else {
+                        None
+                    },
+                });
+                b += h.size();
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stats(&self) -> Result<HeapStats, Error> {
+        let h = &self.hdr.heap;
+        let mut s = HeapStats {
+            heap_bytes: h.heap_bytes.load(Relaxed),
+            free_bytes: h.free_bytes.load(Relaxed),
+            min_ever_free_bytes: h.min_free_bytes.load(Relaxed),
+            allocs: load_u64(&h.allocs),
+            frees: load_u64(&h.frees),
+            used_blocks: h.used_blocks.load(Relaxed),
+            processes: h.proc_count.load(Relaxed),
+            lock_breaks: self.hdr.lock_breaks.load(Relaxed),
+            ..HeapStats::default()
+        };
+        let mut smallest = u32::MAX;
+        self.walk_free(|f| {
+            s.free_blocks += 1;
+            s.largest_free_block = s.largest_free_block.max(f.size);
+            smallest = smallest.min(f.size);
+            Ok(false)
+        })?;
+        s.smallest_free_block = if s.free_blocks == 0 { 0 } else { smallest };
+        s.largest_alloc = s.largest_free_block.saturating_sub(self.geo.hsize);
+        Ok(s)
+    }
+
+    pub(crate) fn process_info(&self, slot: ProcSlot) -> Result<ProcessInfo, Error> {
+        let r = self.record(slot)?;
+        let rec = r.rec;
+        Ok(ProcessInfo {
+            slot,
+            id: ProcessId {
+                pid: rec.pid.load(Relaxed),
+                tag: rec.tag.load(Relaxed),
+            },
+            serial: rec.serial.load(Relaxed),
+            blocks: rec.cells_used.load(Relaxed),
+            bytes: rec.owned_bytes.load(Relaxed),
+            cell_capacity: rec.cell_capacity.load(Relaxed),
+            reserve: rec.reserve.load(Relaxed),
+            app: [
+                rec.app[0].load(Relaxed),
+                rec.app[1].load(Relaxed),
+                rec.app[2].load(Relaxed),
+            ],
+        })
+    }
+}
+
+/// Iterator over the registered processes (see [`Heap::processes`](crate::Heap::processes)).
+#[derive(Debug)]
+pub struct Processes<'a, 'm> {
+    space: &'a Space<'m>,
+    next: u32,
+    cap: u32,
+}
+
+impl<'a, 'm> Processes<'a, 'm> {
+    pub(crate) fn new(space: &'a Space<'m>) -> Result<Self, Error> {
+        let cap = space.hdr.heap.proc_capacity.load(Relaxed);
+        if cap > u32::from(u16::MAX) {
+            let at = space.region.offset_of(&space.hdr.heap.proc_capacity)?;
+            return Err(corrupt(at, CorruptionKind::BadProcessTable));
+        }
+        Ok(Processes {
+            space,
+            next: 0,
+            cap,
+        })
+    }
+}
+
+impl Iterator for Processes<'_, '_> {
+    type Item = Result<ProcessInfo, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.next < self.cap {
+            let slot = ProcSlot(self.next as u16);
+            self.next += 1;
+            match self.space.process_info(slot) {
+                Err(Error::NotRegistered { .. }) => continue,
+                other => return Some(other),
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,137 @@
+//! Format constants, compile-time layout assertions and the layout fingerprint.
+//!
+//! Every structure that lives in a region is `#[repr(C)]` and made of 32-bit words. Its
+//! size and the offsets of its fields are asserted here at compile time, and folded into a
+//! fingerprint that [`Heap::attach`](crate::Heap::attach) compares: a process built with a
+//! different layout refuses to attach instead of misreading the bytes.
+
+use core::mem::{offset_of, size_of};
+
+use crate::block::BlockHeader;
+use crate::header::{HeapState, RangeDesc, RegionHeader};
+use crate::journal::{Journal, JournalEntry};
+use crate::lock::LockWord;
+use crate::owners::{OwnerCell, ProcessRecord};
+
+/// "SHMIPC" followed by two format bytes, as two little-endian words.
+pub const MAGIC: [u32; 2] = [
+    u32::from_le_bytes(*b"SHMI"),
+    u32::from_le_bytes(*b"PC\0\x01"),
+];
+
+/// Region format version. Bumped whenever the meaning of the bytes changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Most disjoint ranges one region may span.
+pub const MAX_RANGES: usize = 8;
+
+/// Undo-journal capacity, in words. One operation never logs more distinct words than this
+/// (the tests record the high-water mark of every operation and assert it).
+pub const JOURNAL_CAPACITY: usize = 96;
+
+/// Offset of the first header word an operation may change (the allocator state); words
+/// before it (identity, ranges, lock) are never journaled, so a journal naming them is
+/// corrupt.
+pub const JOURNALED_HEADER_START: u32 = offset_of!(RegionHeader, heap) as u32;
+
+/// Default block alignment, in bytes.
+pub const DEFAULT_ALIGN: u32 = 16;
+
+/// Smallest and largest block alignment accepted by [`HeapConfig`](crate::HeapConfig).
+pub const ALIGN_RANGE: (u32, u32) = (8, 4096);
+
+/// Marker for "no owner" in an owner reference.
+pub const NO_OWNER: u32 = u32::MAX;
+
+/// Marker for "no cell" in a free-cell link.
+pub const NO_CELL: u32 = 0xFFFF;
+
+/// Most cells one owner table holds (the cell index is 16 bits, 0xFFFF means none).
+pub const MAX_CELLS: u32 = 0xFFFF;
+
+// Compile-time layout assertions: the numbers are part of the format.
+const _: () = {
+    assert!(size_of::<BlockHeader>() == 16);
+    assert!(offset_of!(BlockHeader, size_flags) == 0);
+    assert!(offset_of!(BlockHeader, prev_phys) == 4);
+    assert!(offset_of!(BlockHeader, link) == 8);
+    assert!(offset_of!(BlockHeader, owner) == 12);
+
+    assert!(size_of::<OwnerCell>() == 8);
+    assert!(offset_of!(OwnerCell, block) == 0);
+    assert!(offset_of!(OwnerCell, next) == 4);
+
+    assert!(size_of::<ProcessRecord>() == 48);
+    assert!(offset_of!(ProcessRecord, pid) == 0);
+    assert!(offset_of!(ProcessRecord, tag) == 4);
+    assert!(offset_of!(ProcessRecord, slot) == 8);
+    assert!(offset_of!(ProcessRecord, serial) == 12);
+    assert!(offset_of!(ProcessRecord, cell_capacity) == 16);
+    assert!(offset_of!(ProcessRecord, cells_used) == 20);
+    assert!(offset_of!(ProcessRecord, free_cell) == 24);
+    assert!(offset_of!(ProcessRecord, reserve) == 28);
+    assert!(offset_of!(ProcessRecord, owned_bytes) == 32);
+    assert!(offset_of!(ProcessRecord, app) == 36);
+
+    assert!(size_of::<RangeDesc>() == 8);
+    assert!(size_of::<LockWord>() == 8);
+    assert!(size_of::<JournalEntry>() == 8);
+    assert!(size_of::<Journal>() == 16 + 8 * JOURNAL_CAPACITY);
+    assert!(size_of::<HeapState>() == 64);
+
+    assert!(offset_of!(RegionHeader, magic) == 0);
+    assert!(offset_of!(RegionHeader, version) == 8);
+    assert!(offset_of!(RegionHeader, fingerprint) == 12);
+    assert!(offset_of!(RegionHeader, size) == 16);
+    assert!(offset_of!(RegionHeader, align) == 20);
+    assert!(offset_of!(RegionHeader, range_count) == 24);
+    assert!(offset_of!(RegionHeader, ready) == 28);
+    assert!(offset_of!(RegionHeader, ranges) == 32);
+    assert!(offset_of!(RegionHeader, lock) == 128);
+    assert!(offset_of!(RegionHeader, lock_breaks) == 136);
+    assert!(offset_of!(RegionHeader, free_epoch) == 140);
+    assert!(offset_of!(RegionHeader, waiters) == 144);
+    assert!(offset_of!(RegionHeader, heap) == 192);
+    assert!(offset_of!(RegionHeader, journal) == 256);
+    assert!(size_of::<RegionHeader>() == 256 + size_of::<Journal>());
+    assert!(size_of::<RegionHeader>() % 16 == 0);
+};
+
+/// FNV-1a over a list of numbers, usable in constant context.
+const fn fnv1a(values: &[usize]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < values.len() {
+        let bytes = (values[i] as u32).to_le_bytes();
+        let mut j = 0;
+        while j < 4 {
+            hash ^= bytes[j] as u32;
+            hash = hash.wrapping_mul(0x0100_0193);
+            j += 1;
+        }
+        i += 1;
+    }
+    hash
+}
+
+/// Fingerprint of every structure's layout in this build. Two builds with the same
+/// fingerprint read each other's regions; any change of a size, an offset or a format
+/// constant changes it.
+pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
+    FORMAT_VERSION as usize,
+    MAX_RANGES,
+    JOURNAL_CAPACITY,
+    size_of::<RegionHeader>(),
+    offset_of!(RegionHeader, lock),
+    offset_of!(RegionHeader, heap),
+    offset_of!(RegionHeader, journal),
+    size_of::<HeapState>(),
+    size_of::<BlockHeader>(),
+    offset_of!(BlockHeader, link),
+    offset_of!(BlockHeader, owner),
+    size_of::<OwnerCell>(),
+    size_of::<ProcessRecord>(),
+    offset_of!(ProcessRecord, cell_capacity),
+    offset_of!(ProcessRecord, app),
+    MAX_CELLS as usize,
+]);

@@ -1,0 +1,110 @@
+//! Attaching to arbitrary bytes: whatever the region holds, every call returns, with a
+//! result or an error, without panicking, hanging or touching memory outside the region.
+//!
+//! Input layout: two bytes of region length (512..=65536, rounded to 16), the region image
+//! (zero-padded when the input is short), then operations decoded as in [`ops`](super::ops).
+
+use crate::heap::Heap;
+use crate::owners::ProcSlot;
+use crate::region::Region;
+use crate::testkit::ops::{Decoder, Op};
+use crate::testkit::{AlignedBuf, TestPlatform};
+use crate::Offset;
+
+/// Our pid while attached to hostile bytes. If the image's lock word happens to name it,
+/// another is used: a lock held by "ourselves" is indistinguishable from a lock held by
+/// another thread of this process, and waiting for it is correct behaviour, not a hang
+/// of the library.
+const PIDS: [u32; 2] = [7, 9];
+
+/// Smallest and largest region the encoding can describe.
+pub const REGION_LEN: (usize, usize) = (512, 65536);
+
+/// Encodes a region image and operation bytes as input for [`run`]. `image.len()` must be
+/// a multiple of 16 within [`REGION_LEN`].
+pub fn encode(image: &[u8], ops: &[u8]) -> alloc::vec::Vec<u8> {
+    let sel = (image.len().clamp(REGION_LEN.0, REGION_LEN.1 - 16) - REGION_LEN.0) as u16;
+    let mut v = alloc::vec::Vec::with_capacity(2 + image.len() + ops.len());
+    v.extend_from_slice(&sel.to_le_bytes());
+    v.extend_from_slice(image);
+    v.extend_from_slice(ops);
+    v
+}
+
+/// Runs the hostile scenario on `data`. Returns how many operations succeeded (so a
+/// caller can tell inputs that reached past `attach`).
+pub fn run(data: &[u8]) -> u32 {
+    let mut d = Decoder::new(data);
+    let len_sel = u16::from_le_bytes([d.byte().unwrap_or(0), d.byte().unwrap_or(0)]);
+    let len = (REGION_LEN.0 + usize::from(len_sel) % (REGION_LEN.1 - REGION_LEN.0)) & !15;
+    let rest = d.rest();
+    let image_len = len.min(rest.len());
+    let buf = AlignedBuf::new(len);
+    // SAFETY: `image_len <= len` bytes into a fresh buffer of `len` bytes; the source is a
+    // different allocation.
+    unsafe { core::ptr::copy_nonoverlapping(rest.as_ptr(), buf.as_ptr(), image_len) };
+    let mut ops = Decoder::new(&rest[image_len..]);
+
+    // SAFETY: `buf` outlives `heap` (declared before it, dropped after it) and nothing
+    // else accesses it meanwhile.
+    let region = match unsafe { Region::from_raw(buf.as_ptr(), len) } {
+        Ok(r) => r,
+        Err(_) => return 0,
+    };
+    let lock_at = core::mem::offset_of!(crate::header::RegionHeader, lock);
+    let lock_holder = buf
+        .bytes()
+        .get(lock_at..lock_at + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let me = if lock_holder == PIDS[0] {
+        PIDS[1]
+    } else {
+        PIDS[0]
+    };
+    let platform = TestPlatform::only_me_alive(me);
+    let heap = match Heap::attach(region, platform) {
+        Ok(h) => h,
+        Err(_) => return 0,
+    };
+    let mut ok = 0u32;
+    let mut count = |r: bool| ok += u32::from(r);
+    count(heap.check().is_ok());
+    count(heap.stats().is_ok());
+    if let Ok(ps) = heap.processes() {
+        for p in ps {
+            count(p.is_ok());
+        }
+    }
+    let slot = |w: u8| ProcSlot(u16::from(w % 8));
+    let off = |p: u16| Offset::new(u32::from(p) * 16);
+    for _ in 0..256 {
+        let Some(op) = ops.op() else { break };
+        let r = match op {
+            Op::Register => heap.register().is_ok(),
+            Op::Alloc { who, size } => heap.try_alloc(slot(who), size).is_ok(),
+            Op::AllocService { who, size } => heap.try_alloc_service(slot(who), size).is_ok(),
+            Op::AllocAt {
+                who, pick, size, ..
+            } => heap.alloc_at(slot(who), off(pick), size).is_ok(),
+            Op::Free { who, pick, .. } | Op::FreeBad { who, pick, .. } => {
+                heap.free(slot(who), off(pick)).is_ok()
+            }
+            Op::Reserve { who, size } => heap.reserve(slot(who), size).is_ok(),
+            Op::AllocFromReserve { who, size } => heap.alloc_from_reserve(slot(who), size).is_ok(),
+            Op::Give { who, pick, to, .. } => heap.give(slot(who), off(pick), slot(to)).is_ok(),
+            Op::Share {
+                who, pick, with, ..
+            } => heap.share(slot(who), off(pick), slot(with)).is_ok(),
+            Op::Release { who, pick, .. } => heap.release(slot(who), off(pick)).is_ok(),
+            Op::Reclaim { who } => heap.reclaim(slot(who)).is_ok(),
+            Op::Kill { .. } => heap.reclaim_dead().is_ok(),
+            Op::Write { pick } => heap.owners(off(pick), |_| {}).is_ok(),
+            Op::Relocate => heap.check().is_ok(),
+            Op::Crash { .. } => heap.stats().is_ok(),
+        };
+        count(r);
+    }
+    drop(heap);
+    drop(buf);
+    ok
+}

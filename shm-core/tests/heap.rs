@@ -1,0 +1,550 @@
+//! Allocator behaviour: each test states the invariant it checks.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+mod common;
+
+use common::Fixture;
+use shm_core::testkit::{AlignedBuf, TestPlatform};
+use shm_core::{
+    AttachError, CorruptionKind, Error, Heap, HeapConfig, Offset, ProcSlot, ProcessId, RawRange,
+    Region, SpinPlatform,
+};
+
+fn two_processes(f: &Fixture) -> (ProcSlot, ProcSlot) {
+    let a = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let b = f.heap.register_as(ProcessId::from_pid(101)).unwrap();
+    (a, b)
+}
+
+/// A freshly formatted heap passes `check` and holds one free block per range.
+#[test]
+fn init_gives_a_consistent_empty_heap() {
+    let f = Fixture::new(64 * 1024);
+    let rep = f.heap.check().unwrap();
+    assert_eq!(rep.free_blocks, 1);
+    assert_eq!(rep.processes, 0);
+    let s = f.heap.stats().unwrap();
+    assert_eq!(s.free_blocks, 1);
+    assert_eq!(s.largest_free_block, s.free_bytes);
+    assert_eq!(s.min_ever_free_bytes, s.free_bytes);
+}
+
+/// User blocks come first fit from the low end, in address order; service blocks from the
+/// high end, above every user block.
+#[test]
+fn user_blocks_low_service_blocks_high() {
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let x = f.heap.try_alloc(a, 100).unwrap();
+    let y = f.heap.try_alloc(a, 100).unwrap();
+    let s = f.heap.try_alloc_service(a, 100).unwrap();
+    assert!(x < y, "first fit takes the lowest free block");
+    assert!(s > y, "service data comes from the high end");
+    // Free x: the next small request reuses that hole (first fit).
+    f.heap.free(a, x).unwrap();
+    let z = f.heap.try_alloc(a, 50).unwrap();
+    assert_eq!(z, x);
+    f.heap.check().unwrap();
+}
+
+/// A block is split only when the rest can hold a minimum block; freeing merges with both
+/// neighbours, so alternating frees end in a single free block again.
+#[test]
+fn split_and_coalesce_with_both_neighbours() {
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let before = f.heap.stats().unwrap();
+    let blocks: Vec<Offset> = (0..8).map(|_| f.heap.try_alloc(a, 200).unwrap()).collect();
+    assert_eq!(f.heap.stats().unwrap().free_blocks, before.free_blocks);
+    for b in blocks.iter().step_by(2) {
+        f.heap.free(a, *b).unwrap();
+    }
+    assert_eq!(f.heap.stats().unwrap().free_blocks, before.free_blocks + 4);
+    for b in blocks.iter().skip(1).step_by(2) {
+        f.heap.free(a, *b).unwrap();
+        f.heap.check().unwrap();
+    }
+    let after = f.heap.stats().unwrap();
+    assert_eq!(after.free_blocks, before.free_blocks);
+    assert_eq!(after.free_bytes, before.free_bytes);
+    assert!(after.min_ever_free_bytes < after.free_bytes);
+    assert_eq!((after.allocs, after.frees), (8, 8));
+}
+
+/// A remainder smaller than a minimum block is not split off: the allocation absorbs it.
+#[test]
+fn small_remainder_is_absorbed() {
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let hs = f.heap.block_header_size();
+    let x = f.heap.try_alloc(a, 256).unwrap();
+    let _guard = f.heap.try_alloc(a, 16).unwrap();
+    f.heap.free(a, x).unwrap();
+    // The hole holds 256 + header bytes; asking a little less leaves under a minimum block.
+    let y = f.heap.try_alloc(a, 256 - hs).unwrap();
+    assert_eq!(y, x);
+    assert_eq!(f.heap.block_len(y).unwrap(), 256);
+    f.heap.check().unwrap();
+}
+
+/// `free` needs the sole owner; errors are typed and change nothing.
+#[test]
+fn free_errors_are_typed_and_harmless() {
+    let f = Fixture::new(64 * 1024);
+    let (a, b) = two_processes(&f);
+    let x = f.heap.try_alloc(a, 64).unwrap();
+    assert_eq!(
+        f.heap.free(b, x),
+        Err(Error::NotOwner {
+            offset: x,
+            process: b
+        })
+    );
+    let bogus = Offset::new(x.get() + 16);
+    assert!(matches!(
+        f.heap.free(a, bogus),
+        Err(Error::BadOffset { .. }) | Err(Error::DoubleFree { .. })
+    ));
+    assert!(matches!(
+        f.heap.free(a, Offset::new(u32::MAX)),
+        Err(Error::BadOffset { .. })
+    ));
+    f.heap.free(a, x).unwrap();
+    assert_eq!(f.heap.free(a, x), Err(Error::DoubleFree { offset: x }));
+    assert_eq!(
+        f.heap.try_alloc(a, 0),
+        Err(Error::InvalidSize { requested: 0 })
+    );
+    assert!(matches!(
+        f.heap.try_alloc(a, 1 << 30),
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(
+        f.heap.try_alloc(ProcSlot(40), 8),
+        Err(Error::NotRegistered {
+            process: ProcSlot(40)
+        })
+    );
+    f.heap.check().unwrap();
+}
+
+/// Ownership moves with `give`; `share` adds co-owners; the block lives until its last
+/// owner releases it.
+#[test]
+fn give_share_release() {
+    let f = Fixture::new(64 * 1024);
+    let (a, b) = two_processes(&f);
+    let c = f.heap.register_as(ProcessId::from_pid(102)).unwrap();
+    let x = f.heap.try_alloc(a, 64).unwrap();
+    f.heap.give(a, x, b).unwrap();
+    assert_eq!(f.heap.owner_of(x).unwrap(), Some(b));
+    assert!(matches!(f.heap.free(a, x), Err(Error::NotOwner { .. })));
+    f.heap.share(b, x, c).unwrap();
+    assert_eq!(f.heap.ref_count(x).unwrap(), 2);
+    assert_eq!(f.heap.free(b, x), Err(Error::Shared { offset: x }));
+    assert!(matches!(
+        f.heap.share(b, x, c),
+        Err(Error::AlreadyOwner { .. })
+    ));
+    f.heap.check().unwrap();
+    assert_eq!(f.heap.release(b, x), Ok(false));
+    assert_eq!(f.heap.ref_count(x).unwrap(), 1);
+    assert_eq!(f.heap.release(c, x), Ok(true));
+    assert_eq!(f.heap.release(c, x), Err(Error::DoubleFree { offset: x }));
+    f.heap.check().unwrap();
+}
+
+/// Reclaiming a process frees what it owned alone, drops its share of shared blocks (which
+/// stay alive for the others) and frees its record: free bytes return to the baseline.
+#[test]
+fn reclaim_returns_everything_and_keeps_shared_blocks() {
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let baseline = f.heap.stats().unwrap().free_bytes;
+    let d = f.heap.register_as(ProcessId::from_pid(103)).unwrap();
+    let owned: Vec<Offset> = (0..40).map(|_| f.heap.try_alloc(d, 100).unwrap()).collect();
+    let shared = f.heap.try_alloc(d, 100).unwrap();
+    f.heap.share(d, shared, a).unwrap();
+    f.heap.reserve(d, 500).unwrap();
+    let rep = f.heap.reclaim(d).unwrap();
+    assert_eq!(rep.references, 42);
+    assert_eq!(rep.blocks_freed, 41);
+    assert_eq!(f.heap.ref_count(shared).unwrap(), 1);
+    assert_eq!(f.heap.owner_of(shared).unwrap(), Some(a));
+    assert!(
+        f.heap.free(d, owned[0]).is_err(),
+        "a reclaimed process owns nothing"
+    );
+    f.heap.free(a, shared).unwrap();
+    assert_eq!(f.heap.stats().unwrap().free_bytes, baseline);
+    f.heap.check().unwrap();
+}
+
+/// A process whose platform says it died is reclaimed by `reclaim_dead`.
+#[test]
+fn reclaim_dead_uses_liveness() {
+    let f = Fixture::new(64 * 1024);
+    let (a, b) = two_processes(&f);
+    f.heap.try_alloc(a, 10).unwrap();
+    f.heap.try_alloc(b, 10).unwrap();
+    f.platform.kill(101);
+    assert_eq!(f.heap.reclaim_dead().unwrap(), 1);
+    assert!(f.heap.process(b).is_err());
+    assert!(f.heap.process(a).is_ok());
+    f.heap.check().unwrap();
+}
+
+/// The owner array starts small and moves to a larger service block when full; block
+/// headers keep naming the right cells.
+#[test]
+fn owner_array_grows() {
+    let f = Fixture::new(256 * 1024);
+    let (a, b) = two_processes(&f);
+    let blocks: Vec<Offset> = (0..100).map(|_| f.heap.try_alloc(a, 32).unwrap()).collect();
+    assert!(f.heap.process(a).unwrap().cell_capacity >= 100);
+    f.heap.check().unwrap();
+    for x in &blocks[..50] {
+        f.heap.give(a, *x, b).unwrap();
+    }
+    f.heap.check().unwrap();
+    for x in &blocks[..50] {
+        f.heap.free(b, *x).unwrap();
+    }
+    for x in &blocks[50..] {
+        f.heap.free(a, *x).unwrap();
+    }
+    f.heap.check().unwrap();
+}
+
+/// `alloc_at` takes exactly the asked offset when it is free, and refuses when any part of
+/// it is used or a header would not fit in front.
+#[test]
+fn alloc_at_takes_exact_offsets() {
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let hs = f.heap.block_header_size();
+    let x = f.heap.try_alloc(a, 100).unwrap();
+    let want = Offset::new(x.get() + 4096);
+    assert_eq!(f.heap.alloc_at(a, want, 64), Ok(want));
+    assert_eq!(
+        f.heap.alloc_at(a, want, 64),
+        Err(Error::Unavailable { offset: want })
+    );
+    assert!(matches!(
+        f.heap.alloc_at(a, Offset::new(x.get() + hs), 16),
+        Err(Error::Unavailable { .. })
+    ));
+    // Right behind x, the gap in front would be smaller than a minimum block.
+    let after_x = Offset::new(x.get() + f.heap.block_len(x).unwrap() + 2 * hs);
+    assert!(matches!(
+        f.heap.alloc_at(a, after_x, 16),
+        Err(Error::Unavailable { .. })
+    ));
+    f.heap.check().unwrap();
+    f.heap.free(a, want).unwrap();
+    f.heap.check().unwrap();
+}
+
+/// A reserve serves allocations even when the heap is otherwise full.
+#[test]
+fn reserve_works_on_a_full_heap() {
+    let f = Fixture::new(32 * 1024);
+    let (a, _) = two_processes(&f);
+    let r = f.heap.reserve(a, 1024).unwrap();
+    // Fill the rest of the heap.
+    while f.heap.try_alloc(a, 64).is_ok() {}
+    while f.heap.try_alloc(a, 16).is_ok() {}
+    assert!(matches!(
+        f.heap.try_alloc(a, 100),
+        Err(Error::OutOfMemory { .. })
+    ));
+    let x = f.heap.alloc_from_reserve(a, 100).unwrap();
+    assert_eq!(x, r, "the block is cut from the front of the reserve");
+    let y = f.heap.alloc_from_reserve(a, 100).unwrap();
+    assert!(y > x);
+    assert!(matches!(
+        f.heap.alloc_from_reserve(a, 4096),
+        Err(Error::ReserveTooSmall { .. })
+    ));
+    f.heap.check().unwrap();
+}
+
+/// The same bytes work at another address: copy the region, attach, carry on.
+#[test]
+fn region_is_position_independent() {
+    let f = Fixture::new(64 * 1024);
+    let (a, b) = two_processes(&f);
+    let x = f.heap.try_alloc(a, 100).unwrap();
+    f.heap.share(a, x, b).unwrap();
+    let copy = AlignedBuf::copy_of(f.buf.bytes());
+    // SAFETY: `copy` outlives `moved`.
+    let region = unsafe { Region::from_raw(copy.as_ptr(), copy.len()) }.unwrap();
+    let moved = Heap::attach(region, TestPlatform::new(1)).unwrap();
+    moved.check().unwrap();
+    assert_eq!(moved.ref_count(x).unwrap(), 2);
+    moved.release(a, x).unwrap();
+    moved.release(b, x).unwrap();
+    moved.check().unwrap();
+    drop(moved);
+}
+
+/// `attach` refuses bytes it cannot read, each with its own error.
+#[test]
+fn attach_refuses_incompatible_regions() {
+    let f = Fixture::new(16 * 1024);
+    let bytes = f.buf.bytes().to_vec();
+    let attach = |mut img: Vec<u8>, patch: &dyn Fn(&mut Vec<u8>)| {
+        patch(&mut img);
+        let buf = AlignedBuf::copy_of(&img);
+        // SAFETY: `buf` lives until the end of this closure; the heap is dropped before.
+        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+        Heap::attach(region, SpinPlatform::new(1)).map(|_| ())
+    };
+    assert_eq!(attach(bytes.clone(), &|_| {}), Ok(()));
+    assert_eq!(
+        attach(bytes.clone(), &|b| b[0] ^= 1),
+        Err(Error::Attach(AttachError::BadMagic))
+    );
+    assert!(matches!(
+        attach(bytes.clone(), &|b| b[8] = 99),
+        Err(Error::Attach(AttachError::Version { found: 99, .. }))
+    ));
+    assert!(matches!(
+        attach(bytes.clone(), &|b| b[12] ^= 0xff),
+        Err(Error::Attach(AttachError::Layout { .. }))
+    ));
+    let short = bytes[..8192].to_vec();
+    assert!(matches!(
+        attach(short, &|_| {}),
+        Err(Error::Attach(AttachError::SizeMismatch { .. }))
+    ));
+    assert_eq!(
+        attach(vec![0u8; 4096], &|_| {}),
+        Err(Error::Attach(AttachError::BadMagic))
+    );
+    let text = Error::Attach(AttachError::Layout {
+        found: 1,
+        expected: 2,
+    })
+    .to_string();
+    assert!(text.contains("incompatible"), "{text}");
+}
+
+/// Like heap_5, one heap may span several disjoint ranges sharing one base; no block
+/// straddles a gap and merging stops at each range's end marker.
+#[test]
+fn heap_spans_disjoint_ranges() {
+    let buf = AlignedBuf::new(48 * 1024);
+    let base = buf.as_ptr();
+    // SAFETY: all three ranges lie inside `buf`, which outlives the heap.
+    let ranges = unsafe {
+        [
+            RawRange {
+                ptr: base,
+                len: 16 * 1024,
+            },
+            RawRange {
+                ptr: base.add(20 * 1024 + 8),
+                len: 8 * 1024,
+            },
+            RawRange {
+                ptr: base.add(32 * 1024),
+                len: 16 * 1024,
+            },
+        ]
+    };
+    // SAFETY: as above.
+    let region = unsafe { Region::from_raw_ranges(&ranges) }.unwrap();
+    let heap = Heap::init(region, HeapConfig::default(), TestPlatform::new(1)).unwrap();
+    let a = heap.register_as(ProcessId::from_pid(100)).unwrap();
+    // Grow the owner array while the top range has room, so it stays there.
+    let warm: Vec<Offset> = (0..64).map(|_| heap.try_alloc(a, 8).unwrap()).collect();
+    for x in warm {
+        heap.free(a, x).unwrap();
+    }
+    let baseline = heap.stats().unwrap().free_blocks;
+    let (mut first_range_free, mut widest) = (0, 0);
+    heap.for_each_block(|b| {
+        if !b.used && b.offset < 16 * 1024 {
+            first_range_free += b.size;
+        }
+        widest = widest.max(b.size);
+    })
+    .unwrap();
+    assert!(widest <= 16 * 1024, "no block is wider than a range");
+    assert!(
+        first_range_free > 14 * 1024,
+        "range 0 holds the header and one free block"
+    );
+    // A request larger than the middle range but smaller than the others skips it.
+    let mut got = Vec::new();
+    while let Ok(x) = heap.try_alloc(a, 1000) {
+        let o = x.get() as usize;
+        let in_gap =
+            (16 * 1024..20 * 1024 + 8).contains(&o) || (28 * 1024 + 8..32 * 1024).contains(&o);
+        assert!(!in_gap, "block {o:#x} in a gap");
+        got.push(x);
+    }
+    assert!(got.len() > 30);
+    heap.check().unwrap();
+    for x in got {
+        heap.free(a, x).unwrap();
+    }
+    assert_eq!(
+        heap.stats().unwrap().free_blocks,
+        baseline,
+        "no merge across a gap"
+    );
+    heap.check().unwrap();
+    drop(heap);
+}
+
+/// Every supported alignment gives payloads aligned to it.
+#[test]
+fn alignments() {
+    for align in [8u32, 16, 64, 256] {
+        let f = Fixture::with(
+            64 * 1024,
+            HeapConfig {
+                align,
+                max_processes: 4,
+            },
+        );
+        let (a, _) = two_processes(&f);
+        for size in [1u32, 7, 100, 1000] {
+            let x = f.heap.try_alloc(a, size).unwrap();
+            let (p, len) = f.heap.payload(x).unwrap();
+            assert_eq!(p.as_ptr() as usize % align as usize, 0, "align {align}");
+            assert!(len >= size);
+        }
+        f.heap.check().unwrap();
+    }
+    for bad in [0u32, 3, 4, 8192, 8192 * 2] {
+        let buf = AlignedBuf::new(16 * 1024);
+        // SAFETY: `buf` outlives the attempt.
+        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+        let r = Heap::init(
+            region,
+            HeapConfig {
+                align: bad,
+                max_processes: 4,
+            },
+            SpinPlatform::new(1),
+        );
+        assert_eq!(r.err(), Some(Error::Attach(AttachError::BadConfig)));
+    }
+}
+
+/// The process table has a fixed capacity.
+#[test]
+fn process_table_capacity() {
+    let f = Fixture::with(
+        64 * 1024,
+        HeapConfig {
+            align: 16,
+            max_processes: 3,
+        },
+    );
+    for pid in 0..3 {
+        f.heap.register_as(ProcessId::from_pid(100 + pid)).unwrap();
+    }
+    assert_eq!(
+        f.heap.register_as(ProcessId::from_pid(200)),
+        Err(Error::TooManyProcesses { capacity: 3 })
+    );
+    f.heap.unregister(ProcSlot(1)).unwrap();
+    assert_eq!(
+        f.heap.register_as(ProcessId::from_pid(201)),
+        Ok(ProcSlot(1))
+    );
+    f.heap.check().unwrap();
+}
+
+/// `try_alloc` fails at once when full; `alloc_timeout` waits and gives up with `Timeout`.
+#[test]
+fn blocking_alloc_times_out_when_nothing_is_freed() {
+    let f = Fixture::new(16 * 1024);
+    let (a, _) = two_processes(&f);
+    while f.heap.try_alloc(a, 256).is_ok() {}
+    assert_eq!(
+        f.heap
+            .alloc_timeout(a, 256, Some(core::time::Duration::from_millis(1))),
+        Err(Error::Timeout)
+    );
+    // A request that can never fit is refused at once rather than waited for.
+    assert!(matches!(
+        f.heap.alloc(a, 1 << 20),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+/// A blocked allocator gets memory when another thread frees some.
+#[test]
+#[cfg_attr(miri, ignore = "spins for a long time under miri")]
+fn blocking_alloc_wakes_on_free() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let buf = AlignedBuf::new(16 * 1024);
+    // SAFETY: `buf` outlives the heap (scoped threads end before it is dropped).
+    let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+    let heap = Heap::init(region, HeapConfig::default(), SpinPlatform::new(1)).unwrap();
+    let a = heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let mut held = Vec::new();
+    while let Ok(x) = heap.try_alloc(a, 256) {
+        held.push(x);
+    }
+    let waiting = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let h = &heap;
+        let w = &waiting;
+        let waiter = s.spawn(move || {
+            w.store(true, Ordering::SeqCst);
+            h.alloc(a, 256)
+        });
+        while !waiting.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        heap.free(a, held.pop().unwrap()).unwrap();
+        let got = waiter.join().unwrap();
+        assert!(got.is_ok(), "{got:?}");
+    });
+    heap.check().unwrap();
+}
+
+/// Corrupted bytes are reported by `check` with the broken invariant, and operations
+/// return errors instead of panicking or looping.
+#[test]
+fn corruption_is_reported_not_followed() {
+    let f = Fixture::new(32 * 1024);
+    let (a, _) = two_processes(&f);
+    let x = f.heap.try_alloc(a, 64).unwrap();
+    let y = f.heap.try_alloc(a, 64).unwrap();
+    f.heap.free(a, x).unwrap();
+    let hs = f.heap.block_header_size();
+    let base = f.buf.as_ptr();
+    let word = |off: u32| -> *mut u32 {
+        // SAFETY: test offsets lie inside the buffer.
+        unsafe { base.add(off as usize).cast::<u32>() }
+    };
+    // Free block x points to itself: a cycle in the free list.
+    let xb = x.get() - hs;
+    // SAFETY: `xb + 8` is the link word of block x, inside the buffer.
+    let saved = unsafe { word(xb + 8).read() };
+    // SAFETY: as above; no heap operation runs concurrently.
+    unsafe { word(xb + 8).write(xb) };
+    let e = f.heap.check().unwrap_err();
+    assert!(
+        matches!(e, Error::Corrupted(c) if matches!(c.kind, CorruptionKind::BadFreeList | CorruptionKind::Cycle)),
+        "{e}"
+    );
+    assert!(f.heap.try_alloc(a, 100_000 / 8).is_err());
+    // SAFETY: restoring the word written above.
+    unsafe { word(xb + 8).write(saved) };
+    f.heap.check().unwrap();
+    // A used block's size made to run past the end of the range.
+    let yb = y.get() - hs;
+    // SAFETY: `yb` is block y's size word.
+    unsafe { word(yb).write(0x7fff_fff1) };
+    let e = f.heap.check().unwrap_err();
+    assert!(matches!(e, Error::Corrupted(_)), "{e}");
+    assert!(matches!(f.heap.free(a, y), Err(Error::BadOffset { .. })));
+}

@@ -1,0 +1,191 @@
+//! Property tests: random operation sequences against the reference model (see
+//! `shm_core::testkit::model`), with `check()` and a full model comparison after every
+//! step, relocation of the region to another address, injected crashes, and attaching to
+//! arbitrary or damaged bytes. The same pipeline runs under `cargo fuzz`.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use proptest::prelude::*;
+use shm_core::testkit::model::{self, Runner};
+use shm_core::testkit::ops::{Op, Setup};
+use shm_core::testkit::{hostile, AlignedBuf, TestPlatform};
+use shm_core::{Heap, HeapConfig, ProcessId, Region};
+
+fn cases(n: u32) -> u32 {
+    if cfg!(miri) {
+        2
+    } else {
+        n
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(256),
+        max_shrink_iters: 2000,
+        failure_persistence: None,
+        .. ProptestConfig::default()
+    })]
+
+    /// Random operation sequences (all operations, crashes, relocations) agree with the
+    /// model after every step.
+    #[test]
+    fn operations_agree_with_model(bytes in proptest::collection::vec(any::<u8>(), 0..if cfg!(miri) { 120 } else { 3000 })) {
+        model::run(&bytes);
+    }
+
+    /// Attaching to arbitrary bytes and operating never panics or hangs.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..if cfg!(miri) { 700 } else { 5000 })) {
+        hostile::run(&bytes);
+    }
+
+    /// A valid region with a few bytes flipped: every call returns (usually an error), and
+    /// `check` either passes or names a problem.
+    #[test]
+    fn damaged_regions_give_errors(
+        flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8),
+        ops in proptest::collection::vec(any::<u8>(), 0..400),
+    ) {
+        let mut img = seed_image(12);
+        for (at, x) in flips {
+            let i = usize::from(at) % img.len();
+            img[i] ^= x | 1;
+        }
+        hostile::run(&hostile::encode(&img, &ops));
+    }
+}
+
+/// A formatted 16 KiB region after some operations, as bytes.
+fn seed_image(ops: usize) -> Vec<u8> {
+    let buf = AlignedBuf::new(16 * 1024);
+    {
+        // SAFETY: `buf` outlives `heap`, dropped at the end of this block.
+        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+        let heap = Heap::init(region, HeapConfig::default(), TestPlatform::new(1)).unwrap();
+        let a = heap.register_as(ProcessId::from_pid(100)).unwrap();
+        let b = heap.register_as(ProcessId::from_pid(101)).unwrap();
+        for i in 0..ops {
+            let x = heap.try_alloc(a, 16 + 40 * i as u32).unwrap();
+            if i % 3 == 0 {
+                heap.share(a, x, b).unwrap();
+            }
+            if i % 4 == 1 {
+                heap.release(a, x).unwrap();
+            }
+        }
+        heap.reserve(b, 300).unwrap();
+    }
+    buf.bytes().to_vec()
+}
+
+/// Every operation, crashed at every journal step it has, leaves the heap as it was before
+/// the operation once another process breaks the lock (the runner checks state and model).
+#[test]
+fn crash_at_every_step_of_every_operation() {
+    let script = |who| {
+        vec![
+            Op::Register,
+            Op::Alloc { who, size: 100 },
+            Op::AllocService { who, size: 300 },
+            Op::Reserve { who, size: 700 },
+            Op::AllocFromReserve { who, size: 50 },
+            Op::Share {
+                who,
+                pick: 0,
+                with: who + 1,
+                by_owner: true,
+            },
+            Op::Give {
+                who,
+                pick: 1,
+                to: who + 1,
+                by_owner: true,
+            },
+            Op::Free {
+                who,
+                pick: 2,
+                by_owner: true,
+            },
+            Op::Release {
+                who,
+                pick: 0,
+                by_owner: true,
+            },
+            Op::AllocAt {
+                who,
+                pick: 0,
+                from_freed: true,
+                size: 20,
+            },
+            Op::Reclaim { who: who + 1 },
+        ]
+    };
+    let setup = Setup {
+        size: 16 * 1024,
+        align: 16,
+        max_processes: 6,
+        ranges: 2,
+    };
+    let mut fired = 0;
+    let ops = script(0);
+    // Under miri (slow) a sample: every third operation, two crash points each.
+    let (every, step_list): (usize, Vec<u16>) = if cfg!(miri) {
+        (3, vec![2, 9])
+    } else {
+        (1, (1..=48).collect())
+    };
+    for target in (0..ops.len()).step_by(every) {
+        for &steps in &step_list {
+            let mut r = Runner::new(setup);
+            r.step(&Op::Register);
+            r.step(&Op::Register);
+            // Enough blocks that growth of an owner array happens inside the script.
+            for i in 0..15 {
+                r.step(&Op::Alloc {
+                    who: i % 2,
+                    size: 24,
+                });
+            }
+            for (i, op) in ops.iter().enumerate() {
+                if i == target {
+                    r.step(&Op::Crash { steps });
+                }
+                r.step(op);
+            }
+            fired += r.stats().crashes;
+        }
+    }
+    let expected = if cfg!(miri) { 6 } else { 200 };
+    assert!(fired > expected, "only {fired} injected crashes fired");
+}
+
+/// A long deterministic run exercises every mechanism the model checks (guards against a
+/// generator that silently stopped producing some operations).
+#[test]
+#[cfg_attr(miri, ignore = "long")]
+fn long_run_exercises_everything() {
+    let mut bytes = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    bytes.push(0x23); // 64 KiB, align 16, one range, 4 processes
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.push(x as u8);
+    }
+    let stats = model::run(&bytes);
+    assert!(stats.ops > 20_000, "{stats:?}");
+    assert!(stats.crashes > 200, "{stats:?}");
+    assert!(stats.max_blocks > 40, "{stats:?}");
+    assert!(stats.relocations > 100, "{stats:?}");
+    assert!(stats.out_of_memory > 10, "{stats:?}");
+    assert!(stats.growths > 0, "{stats:?}");
+    assert!(stats.ok > stats.ops / 3, "{stats:?}");
+}
+
+/// The seed images the hostile fuzz target starts from attach and pass `check`.
+#[test]
+fn seed_images_attach() {
+    let img = seed_image(12);
+    assert!(hostile::run(&hostile::encode(&img, &[])) > 2);
+}

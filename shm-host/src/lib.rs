@@ -1,0 +1,1 @@
+//! Host platform for shm-core (filled in by the IPC work).

@@ -1,0 +1,1 @@
+//! QNX platform for shm-core.
