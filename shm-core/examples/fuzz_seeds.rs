@@ -36,7 +36,9 @@ fn image(len: usize, align: u32, ops: u32) -> Vec<u8> {
         let a = heap.register_as(ProcessId::from_pid(100)).unwrap();
         let b = heap.register_as(ProcessId::from_pid(101)).unwrap();
         for i in 0..ops {
-            let Ok(x) = heap.try_alloc(a, 8 + 24 * (i % 17)) else { break };
+            let Ok(x) = heap.try_alloc(a, 8 + 24 * (i % 17)) else {
+                break;
+            };
             match i % 5 {
                 0 => heap.share(a, x, b).unwrap(),
                 1 => heap.give(a, x, b).unwrap(),
@@ -50,23 +52,38 @@ fn image(len: usize, align: u32, ops: u32) -> Vec<u8> {
 }
 
 fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     let ops_dir = dir.join("heap_ops");
     let attach_dir = dir.join("attach_bytes");
     std::fs::create_dir_all(&ops_dir).unwrap();
     std::fs::create_dir_all(&attach_dir).unwrap();
-    for (i, setup) in [0x00u8, 0x01, 0x23, 0x46, 0x8b, 0xc7].into_iter().enumerate() {
-        let s = stream(0x9e37_79b9 + i as u64, setup, 600 + 300 * i);
-        std::fs::write(ops_dir.join(format!("seed-{i}")), s).unwrap();
-    }
-    for (i, (len, align, ops)) in [(4096, 16, 4), (16384, 16, 40), (8192, 64, 20), (32768, 8, 120)]
+    for (i, setup) in [0x00u8, 0x01, 0x23, 0x46, 0x8b, 0xc7]
         .into_iter()
         .enumerate()
     {
+        let s = stream(0x9e37_79b9 + i as u64, setup, 600 + 300 * i);
+        std::fs::write(ops_dir.join(format!("seed-{i}")), s).unwrap();
+    }
+    for (i, (len, align, ops)) in [
+        (4096, 16, 4),
+        (16384, 16, 40),
+        (8192, 64, 20),
+        (32768, 8, 120),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let img = image(len, align, ops);
         let tail = stream(0x51_7cc1 + i as u64, 0, 200);
-        std::fs::write(attach_dir.join(format!("seed-{i}")), hostile::encode(&img, &tail))
-            .unwrap();
+        std::fs::write(
+            attach_dir.join(format!("seed-{i}")),
+            hostile::encode(&img, &tail),
+        )
+        .unwrap();
     }
     println!("seeds written to {}", dir.display());
 }

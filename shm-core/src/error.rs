@@ -90,6 +90,19 @@ pub enum Error {
     Attach(AttachError),
     /// A bounded queue has no room (the message stays with the sender).
     QueueFull,
+    /// No live server is registered in the region.
+    NoServer,
+    /// A live server is registered already.
+    ServerRunning,
+    /// The server restarted since this participant connected: reconnect.
+    ServerRestarted,
+    /// The receiver is not connected (never was, disconnected, or declared dead).
+    NotConnected,
+    /// User tags must be below [`CONTROL_TAG_BASE`](crate::protocol::CONTROL_TAG_BASE).
+    ReservedTag {
+        /// The tag given.
+        tag: u32,
+    },
     /// A bounded queue has nothing to take.
     QueueEmpty,
     /// An operation needed more journaled words than the journal holds. This is a bug in
@@ -250,6 +263,13 @@ impl fmt::Display for Error {
             Error::Corrupted(c) => write!(f, "corrupted region: {c}"),
             Error::Attach(e) => write!(f, "cannot attach: {e}"),
             Error::QueueFull => f.write_str("queue is full"),
+            Error::NoServer => f.write_str("no server is running in this region"),
+            Error::ServerRunning => f.write_str("a live server is already registered"),
+            Error::ServerRestarted => f.write_str("the server restarted; reconnect"),
+            Error::NotConnected => f.write_str("receiver is not connected"),
+            Error::ReservedTag { tag } => {
+                write!(f, "tag {tag:#x} is reserved for protocol control entries")
+            }
             Error::QueueEmpty => f.write_str("queue is empty"),
             Error::JournalFull => f.write_str("operation journal overflow (a bug: please report)"),
             Error::InjectedCrash => f.write_str("operation stopped by fault injection"),

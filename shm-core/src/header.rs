@@ -4,6 +4,7 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::journal::Journal;
 use crate::lock::LockWord;
+use crate::protocol::ServerInfo;
 use crate::region::ShmSafe;
 
 /// One range of the region, as recorded in the header (offsets from the base).
@@ -57,6 +58,20 @@ pub struct HeapState {
     pub reserved: AtomicU32,
 }
 
+/// State shared by all queues of the region.
+#[repr(C)]
+#[derive(Debug)]
+pub struct QueueState {
+    /// A deferred publication (offset of a slot's sequence word, value), made by a send
+    /// after its operation commits; 0 when none is pending. Whoever breaks the lock of a
+    /// sender that died in between completes it.
+    pub publish: [AtomicU32; 2],
+    /// Messages sent through all queues (low and high word).
+    pub sends: [AtomicU32; 2],
+    /// Reserved, zero.
+    pub reserved: [AtomicU32; 12],
+}
+
 /// The region header at offset 0.
 ///
 /// `magic`, `version`, `fingerprint` and `ready` let [`Heap::attach`](crate::Heap::attach)
@@ -96,6 +111,10 @@ pub struct RegionHeader {
     pub reserved1: [AtomicU32; 11],
     /// Allocator state.
     pub heap: HeapState,
+    /// Queue state.
+    pub queues: QueueState,
+    /// The server, at its fixed place.
+    pub server: ServerInfo,
     /// Undo journal of the operation in progress.
     pub journal: Journal,
 }

@@ -76,7 +76,7 @@ impl FaultInjector {
     }
 
     #[inline]
-    fn step(&self) -> Result<(), Error> {
+    pub(crate) fn step(&self) -> Result<(), Error> {
         #[cfg(feature = "fault-injection")]
         {
             let fuel = self.fuel.load(Relaxed);

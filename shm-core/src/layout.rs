@@ -8,10 +8,13 @@
 use core::mem::{offset_of, size_of};
 
 use crate::block::BlockHeader;
-use crate::header::{HeapState, RangeDesc, RegionHeader};
+use crate::doorbell::Doorbell;
+use crate::header::{HeapState, QueueState, RangeDesc, RegionHeader};
 use crate::journal::{Journal, JournalEntry};
 use crate::lock::LockWord;
 use crate::owners::{OwnerCell, ProcessRecord};
+use crate::protocol::{MessageHeader, Participant, ServerInfo};
+use crate::queue::{QueueHeader, QueueSlot};
 
 /// "SHMIPC" followed by two format bytes, as two little-endian words.
 pub const MAGIC: [u32; 2] = [
@@ -92,9 +95,30 @@ const _: () = {
     assert!(offset_of!(RegionHeader, free_epoch) == 140);
     assert!(offset_of!(RegionHeader, waiters) == 144);
     assert!(offset_of!(RegionHeader, heap) == 192);
-    assert!(offset_of!(RegionHeader, journal) == 256);
-    assert!(size_of::<RegionHeader>() == 256 + size_of::<Journal>());
+    assert!(offset_of!(RegionHeader, queues) == 256);
+    assert!(offset_of!(RegionHeader, server) == 320);
+    assert!(offset_of!(RegionHeader, journal) == 448);
+    assert!(size_of::<RegionHeader>() == 448 + size_of::<Journal>());
     assert!(size_of::<RegionHeader>() % 16 == 0);
+    assert!(size_of::<QueueState>() == 64);
+    assert!(size_of::<ServerInfo>() == 128);
+    assert!(offset_of!(ServerInfo, state) == 0);
+    assert!(offset_of!(ServerInfo, generation) == 4);
+    assert!(offset_of!(ServerInfo, participant) == 20);
+
+    assert!(size_of::<Participant>() == 64);
+    assert!(offset_of!(Participant, kind) == 0);
+    assert!(offset_of!(Participant, queue) == 24);
+    assert!(offset_of!(Participant, bell) == 28);
+    assert!(offset_of!(Participant, keepalive) == 32);
+    assert!(size_of::<Doorbell>() == 128);
+    assert!(offset_of!(Doorbell, os) == 64);
+    assert!(size_of::<QueueHeader>() == 192);
+    assert!(offset_of!(QueueHeader, tail) == 0);
+    assert!(offset_of!(QueueHeader, head) == 64);
+    assert!(offset_of!(QueueHeader, capacity) == 128);
+    assert!(size_of::<QueueSlot>() == 16);
+    assert!(size_of::<MessageHeader>() == 16);
 };
 
 /// FNV-1a over a list of numbers, usable in constant context.
@@ -124,7 +148,15 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     size_of::<RegionHeader>(),
     offset_of!(RegionHeader, lock),
     offset_of!(RegionHeader, heap),
+    offset_of!(RegionHeader, queues),
+    offset_of!(RegionHeader, server),
     offset_of!(RegionHeader, journal),
+    size_of::<ServerInfo>(),
+    size_of::<Participant>(),
+    size_of::<Doorbell>(),
+    size_of::<QueueHeader>(),
+    size_of::<QueueSlot>(),
+    size_of::<MessageHeader>(),
     size_of::<HeapState>(),
     size_of::<BlockHeader>(),
     offset_of!(BlockHeader, link),

@@ -45,6 +45,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod block;
+pub mod doorbell;
 pub mod error;
 #[cfg(feature = "global-alloc")]
 pub mod global_alloc;
@@ -56,6 +57,8 @@ pub mod lock;
 mod offset;
 pub mod owners;
 pub mod platform;
+pub mod protocol;
+pub mod queue;
 pub mod region;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -67,4 +70,6 @@ pub use owners::ProcSlot;
 #[cfg(feature = "critical-section")]
 pub use platform::CriticalSectionPlatform;
 pub use platform::{Platform, ProcessId, Processes, SpinPlatform, WaitNotify, WaitOutcome};
+pub use protocol::{Control, ParticipantRef, Received, SendMode, ServerStatus};
+pub use queue::OffsetQueue;
 pub use region::{RawRange, Region};

@@ -156,7 +156,7 @@ fn crash_at_every_step_of_every_operation() {
         }
     }
     let expected = if cfg!(miri) { 6 } else { 200 };
-    assert!(fired > expected, "only {fired} injected crashes fired");
+    assert!(fired >= expected, "only {fired} injected crashes fired");
 }
 
 /// A long deterministic run exercises every mechanism the model checks (guards against a

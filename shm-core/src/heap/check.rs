@@ -31,7 +31,8 @@ impl<'m> Space<'m> {
     pub(crate) fn check(&self) -> Result<CheckReport, Error> {
         let heap = &self.hdr.heap;
         let mut rep = CheckReport::default();
-        if self.hdr.journal.len.load(Relaxed) != 0 {
+        if self.hdr.journal.len.load(Relaxed) != 0 || self.hdr.queues.publish[0].load(Relaxed) != 0
+        {
             let at = self.region.offset_of(&self.hdr.journal.len)?;
             return Err(corrupt(at, CorruptionKind::BadJournal));
         }

@@ -44,6 +44,7 @@ use crate::layout::{
 use crate::lock::Acquired;
 use crate::owners::ProcSlot;
 use crate::platform::{Platform, ProcessId, WaitOutcome};
+use crate::queue::{self, Publish};
 use crate::region::Region;
 use crate::Offset;
 
@@ -178,6 +179,11 @@ pub(crate) enum OpCode {
     Reclaim = 10,
     Check = 11,
     SetApp = 12,
+    Participant = 13,
+    Server = 14,
+    Connect = 15,
+    Send = 16,
+    Heartbeat = 17,
 }
 
 /// A heap over a region, used by one process (which may use it from several threads).
@@ -441,36 +447,60 @@ impl<'m, P: Platform> Heap<'m, P> {
         &self.faults
     }
 
+    /// The allocator state (for the sibling modules).
+    pub(crate) fn space(&self) -> &Space<'m> {
+        &self.space
+    }
+
     /// Runs `f` as one operation: under the region lock (breaking it if its holder died,
     /// and undoing that holder's half-done operation first), inside the platform's
     /// critical section, journaled, committed on success and undone on error.
-    fn op<R>(
+    pub(crate) fn op<R>(
         &self,
         code: OpCode,
         f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
     ) -> Result<R, Error> {
+        self.op_publish(code, |tx, s| f(tx, s).map(|r| (r, None)))
+    }
+
+    /// Like [`op`](Self::op), for operations that enqueue: `f` also returns the store that
+    /// publishes the entry. It is recorded in the header inside the operation and made
+    /// after the commit, still under the lock; a process that breaks the lock of a sender
+    /// that died in between makes it (see [`queue`](crate::queue)).
+    pub(crate) fn op_publish<R>(
+        &self,
+        code: OpCode,
+        f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<(R, Option<Publish>), Error>,
+    ) -> Result<R, Error> {
+        let hdr = self.space.hdr;
         self.platform.critical(|| {
             self.lock()?;
-            let mut tx = Tx::begin(
-                &self.space.region,
-                &self.space.hdr.journal,
-                code as u32,
-                &self.faults,
-            );
-            match f(&mut tx, &self.space) {
-                Ok(v) => match tx.commit() {
-                    Ok(logged) => {
-                        self.journal_high_water.fetch_max(logged, Relaxed);
-                        self.space.hdr.lock.release();
-                        Ok(v)
+            let mut tx = Tx::begin(&self.space.region, &hdr.journal, code as u32, &self.faults);
+            let result = f(&mut tx, &self.space).and_then(|(v, publish)| {
+                if let Some(p) = publish {
+                    tx.set(&hdr.queues.publish[0], p.at)?;
+                    tx.set(&hdr.queues.publish[1], p.value)?;
+                }
+                Ok((v, publish))
+            });
+            match result {
+                Ok((v, publish)) => {
+                    // An error from here on is an injected crash: "die" holding the lock,
+                    // leaving the journal or the deferred store for the recoverer.
+                    let logged = tx.commit()?;
+                    self.journal_high_water.fetch_max(logged, Relaxed);
+                    if let Some(p) = publish {
+                        self.faults.step()?;
+                        queue::publish(&self.space.region, p)?;
+                        hdr.queues.publish[0].store(0, Release);
                     }
-                    // Fault injection: "die" holding the lock, journal intact.
-                    Err(e) => Err(e),
-                },
+                    hdr.lock.release();
+                    Ok(v)
+                }
                 Err(Error::InjectedCrash) => Err(Error::InjectedCrash),
                 Err(e) => {
                     let undone = tx.rollback();
-                    self.space.hdr.lock.release();
+                    hdr.lock.release();
                     undone.and(Err(e))
                 }
             }
@@ -487,6 +517,15 @@ impl<'m, P: Platform> Heap<'m, P> {
         }
         if hdr.journal.len.load(Acquire) != 0 {
             if let Err(e) = journal::recover(&self.space.region, &hdr.journal) {
+                hdr.lock.release();
+                return Err(e);
+            }
+        }
+        // A sender that died after committing but before publishing its entry.
+        if let Some(p) = queue::pending(&hdr.queues.publish) {
+            let done = queue::publish(&self.space.region, p);
+            hdr.queues.publish[0].store(0, Release);
+            if let Err(e) = done {
                 hdr.lock.release();
                 return Err(e);
             }
@@ -637,7 +676,9 @@ impl<'m, P: Platform> Heap<'m, P> {
         Ok(freed)
     }
 
-    /// Returns everything `process` owned and frees its slot: blocks it owned alone are
+    /// Returns everything `process` owned and frees its slot. First its application words
+    /// (and, if it is the registered server, the server entry) are cleared, so nobody finds
+    /// its participant any more; then blocks it owned alone are
     /// freed, its references to shared blocks are dropped (a block still held by someone
     /// else stays alive), its reserve is freed. Works in steps of one block, each its own
     /// journaled operation, so a crash midway leaves a consistent heap and a later
@@ -657,6 +698,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                         report.bytes_freed += u64::from(bytes);
                     }
                 }
+                ReclaimStep::Detached => {}
                 ReclaimStep::Done => break,
             }
         }
@@ -787,7 +829,12 @@ pub(crate) enum Placement {
 
 /// One step of reclaiming a process.
 pub(crate) enum ReclaimStep {
-    Released { bytes: u32, freed: bool },
+    /// Its application words (and server entry) were cleared.
+    Detached,
+    Released {
+        bytes: u32,
+        freed: bool,
+    },
     Done,
 }
 

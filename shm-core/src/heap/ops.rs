@@ -684,6 +684,9 @@ impl<'m> Space<'m> {
         slot: ProcSlot,
         cursor: &mut u32,
     ) -> Result<ReclaimStep, Error> {
+        if *cursor == 0 && self.detach(tx, slot)? {
+            return Ok(ReclaimStep::Detached);
+        }
         let r = self.record(slot)?;
         let cap = r.rec.cell_capacity.load(Relaxed);
         while *cursor < cap {

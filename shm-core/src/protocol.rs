@@ -1,0 +1,726 @@
+//! The client/server protocol: participants, the server at its fixed place, connecting,
+//! sending, heartbeats.
+//!
+//! Every process taking part (the server and each client) has a **participant** block:
+//! service memory it owns, holding a [`Participant`] record, a [`Doorbell`] and its
+//! [`OffsetQueue`]. Because the process owns the block, its death returns the block, the
+//! queue and every message waiting in it (each message's block is owned by the receiver
+//! from the moment it was sent).
+//!
+//! The server announces itself in [`ServerInfo`], inside the region header. A client
+//! creates its participant, then sends a `Connect` control entry (its participant's offset
+//! under a reserved tag) to the server's queue; the server checks it and answers
+//! `Connected`. Each server start increments the generation, so clients notice a restarted
+//! server and reconnect. Participants are found through the process table (application
+//! words 0 and 1 of each process record), never through a list that a dead process could
+//! leave dangling: reclaiming a process clears those words first.
+//!
+//! Messages: [`Heap::send`] moves the block to the receiver (or adds it as co-owner) and
+//! enqueues `(block, tag)` in one journaled operation; the receiver takes entries without
+//! the lock. Every message payload starts with a [`MessageHeader`] saying where the data is.
+//!
+//! Heartbeat: the server puts a small keepalive packet, cut from its reserve, in each
+//! client's mailbox every interval. A client (a background thread in the host layer) takes
+//! and frees it. A mailbox still full at the next beat is a miss; too many misses and the
+//! server declares the client dead.
+
+use core::mem::size_of;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use crate::doorbell::Doorbell;
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::heap::{Heap, OpCode, Placement, Space};
+use crate::journal::Tx;
+use crate::owners::ProcSlot;
+use crate::platform::{Platform, ProcessId};
+use crate::queue::{queue_bytes, Entry, OffsetQueue};
+use crate::region::ShmSafe;
+use crate::Offset;
+
+/// Participant kind: the server.
+pub const KIND_SERVER: u32 = 1;
+/// Participant kind: a client.
+pub const KIND_CLIENT: u32 = 2;
+
+/// Index of the application word holding a process's participant offset.
+pub const APP_PARTICIPANT: usize = 0;
+/// Index of the application word holding a process's participant kind.
+pub const APP_KIND: usize = 1;
+
+/// Server state: none registered.
+pub const SERVER_NONE: u32 = 0;
+/// Server state: running.
+pub const SERVER_RUNNING: u32 = 1;
+
+/// Participant state: created, not connected.
+pub const P_NEW: u32 = 0;
+/// Participant state: `Connect` sent, no answer yet.
+pub const P_CONNECTING: u32 = 1;
+/// Participant state: connected (or, for the server, running).
+pub const P_CONNECTED: u32 = 2;
+/// Participant state: disconnected or declared dead.
+pub const P_DISCONNECTED: u32 = 3;
+
+/// Tags at or above this value are protocol control entries; user tags must be below.
+pub const CONTROL_TAG_BASE: u32 = 0xFFFF_FF00;
+
+/// Protocol control entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Control {
+    /// Client to server: please connect this participant.
+    Connect = CONTROL_TAG_BASE + 1,
+    /// Server to client: connected.
+    Connected = CONTROL_TAG_BASE + 2,
+    /// Client to server: disconnecting.
+    Disconnect = CONTROL_TAG_BASE + 3,
+    /// Server to client: you are disconnected (refused, evicted, or answer to Disconnect).
+    Disconnected = CONTROL_TAG_BASE + 4,
+    /// Server to client: the server is shutting down.
+    ServerStopping = CONTROL_TAG_BASE + 5,
+}
+
+impl Control {
+    /// The control entry a tag stands for, if it is one.
+    pub fn from_tag(tag: u32) -> Option<Self> {
+        Some(match tag.checked_sub(CONTROL_TAG_BASE)? {
+            1 => Control::Connect,
+            2 => Control::Connected,
+            3 => Control::Disconnect,
+            4 => Control::Disconnected,
+            5 => Control::ServerStopping,
+            _ => return None,
+        })
+    }
+}
+
+/// The server, at its fixed place in the region header.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ServerInfo {
+    /// [`SERVER_NONE`] or [`SERVER_RUNNING`].
+    pub state: AtomicU32,
+    /// Incremented at every server start.
+    pub generation: AtomicU32,
+    /// The server's process slot.
+    pub slot: AtomicU32,
+    /// The server's pid.
+    pub pid: AtomicU32,
+    /// The server's pid-reuse tag.
+    pub tag: AtomicU32,
+    /// Offset of the server's participant.
+    pub participant: AtomicU32,
+    /// Heartbeat interval in milliseconds.
+    pub heartbeat_ms: AtomicU32,
+    /// Misses after which a client is declared dead.
+    pub max_missed: AtomicU32,
+    /// Keepalive packets sent (wrapping).
+    pub keepalive_seq: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: [AtomicU32; 23],
+}
+
+// SAFETY: repr(C), only AtomicU32, no padding.
+unsafe impl ShmSafe for ServerInfo {}
+
+/// A participant record, at the start of its block.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Participant {
+    /// [`KIND_SERVER`] or [`KIND_CLIENT`].
+    pub kind: AtomicU32,
+    /// The owner's process slot.
+    pub slot: AtomicU32,
+    /// The owner's pid.
+    pub pid: AtomicU32,
+    /// The owner's pid-reuse tag.
+    pub tag: AtomicU32,
+    /// Server generation this participant belongs to.
+    pub generation: AtomicU32,
+    /// One of the `P_*` states.
+    pub state: AtomicU32,
+    /// Offset of its queue.
+    pub queue: AtomicU32,
+    /// Offset of its doorbell.
+    pub bell: AtomicU32,
+    /// Keepalive mailbox: offset of a packet not yet taken, 0 when empty.
+    pub keepalive: AtomicU32,
+    /// Sequence number of the last keepalive taken.
+    pub keepalive_seen: AtomicU32,
+    /// Consecutive heartbeats that found the mailbox still full.
+    pub keepalive_missed: AtomicU32,
+    /// Messages sent to it (wrapping).
+    pub received: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: [AtomicU32; 4],
+}
+
+// SAFETY: repr(C), only AtomicU32, no padding.
+unsafe impl ShmSafe for Participant {}
+
+/// The first 16 bytes of every message payload: where the data is.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MessageHeader {
+    /// Offset of the first data byte from the start of the payload (after this header and
+    /// the headroom).
+    pub data_start: AtomicU32,
+    /// Number of data bytes.
+    pub data_len: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: [AtomicU32; 2],
+}
+
+// SAFETY: repr(C), only AtomicU32, no padding.
+unsafe impl ShmSafe for MessageHeader {}
+
+/// Payload of a keepalive packet.
+#[repr(C)]
+#[derive(Debug)]
+pub struct KeepAlive {
+    /// Server generation.
+    pub generation: AtomicU32,
+    /// Sequence number.
+    pub seq: AtomicU32,
+}
+
+// SAFETY: repr(C), two AtomicU32.
+unsafe impl ShmSafe for KeepAlive {}
+
+/// Bytes of a participant block payload for a queue of `capacity` slots: the record, up
+/// to 63 bytes to align the doorbell to 64, the doorbell, the queue.
+pub const fn participant_bytes(capacity: u32) -> u32 {
+    size_of::<Participant>() as u32 + 63 + size_of::<Doorbell>() as u32 + queue_bytes(capacity)
+}
+
+/// Where the doorbell and the queue of the participant at `at` are.
+const fn participant_layout(at: u32) -> (u32, u32) {
+    let bell = (at + size_of::<Participant>() as u32 + 63) & !63;
+    (bell, bell + size_of::<Doorbell>() as u32)
+}
+
+/// A validated participant.
+#[derive(Clone, Copy, Debug)]
+pub struct ParticipantRef<'m> {
+    /// Its offset.
+    pub at: Offset,
+    /// Its record.
+    pub rec: &'m Participant,
+    /// Its doorbell.
+    pub bell: &'m Doorbell,
+    /// Its queue.
+    pub queue: OffsetQueue<'m>,
+    /// The owning process.
+    pub slot: ProcSlot,
+    /// Its kind.
+    pub kind: u32,
+}
+
+/// A snapshot of [`ServerInfo`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Whether a server is registered (it may have died since).
+    pub running: bool,
+    /// Current generation.
+    pub generation: u32,
+    /// Its process slot.
+    pub slot: ProcSlot,
+    /// Its process.
+    pub id: ProcessId,
+    /// Its participant.
+    pub participant: Offset,
+    /// Heartbeat interval in milliseconds.
+    pub heartbeat_ms: u32,
+    /// Misses after which a client is declared dead.
+    pub max_missed: u32,
+    /// Keepalive packets sent.
+    pub keepalive_seq: u32,
+}
+
+/// How [`Heap::send`] hands the block over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendMode {
+    /// Ownership moves to the receiver (the sender's reference goes).
+    Give,
+    /// The receiver becomes a co-owner (the sender keeps its reference): broadcast.
+    Share,
+}
+
+/// What a receiver took from its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A message: the receiver now owns `block`.
+    Message {
+        /// The block.
+        block: Offset,
+        /// The sender's tag.
+        tag: u32,
+    },
+    /// A protocol control entry about `participant`.
+    Control {
+        /// Which.
+        control: Control,
+        /// The participant it concerns.
+        participant: Offset,
+    },
+}
+
+/// Result of one heartbeat for one client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// A keepalive packet is in the client's mailbox.
+    Sent {
+        /// Its sequence number.
+        seq: u32,
+    },
+    /// The previous packet was still there: a miss.
+    Missed {
+        /// Consecutive misses so far.
+        missed: u32,
+    },
+}
+
+impl<'m> Space<'m> {
+    /// The participant at `at`, validated: a used block owned (alone) by the slot it
+    /// names, with its doorbell and queue where the layout puts them.
+    pub(crate) fn participant(&self, at: Offset) -> Result<ParticipantRef<'m>, Error> {
+        let bad = Error::BadOffset { offset: at };
+        let (h, b) = self.used_block(at).map_err(|_| bad)?;
+        let rec: &'m Participant = self.region.get(at.get())?;
+        let kind = rec.kind.load(Relaxed);
+        let slot = rec.slot.load(Relaxed);
+        if (kind != KIND_SERVER && kind != KIND_CLIENT) || slot > u32::from(u16::MAX) {
+            return Err(bad);
+        }
+        let slot = ProcSlot(slot as u16);
+        let owner = crate::block::OwnerRef::unpack(h.owner.load(Relaxed));
+        if owner.map(|o| o.slot) != Some(slot.0) || h.link.load(Relaxed) != 1 {
+            return Err(bad);
+        }
+        let (bell_at, queue_at) = participant_layout(at.get());
+        if rec.bell.load(Relaxed) != bell_at || rec.queue.load(Relaxed) != queue_at {
+            return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
+        }
+        let queue = OffsetQueue::open(&self.region, queue_at)?;
+        if u64::from(queue_at) + u64::from(queue_bytes(queue.capacity()))
+            > u64::from(b) + u64::from(h.size())
+        {
+            return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
+        }
+        Ok(ParticipantRef {
+            at,
+            rec,
+            bell: self.region.get(bell_at)?,
+            queue,
+            slot,
+            kind,
+        })
+    }
+
+    fn server_status(&self) -> ServerStatus {
+        let s = &self.hdr.server;
+        ServerStatus {
+            running: s.state.load(Relaxed) == SERVER_RUNNING,
+            generation: s.generation.load(Relaxed),
+            slot: ProcSlot(s.slot.load(Relaxed) as u16),
+            id: ProcessId {
+                pid: s.pid.load(Relaxed),
+                tag: s.tag.load(Relaxed),
+            },
+            participant: Offset::new(s.participant.load(Relaxed)),
+            heartbeat_ms: s.heartbeat_ms.load(Relaxed),
+            max_missed: s.max_missed.load(Relaxed),
+            keepalive_seq: s.keepalive_seq.load(Relaxed),
+        }
+    }
+
+    /// Marks `slot`'s process as no longer taking part: clears its application words and,
+    /// if it is the registered server, the server entry. The first step of reclaiming.
+    pub(crate) fn detach(&self, tx: &mut Tx<'_, 'm>, slot: ProcSlot) -> Result<bool, Error> {
+        let r = self.record(slot)?;
+        let mut changed = false;
+        for w in &r.rec.app {
+            if w.load(Relaxed) != 0 {
+                tx.set(w, 0)?;
+                changed = true;
+            }
+        }
+        let s = &self.hdr.server;
+        if s.state.load(Relaxed) == SERVER_RUNNING && s.slot.load(Relaxed) == u32::from(slot.0) {
+            tx.set(&s.state, SERVER_NONE)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// The running server's participant, if a server is registered.
+    fn server_participant(&self) -> Result<ParticipantRef<'m>, Error> {
+        let st = self.server_status();
+        if !st.running {
+            return Err(Error::NoServer);
+        }
+        self.participant(st.participant)
+            .map_err(|_| Error::NoServer)
+    }
+}
+
+impl<'m, P: Platform> Heap<'m, P> {
+    /// The participant at `at`, validated.
+    pub fn participant(&self, at: Offset) -> Result<ParticipantRef<'m>, Error> {
+        self.space().participant(at)
+    }
+
+    /// A snapshot of the server entry.
+    pub fn server_status(&self) -> ServerStatus {
+        self.space().server_status()
+    }
+
+    /// Creates a participant block for `me`: record, doorbell (zeroed; the platform
+    /// initialises its object afterwards) and a queue of `capacity` slots (a power of
+    /// two). Service memory from the high end, owned by `me`.
+    pub fn create_participant(
+        &self,
+        me: ProcSlot,
+        kind: u32,
+        capacity: u32,
+    ) -> Result<ParticipantRef<'m>, Error> {
+        if kind != KIND_SERVER && kind != KIND_CLIENT {
+            return Err(Error::InvalidSize {
+                requested: u64::from(kind),
+            });
+        }
+        if !capacity.is_power_of_two() || !(2..=1 << 20).contains(&capacity) {
+            return Err(Error::InvalidSize {
+                requested: u64::from(capacity),
+            });
+        }
+        let id = self.process(me)?.id;
+        let at = self.op(OpCode::Participant, |tx, s| {
+            let at = s.alloc(tx, me, participant_bytes(capacity), Placement::High)?;
+            let region = &s.region;
+            let rec: &Participant = region.get(at.get())?;
+            let (bell_at, queue_at) = participant_layout(at.get());
+            // The block was carved in this operation: nobody else can reach it yet.
+            let words = [
+                (&rec.kind, kind),
+                (&rec.slot, u32::from(me.0)),
+                (&rec.pid, id.pid),
+                (&rec.tag, id.tag),
+                (&rec.generation, 0),
+                (&rec.state, P_NEW),
+                (&rec.queue, queue_at),
+                (&rec.bell, bell_at),
+                (&rec.keepalive, 0),
+                (&rec.keepalive_seen, 0),
+                (&rec.keepalive_missed, 0),
+                (&rec.received, 0),
+            ];
+            for (w, v) in words {
+                tx.set_fresh(w, v)?;
+            }
+            let mut o = bell_at;
+            while o < queue_at {
+                tx.set_fresh(region.word(o)?, 0)?;
+                o += 4;
+            }
+            OffsetQueue::format(tx, region, queue_at, capacity)?;
+            Ok(at)
+        })?;
+        self.participant(at)
+    }
+
+    /// Frees `me`'s participant (after the caller drained its queue), clearing the
+    /// application words that point at it.
+    pub fn destroy_participant(&self, me: ProcSlot, at: Offset) -> Result<(), Error> {
+        self.op(OpCode::Participant, |tx, s| {
+            let p = s.participant(at)?;
+            if p.slot != me {
+                return Err(Error::NotOwner {
+                    offset: at,
+                    process: me,
+                });
+            }
+            let r = s.record(me)?;
+            if r.rec.app[APP_PARTICIPANT].load(Relaxed) == at.get() {
+                s.detach(tx, me)?;
+            }
+            tx.set(&p.rec.state, P_DISCONNECTED)?;
+            s.free(tx, me, at)
+        })
+    }
+
+    /// Registers `me`, with participant `server`, as the server: a new generation. Fails
+    /// with [`Error::ServerRunning`] if a live server is registered; a dead one is replaced.
+    pub fn start_server(
+        &self,
+        me: ProcSlot,
+        server: Offset,
+        heartbeat_ms: u32,
+        max_missed: u32,
+    ) -> Result<u32, Error> {
+        let current = self.server_status();
+        let old_alive = current.running && self.platform().is_alive(current.id);
+        let id = self.process(me)?.id;
+        self.op(OpCode::Server, |tx, s| {
+            let st = s.server_status();
+            if st.running && st != current {
+                return Err(Error::ServerRunning); // someone else got there first
+            }
+            if st.running && old_alive {
+                return Err(Error::ServerRunning);
+            }
+            let p = s.participant(server)?;
+            if p.slot != me || p.kind != KIND_SERVER {
+                return Err(Error::BadOffset { offset: server });
+            }
+            let gen = st.generation.wrapping_add(1);
+            let r = s.record(me)?;
+            tx.set(&r.rec.app[APP_PARTICIPANT], server.get())?;
+            tx.set(&r.rec.app[APP_KIND], KIND_SERVER)?;
+            tx.set(&p.rec.generation, gen)?;
+            tx.set(&p.rec.state, P_CONNECTED)?;
+            let si = &s.hdr.server;
+            tx.set(&si.generation, gen)?;
+            tx.set(&si.slot, u32::from(me.0))?;
+            tx.set(&si.pid, id.pid)?;
+            tx.set(&si.tag, id.tag)?;
+            tx.set(&si.participant, server.get())?;
+            tx.set(&si.heartbeat_ms, heartbeat_ms)?;
+            tx.set(&si.max_missed, max_missed)?;
+            tx.set(&si.state, SERVER_RUNNING)?;
+            Ok(gen)
+        })
+    }
+
+    /// Withdraws the server entry, if `me` is the registered server.
+    pub fn stop_server(&self, me: ProcSlot) -> Result<(), Error> {
+        self.op(OpCode::Server, |tx, s| {
+            let si = &s.hdr.server;
+            if si.state.load(Relaxed) == SERVER_RUNNING && si.slot.load(Relaxed) == u32::from(me.0)
+            {
+                tx.set(&si.state, SERVER_NONE)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Client side: announces participant `client` to the running server (a `Connect`
+    /// entry in its queue). Returns the server generation and the server's doorbell, to
+    /// ring if [`Doorbell::should_ring`] says so. Fails with [`Error::NoServer`] when no
+    /// live server is registered.
+    pub fn connect(&self, me: ProcSlot, client: Offset) -> Result<(u32, &'m Doorbell), Error> {
+        let st = self.server_status();
+        if !st.running || !self.platform().is_alive(st.id) {
+            return Err(Error::NoServer);
+        }
+        self.op_publish(OpCode::Connect, |tx, s| {
+            let server = s.server_participant()?;
+            let p = s.participant(client)?;
+            if p.slot != me || p.kind != KIND_CLIENT {
+                return Err(Error::BadOffset { offset: client });
+            }
+            let gen = s.hdr.server.generation.load(Relaxed);
+            let r = s.record(me)?;
+            tx.set(&r.rec.app[APP_PARTICIPANT], client.get())?;
+            tx.set(&r.rec.app[APP_KIND], KIND_CLIENT)?;
+            tx.set(&p.rec.generation, gen)?;
+            tx.set(&p.rec.state, P_CONNECTING)?;
+            tx.set(&p.rec.keepalive_missed, 0)?;
+            let publish = server.queue.push(
+                tx,
+                &s.region,
+                Entry {
+                    offset: client,
+                    tag: Control::Connect as u32,
+                },
+            )?;
+            Ok(((gen, server.bell), Some(publish)))
+        })
+    }
+
+    /// Server side: accepts the client whose `Connect` entry named `client`, answering
+    /// `Connected` in its queue. Returns the client and its doorbell to ring.
+    pub fn accept(&self, me: ProcSlot, client: Offset) -> Result<ParticipantRef<'m>, Error> {
+        self.op_publish(OpCode::Connect, |tx, s| {
+            let st = s.server_status();
+            if !st.running || st.slot != me {
+                return Err(Error::NoServer);
+            }
+            let p = s.participant(client)?;
+            let r = s.record(p.slot)?;
+            if p.kind != KIND_CLIENT || r.rec.app[APP_PARTICIPANT].load(Relaxed) != client.get() {
+                return Err(Error::BadOffset { offset: client });
+            }
+            if p.rec.generation.load(Relaxed) != st.generation {
+                return Err(Error::ServerRestarted);
+            }
+            tx.set(&p.rec.state, P_CONNECTED)?;
+            let publish = p.queue.push(
+                tx,
+                &s.region,
+                Entry {
+                    offset: client,
+                    tag: Control::Connected as u32,
+                },
+            )?;
+            Ok((p, Some(publish)))
+        })
+    }
+
+    /// Sends a control entry about `about` to participant `to`; marks `to` disconnected
+    /// first for [`Control::Disconnected`].
+    pub fn send_control(
+        &self,
+        to: Offset,
+        control: Control,
+        about: Offset,
+    ) -> Result<&'m Doorbell, Error> {
+        self.op_publish(OpCode::Send, |tx, s| {
+            let p = s.participant(to)?;
+            if control == Control::Disconnected {
+                tx.set(&p.rec.state, P_DISCONNECTED)?;
+            }
+            let publish = p.queue.push(
+                tx,
+                &s.region,
+                Entry {
+                    offset: about,
+                    tag: control as u32,
+                },
+            )?;
+            Ok((p.bell, Some(publish)))
+        })
+    }
+
+    /// Sends `block` with `tag` from `me` to participant `to`: in one operation the block
+    /// moves to (or, with [`SendMode::Share`], is shared with) the receiver and the entry
+    /// is enqueued; the entry becomes visible right after. A full queue fails with
+    /// [`Error::QueueFull`] and the block stays the sender's. Returns the receiver's
+    /// doorbell, to ring if [`Doorbell::should_ring`] says so.
+    pub fn send(
+        &self,
+        me: ProcSlot,
+        to: Offset,
+        block: Offset,
+        tag: u32,
+        mode: SendMode,
+    ) -> Result<&'m Doorbell, Error> {
+        if tag >= CONTROL_TAG_BASE {
+            return Err(Error::ReservedTag { tag });
+        }
+        self.op_publish(OpCode::Send, |tx, s| {
+            let p = s.participant(to)?;
+            if p.rec.state.load(Relaxed) != P_CONNECTED {
+                return Err(Error::NotConnected);
+            }
+            match mode {
+                SendMode::Give => s.give(tx, me, block, p.slot)?,
+                SendMode::Share => s.share(tx, me, block, p.slot)?,
+            }
+            let publish = p.queue.push(tx, &s.region, Entry { offset: block, tag })?;
+            tx.set(
+                &p.rec.received,
+                p.rec.received.load(Relaxed).wrapping_add(1),
+            )?;
+            let sends = &s.hdr.queues.sends;
+            let lo = sends[0].load(Relaxed).wrapping_add(1);
+            tx.set(&sends[0], lo)?;
+            if lo == 0 {
+                tx.set(&sends[1], sends[1].load(Relaxed).wrapping_add(1))?;
+            }
+            Ok((p.bell, Some(publish)))
+        })
+    }
+
+    /// Takes the next entry from participant `p`'s queue, without the lock. Only `p`'s
+    /// owner may call this, one thread at a time.
+    pub fn recv(&self, p: &ParticipantRef<'m>) -> Result<Option<Received>, Error> {
+        let Some(e) = p.queue.pop(self.region())? else {
+            return Ok(None);
+        };
+        Ok(Some(match Control::from_tag(e.tag) {
+            Some(control) => Received::Control {
+                control,
+                participant: e.offset,
+            },
+            None => Received::Message {
+                block: e.offset,
+                tag: e.tag,
+            },
+        }))
+    }
+
+    /// Server side: one heartbeat for `client`. If its mailbox is empty, puts a keepalive
+    /// packet there (cut from the server's reserve, or allocated when the reserve is used
+    /// up); otherwise counts a miss.
+    pub fn heartbeat(&self, me: ProcSlot, client: Offset) -> Result<Beat, Error> {
+        self.op(OpCode::Heartbeat, |tx, s| {
+            let st = s.server_status();
+            if !st.running || st.slot != me {
+                return Err(Error::NoServer);
+            }
+            let p = s.participant(client)?;
+            if p.rec.keepalive.load(Relaxed) != 0 {
+                let missed = p.rec.keepalive_missed.load(Relaxed).wrapping_add(1);
+                tx.set(&p.rec.keepalive_missed, missed)?;
+                return Ok(Beat::Missed { missed });
+            }
+            let size = size_of::<KeepAlive>() as u32;
+            let packet = match s.alloc_from_reserve(tx, me, size) {
+                Ok(b) => b,
+                Err(Error::ReserveTooSmall { .. }) => s.alloc(tx, me, size, Placement::Low)?,
+                Err(e) => return Err(e),
+            };
+            let seq = st.keepalive_seq.wrapping_add(1);
+            let ka: &KeepAlive = s.region.get(packet.get())?;
+            tx.set(&ka.generation, st.generation)?;
+            tx.set(&ka.seq, seq)?;
+            s.give(tx, me, packet, p.slot)?;
+            tx.set(&p.rec.keepalive, packet.get())?;
+            tx.set(&p.rec.keepalive_missed, 0)?;
+            tx.set(&s.hdr.server.keepalive_seq, seq)?;
+            Ok(Beat::Sent { seq })
+        })
+    }
+
+    /// Client side: takes and frees the keepalive packet in `me`'s mailbox, if any.
+    /// Returns its sequence number.
+    pub fn take_keepalive(&self, me: ProcSlot, mine: Offset) -> Result<Option<u32>, Error> {
+        self.op(OpCode::Heartbeat, |tx, s| {
+            let p = s.participant(mine)?;
+            if p.slot != me {
+                return Err(Error::NotOwner {
+                    offset: mine,
+                    process: me,
+                });
+            }
+            let packet = p.rec.keepalive.load(Relaxed);
+            if packet == 0 {
+                return Ok(None);
+            }
+            tx.set(&p.rec.keepalive, 0)?;
+            let ka: &KeepAlive = s
+                .region
+                .get(packet)
+                .map_err(|_| corrupt(mine.get(), CorruptionKind::BadProtocol))?;
+            let seq = ka.seq.load(Relaxed);
+            tx.set(&p.rec.keepalive_seen, seq)?;
+            tx.set(&p.rec.keepalive_missed, 0)?;
+            s.release(tx, me, Offset::new(packet))?;
+            Ok(Some(seq))
+        })
+    }
+
+    /// The participants registered in the process table (offset, kind, slot), read
+    /// without the lock.
+    pub fn participants(
+        &self,
+    ) -> Result<impl Iterator<Item = (Offset, u32, ProcSlot)> + '_, Error> {
+        Ok(self.processes()?.filter_map(|info| {
+            let info = info.ok()?;
+            let at = info.app[APP_PARTICIPANT];
+            let kind = info.app[APP_KIND];
+            (at != 0).then_some((Offset::new(at), kind, info.slot))
+        }))
+    }
+}

@@ -1,0 +1,283 @@
+//! [`OffsetQueue`]: a bounded ring of `(block offset, tag)` entries in the region, one per
+//! participant. Many senders, one receiver.
+//!
+//! Senders enqueue inside the same journaled operation that hands the block to the
+//! receiver (see [`Heap::send`](crate::Heap::send)), so a sender that dies halfway leaves
+//! neither a block owned by no one nor a slot half written: the operation is undone. The
+//! one store that makes the entry visible to the receiver - the slot's sequence number -
+//! is made after the operation commits, through the region's deferred store, which whoever
+//! breaks a dead sender's lock completes. So the receiver can never see an entry that is
+//! later undone.
+//!
+//! The receiver dequeues without the lock (it is the only one that moves `head`). Each
+//! slot carries a sequence number as in Vyukov's bounded queue: `seq == pos` means free
+//! for the sender at `pos`, `seq == pos + 1` means full for the receiver at `pos`.
+//!
+//! Layout: a 192-byte [`QueueHeader`] (sender line, receiver line, constants), then
+//! `capacity` 16-byte [`QueueSlot`]s. Everything read from it is validated: a corrupted
+//! queue gives [`Error::Corrupted`], never a wild access.
+
+use core::mem::size_of;
+use core::sync::atomic::{
+    AtomicU32,
+    Ordering::{Acquire, Relaxed, Release},
+};
+
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::journal::Tx;
+use crate::region::{Region, ShmSafe};
+use crate::Offset;
+
+/// Queue header: the senders' line, the receiver's line, then constants.
+#[repr(C)]
+#[derive(Debug)]
+pub struct QueueHeader {
+    /// Next position a sender fills (changed under the region lock).
+    pub tail: AtomicU32,
+    /// Messages ever enqueued (wrapping).
+    pub enqueued: AtomicU32,
+    /// Reserved; keeps `head` on another cache line.
+    pub pad0: [AtomicU32; 14],
+    /// Next position the receiver takes (changed by the receiver only).
+    pub head: AtomicU32,
+    /// Reserved; keeps the constants on another cache line.
+    pub pad1: [AtomicU32; 15],
+    /// Number of slots, a power of two.
+    pub capacity: AtomicU32,
+    /// Offset of slot 0.
+    pub slots: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: [AtomicU32; 14],
+}
+
+/// One entry.
+#[repr(C)]
+#[derive(Debug)]
+pub struct QueueSlot {
+    /// Sequence number (see the module documentation).
+    pub seq: AtomicU32,
+    /// Payload offset of the block, or a participant offset for control entries.
+    pub offset: AtomicU32,
+    /// The sender's tag.
+    pub tag: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: AtomicU32,
+}
+
+// SAFETY: repr(C), only AtomicU32, no padding.
+unsafe impl ShmSafe for QueueHeader {}
+// SAFETY: repr(C), four AtomicU32.
+unsafe impl ShmSafe for QueueSlot {}
+
+/// Bytes a queue of `capacity` slots needs.
+pub const fn queue_bytes(capacity: u32) -> u32 {
+    size_of::<QueueHeader>() as u32 + capacity * size_of::<QueueSlot>() as u32
+}
+
+/// A validated view of a queue in a region.
+#[derive(Clone, Copy, Debug)]
+pub struct OffsetQueue<'m> {
+    hdr: &'m QueueHeader,
+    capacity: u32,
+    slots: u32,
+}
+
+/// An entry taken from a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The block (or participant, for control entries).
+    pub offset: Offset,
+    /// The tag.
+    pub tag: u32,
+}
+
+/// The store that makes a pushed entry visible; performed after commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Publish {
+    /// Offset of the slot's sequence word.
+    pub at: u32,
+    /// Value to store there.
+    pub value: u32,
+}
+
+impl<'m> OffsetQueue<'m> {
+    /// Formats a queue with `capacity` slots (a power of two, at least 2) at offset `at`.
+    /// The memory must not be reachable by anyone else yet (fresh writes, not journaled).
+    pub(crate) fn format(
+        tx: &mut Tx<'_, 'm>,
+        region: &Region<'m>,
+        at: u32,
+        capacity: u32,
+    ) -> Result<Self, Error> {
+        if !capacity.is_power_of_two() || capacity < 2 {
+            return Err(Error::InvalidSize {
+                requested: u64::from(capacity),
+            });
+        }
+        let hdr: &'m QueueHeader = region.get(at)?;
+        let slots = at + size_of::<QueueHeader>() as u32;
+        tx.set_fresh(&hdr.tail, 0)?;
+        tx.set_fresh(&hdr.enqueued, 0)?;
+        tx.set_fresh(&hdr.head, 0)?;
+        tx.set_fresh(&hdr.capacity, capacity)?;
+        tx.set_fresh(&hdr.slots, slots)?;
+        for i in 0..capacity {
+            let s: &QueueSlot = region.get(slots + 16 * i)?;
+            tx.set_fresh(&s.seq, i)?;
+            tx.set_fresh(&s.offset, 0)?;
+            tx.set_fresh(&s.tag, 0)?;
+        }
+        Ok(OffsetQueue {
+            hdr,
+            capacity,
+            slots,
+        })
+    }
+
+    /// Opens the queue at `at`, validating its constants against the region.
+    pub fn open(region: &Region<'m>, at: u32) -> Result<Self, Error> {
+        let hdr: &'m QueueHeader = region.get(at)?;
+        let capacity = hdr.capacity.load(Relaxed);
+        let slots = hdr.slots.load(Relaxed);
+        let bad = || corrupt(at, CorruptionKind::BadQueue);
+        if !capacity.is_power_of_two()
+            || !(2..=(1 << 24)).contains(&capacity)
+            || slots != at + size_of::<QueueHeader>() as u32
+            || !region.contains(slots, capacity * size_of::<QueueSlot>() as u32)
+        {
+            return Err(bad());
+        }
+        Ok(OffsetQueue {
+            hdr,
+            capacity,
+            slots,
+        })
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Entries waiting (a snapshot).
+    pub fn len(&self) -> u32 {
+        self.hdr
+            .tail
+            .load(Relaxed)
+            .wrapping_sub(self.hdr.head.load(Relaxed))
+            .min(self.capacity)
+    }
+
+    /// Whether no entry is waiting (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages ever enqueued (wrapping).
+    pub fn enqueued(&self) -> u32 {
+        self.hdr.enqueued.load(Relaxed)
+    }
+
+    #[inline]
+    fn slot(&self, pos: u32, region: &Region<'m>) -> Result<&'m QueueSlot, Error> {
+        region.get(self.slots + 16 * (pos & (self.capacity - 1)))
+    }
+
+    /// Sender side, under the region lock: writes the entry into the next slot and
+    /// advances the tail, journaled. Returns the store that publishes it, to be made after
+    /// the operation commits. Fails with [`Error::QueueFull`] when the receiver has not
+    /// freed the slot yet.
+    pub(crate) fn push(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        region: &Region<'m>,
+        entry: Entry,
+    ) -> Result<Publish, Error> {
+        let pos = self.hdr.tail.load(Relaxed);
+        let slot = self.slot(pos, region)?;
+        let seq = slot.seq.load(Acquire);
+        if seq != pos {
+            // The receiver has not taken the entry from one lap ago (full), or the
+            // numbers are inconsistent (corrupted); either way nothing was written.
+            return if seq.wrapping_add(self.capacity) == pos.wrapping_add(1) {
+                Err(Error::QueueFull)
+            } else {
+                Err(corrupt(
+                    region.offset_of(&slot.seq)?,
+                    CorruptionKind::BadQueue,
+                ))
+            };
+        }
+        tx.set(&slot.offset, entry.offset.get())?;
+        tx.set(&slot.tag, entry.tag)?;
+        tx.set(&self.hdr.tail, pos.wrapping_add(1))?;
+        tx.set(
+            &self.hdr.enqueued,
+            self.hdr.enqueued.load(Relaxed).wrapping_add(1),
+        )?;
+        Ok(Publish {
+            at: region.offset_of(&slot.seq)?,
+            value: pos.wrapping_add(1),
+        })
+    }
+
+    /// Receiver side, without the lock: takes the oldest published entry, if any. Only
+    /// the queue's owner may call this, and from one thread at a time.
+    pub fn pop(&self, region: &Region<'m>) -> Result<Option<Entry>, Error> {
+        let pos = self.hdr.head.load(Relaxed);
+        let slot = self.slot(pos, region)?;
+        let seq = slot.seq.load(Acquire);
+        if seq != pos.wrapping_add(1) {
+            return Ok(None);
+        }
+        let entry = Entry {
+            offset: Offset::new(slot.offset.load(Relaxed)),
+            tag: slot.tag.load(Relaxed),
+        };
+        self.hdr.head.store(pos.wrapping_add(1), Relaxed);
+        // Release: the sender that reuses the slot sees our reads done.
+        slot.seq.store(pos.wrapping_add(self.capacity), Release);
+        Ok(Some(entry))
+    }
+
+    /// Receiver side: every entry still queued, without taking them (for reclaiming).
+    pub fn for_each_pending(
+        &self,
+        region: &Region<'m>,
+        mut f: impl FnMut(Entry),
+    ) -> Result<(), Error> {
+        let head = self.hdr.head.load(Relaxed);
+        for i in 0..self.capacity {
+            let pos = head.wrapping_add(i);
+            let slot = self.slot(pos, region)?;
+            if slot.seq.load(Acquire) != pos.wrapping_add(1) {
+                break;
+            }
+            f(Entry {
+                offset: Offset::new(slot.offset.load(Relaxed)),
+                tag: slot.tag.load(Relaxed),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Makes a deferred publication visible: the slot's sequence goes from `value - 1`
+/// (written, unpublished) to `value`. A compare-and-swap, so completing a publication
+/// twice (a recoverer after a sender that died right after publishing) cannot resurrect an
+/// entry the receiver already took. Release, so the entry's words are seen first.
+pub(crate) fn publish(region: &Region<'_>, p: Publish) -> Result<(), Error> {
+    let _ = region
+        .word(p.at)?
+        .compare_exchange(p.value.wrapping_sub(1), p.value, Release, Relaxed);
+    Ok(())
+}
+
+/// The deferred publication recorded in the header, if one is pending.
+pub(crate) fn pending(words: &[AtomicU32; 2]) -> Option<Publish> {
+    let at = words[0].load(Acquire);
+    (at != 0).then(|| Publish {
+        at,
+        value: words[1].load(Relaxed),
+    })
+}

@@ -1,0 +1,324 @@
+//! Offset queues and the client/server protocol in one address space: each test states
+//! the invariant it checks.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+mod common;
+
+use common::Fixture;
+use shm_core::protocol::{Beat, KIND_CLIENT, KIND_SERVER, P_CONNECTED};
+use shm_core::{Control, Error, Offset, ProcSlot, ProcessId, Received, SendMode};
+
+struct Parties {
+    f: Fixture,
+    server: ProcSlot,
+    server_p: Offset,
+    client: ProcSlot,
+    client_p: Offset,
+}
+
+/// A server and one connected client, each with a queue of `cap` slots.
+fn connected(cap: u32) -> Parties {
+    let f = Fixture::new(256 * 1024);
+    let server = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let client = f.heap.register_as(ProcessId::from_pid(101)).unwrap();
+    let sp = f.heap.create_participant(server, KIND_SERVER, cap).unwrap();
+    f.heap.start_server(server, sp.at, 100, 3).unwrap();
+    let cp = f.heap.create_participant(client, KIND_CLIENT, cap).unwrap();
+    let (gen, _) = f.heap.connect(client, cp.at).unwrap();
+    assert_eq!(gen, 1);
+    let got = f.heap.recv(&sp).unwrap();
+    assert_eq!(
+        got,
+        Some(Received::Control {
+            control: Control::Connect,
+            participant: cp.at
+        })
+    );
+    f.heap.accept(server, cp.at).unwrap();
+    assert_eq!(
+        f.heap.recv(&cp).unwrap(),
+        Some(Received::Control {
+            control: Control::Connected,
+            participant: cp.at
+        })
+    );
+    Parties {
+        server_p: sp.at,
+        client_p: cp.at,
+        f,
+        server,
+        client,
+    }
+}
+
+/// Messages arrive in order, each exactly once, and the receiver owns each block from the
+/// moment it was sent; the queue wraps around many times.
+#[test]
+fn messages_arrive_in_order_and_change_owner() {
+    let p = connected(4);
+    let heap = &p.f.heap;
+    let sp = heap.participant(p.server_p).unwrap();
+    for round in 0..25u32 {
+        let blocks: Vec<Offset> = (0..3)
+            .map(|_| heap.try_alloc(p.client, 40).unwrap())
+            .collect();
+        for (i, b) in blocks.iter().enumerate() {
+            heap.send(
+                p.client,
+                p.server_p,
+                *b,
+                round * 10 + i as u32,
+                SendMode::Give,
+            )
+            .unwrap();
+            assert_eq!(heap.owner_of(*b).unwrap(), Some(p.server));
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            let got = heap.recv(&sp).unwrap();
+            assert_eq!(
+                got,
+                Some(Received::Message {
+                    block: *b,
+                    tag: round * 10 + i as u32
+                })
+            );
+            heap.free(p.server, *b).unwrap();
+        }
+        assert_eq!(heap.recv(&sp).unwrap(), None);
+    }
+    heap.check().unwrap();
+}
+
+/// A full queue refuses the send and the block stays with the sender.
+#[test]
+fn full_queue_keeps_the_block_with_the_sender() {
+    let p = connected(2);
+    let heap = &p.f.heap;
+    for _ in 0..2 {
+        let b = heap.try_alloc(p.client, 8).unwrap();
+        heap.send(p.client, p.server_p, b, 1, SendMode::Give)
+            .unwrap();
+    }
+    let b = heap.try_alloc(p.client, 8).unwrap();
+    assert_eq!(
+        heap.send(p.client, p.server_p, b, 1, SendMode::Give).err(),
+        Some(Error::QueueFull)
+    );
+    assert_eq!(heap.owner_of(b).unwrap(), Some(p.client));
+    heap.check().unwrap();
+}
+
+/// Tags in the control range are refused; so are sends to a participant not connected.
+#[test]
+fn reserved_tags_and_unconnected_receivers_are_refused() {
+    let p = connected(4);
+    let heap = &p.f.heap;
+    let b = heap.try_alloc(p.client, 8).unwrap();
+    assert!(matches!(
+        heap.send(
+            p.client,
+            p.server_p,
+            b,
+            Control::Connect as u32,
+            SendMode::Give
+        ),
+        Err(Error::ReservedTag { .. })
+    ));
+    let other = heap.register_as(ProcessId::from_pid(102)).unwrap();
+    let op = heap.create_participant(other, KIND_CLIENT, 4).unwrap();
+    assert_eq!(
+        heap.send(p.client, op.at, b, 1, SendMode::Give).err(),
+        Some(Error::NotConnected)
+    );
+    assert_eq!(heap.owner_of(b).unwrap(), Some(p.client));
+}
+
+/// Broadcast: a shared send makes each receiver a co-owner; the block is freed when the
+/// last one releases it.
+#[test]
+fn shared_send_counts_owners() {
+    let p = connected(4);
+    let heap = &p.f.heap;
+    let c2 = heap.register_as(ProcessId::from_pid(102)).unwrap();
+    let c2p = heap.create_participant(c2, KIND_CLIENT, 4).unwrap();
+    heap.connect(c2, c2p.at).unwrap();
+    let sp = heap.participant(p.server_p).unwrap();
+    heap.recv(&sp).unwrap();
+    heap.accept(p.server, c2p.at).unwrap();
+    heap.recv(&c2p).unwrap();
+    let b = heap.try_alloc(p.server, 64).unwrap();
+    heap.send(p.server, p.client_p, b, 7, SendMode::Share)
+        .unwrap();
+    heap.send(p.server, c2p.at, b, 7, SendMode::Share).unwrap();
+    assert_eq!(heap.ref_count(b).unwrap(), 3);
+    heap.release(p.server, b).unwrap();
+    let cp = heap.participant(p.client_p).unwrap();
+    assert_eq!(
+        heap.recv(&cp).unwrap(),
+        Some(Received::Message { block: b, tag: 7 })
+    );
+    assert_eq!(heap.release(p.client, b), Ok(false));
+    assert_eq!(heap.release(c2, b), Ok(true));
+    heap.check().unwrap();
+}
+
+/// A sender dying at any step of a send leaves either no trace (block still the sender's,
+/// nothing queued) or a complete send (block the receiver's, entry queued exactly once),
+/// once another process has broken its lock - including a death between commit and the
+/// publishing store.
+#[test]
+fn send_is_atomic_under_crashes_at_every_step() {
+    let mut outcomes = (0, 0);
+    for steps in 1..=40 {
+        let p = connected(4);
+        let heap = &p.f.heap;
+        let b = heap.try_alloc(p.client, 32).unwrap();
+        heap.faults().arm(steps);
+        let r = heap.send(p.client, p.server_p, b, 9, SendMode::Give);
+        let crashed = r.err() == Some(Error::InjectedCrash);
+        heap.faults().arm(0);
+        if crashed {
+            // The sender is dead; the next operation (as another process) recovers.
+            p.f.platform.kill(1);
+            p.f.platform.set_pid(2);
+        } else {
+            assert!(r.is_ok(), "{:?}", r.err());
+        }
+        heap.check().unwrap();
+        let sp = heap.participant(p.server_p).unwrap();
+        let owner = heap.owner_of(b).unwrap();
+        let first = heap.recv(&sp).unwrap();
+        let second = heap.recv(&sp).unwrap();
+        assert_eq!(second, None, "at most one entry");
+        if owner == Some(p.server) {
+            assert_eq!(first, Some(Received::Message { block: b, tag: 9 }));
+            outcomes.1 += 1;
+        } else {
+            assert_eq!(owner, Some(p.client));
+            assert_eq!(first, None);
+            outcomes.0 += 1;
+        }
+        if !crashed {
+            assert!(steps > 1);
+            break;
+        }
+    }
+    assert!(outcomes.0 > 5, "crashes before commit: {outcomes:?}");
+    assert!(outcomes.1 >= 1, "crashes after commit: {outcomes:?}");
+}
+
+/// A restarted server gets a new generation; clients of the old one are refused by the new
+/// server until they reconnect.
+#[test]
+fn server_restart_changes_generation() {
+    let p = connected(4);
+    let heap = &p.f.heap;
+    // The server dies; a watchdog reclaims it.
+    p.f.platform.kill(100);
+    assert_eq!(heap.reclaim_dead().unwrap(), 1);
+    assert!(!heap.server_status().running);
+    let b = heap.try_alloc(p.client, 8).unwrap();
+    assert!(heap
+        .send(p.client, p.server_p, b, 1, SendMode::Give)
+        .is_err());
+    let cp = heap.participant(p.client_p).unwrap();
+    assert!(matches!(
+        heap.connect(p.client, cp.at),
+        Err(Error::NoServer)
+    ));
+    // A new server.
+    let s2 = heap.register_as(ProcessId::from_pid(103)).unwrap();
+    let s2p = heap.create_participant(s2, KIND_SERVER, 4).unwrap();
+    assert_eq!(heap.start_server(s2, s2p.at, 100, 3).unwrap(), 2);
+    // A second server while this one lives is refused.
+    let s3 = heap.register_as(ProcessId::from_pid(104)).unwrap();
+    let s3p = heap.create_participant(s3, KIND_SERVER, 4).unwrap();
+    assert_eq!(
+        heap.start_server(s3, s3p.at, 100, 3),
+        Err(Error::ServerRunning)
+    );
+    // The old client reconnects to generation 2.
+    let (gen, _) = heap.connect(p.client, cp.at).unwrap();
+    assert_eq!(gen, 2);
+    assert!(matches!(
+        heap.recv(&s2p).unwrap(),
+        Some(Received::Control {
+            control: Control::Connect,
+            ..
+        })
+    ));
+    heap.accept(s2, cp.at).unwrap();
+    assert_eq!(
+        cp.rec.state.load(std::sync::atomic::Ordering::Relaxed),
+        P_CONNECTED
+    );
+    heap.check().unwrap();
+}
+
+/// Heartbeats: a client that takes its keepalives never misses; one that stops misses
+/// once per beat. Keepalive packets come from the server's reserve, so they keep flowing
+/// on a full heap.
+#[test]
+fn heartbeat_counts_misses_and_survives_a_full_heap() {
+    let p = connected(4);
+    let heap = &p.f.heap;
+    heap.reserve(p.server, 1024).unwrap();
+    // Fill the heap.
+    let mut hog = Vec::new();
+    while let Ok(b) = heap.try_alloc(p.client, 512) {
+        hog.push(b);
+    }
+    while let Ok(b) = heap.try_alloc(p.client, 16) {
+        hog.push(b);
+    }
+    for seq in 1..=5 {
+        assert_eq!(
+            heap.heartbeat(p.server, p.client_p).unwrap(),
+            Beat::Sent { seq }
+        );
+        assert_eq!(
+            heap.take_keepalive(p.client, p.client_p).unwrap(),
+            Some(seq)
+        );
+    }
+    assert_eq!(
+        heap.heartbeat(p.server, p.client_p).unwrap(),
+        Beat::Sent { seq: 6 }
+    );
+    assert_eq!(
+        heap.heartbeat(p.server, p.client_p).unwrap(),
+        Beat::Missed { missed: 1 }
+    );
+    assert_eq!(
+        heap.heartbeat(p.server, p.client_p).unwrap(),
+        Beat::Missed { missed: 2 }
+    );
+    heap.check().unwrap();
+}
+
+/// Reclaiming a dead client returns its participant, its queue and every message waiting
+/// in it: free bytes go back to what they were before it registered.
+#[test]
+fn reclaiming_a_client_returns_its_queue_and_messages() {
+    let p = connected(8);
+    let heap = &p.f.heap;
+    let baseline = heap.stats().unwrap().free_bytes;
+    let c2 = heap.register_as(ProcessId::from_pid(105)).unwrap();
+    let c2p = heap.create_participant(c2, KIND_CLIENT, 8).unwrap();
+    heap.connect(c2, c2p.at).unwrap();
+    let sp = heap.participant(p.server_p).unwrap();
+    heap.recv(&sp).unwrap();
+    heap.accept(p.server, c2p.at).unwrap();
+    for i in 0..5 {
+        let b = heap.try_alloc(p.server, 100 + i).unwrap();
+        heap.send(p.server, c2p.at, b, i, SendMode::Give).unwrap();
+    }
+    let mine = heap.try_alloc(c2, 300).unwrap();
+    heap.share(c2, mine, p.server).unwrap();
+    p.f.platform.kill(105);
+    assert_eq!(heap.reclaim_dead().unwrap(), 1);
+    heap.release(p.server, mine).unwrap();
+    assert_eq!(heap.stats().unwrap().free_bytes, baseline);
+    assert!(heap.participants().unwrap().all(|(_, _, s)| s != c2));
+    heap.check().unwrap();
+}
