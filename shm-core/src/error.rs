@@ -208,6 +208,9 @@ pub enum AttachError {
     BadConfig,
 }
 
+impl core::error::Error for Error {}
+impl core::error::Error for AttachError {}
+
 impl From<Corruption> for Error {
     fn from(c: Corruption) -> Self {
         Error::Corrupted(c)

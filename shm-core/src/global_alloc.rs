@@ -45,8 +45,9 @@ use crate::{Error, Offset};
 /// A region used as the global allocator. Until [`init`](RegionAllocator::init) runs,
 /// every allocation fails (returns null).
 pub struct RegionAllocator<P: Platform + Send + Sync + 'static> {
-    /// `None` when `init` failed: then every allocation returns null.
-    heap: spin::Once<Option<(Heap<'static, P>, ProcSlot)>>,
+    /// The error when `init` failed: then every allocation returns null, and later calls
+    /// to `init` report the same error.
+    heap: spin::Once<Result<(Heap<'static, P>, ProcSlot), Error>>,
 }
 
 impl<P: Platform + Send + Sync + 'static> core::fmt::Debug for RegionAllocator<P> {
@@ -72,25 +73,27 @@ impl<P: Platform + Send + Sync + 'static> RegionAllocator<P> {
     }
 
     /// Formats `memory` as the heap and registers the program as its one process. Only the
-    /// first call has an effect; later calls return the heap's state unchanged.
+    /// first call has an effect; later calls return its result again (they cannot use
+    /// their `memory`, which is left untouched).
     pub fn init(
         &self,
         memory: &'static mut [u8],
         config: HeapConfig,
         platform: P,
     ) -> Result<(), Error> {
-        let mut result = Ok(());
-        self.heap.call_once(|| {
-            let made = Region::from_slice(memory)
-                .and_then(|region| Heap::init(region, config, platform))
-                .and_then(|heap| heap.register().map(|me| (heap, me)));
-            made.map_err(|e| result = Err(e)).ok()
-        });
-        result
+        self.heap
+            .call_once(|| {
+                Region::from_slice(memory)
+                    .and_then(|region| Heap::init(region, config, platform))
+                    .and_then(|heap| heap.register().map(|me| (heap, me)))
+            })
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| *e)
     }
 
     fn slot(&self) -> Option<&(Heap<'static, P>, ProcSlot)> {
-        self.heap.get().and_then(Option::as_ref)
+        self.heap.get().and_then(|r| r.as_ref().ok())
     }
 
     /// The heap, once initialised.

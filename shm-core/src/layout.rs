@@ -118,6 +118,7 @@ const _: () = {
     assert!(offset_of!(QueueHeader, head) == 64);
     assert!(offset_of!(QueueHeader, capacity) == 128);
     assert!(size_of::<QueueSlot>() == 16);
+    assert!(offset_of!(QueueSlot, from) == 12);
     assert!(size_of::<MessageHeader>() == 16);
 };
 

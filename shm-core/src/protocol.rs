@@ -33,7 +33,7 @@ use crate::heap::{Heap, OpCode, Placement, Space};
 use crate::journal::Tx;
 use crate::owners::ProcSlot;
 use crate::platform::{Platform, ProcessId};
-use crate::queue::{queue_bytes, Entry, OffsetQueue};
+use crate::queue::{queue_bytes, Entry, OffsetQueue, NO_SENDER};
 use crate::region::ShmSafe;
 use crate::Offset;
 
@@ -255,6 +255,8 @@ pub enum Received {
         block: Offset,
         /// The sender's tag.
         tag: u32,
+        /// The sender's process slot (recorded by the core, not claimed by the sender).
+        from: ProcSlot,
     },
     /// A protocol control entry about `participant`.
     Control {
@@ -361,6 +363,13 @@ impl<'m> Space<'m> {
         }
         self.participant(st.participant)
             .map_err(|_| Error::NoServer)
+    }
+}
+
+/// Calls `wake` if the doorbell's owner sleeps.
+fn ring(bell: &Doorbell, wake: impl FnOnce(&Doorbell)) {
+    if bell.should_ring() {
+        wake(bell);
     }
 }
 
@@ -505,66 +514,91 @@ impl<'m, P: Platform> Heap<'m, P> {
     }
 
     /// Client side: announces participant `client` to the running server (a `Connect`
-    /// entry in its queue). Returns the server generation and the server's doorbell, to
-    /// ring if [`Doorbell::should_ring`] says so. Fails with [`Error::NoServer`] when no
-    /// live server is registered.
-    pub fn connect(&self, me: ProcSlot, client: Offset) -> Result<(u32, &'m Doorbell), Error> {
+    /// entry in its queue). Returns the server generation. Fails with
+    /// [`Error::NoServer`] when no live server is registered.
+    ///
+    /// `wake` is called, under the region lock, with the receiver's doorbell when the
+    /// receiver sleeps; the platform posts its wait object there. The same holds for every
+    /// sending operation below.
+    pub fn connect(
+        &self,
+        me: ProcSlot,
+        client: Offset,
+        wake: impl FnOnce(&Doorbell),
+    ) -> Result<u32, Error> {
         let st = self.server_status();
         if !st.running || !self.platform().is_alive(st.id) {
             return Err(Error::NoServer);
         }
-        self.op_publish(OpCode::Connect, |tx, s| {
-            let server = s.server_participant()?;
-            let p = s.participant(client)?;
-            if p.slot != me || p.kind != KIND_CLIENT {
-                return Err(Error::BadOffset { offset: client });
-            }
-            let gen = s.hdr.server.generation.load(Relaxed);
-            let r = s.record(me)?;
-            tx.set(&r.rec.app[APP_PARTICIPANT], client.get())?;
-            tx.set(&r.rec.app[APP_KIND], KIND_CLIENT)?;
-            tx.set(&p.rec.generation, gen)?;
-            tx.set(&p.rec.state, P_CONNECTING)?;
-            tx.set(&p.rec.keepalive_missed, 0)?;
-            let publish = server.queue.push(
-                tx,
-                &s.region,
-                Entry {
-                    offset: client,
-                    tag: Control::Connect as u32,
-                },
-            )?;
-            Ok(((gen, server.bell), Some(publish)))
-        })
+        self.op_publish(
+            OpCode::Connect,
+            |tx, s| {
+                let server = s.server_participant()?;
+                let p = s.participant(client)?;
+                if p.slot != me || p.kind != KIND_CLIENT {
+                    return Err(Error::BadOffset { offset: client });
+                }
+                let gen = s.hdr.server.generation.load(Relaxed);
+                let r = s.record(me)?;
+                tx.set(&r.rec.app[APP_PARTICIPANT], client.get())?;
+                tx.set(&r.rec.app[APP_KIND], KIND_CLIENT)?;
+                tx.set(&p.rec.generation, gen)?;
+                tx.set(&p.rec.state, P_CONNECTING)?;
+                tx.set(&p.rec.keepalive_missed, 0)?;
+                let publish = server.queue.push(
+                    tx,
+                    &s.region,
+                    Entry {
+                        offset: client,
+                        tag: Control::Connect as u32,
+                        from: NO_SENDER,
+                    },
+                )?;
+                Ok(((gen, server.bell), Some(publish)))
+            },
+            |&(_, bell)| ring(bell, wake),
+        )
+        .map(|(gen, _)| gen)
     }
 
     /// Server side: accepts the client whose `Connect` entry named `client`, answering
-    /// `Connected` in its queue. Returns the client and its doorbell to ring.
-    pub fn accept(&self, me: ProcSlot, client: Offset) -> Result<ParticipantRef<'m>, Error> {
-        self.op_publish(OpCode::Connect, |tx, s| {
-            let st = s.server_status();
-            if !st.running || st.slot != me {
-                return Err(Error::NoServer);
-            }
-            let p = s.participant(client)?;
-            let r = s.record(p.slot)?;
-            if p.kind != KIND_CLIENT || r.rec.app[APP_PARTICIPANT].load(Relaxed) != client.get() {
-                return Err(Error::BadOffset { offset: client });
-            }
-            if p.rec.generation.load(Relaxed) != st.generation {
-                return Err(Error::ServerRestarted);
-            }
-            tx.set(&p.rec.state, P_CONNECTED)?;
-            let publish = p.queue.push(
-                tx,
-                &s.region,
-                Entry {
-                    offset: client,
-                    tag: Control::Connected as u32,
-                },
-            )?;
-            Ok((p, Some(publish)))
-        })
+    /// `Connected` in its queue. Returns the client.
+    pub fn accept(
+        &self,
+        me: ProcSlot,
+        client: Offset,
+        wake: impl FnOnce(&Doorbell),
+    ) -> Result<ParticipantRef<'m>, Error> {
+        self.op_publish(
+            OpCode::Connect,
+            |tx, s| {
+                let st = s.server_status();
+                if !st.running || st.slot != me {
+                    return Err(Error::NoServer);
+                }
+                let p = s.participant(client)?;
+                let r = s.record(p.slot)?;
+                if p.kind != KIND_CLIENT || r.rec.app[APP_PARTICIPANT].load(Relaxed) != client.get()
+                {
+                    return Err(Error::BadOffset { offset: client });
+                }
+                if p.rec.generation.load(Relaxed) != st.generation {
+                    return Err(Error::ServerRestarted);
+                }
+                tx.set(&p.rec.state, P_CONNECTED)?;
+                let publish = p.queue.push(
+                    tx,
+                    &s.region,
+                    Entry {
+                        offset: client,
+                        tag: Control::Connected as u32,
+                        from: NO_SENDER,
+                    },
+                )?;
+                Ok((p, Some(publish)))
+            },
+            |p| ring(p.bell, wake),
+        )
     }
 
     /// Sends a control entry about `about` to participant `to`; marks `to` disconnected
@@ -574,29 +608,37 @@ impl<'m, P: Platform> Heap<'m, P> {
         to: Offset,
         control: Control,
         about: Offset,
-    ) -> Result<&'m Doorbell, Error> {
-        self.op_publish(OpCode::Send, |tx, s| {
-            let p = s.participant(to)?;
-            if control == Control::Disconnected {
-                tx.set(&p.rec.state, P_DISCONNECTED)?;
-            }
-            let publish = p.queue.push(
-                tx,
-                &s.region,
-                Entry {
-                    offset: about,
-                    tag: control as u32,
-                },
-            )?;
-            Ok((p.bell, Some(publish)))
-        })
+        wake: impl FnOnce(&Doorbell),
+    ) -> Result<(), Error> {
+        self.op_publish(
+            OpCode::Send,
+            |tx, s| {
+                let p = s.participant(to)?;
+                if control == Control::Disconnected {
+                    tx.set(&p.rec.state, P_DISCONNECTED)?;
+                }
+                let publish = p.queue.push(
+                    tx,
+                    &s.region,
+                    Entry {
+                        offset: about,
+                        tag: control as u32,
+                        from: NO_SENDER,
+                    },
+                )?;
+                Ok((p.bell, Some(publish)))
+            },
+            |bell| ring(bell, wake),
+        )
+        .map(|_| ())
     }
 
     /// Sends `block` with `tag` from `me` to participant `to`: in one operation the block
     /// moves to (or, with [`SendMode::Share`], is shared with) the receiver and the entry
     /// is enqueued; the entry becomes visible right after. A full queue fails with
-    /// [`Error::QueueFull`] and the block stays the sender's. Returns the receiver's
-    /// doorbell, to ring if [`Doorbell::should_ring`] says so.
+    /// [`Error::QueueFull`] and the block stays the sender's. `wake` as for
+    /// [`connect`](Heap::connect). Returns the entry's position in the receiver's queue
+    /// (see [`OffsetQueue::taken`]).
     pub fn send(
         &self,
         me: ProcSlot,
@@ -604,32 +646,43 @@ impl<'m, P: Platform> Heap<'m, P> {
         block: Offset,
         tag: u32,
         mode: SendMode,
-    ) -> Result<&'m Doorbell, Error> {
+        wake: impl FnOnce(&Doorbell),
+    ) -> Result<u32, Error> {
         if tag >= CONTROL_TAG_BASE {
             return Err(Error::ReservedTag { tag });
         }
-        self.op_publish(OpCode::Send, |tx, s| {
-            let p = s.participant(to)?;
-            if p.rec.state.load(Relaxed) != P_CONNECTED {
-                return Err(Error::NotConnected);
-            }
-            match mode {
-                SendMode::Give => s.give(tx, me, block, p.slot)?,
-                SendMode::Share => s.share(tx, me, block, p.slot)?,
-            }
-            let publish = p.queue.push(tx, &s.region, Entry { offset: block, tag })?;
-            tx.set(
-                &p.rec.received,
-                p.rec.received.load(Relaxed).wrapping_add(1),
-            )?;
-            let sends = &s.hdr.queues.sends;
-            let lo = sends[0].load(Relaxed).wrapping_add(1);
-            tx.set(&sends[0], lo)?;
-            if lo == 0 {
-                tx.set(&sends[1], sends[1].load(Relaxed).wrapping_add(1))?;
-            }
-            Ok((p.bell, Some(publish)))
-        })
+        self.op_publish(
+            OpCode::Send,
+            |tx, s| {
+                let p = s.participant(to)?;
+                if p.rec.state.load(Relaxed) != P_CONNECTED {
+                    return Err(Error::NotConnected);
+                }
+                match mode {
+                    SendMode::Give => s.give(tx, me, block, p.slot)?,
+                    SendMode::Share => s.share(tx, me, block, p.slot)?,
+                }
+                let entry = Entry {
+                    offset: block,
+                    tag,
+                    from: u32::from(me.0),
+                };
+                let publish = p.queue.push(tx, &s.region, entry)?;
+                tx.set(
+                    &p.rec.received,
+                    p.rec.received.load(Relaxed).wrapping_add(1),
+                )?;
+                let sends = &s.hdr.queues.sends;
+                let lo = sends[0].load(Relaxed).wrapping_add(1);
+                tx.set(&sends[0], lo)?;
+                if lo == 0 {
+                    tx.set(&sends[1], sends[1].load(Relaxed).wrapping_add(1))?;
+                }
+                Ok(((p.bell, publish.value.wrapping_sub(1)), Some(publish)))
+            },
+            |&(bell, _)| ring(bell, wake),
+        )
+        .map(|(_, position)| position)
     }
 
     /// Takes the next entry from participant `p`'s queue, without the lock. Only `p`'s
@@ -646,6 +699,7 @@ impl<'m, P: Platform> Heap<'m, P> {
             None => Received::Message {
                 block: e.offset,
                 tag: e.tag,
+                from: ProcSlot(e.from as u16),
             },
         }))
     }

@@ -60,9 +60,13 @@ pub struct QueueSlot {
     pub offset: AtomicU32,
     /// The sender's tag.
     pub tag: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: AtomicU32,
+    /// The sender's process slot, written by the core (not by the sender's code), so the
+    /// receiver can trust it; [`NO_SENDER`] for control entries.
+    pub from: AtomicU32,
 }
+
+/// `from` of entries no process slot sent (control entries).
+pub const NO_SENDER: u32 = u32::MAX;
 
 // SAFETY: repr(C), only AtomicU32, no padding.
 unsafe impl ShmSafe for QueueHeader {}
@@ -89,6 +93,8 @@ pub struct Entry {
     pub offset: Offset,
     /// The tag.
     pub tag: u32,
+    /// The sender's slot, [`NO_SENDER`] for control entries.
+    pub from: u32,
 }
 
 /// The store that makes a pushed entry visible; performed after commit.
@@ -126,6 +132,7 @@ impl<'m> OffsetQueue<'m> {
             tx.set_fresh(&s.seq, i)?;
             tx.set_fresh(&s.offset, 0)?;
             tx.set_fresh(&s.tag, 0)?;
+            tx.set_fresh(&s.from, NO_SENDER)?;
         }
         Ok(OffsetQueue {
             hdr,
@@ -173,6 +180,17 @@ impl<'m> OffsetQueue<'m> {
         self.len() == 0
     }
 
+    /// Whether the entry pushed at `position` (see [`Heap::send`](crate::Heap::send)) has
+    /// been taken by the receiver.
+    pub fn taken(&self, position: u32) -> bool {
+        // Positions wrap; anything within half the number space behind `head` is taken.
+        self.hdr
+            .head
+            .load(Acquire)
+            .wrapping_sub(position.wrapping_add(1))
+            < (1 << 31)
+    }
+
     /// Messages ever enqueued (wrapping).
     pub fn enqueued(&self) -> u32 {
         self.hdr.enqueued.load(Relaxed)
@@ -210,6 +228,7 @@ impl<'m> OffsetQueue<'m> {
         }
         tx.set(&slot.offset, entry.offset.get())?;
         tx.set(&slot.tag, entry.tag)?;
+        tx.set(&slot.from, entry.from)?;
         tx.set(&self.hdr.tail, pos.wrapping_add(1))?;
         tx.set(
             &self.hdr.enqueued,
@@ -233,6 +252,7 @@ impl<'m> OffsetQueue<'m> {
         let entry = Entry {
             offset: Offset::new(slot.offset.load(Relaxed)),
             tag: slot.tag.load(Relaxed),
+            from: slot.from.load(Relaxed),
         };
         self.hdr.head.store(pos.wrapping_add(1), Relaxed);
         // Release: the sender that reuses the slot sees our reads done.
@@ -256,6 +276,7 @@ impl<'m> OffsetQueue<'m> {
             f(Entry {
                 offset: Offset::new(slot.offset.load(Relaxed)),
                 tag: slot.tag.load(Relaxed),
+                from: slot.from.load(Relaxed),
             });
         }
         Ok(())

@@ -24,7 +24,7 @@ fn connected(cap: u32) -> Parties {
     let sp = f.heap.create_participant(server, KIND_SERVER, cap).unwrap();
     f.heap.start_server(server, sp.at, 100, 3).unwrap();
     let cp = f.heap.create_participant(client, KIND_CLIENT, cap).unwrap();
-    let (gen, _) = f.heap.connect(client, cp.at).unwrap();
+    let gen = f.heap.connect(client, cp.at, |_| {}).unwrap();
     assert_eq!(gen, 1);
     let got = f.heap.recv(&sp).unwrap();
     assert_eq!(
@@ -34,7 +34,7 @@ fn connected(cap: u32) -> Parties {
             participant: cp.at
         })
     );
-    f.heap.accept(server, cp.at).unwrap();
+    f.heap.accept(server, cp.at, |_| {}).unwrap();
     assert_eq!(
         f.heap.recv(&cp).unwrap(),
         Some(Received::Control {
@@ -69,6 +69,7 @@ fn messages_arrive_in_order_and_change_owner() {
                 *b,
                 round * 10 + i as u32,
                 SendMode::Give,
+                |_| {},
             )
             .unwrap();
             assert_eq!(heap.owner_of(*b).unwrap(), Some(p.server));
@@ -79,7 +80,8 @@ fn messages_arrive_in_order_and_change_owner() {
                 got,
                 Some(Received::Message {
                     block: *b,
-                    tag: round * 10 + i as u32
+                    tag: round * 10 + i as u32,
+                    from: p.client,
                 })
             );
             heap.free(p.server, *b).unwrap();
@@ -96,12 +98,13 @@ fn full_queue_keeps_the_block_with_the_sender() {
     let heap = &p.f.heap;
     for _ in 0..2 {
         let b = heap.try_alloc(p.client, 8).unwrap();
-        heap.send(p.client, p.server_p, b, 1, SendMode::Give)
+        heap.send(p.client, p.server_p, b, 1, SendMode::Give, |_| {})
             .unwrap();
     }
     let b = heap.try_alloc(p.client, 8).unwrap();
     assert_eq!(
-        heap.send(p.client, p.server_p, b, 1, SendMode::Give).err(),
+        heap.send(p.client, p.server_p, b, 1, SendMode::Give, |_| {})
+            .err(),
         Some(Error::QueueFull)
     );
     assert_eq!(heap.owner_of(b).unwrap(), Some(p.client));
@@ -120,14 +123,16 @@ fn reserved_tags_and_unconnected_receivers_are_refused() {
             p.server_p,
             b,
             Control::Connect as u32,
-            SendMode::Give
+            SendMode::Give,
+            |_| {}
         ),
         Err(Error::ReservedTag { .. })
     ));
     let other = heap.register_as(ProcessId::from_pid(102)).unwrap();
     let op = heap.create_participant(other, KIND_CLIENT, 4).unwrap();
     assert_eq!(
-        heap.send(p.client, op.at, b, 1, SendMode::Give).err(),
+        heap.send(p.client, op.at, b, 1, SendMode::Give, |_| {})
+            .err(),
         Some(Error::NotConnected)
     );
     assert_eq!(heap.owner_of(b).unwrap(), Some(p.client));
@@ -141,21 +146,26 @@ fn shared_send_counts_owners() {
     let heap = &p.f.heap;
     let c2 = heap.register_as(ProcessId::from_pid(102)).unwrap();
     let c2p = heap.create_participant(c2, KIND_CLIENT, 4).unwrap();
-    heap.connect(c2, c2p.at).unwrap();
+    heap.connect(c2, c2p.at, |_| {}).unwrap();
     let sp = heap.participant(p.server_p).unwrap();
     heap.recv(&sp).unwrap();
-    heap.accept(p.server, c2p.at).unwrap();
+    heap.accept(p.server, c2p.at, |_| {}).unwrap();
     heap.recv(&c2p).unwrap();
     let b = heap.try_alloc(p.server, 64).unwrap();
-    heap.send(p.server, p.client_p, b, 7, SendMode::Share)
+    heap.send(p.server, p.client_p, b, 7, SendMode::Share, |_| {})
         .unwrap();
-    heap.send(p.server, c2p.at, b, 7, SendMode::Share).unwrap();
+    heap.send(p.server, c2p.at, b, 7, SendMode::Share, |_| {})
+        .unwrap();
     assert_eq!(heap.ref_count(b).unwrap(), 3);
     heap.release(p.server, b).unwrap();
     let cp = heap.participant(p.client_p).unwrap();
     assert_eq!(
         heap.recv(&cp).unwrap(),
-        Some(Received::Message { block: b, tag: 7 })
+        Some(Received::Message {
+            block: b,
+            tag: 7,
+            from: p.server
+        })
     );
     assert_eq!(heap.release(p.client, b), Ok(false));
     assert_eq!(heap.release(c2, b), Ok(true));
@@ -169,12 +179,12 @@ fn shared_send_counts_owners() {
 #[test]
 fn send_is_atomic_under_crashes_at_every_step() {
     let mut outcomes = (0, 0);
-    for steps in 1..=40 {
+    for steps in 1..=200 {
         let p = connected(4);
         let heap = &p.f.heap;
         let b = heap.try_alloc(p.client, 32).unwrap();
         heap.faults().arm(steps);
-        let r = heap.send(p.client, p.server_p, b, 9, SendMode::Give);
+        let r = heap.send(p.client, p.server_p, b, 9, SendMode::Give, |_| {});
         let crashed = r.err() == Some(Error::InjectedCrash);
         heap.faults().arm(0);
         if crashed {
@@ -191,7 +201,14 @@ fn send_is_atomic_under_crashes_at_every_step() {
         let second = heap.recv(&sp).unwrap();
         assert_eq!(second, None, "at most one entry");
         if owner == Some(p.server) {
-            assert_eq!(first, Some(Received::Message { block: b, tag: 9 }));
+            assert_eq!(
+                first,
+                Some(Received::Message {
+                    block: b,
+                    tag: 9,
+                    from: p.client
+                })
+            );
             outcomes.1 += 1;
         } else {
             assert_eq!(owner, Some(p.client));
@@ -219,11 +236,11 @@ fn server_restart_changes_generation() {
     assert!(!heap.server_status().running);
     let b = heap.try_alloc(p.client, 8).unwrap();
     assert!(heap
-        .send(p.client, p.server_p, b, 1, SendMode::Give)
+        .send(p.client, p.server_p, b, 1, SendMode::Give, |_| {})
         .is_err());
     let cp = heap.participant(p.client_p).unwrap();
     assert!(matches!(
-        heap.connect(p.client, cp.at),
+        heap.connect(p.client, cp.at, |_| {}),
         Err(Error::NoServer)
     ));
     // A new server.
@@ -238,7 +255,7 @@ fn server_restart_changes_generation() {
         Err(Error::ServerRunning)
     );
     // The old client reconnects to generation 2.
-    let (gen, _) = heap.connect(p.client, cp.at).unwrap();
+    let gen = heap.connect(p.client, cp.at, |_| {}).unwrap();
     assert_eq!(gen, 2);
     assert!(matches!(
         heap.recv(&s2p).unwrap(),
@@ -247,7 +264,7 @@ fn server_restart_changes_generation() {
             ..
         })
     ));
-    heap.accept(s2, cp.at).unwrap();
+    heap.accept(s2, cp.at, |_| {}).unwrap();
     assert_eq!(
         cp.rec.state.load(std::sync::atomic::Ordering::Relaxed),
         P_CONNECTED
@@ -305,13 +322,14 @@ fn reclaiming_a_client_returns_its_queue_and_messages() {
     let baseline = heap.stats().unwrap().free_bytes;
     let c2 = heap.register_as(ProcessId::from_pid(105)).unwrap();
     let c2p = heap.create_participant(c2, KIND_CLIENT, 8).unwrap();
-    heap.connect(c2, c2p.at).unwrap();
+    heap.connect(c2, c2p.at, |_| {}).unwrap();
     let sp = heap.participant(p.server_p).unwrap();
     heap.recv(&sp).unwrap();
-    heap.accept(p.server, c2p.at).unwrap();
+    heap.accept(p.server, c2p.at, |_| {}).unwrap();
     for i in 0..5 {
         let b = heap.try_alloc(p.server, 100 + i).unwrap();
-        heap.send(p.server, c2p.at, b, i, SendMode::Give).unwrap();
+        heap.send(p.server, c2p.at, b, i, SendMode::Give, |_| {})
+            .unwrap();
     }
     let mine = heap.try_alloc(c2, 300).unwrap();
     heap.share(c2, mine, p.server).unwrap();

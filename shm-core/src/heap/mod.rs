@@ -460,17 +460,20 @@ impl<'m, P: Platform> Heap<'m, P> {
         code: OpCode,
         f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        self.op_publish(code, |tx, s| f(tx, s).map(|r| (r, None)))
+        self.op_publish(code, |tx, s| f(tx, s).map(|r| (r, None)), |_| {})
     }
 
     /// Like [`op`](Self::op), for operations that enqueue: `f` also returns the store that
     /// publishes the entry. It is recorded in the header inside the operation and made
     /// after the commit, still under the lock; a process that breaks the lock of a sender
-    /// that died in between makes it (see [`queue`](crate::queue)).
+    /// that died in between makes it (see [`queue`](crate::queue)). `after` runs after the
+    /// publication, still under the lock: waking the receiver there means its doorbell
+    /// cannot be freed (which takes the lock) while the sender touches it.
     pub(crate) fn op_publish<R>(
         &self,
         code: OpCode,
         f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<(R, Option<Publish>), Error>,
+        after: impl FnOnce(&R),
     ) -> Result<R, Error> {
         let hdr = self.space.hdr;
         self.platform.critical(|| {
@@ -494,6 +497,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                         queue::publish(&self.space.region, p)?;
                         hdr.queues.publish[0].store(0, Release);
                     }
+                    after(&v);
                     hdr.lock.release();
                     Ok(v)
                 }
@@ -719,6 +723,13 @@ impl<'m, P: Platform> Heap<'m, P> {
             }
         }
         Ok(count)
+    }
+
+    /// Makes `me`'s owner array hold at least `cells` cells now, so that owning up to that
+    /// many blocks never moves it (a move allocates service memory while the lock is held,
+    /// and a full heap makes it fail). Returns the capacity.
+    pub fn reserve_cells(&self, me: ProcSlot, cells: u32) -> Result<u32, Error> {
+        self.op(OpCode::Reserve, |tx, s| s.reserve_cells(tx, me, cells))
     }
 
     /// Stores `value` in application word `index` (0..3) of `process`'s record, a place

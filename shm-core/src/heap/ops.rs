@@ -215,9 +215,38 @@ impl<'m> Space<'m> {
 
     /// Moves a full owner array to a block twice its size, from the high end.
     fn grow(&self, tx: &mut Tx<'_, 'm>, slot: ProcSlot) -> Result<RecordRef<'m>, Error> {
+        let cap = self.record(slot)?.rec.cell_capacity.load(Relaxed);
+        let new_cap = grown_capacity(cap).ok_or(Error::OwnerTableFull { process: slot })?;
+        self.grow_to(tx, slot, new_cap)
+    }
+
+    /// Makes `slot`'s owner array hold at least `cells` cells (at most `MAX_CELLS`).
+    pub(crate) fn reserve_cells(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        slot: ProcSlot,
+        cells: u32,
+    ) -> Result<u32, Error> {
+        let cap = self.record(slot)?.rec.cell_capacity.load(Relaxed);
+        if cells <= cap {
+            return Ok(cap);
+        }
+        if cells > crate::layout::MAX_CELLS {
+            return Err(Error::OwnerTableFull { process: slot });
+        }
+        let r = self.grow_to(tx, slot, cells)?;
+        Ok(r.rec.cell_capacity.load(Relaxed))
+    }
+
+    /// Moves `slot`'s owner array to a block holding `new_cap` cells (more than now).
+    fn grow_to(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        slot: ProcSlot,
+        new_cap: u32,
+    ) -> Result<RecordRef<'m>, Error> {
         let old = self.record(slot)?;
         let cap = old.rec.cell_capacity.load(Relaxed);
-        let new_cap = grown_capacity(cap).ok_or(Error::OwnerTableFull { process: slot })?;
         let bytes = record_bytes(new_cap);
         let need = self.geo.block_size(bytes)?;
         let f = self
@@ -400,7 +429,7 @@ impl<'m> Space<'m> {
             return Err(unavailable);
         }
         let range = self.range_of(b).ok_or(unavailable)?;
-        if b.checked_add(need).map_or(true, |end| end > range.hi) {
+        if b.checked_add(need).is_none_or(|end| end > range.hi) {
             return Err(unavailable);
         }
         let (r, index, cell) = self.take_cell(tx, me)?;
