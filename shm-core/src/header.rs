@@ -2,7 +2,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use crate::journal::Journal;
+use crate::journal::{JournalEntries, JournalHead};
 use crate::lock::LockWord;
 use crate::protocol::ServerInfo;
 use crate::region::ShmSafe;
@@ -58,26 +58,16 @@ pub struct HeapState {
     pub reserved: AtomicU32,
 }
 
-/// State shared by all queues of the region.
-#[repr(C)]
-#[derive(Debug)]
-pub struct QueueState {
-    /// A deferred publication (offset of a slot's sequence word, value), made by a send
-    /// after its operation commits; 0 when none is pending. Whoever breaks the lock of a
-    /// sender that died in between completes it.
-    pub publish: [AtomicU32; 2],
-    /// Messages sent through all queues (low and high word).
-    pub sends: [AtomicU32; 2],
-    /// Reserved, zero.
-    pub reserved: [AtomicU32; 12],
-}
-
 /// The region header at offset 0.
 ///
 /// `magic`, `version`, `fingerprint` and `ready` let [`Heap::attach`](crate::Heap::attach)
 /// refuse bytes it cannot read; `ranges` record where the heap lives; `lock` serialises
-/// every mutation and names its holder so that a dead holder's lock can be broken; `journal`
-/// lets whoever breaks that lock undo the dead holder's half-done operation.
+/// every mutation and names its holder so that a dead holder's lock can be broken; the
+/// journal lets whoever breaks that lock undo the dead holder's half-done operation.
+///
+/// The words every operation writes - the lock, the journal's length, the deferred
+/// publication of a send - share one cache line (offset 128), so that an operation moves
+/// as few lines as possible between cores.
 #[repr(C)]
 #[derive(Debug)]
 pub struct RegionHeader {
@@ -101,6 +91,12 @@ pub struct RegionHeader {
     pub reserved0: [AtomicU32; 8],
     /// The region lock.
     pub lock: LockWord,
+    /// The journal's length and current operation.
+    pub journal: JournalHead,
+    /// A deferred publication (offset of a queue slot's sequence word, value), made by a
+    /// send after its operation commits; 0 when none is pending. Whoever breaks the lock
+    /// of a sender that died in between completes it (see [`queue`](crate::queue)).
+    pub publish: [AtomicU32; 2],
     /// Times a dead holder's lock was broken.
     pub lock_breaks: AtomicU32,
     /// Incremented after every free; blocking allocators wait for it to change.
@@ -108,15 +104,13 @@ pub struct RegionHeader {
     /// Number of blocked allocators (frees skip the wake-up when zero).
     pub waiters: AtomicU32,
     /// Reserved, zero.
-    pub reserved1: [AtomicU32; 11],
+    pub reserved1: [AtomicU32; 7],
     /// Allocator state.
     pub heap: HeapState,
-    /// Queue state.
-    pub queues: QueueState,
     /// The server, at its fixed place.
     pub server: ServerInfo,
-    /// Undo journal of the operation in progress.
-    pub journal: Journal,
+    /// The undo journal's entries (its length is in `journal`).
+    pub journal_entries: JournalEntries,
 }
 
 // SAFETY: repr(C), only atomics (LockWord and Journal are ShmSafe themselves), no padding

@@ -33,22 +33,31 @@ pub struct JournalEntry {
     pub old: AtomicU32,
 }
 
-/// The undo journal in the region header.
+/// The journal's length and current operation, on the region's hot cache line next to
+/// the lock (both are written by every operation).
 #[repr(C)]
 #[derive(Debug)]
-pub struct Journal {
+pub struct JournalHead {
     /// Number of valid entries; 0 when no operation is in progress.
     pub len: AtomicU32,
     /// Code of the operation in progress (for diagnostics).
     pub op: AtomicU32,
-    /// Reserved, zero (keeps the entries 16-byte aligned).
-    pub reserved: [AtomicU32; 2],
-    /// The entries.
-    pub entries: [JournalEntry; JOURNAL_CAPACITY],
 }
 
-// SAFETY: repr(C), only AtomicU32 (directly and in JournalEntry), no padding.
-unsafe impl ShmSafe for Journal {}
+/// The journal's entries.
+pub type JournalEntries = [JournalEntry; JOURNAL_CAPACITY];
+
+/// The undo journal: its head and its entries (two places in the region header).
+#[derive(Clone, Copy, Debug)]
+pub struct Journal<'m> {
+    /// Length and operation.
+    pub head: &'m JournalHead,
+    /// Entries.
+    pub entries: &'m JournalEntries,
+}
+
+// SAFETY: repr(C), two AtomicU32.
+unsafe impl ShmSafe for JournalHead {}
 // SAFETY: repr(C), two AtomicU32.
 unsafe impl ShmSafe for JournalEntry {}
 
@@ -95,8 +104,12 @@ impl FaultInjector {
 /// An operation in progress: the only way live metadata is changed.
 pub(crate) struct Tx<'a, 'm> {
     region: &'a Region<'m>,
-    journal: &'m Journal,
+    journal: Journal<'m>,
     len: u32,
+    /// Words journaled so far, as a filter: bit `(offset / 4) % 64`. A clear bit proves the
+    /// word is not in the journal yet; a set bit means "maybe", checked by a scan. Most
+    /// writes go to words never written before in the operation, so most skip the scan.
+    seen: u64,
     faults: &'a FaultInjector,
 }
 
@@ -104,15 +117,16 @@ impl<'a, 'm> Tx<'a, 'm> {
     /// Starts an operation. The caller holds the region lock and the journal is empty.
     pub(crate) fn begin(
         region: &'a Region<'m>,
-        journal: &'m Journal,
+        journal: Journal<'m>,
         op: u32,
         faults: &'a FaultInjector,
     ) -> Self {
-        journal.op.store(op, Relaxed);
+        journal.head.op.store(op, Relaxed);
         Tx {
             region,
             journal,
             len: 0,
+            seen: 0,
             faults,
         }
     }
@@ -121,10 +135,13 @@ impl<'a, 'm> Tx<'a, 'm> {
     #[inline]
     pub(crate) fn set(&mut self, word: &AtomicU32, value: u32) -> Result<(), Error> {
         let offset = self.region.offset_of(word)?;
-        let logged = self.journal.entries[..self.len as usize]
-            .iter()
-            .any(|e| e.offset.load(Relaxed) == offset);
+        let bit = 1u64 << ((offset / 4) % 64);
+        let logged = self.seen & bit != 0
+            && self.journal.entries[..self.len as usize]
+                .iter()
+                .any(|e| e.offset.load(Relaxed) == offset);
         if !logged {
+            self.seen |= bit;
             self.faults.step()?;
             let slot = self
                 .journal
@@ -135,7 +152,7 @@ impl<'a, 'm> Tx<'a, 'm> {
             slot.old.store(word.load(Relaxed), Relaxed);
             self.len += 1;
             // Release: a recoverer that sees the new length sees the entry.
-            self.journal.len.store(self.len, Release);
+            self.journal.head.len.store(self.len, Release);
         }
         self.faults.step()?;
         word.store(value, Relaxed);
@@ -153,31 +170,37 @@ impl<'a, 'm> Tx<'a, 'm> {
     /// Makes the operation permanent. Returns how many words it journaled.
     pub(crate) fn commit(self) -> Result<u32, Error> {
         self.faults.step()?;
-        self.journal.len.store(0, Release);
+        self.journal.head.len.store(0, Release);
         Ok(self.len)
     }
 
-    /// Undoes the operation.
-    pub(crate) fn rollback(self) -> Result<u32, Error> {
-        recover(self.region, self.journal)
+    /// Undoes the operation; `also` as for [`recover`].
+    pub(crate) fn rollback(self, also: &[&AtomicU32]) -> Result<u32, Error> {
+        recover(self.region, self.journal, also)
     }
 }
 
 /// Undoes whatever operation the journal records, restoring old values newest first, and
-/// empties it. Returns the number of words restored.
+/// empties it. Returns the number of words restored. `also` lists header words before
+/// [`JOURNALED_HEADER_START`] that operations may journal (the deferred publication).
 ///
 /// The journal is untrusted (a dead or hostile process wrote it): a length over capacity
-/// or an entry outside the region is reported as corruption, without writing anything.
-pub(crate) fn recover(region: &Region<'_>, journal: &Journal) -> Result<u32, Error> {
-    let len = journal.len.load(Acquire);
+/// or an entry naming anything else than live metadata is reported as corruption, without
+/// writing anything.
+pub(crate) fn recover(
+    region: &Region<'_>,
+    journal: Journal<'_>,
+    also: &[&AtomicU32],
+) -> Result<u32, Error> {
+    let len = journal.head.len.load(Acquire);
     if len as usize > JOURNAL_CAPACITY {
-        let at = region.offset_of(&journal.len).unwrap_or(0);
+        let at = region.offset_of(&journal.head.len).unwrap_or(0);
         return Err(corrupt(at, CorruptionKind::BadJournal));
     }
     // Validate every entry before touching anything: it must name a word of live metadata,
     // never the identity part of the header, the lock, or the journal itself.
-    let journal_start = region.offset_of(&journal.len)?;
-    let journal_end = journal_start + core::mem::size_of::<Journal>() as u32;
+    let entries_start = region.offset_of(&journal.entries[0].offset)?;
+    let entries_end = entries_start + core::mem::size_of::<JournalEntries>() as u32;
     for e in &journal.entries[..len as usize] {
         let off = e.offset.load(Relaxed);
         let bad = || {
@@ -186,7 +209,12 @@ pub(crate) fn recover(region: &Region<'_>, journal: &Journal) -> Result<u32, Err
                 CorruptionKind::BadJournal,
             )
         };
-        if off < JOURNALED_HEADER_START || (off >= journal_start && off < journal_end) {
+        let allowed_header_word = also
+            .iter()
+            .any(|w| region.offset_of(w).is_ok_and(|o| o == off));
+        if (off < JOURNALED_HEADER_START && !allowed_header_word)
+            || (off >= entries_start && off < entries_end)
+        {
             return Err(bad());
         }
         region.word(off).map_err(|_| bad())?;
@@ -195,6 +223,6 @@ pub(crate) fn recover(region: &Region<'_>, journal: &Journal) -> Result<u32, Err
         let word = region.word(e.offset.load(Relaxed))?;
         word.store(e.old.load(Relaxed), Relaxed);
     }
-    journal.len.store(0, Release);
+    journal.head.len.store(0, Release);
     Ok(len)
 }

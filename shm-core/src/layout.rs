@@ -9,8 +9,8 @@ use core::mem::{offset_of, size_of};
 
 use crate::block::BlockHeader;
 use crate::doorbell::Doorbell;
-use crate::header::{HeapState, QueueState, RangeDesc, RegionHeader};
-use crate::journal::{Journal, JournalEntry};
+use crate::header::{HeapState, RangeDesc, RegionHeader};
+use crate::journal::{JournalEntries, JournalEntry, JournalHead};
 use crate::lock::LockWord;
 use crate::owners::{OwnerCell, ProcessRecord};
 use crate::protocol::{MessageHeader, Participant, ServerInfo};
@@ -79,7 +79,8 @@ const _: () = {
     assert!(size_of::<RangeDesc>() == 8);
     assert!(size_of::<LockWord>() == 8);
     assert!(size_of::<JournalEntry>() == 8);
-    assert!(size_of::<Journal>() == 16 + 8 * JOURNAL_CAPACITY);
+    assert!(size_of::<JournalHead>() == 8);
+    assert!(size_of::<JournalEntries>() == 8 * JOURNAL_CAPACITY);
     assert!(size_of::<HeapState>() == 64);
 
     assert!(offset_of!(RegionHeader, magic) == 0);
@@ -90,17 +91,18 @@ const _: () = {
     assert!(offset_of!(RegionHeader, range_count) == 24);
     assert!(offset_of!(RegionHeader, ready) == 28);
     assert!(offset_of!(RegionHeader, ranges) == 32);
+    // The hot line: every operation writes these, and nothing else lives on the line.
     assert!(offset_of!(RegionHeader, lock) == 128);
-    assert!(offset_of!(RegionHeader, lock_breaks) == 136);
-    assert!(offset_of!(RegionHeader, free_epoch) == 140);
-    assert!(offset_of!(RegionHeader, waiters) == 144);
+    assert!(offset_of!(RegionHeader, journal) == 136);
+    assert!(offset_of!(RegionHeader, publish) == 144);
+    assert!(offset_of!(RegionHeader, lock_breaks) == 152);
+    assert!(offset_of!(RegionHeader, free_epoch) == 156);
+    assert!(offset_of!(RegionHeader, waiters) == 160);
     assert!(offset_of!(RegionHeader, heap) == 192);
-    assert!(offset_of!(RegionHeader, queues) == 256);
-    assert!(offset_of!(RegionHeader, server) == 320);
-    assert!(offset_of!(RegionHeader, journal) == 448);
-    assert!(size_of::<RegionHeader>() == 448 + size_of::<Journal>());
+    assert!(offset_of!(RegionHeader, server) == 256);
+    assert!(offset_of!(RegionHeader, journal_entries) == 384);
+    assert!(size_of::<RegionHeader>() == 384 + size_of::<JournalEntries>());
     assert!(size_of::<RegionHeader>() % 16 == 0);
-    assert!(size_of::<QueueState>() == 64);
     assert!(size_of::<ServerInfo>() == 128);
     assert!(offset_of!(ServerInfo, state) == 0);
     assert!(offset_of!(ServerInfo, generation) == 4);
@@ -149,9 +151,9 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     size_of::<RegionHeader>(),
     offset_of!(RegionHeader, lock),
     offset_of!(RegionHeader, heap),
-    offset_of!(RegionHeader, queues),
+    offset_of!(RegionHeader, publish),
     offset_of!(RegionHeader, server),
-    offset_of!(RegionHeader, journal),
+    offset_of!(RegionHeader, journal_entries),
     size_of::<ServerInfo>(),
     size_of::<Participant>(),
     size_of::<Doorbell>(),

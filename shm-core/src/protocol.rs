@@ -149,10 +149,8 @@ pub struct Participant {
     pub keepalive_seen: AtomicU32,
     /// Consecutive heartbeats that found the mailbox still full.
     pub keepalive_missed: AtomicU32,
-    /// Messages sent to it (wrapping).
-    pub received: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: [AtomicU32; 4],
+    /// Reserved, zero. (Messages received are counted by the queue itself.)
+    pub reserved: [AtomicU32; 5],
 }
 
 // SAFETY: repr(C), only AtomicU32, no padding.
@@ -422,7 +420,6 @@ impl<'m, P: Platform> Heap<'m, P> {
                 (&rec.keepalive, 0),
                 (&rec.keepalive_seen, 0),
                 (&rec.keepalive_missed, 0),
-                (&rec.received, 0),
             ];
             for (w, v) in words {
                 tx.set_fresh(w, v)?;
@@ -668,16 +665,6 @@ impl<'m, P: Platform> Heap<'m, P> {
                     from: u32::from(me.0),
                 };
                 let publish = p.queue.push(tx, &s.region, entry)?;
-                tx.set(
-                    &p.rec.received,
-                    p.rec.received.load(Relaxed).wrapping_add(1),
-                )?;
-                let sends = &s.hdr.queues.sends;
-                let lo = sends[0].load(Relaxed).wrapping_add(1);
-                tx.set(&sends[0], lo)?;
-                if lo == 0 {
-                    tx.set(&sends[1], sends[1].load(Relaxed).wrapping_add(1))?;
-                }
                 Ok(((p.bell, publish.value.wrapping_sub(1)), Some(publish)))
             },
             |&(bell, _)| ring(bell, wake),

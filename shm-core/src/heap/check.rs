@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::block::{OwnerRef, END};
+use crate::block::END;
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::heap::Space;
 use crate::layout::{NO_CELL, NO_OWNER};
@@ -31,8 +31,7 @@ impl<'m> Space<'m> {
     pub(crate) fn check(&self) -> Result<CheckReport, Error> {
         let heap = &self.hdr.heap;
         let mut rep = CheckReport::default();
-        if self.hdr.journal.len.load(Relaxed) != 0 || self.hdr.queues.publish[0].load(Relaxed) != 0
-        {
+        if self.hdr.journal.len.load(Relaxed) != 0 || self.hdr.publish[0].load(Relaxed) != 0 {
             let at = self.region.offset_of(&self.hdr.journal.len)?;
             return Err(corrupt(at, CorruptionKind::BadJournal));
         }
@@ -180,30 +179,7 @@ impl<'m> Space<'m> {
         if refs == 0 {
             return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
         }
-        if refs > self.hdr.heap.proc_capacity.load(Relaxed) {
-            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
-        }
-        let mut link = h.owner.load(Relaxed);
-        for _ in 0..refs {
-            let at = OwnerRef::unpack(link)
-                .ok_or_else(|| corrupt(p.get(), CorruptionKind::BadRefCount))?;
-            let r = self
-                .record(ProcSlot(at.slot))
-                .map_err(|_| corrupt(p.get(), CorruptionKind::BadOwner))?;
-            if u32::from(at.cell) >= r.rec.cell_capacity.load(Relaxed) {
-                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
-            }
-            let cell: &crate::owners::OwnerCell =
-                self.region.get(r.cell_offset(u32::from(at.cell)))?;
-            if cell.block.load(Relaxed) != p.get() {
-                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
-            }
-            link = cell.next.load(Relaxed);
-        }
-        if link != NO_OWNER {
-            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
-        }
-        Ok(())
+        self.walk_chain(p, h, |_| {})
     }
 
     /// Checks one owner table; returns its number of used cells.

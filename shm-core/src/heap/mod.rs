@@ -143,6 +143,19 @@ pub(crate) struct Space<'m> {
 }
 
 impl<'m> Space<'m> {
+    /// The undo journal.
+    pub(crate) fn journal(&self) -> journal::Journal<'m> {
+        journal::Journal {
+            head: &self.hdr.journal,
+            entries: &self.hdr.journal_entries,
+        }
+    }
+
+    /// Header words outside the allocator state that operations journal.
+    pub(crate) fn journaled_header_words(&self) -> [&'m AtomicU32; 2] {
+        [&self.hdr.publish[0], &self.hdr.publish[1]]
+    }
+
     fn new(
         region: Region<'m>,
         hdr: &'m RegionHeader,
@@ -227,30 +240,13 @@ impl<'m, P: Platform> Heap<'m, P> {
         hdr.magic[0].store(0, Relaxed);
         zero_words(&region, 0, hdr_len)?;
 
-        let mut ranges = heapless::Vec::<HeapRange, MAX_RANGES>::new();
-        for i in 0..region.range_count() {
-            let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
-            let lo = if i == 0 {
-                align_up(hdr_len, geo.align)
-            } else {
-                align_up(start, geo.align)
+        let ranges = heap_ranges(&region, &geo)?;
+        if ranges.first().map(|r| r.lo) != align_up(hdr_len, geo.align) {
+            return Err(AttachError::TooSmall {
+                supplied: u64::from(r0_end - r0_start),
+                needed,
             }
-            .ok_or(AttachError::BadConfig)?;
-            let hi = (end & !(geo.align - 1)).saturating_sub(geo.hsize);
-            // A range too small for one block plus its end marker is left out.
-            if hi < lo || hi - lo < geo.min_block {
-                if i == 0 {
-                    return Err(AttachError::TooSmall {
-                        supplied: u64::from(end - start),
-                        needed,
-                    }
-                    .into());
-                }
-                continue;
-            }
-            ranges
-                .push(HeapRange { lo, hi })
-                .map_err(|_| AttachError::BadConfig)?;
+            .into());
         }
 
         // Identity, ranges and geometry.
@@ -365,8 +361,6 @@ impl<'m, P: Platform> Heap<'m, P> {
         if count != region.range_count() {
             return Err(AttachError::BadConfig.into());
         }
-        let mut ranges = heapless::Vec::<HeapRange, MAX_RANGES>::new();
-        let hdr_len = hdr_len as u32;
         for i in 0..count {
             let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
             let d = &hdr.ranges[i];
@@ -377,20 +371,8 @@ impl<'m, P: Platform> Heap<'m, P> {
                 }
                 .into());
             }
-            let lo = if i == 0 {
-                align_up(hdr_len, geo.align)
-            } else {
-                align_up(start, geo.align)
-            }
-            .ok_or(AttachError::BadConfig)?;
-            let hi = (end & !(geo.align - 1)).saturating_sub(geo.hsize);
-            if hi < lo || hi - lo < geo.min_block {
-                continue;
-            }
-            ranges
-                .push(HeapRange { lo, hi })
-                .map_err(|_| AttachError::BadConfig)?;
         }
+        let ranges = heap_ranges(&region, &geo)?;
         Ok(Heap {
             space: Space::new(region, hdr, geo, ranges),
             platform,
@@ -478,11 +460,16 @@ impl<'m, P: Platform> Heap<'m, P> {
         let hdr = self.space.hdr;
         self.platform.critical(|| {
             self.lock()?;
-            let mut tx = Tx::begin(&self.space.region, &hdr.journal, code as u32, &self.faults);
+            let mut tx = Tx::begin(
+                &self.space.region,
+                self.space.journal(),
+                code as u32,
+                &self.faults,
+            );
             let result = f(&mut tx, &self.space).and_then(|(v, publish)| {
                 if let Some(p) = publish {
-                    tx.set(&hdr.queues.publish[0], p.at)?;
-                    tx.set(&hdr.queues.publish[1], p.value)?;
+                    tx.set(&hdr.publish[0], p.at)?;
+                    tx.set(&hdr.publish[1], p.value)?;
                 }
                 Ok((v, publish))
             });
@@ -495,7 +482,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                     if let Some(p) = publish {
                         self.faults.step()?;
                         queue::publish(&self.space.region, p)?;
-                        hdr.queues.publish[0].store(0, Release);
+                        hdr.publish[0].store(0, Release);
                     }
                     after(&v);
                     hdr.lock.release();
@@ -503,7 +490,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                 }
                 Err(Error::InjectedCrash) => Err(Error::InjectedCrash),
                 Err(e) => {
-                    let undone = tx.rollback();
+                    let undone = tx.rollback(&self.space.journaled_header_words());
                     hdr.lock.release();
                     undone.and(Err(e))
                 }
@@ -520,15 +507,16 @@ impl<'m, P: Platform> Heap<'m, P> {
             hdr.lock_breaks.fetch_add(1, Relaxed);
         }
         if hdr.journal.len.load(Acquire) != 0 {
-            if let Err(e) = journal::recover(&self.space.region, &hdr.journal) {
+            let also = self.space.journaled_header_words();
+            if let Err(e) = journal::recover(&self.space.region, self.space.journal(), &also) {
                 hdr.lock.release();
                 return Err(e);
             }
         }
         // A sender that died after committing but before publishing its entry.
-        if let Some(p) = queue::pending(&hdr.queues.publish) {
+        if let Some(p) = queue::pending(&hdr.publish) {
             let done = queue::publish(&self.space.region, p);
-            hdr.queues.publish[0].store(0, Release);
+            hdr.publish[0].store(0, Release);
             if let Err(e) = done {
                 hdr.lock.release();
                 return Err(e);
@@ -896,6 +884,31 @@ impl<'m> Space<'m> {
         }
         Ok((h, b))
     }
+}
+
+/// Where the blocks of each range go: range 0 starts after the header, the others at their
+/// first aligned offset; each ends with an end marker at its last aligned offset. A range
+/// too small for one block and its end marker is left out. Computed from the process-local
+/// view of the region, never from its (untrusted) bytes.
+fn heap_ranges(
+    region: &Region<'_>,
+    geo: &Geometry,
+) -> Result<heapless::Vec<HeapRange, MAX_RANGES>, Error> {
+    let hdr_len = size_of::<RegionHeader>() as u32;
+    let mut ranges = heapless::Vec::new();
+    for i in 0..region.range_count() {
+        let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
+        let lo = align_up(if i == 0 { hdr_len } else { start }, geo.align)
+            .ok_or(AttachError::BadConfig)?;
+        let hi = (end & !(geo.align - 1)).saturating_sub(geo.hsize);
+        if hi < lo || hi - lo < geo.min_block {
+            continue;
+        }
+        ranges
+            .push(HeapRange { lo, hi })
+            .map_err(|_| AttachError::BadConfig)?;
+    }
+    Ok(ranges)
 }
 
 /// Zeroes `len` bytes (a multiple of 4) at `off`.

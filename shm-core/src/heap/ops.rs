@@ -66,7 +66,8 @@ fn owned(tx: &mut Tx<'_, '_>, r: &RecordRef<'_>, bytes: u32, add: bool) -> Resul
 }
 
 /// A place in a block's owner chain: the word that links to it, and the cell itself.
-struct ChainPos<'m> {
+#[derive(Clone, Copy)]
+pub(crate) struct ChainPos<'m> {
     /// The header's `owner` word or the previous cell's `next` word.
     link: &'m AtomicU32,
     /// The cell's owner reference.
@@ -81,7 +82,7 @@ impl<'m> Space<'m> {
     /// Formats the process table as the first service block. Called by `init` only.
     pub(crate) fn init_process_table(&self, capacity: u16) -> Result<(), Error> {
         let faults = FaultInjector::default();
-        let mut tx = Tx::begin(&self.region, &self.hdr.journal, 0, &faults);
+        let mut tx = Tx::begin(&self.region, self.journal(), 0, &faults);
         let bytes = u32::from(capacity) * 4;
         let need = self.geo.block_size(bytes)?;
         let f = self
@@ -326,8 +327,40 @@ impl<'m> Space<'m> {
         Ok(head)
     }
 
-    /// Walks the owner chain of block `p` (at most its reference count). Returns the
-    /// position of `find`'s cell, if on the chain, and whether `absent` is on it.
+    /// Walks block `p`'s owner chain: exactly its reference count of cells (never more
+    /// than there are process slots, as a process holds one cell per block), each checked
+    /// to name `p`, the last ending the chain. Calls `visit` with each position.
+    pub(crate) fn walk_chain(
+        &self,
+        p: Offset,
+        h: &'m BlockHeader,
+        mut visit: impl FnMut(ChainPos<'m>),
+    ) -> Result<(), Error> {
+        let refs = h.link.load(Relaxed);
+        if refs > self.hdr.heap.proc_capacity.load(Relaxed) {
+            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
+        }
+        let mut link: &'m AtomicU32 = &h.owner;
+        for _ in 0..refs {
+            let at = OwnerRef::unpack(link.load(Relaxed))
+                .ok_or_else(|| corrupt(p.get(), CorruptionKind::BadRefCount))?;
+            let (_, cell) = self
+                .cell_of(at)
+                .map_err(|_| corrupt(p.get(), CorruptionKind::BadOwner))?;
+            if cell.block.load(Relaxed) != p.get() {
+                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
+            }
+            visit(ChainPos { link, at, cell });
+            link = &cell.next;
+        }
+        if link.load(Relaxed) != NO_OWNER {
+            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
+        }
+        Ok(())
+    }
+
+    /// The position of `find`'s cell on block `p`'s chain, if there, and whether `absent`
+    /// is on it.
     fn chain_find(
         &self,
         p: Offset,
@@ -336,33 +369,14 @@ impl<'m> Space<'m> {
         absent: Option<ProcSlot>,
     ) -> Result<(Option<ChainPos<'m>>, bool), Error> {
         self.owner_head(p, h)?;
-        let refs = h.link.load(Relaxed);
-        // A process holds at most one cell per block, so a count above the number of
-        // process slots is corrupt; this also bounds the walk.
-        if refs > self.hdr.heap.proc_capacity.load(Relaxed) {
-            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
-        }
-        let mut link: &'m AtomicU32 = &h.owner;
         let mut found = None;
         let mut seen_absent = false;
-        for _ in 0..refs {
-            let at = OwnerRef::unpack(link.load(Relaxed))
-                .ok_or_else(|| corrupt(p.get(), CorruptionKind::BadRefCount))?;
-            let (_, cell) = self.cell_of(at)?;
-            if cell.block.load(Relaxed) != p.get() {
-                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
+        self.walk_chain(p, h, |pos| {
+            if pos.at.slot == find.0 && found.is_none() {
+                found = Some(pos);
             }
-            if at.slot == find.0 && found.is_none() {
-                found = Some(ChainPos { link, at, cell });
-            }
-            if Some(ProcSlot(at.slot)) == absent {
-                seen_absent = true;
-            }
-            link = &cell.next;
-        }
-        if link.load(Relaxed) != NO_OWNER {
-            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
-        }
+            seen_absent |= Some(ProcSlot(pos.at.slot)) == absent;
+        })?;
         Ok((found, seen_absent))
     }
 
@@ -593,22 +607,7 @@ impl<'m> Space<'m> {
     /// Lists the owners of block `p`.
     pub(crate) fn owners(&self, p: Offset, mut f: impl FnMut(ProcSlot)) -> Result<(), Error> {
         let (h, _) = self.used_block(p)?;
-        let refs = h.link.load(Relaxed);
-        if refs > self.hdr.heap.proc_capacity.load(Relaxed) {
-            return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
-        }
-        let mut link = h.owner.load(Relaxed);
-        for _ in 0..refs {
-            let at = OwnerRef::unpack(link)
-                .ok_or_else(|| corrupt(p.get(), CorruptionKind::BadRefCount))?;
-            let (_, cell) = self.cell_of(at)?;
-            if cell.block.load(Relaxed) != p.get() {
-                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
-            }
-            f(ProcSlot(at.slot));
-            link = cell.next.load(Relaxed);
-        }
-        Ok(())
+        self.walk_chain(p, h, |pos| f(ProcSlot(pos.at.slot)))
     }
 
     /// `reserve`: replaces `me`'s reserve with a new block of `size` bytes.
