@@ -1,0 +1,312 @@
+//! `shmipc inspect NAME`: like `ipcs`, for one segment: header, lock, server, processes
+//! (alive or dead, owned blocks and bytes, queue depth), free-list summary, statistics and
+//! the result of `check()`. Reads without registering and without taking the lock.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use shm_core::layout::{FORMAT_VERSION, LAYOUT_FINGERPRINT};
+use shm_core::protocol::{KIND_CLIENT, KIND_SERVER};
+use shm_core::{Offset, Processes};
+use shm_host::{Mapping, NativeSystem, Segment, SegmentName};
+
+use crate::util::{human_bytes, Json};
+
+/// Arguments of `inspect`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Segment name.
+    pub name: String,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Proc {
+    slot: u16,
+    pid: u32,
+    alive: bool,
+    role: &'static str,
+    blocks: u32,
+    bytes: u32,
+    reserve: u32,
+    queue: Option<(u32, u32)>,
+    missed: Option<u32>,
+}
+
+/// Prints the report.
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let system = NativeSystem;
+    let name = SegmentName::new(&args.name)?;
+    let seg = Segment::open(system, &name)?;
+    let heap = seg.heap();
+    let hdr = heap.header();
+    let lock = hdr.lock.holder();
+    let journal = hdr.journal.len.load(Relaxed);
+    let st = heap.server_status();
+    let stats = heap.stats_unlocked();
+    let check = heap.check_unlocked();
+
+    let roles: Vec<(Offset, u32, shm_core::ProcSlot)> = heap.participants()?.collect();
+    let mut procs = Vec::new();
+    for p in heap.processes()? {
+        let p = p?;
+        let part = roles.iter().find(|(_, _, s)| *s == p.slot);
+        let (role, queue, missed) = match part {
+            Some((at, kind, _)) => {
+                let role = match *kind {
+                    KIND_SERVER => "server",
+                    KIND_CLIENT => "client",
+                    _ => "?",
+                };
+                match heap.participant(*at) {
+                    Ok(pr) => (
+                        role,
+                        Some((pr.queue.len(), pr.queue.capacity())),
+                        (*kind == KIND_CLIENT).then(|| pr.rec.keepalive_missed.load(Relaxed)),
+                    ),
+                    Err(_) => (role, None, None),
+                }
+            }
+            None => ("-", None, None),
+        };
+        let reserve = if p.reserve == 0 {
+            0
+        } else {
+            heap.block_len(Offset::new(p.reserve)).unwrap_or(0)
+        };
+        procs.push(Proc {
+            slot: p.slot.0,
+            pid: p.id.pid,
+            alive: system.is_alive(p.id),
+            role,
+            blocks: p.blocks,
+            bytes: p.bytes,
+            reserve,
+            queue,
+            missed,
+        });
+    }
+    // Free blocks by size class (powers of four from 64 bytes).
+    let mut classes = [0u32; 8];
+    let mut free_walk = Ok(());
+    if let Err(e) = heap.for_each_block(|b| {
+        if !b.used {
+            let mut c = 0;
+            let mut limit = 64u32;
+            while b.size >= limit && c < classes.len() - 1 {
+                c += 1;
+                limit = limit.saturating_mul(4);
+            }
+            classes[c] += 1;
+        }
+    }) {
+        free_walk = Err(e);
+    }
+    let class_label = |i: usize| {
+        if i == classes.len() - 1 {
+            format!(">={}", human_bytes(64u64 << (2 * (i - 1) + 2)))
+        } else {
+            format!("<{}", human_bytes(64u64 << (2 * i)))
+        }
+    };
+
+    if args.json {
+        let stats_json = match &stats {
+            Ok(s) => Json::obj([
+                ("heap_bytes", Json::from(s.heap_bytes)),
+                ("free_bytes", Json::from(s.free_bytes)),
+                ("min_ever_free_bytes", Json::from(s.min_ever_free_bytes)),
+                ("largest_free_block", Json::from(s.largest_free_block)),
+                ("smallest_free_block", Json::from(s.smallest_free_block)),
+                ("free_blocks", Json::from(s.free_blocks)),
+                ("used_blocks", Json::from(s.used_blocks)),
+                ("allocs", Json::from(s.allocs)),
+                ("frees", Json::from(s.frees)),
+                ("lock_breaks", Json::from(s.lock_breaks)),
+            ]),
+            Err(e) => Json::obj([("error", Json::from(e.to_string()))]),
+        };
+        let out = Json::obj([
+            ("name", Json::from(args.name.as_str())),
+            ("size", Json::from(seg.mapping().len())),
+            ("format_version", Json::from(FORMAT_VERSION)),
+            (
+                "fingerprint",
+                Json::from(format!("{LAYOUT_FINGERPRINT:#010x}")),
+            ),
+            ("align", Json::from(heap.align())),
+            (
+                "lock",
+                match lock {
+                    None => Json::Null,
+                    Some(id) => Json::obj([
+                        ("pid", Json::from(id.pid)),
+                        ("alive", Json::from(system.is_alive(id))),
+                    ]),
+                },
+            ),
+            ("journal_entries", Json::from(journal)),
+            (
+                "server",
+                Json::obj([
+                    ("running", Json::from(st.running)),
+                    ("alive", Json::from(st.running && system.is_alive(st.id))),
+                    ("generation", Json::from(st.generation)),
+                    ("pid", Json::from(st.id.pid)),
+                    ("heartbeat_ms", Json::from(st.heartbeat_ms)),
+                    ("keepalives_sent", Json::from(st.keepalive_seq)),
+                ]),
+            ),
+            (
+                "processes",
+                Json::Arr(
+                    procs
+                        .iter()
+                        .map(|p| {
+                            Json::obj([
+                                ("slot", Json::from(p.slot)),
+                                ("pid", Json::from(p.pid)),
+                                ("alive", Json::from(p.alive)),
+                                ("role", Json::from(p.role)),
+                                ("blocks", Json::from(p.blocks)),
+                                ("bytes", Json::from(p.bytes)),
+                                ("reserve_bytes", Json::from(p.reserve)),
+                                (
+                                    "queue_depth",
+                                    p.queue.map_or(Json::Null, |q| Json::from(q.0)),
+                                ),
+                                (
+                                    "queue_capacity",
+                                    p.queue.map_or(Json::Null, |q| Json::from(q.1)),
+                                ),
+                                ("keepalives_missed", p.missed.map_or(Json::Null, Json::from)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "free_block_sizes",
+                Json::obj(
+                    classes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (class_label(i), Json::from(*n))),
+                ),
+            ),
+            ("statistics", stats_json),
+            (
+                "check",
+                match (&check, &free_walk) {
+                    (Ok(r), Ok(())) => {
+                        Json::obj([("ok", Json::from(true)), ("blocks", Json::from(r.blocks))])
+                    }
+                    (Err(e), _) | (_, Err(e)) => Json::obj([
+                        ("ok", Json::from(false)),
+                        ("error", Json::from(e.to_string())),
+                    ]),
+                },
+            ),
+        ]);
+        println!("{}", out.render());
+        return Ok(());
+    }
+
+    println!(
+        "segment {}: {} ({} bytes), format v{FORMAT_VERSION}, layout {LAYOUT_FINGERPRINT:#010x}, align {}",
+        args.name,
+        human_bytes(seg.mapping().len() as u64),
+        seg.mapping().len(),
+        heap.align()
+    );
+    match lock {
+        None => println!("lock: free"),
+        Some(id) => println!(
+            "lock: held by pid {} ({}){}",
+            id.pid,
+            if system.is_alive(id) {
+                "alive"
+            } else {
+                "dead: the next operation breaks it"
+            },
+            if journal > 0 {
+                format!(", {journal} journaled words to undo")
+            } else {
+                String::new()
+            }
+        ),
+    }
+    if st.running {
+        println!(
+            "server: generation {}, pid {} ({}), heartbeat {} ms, {} keepalives sent",
+            st.generation,
+            st.id.pid,
+            if system.is_alive(st.id) {
+                "alive"
+            } else {
+                "dead"
+            },
+            st.heartbeat_ms,
+            st.keepalive_seq
+        );
+    } else {
+        println!("server: none (last generation {})", st.generation);
+    }
+    println!(
+        "processes:\n  {:>4}  {:>8}  {:>5}  {:<6}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
+        "slot", "pid", "alive", "role", "blocks", "bytes", "reserve", "queue", "missed"
+    );
+    for p in &procs {
+        println!(
+            "  {:>4}  {:>8}  {:>5}  {:<6}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
+            p.slot,
+            p.pid,
+            if p.alive { "yes" } else { "NO" },
+            p.role,
+            p.blocks,
+            human_bytes(u64::from(p.bytes)),
+            human_bytes(u64::from(p.reserve)),
+            p.queue.map_or("-".into(), |(d, c)| format!("{d}/{c}")),
+            p.missed.map_or("-".into(), |m| m.to_string()),
+        );
+    }
+    if procs.is_empty() {
+        println!("  (none)");
+    }
+    match &stats {
+        Ok(s) => {
+            println!(
+                "free list: {} blocks, {} free of {}, largest {}, smallest {}",
+                s.free_blocks,
+                human_bytes(u64::from(s.free_bytes)),
+                human_bytes(u64::from(s.heap_bytes)),
+                human_bytes(u64::from(s.largest_free_block)),
+                human_bytes(u64::from(s.smallest_free_block))
+            );
+            let sizes: Vec<String> = classes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| format!("{} {n}", class_label(i)))
+                .collect();
+            println!("free block sizes: {}", sizes.join(", "));
+            println!(
+                "statistics: {} used blocks, {} allocations, {} frees, minimum ever free {}, {} lock breaks",
+                s.used_blocks,
+                s.allocs,
+                s.frees,
+                human_bytes(u64::from(s.min_ever_free_bytes)),
+                s.lock_breaks
+            );
+        }
+        Err(e) => println!("statistics: unavailable ({e})"),
+    }
+    match (&check, &free_walk) {
+        (Ok(r), Ok(())) => println!(
+            "check: ok ({} blocks, {} processes, {} owner cells; read without the lock)",
+            r.blocks, r.processes, r.owner_cells
+        ),
+        (Err(e), _) | (_, Err(e)) => println!("check: FAILED: {e}"),
+    }
+    Ok(())
+}

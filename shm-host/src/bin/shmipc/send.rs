@@ -1,0 +1,48 @@
+//! `shmipc send NAME --tag N [FILE|-]`: connect, send one buffer holding the file (or
+//! stdin), wait until the server has taken it, exit.
+
+use std::io::Read;
+use std::time::Duration;
+
+use shm_host::Client;
+
+/// Arguments of `send`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Segment name.
+    pub name: String,
+    /// The message tag.
+    #[arg(long)]
+    pub tag: u32,
+    /// File to send; `-` or nothing reads stdin.
+    pub file: Option<String>,
+    /// How long to wait for the server to take the message.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// Sends one message.
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::connect(&args.name)?;
+    let buffer = match args.file.as_deref() {
+        None | Some("-") => {
+            let mut data = Vec::new();
+            std::io::stdin().read_to_end(&mut data)?;
+            client.alloc_from(&data)?
+        }
+        Some(path) => {
+            // Read the file straight into shared memory.
+            let mut f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+            let len = usize::try_from(f.metadata()?.len())?;
+            let mut b = client.alloc(len)?;
+            b.resize(len)?;
+            f.read_exact(b.as_mut_slice()?)
+                .map_err(|e| format!("{path}: {e}"))?;
+            b
+        }
+    };
+    let len = buffer.len();
+    client.send_and_wait(buffer, args.tag, Duration::from_secs(args.timeout))?;
+    println!("sent {len} bytes with tag {} to {}", args.tag, args.name);
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `shmipc serve NAME`: a server in the foreground, one line per event and message.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use shm_host::{checksum, Mapping, RecvMode, Server, ServerEvent, ServerOptions};
+
+use crate::util::parse_size;
+
+/// Arguments of `serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Segment name.
+    pub name: String,
+    /// Segment size (e.g. 16MiB), used when the segment is created.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub size: usize,
+    /// How to wait for messages: busy, blocking, adaptive.
+    #[arg(long, default_value = "adaptive")]
+    pub mode: RecvMode,
+}
+
+/// Serves until SIGINT/SIGTERM, then removes the segment.
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = shm_host::install_stop_handler()?;
+    let server = Server::create_with(
+        &args.name,
+        ServerOptions {
+            size: args.size,
+            recv_mode: args.mode,
+            ..ServerOptions::default()
+        },
+    )?;
+    println!(
+        "serving {} (generation {}, {} bytes); Ctrl-C stops",
+        args.name,
+        server.generation(),
+        server.segment().mapping().len()
+    );
+    while !stop.load(Ordering::SeqCst) {
+        while let Some(ev) = server.try_event() {
+            print_event(ev);
+        }
+        if let Some(msg) = server.recv_timeout(Duration::from_millis(100))? {
+            println!(
+                "message from {} tag {} bytes {} checksum {:#010x}",
+                msg.from,
+                msg.tag,
+                msg.buffer.len(),
+                checksum(&msg.buffer)
+            );
+        }
+    }
+    while let Some(ev) = server.try_event() {
+        print_event(ev);
+    }
+    drop(server);
+    println!("stopped; segment {} removed", args.name);
+    Ok(())
+}
+
+fn print_event(ev: ServerEvent) {
+    match ev {
+        ServerEvent::Connected(c) => println!("connected {c}"),
+        ServerEvent::Disconnected(c) => println!("disconnected {c}"),
+        ServerEvent::Died {
+            client,
+            reason,
+            bytes_freed,
+        } => println!("died {client} ({reason:?}), {bytes_freed} bytes reclaimed"),
+    }
+}

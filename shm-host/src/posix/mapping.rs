@@ -1,0 +1,203 @@
+//! [`PosixMapping`]: `shm_open` + `ftruncate` + `mmap`, or `mmap` of an existing file
+//! descriptor (a file or a memfd).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+
+use crate::error::{HostError, Result};
+use crate::system::{CreateOptions, Mapping};
+
+/// A shared mapping, unmapped on drop.
+#[derive(Debug)]
+pub struct PosixMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; the pointer is only an address, and all
+// access to the memory goes through shm-core's atomics or the ownership protocol.
+unsafe impl Send for PosixMapping {}
+// SAFETY: as above.
+unsafe impl Sync for PosixMapping {}
+
+impl Mapping for PosixMapping {
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for PosixMapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is exactly what `mmap` returned and nothing else unmaps it.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Closes a file descriptor on drop.
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn os_name(name: &str) -> Result<CString> {
+    CString::new(format!("/{name}")).map_err(|_| HostError::InvalidName {
+        name: name.to_owned(),
+        reason: "contains a NUL byte",
+    })
+}
+
+/// Extra `mmap` flags for pre-faulting, where the system has them.
+#[cfg(target_os = "linux")]
+const POPULATE: libc::c_int = libc::MAP_POPULATE;
+#[cfg(not(target_os = "linux"))]
+const POPULATE: libc::c_int = 0;
+
+impl PosixMapping {
+    /// Maps `len` bytes of `fd` shared, read-write.
+    pub fn map_fd(fd: BorrowedFd<'_>, len: usize, prefault: bool) -> Result<Self> {
+        if len == 0 {
+            return Err(HostError::BadSize { size: 0 });
+        }
+        let flags = libc::MAP_SHARED | if prefault { POPULATE } else { 0 };
+        // SAFETY: a fresh mapping of an open descriptor; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(HostError::last_os("mmap"));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or(HostError::Os {
+            call: "mmap",
+            code: 0,
+        })?;
+        Ok(PosixMapping { ptr, len })
+    }
+
+    /// Creates the shared-memory object `/NAME` (`O_EXCL`) of `size` bytes with
+    /// `ftruncate` and maps it.
+    pub fn create(name: &str, size: usize, opts: CreateOptions) -> Result<Self> {
+        Self::create_sized(name, size, opts, |fd, size, _| {
+            // SAFETY: `fd` is open; `size` fits off_t (checked by create_sized).
+            if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+                return Err(HostError::last_os("ftruncate"));
+            }
+            Ok(())
+        })
+    }
+
+    /// Creates the shared-memory object `/NAME` (`O_EXCL`), gives it `size` bytes with
+    /// `size_object` (a system may have a better call than `ftruncate`, e.g. QNX's
+    /// `shm_ctl`), and maps it. The object is removed again if a step fails; a taken name
+    /// is [`HostError::Exists`].
+    pub fn create_sized(
+        name: &str,
+        size: usize,
+        opts: CreateOptions,
+        size_object: impl FnOnce(BorrowedFd<'_>, u64, &CreateOptions) -> Result<()>,
+    ) -> Result<Self> {
+        if size == 0 || size as u64 > u64::from(u32::MAX) {
+            return Err(HostError::BadSize { size: size as u64 });
+        }
+        let c = os_name(name)?;
+        // SAFETY: `c` is a valid C string; flags and mode are plain integers.
+        let fd = unsafe {
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                opts.mode as libc::mode_t,
+            )
+        };
+        if fd < 0 {
+            let e = HostError::last_os("shm_open");
+            return Err(match e.os_code() {
+                Some(libc::EEXIST) => HostError::Exists {
+                    name: name.to_owned(),
+                },
+                _ => e,
+            });
+        }
+        let fd = Fd(fd);
+        let undo = || {
+            // SAFETY: `c` is a valid C string naming the object we just created.
+            unsafe { libc::shm_unlink(c.as_ptr()) };
+        };
+        // SAFETY: `fd.0` stays open for the duration of the borrow.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd.0) };
+        if let Err(e) = size_object(borrowed, size as u64, &opts) {
+            undo();
+            return Err(e);
+        }
+        Self::map_fd(borrowed, size, opts.prefault).inspect_err(|_| undo())
+    }
+
+    /// Maps the existing shared-memory object `/NAME` with its current size.
+    pub fn open(name: &str) -> Result<Self> {
+        let c = os_name(name)?;
+        // SAFETY: `c` is a valid C string.
+        let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR, 0) };
+        if fd < 0 {
+            let e = HostError::last_os("shm_open");
+            return Err(match e.os_code() {
+                Some(libc::ENOENT) => HostError::NotFound {
+                    name: name.to_owned(),
+                },
+                _ => e,
+            });
+        }
+        let fd = Fd(fd);
+        // SAFETY: `fd.0` stays open for the duration of the borrow.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd.0) };
+        let len = fd_len(borrowed)?;
+        Self::map_fd(borrowed, len, false)
+    }
+
+    /// Maps an existing file (or memfd) with its current size.
+    pub fn open_fd(fd: BorrowedFd<'_>) -> Result<Self> {
+        let len = fd_len(fd)?;
+        Self::map_fd(fd, len, false)
+    }
+
+    /// Removes the name `/NAME`.
+    pub fn unlink(name: &str) -> Result<()> {
+        let c = os_name(name)?;
+        // SAFETY: `c` is a valid C string.
+        if unsafe { libc::shm_unlink(c.as_ptr()) } != 0 {
+            let e = HostError::last_os("shm_unlink");
+            return Err(match e.os_code() {
+                Some(libc::ENOENT) => HostError::NotFound {
+                    name: name.to_owned(),
+                },
+                _ => e,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Size of the object behind a descriptor.
+fn fd_len(fd: BorrowedFd<'_>) -> Result<usize> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten by `fstat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is a valid out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(HostError::last_os("fstat"));
+    }
+    usize::try_from(st.st_size).map_err(|_| HostError::BadSize {
+        size: st.st_size as u64,
+    })
+}

@@ -1,0 +1,4 @@
+//! Doorbells on Linux: a `sem_t` inside the doorbell, `sem_init(pshared = 1)`, shared with
+//! every POSIX system through [`posix::sem`](crate::posix::sem) (placement, waits, errors).
+
+pub use crate::posix::sem::{destroy, init, post as ring, wait};

@@ -1,0 +1,206 @@
+//! The safe API in one process (a server and clients side by side): buffers, broadcast,
+//! copy-on-write, back-pressure and receive modes. Each test states its invariant.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::io::Write;
+use std::time::Duration;
+
+use shm_host::buffer::policy_capacity;
+use shm_host::{Client, ClientOptions, HostError, RecvMode, Server, ServerEvent, ServerOptions};
+
+fn name(test: &str) -> String {
+    format!("api-{test}-{}", std::process::id())
+}
+
+fn server(test: &str) -> Server<shm_host::NativeSystem> {
+    Server::create_with(
+        &name(test),
+        ServerOptions {
+            size: 8 << 20,
+            queue_capacity: 8,
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Capacity follows the original design: under 128 B reserve 256; under 64 KiB, size +
+/// 256; else size + 512. A buffer grows by that policy when written past its end, keeping
+/// its data, and `io::Write` appends.
+#[test]
+fn buffers_grow_by_the_policy() {
+    assert_eq!(policy_capacity(10), 256);
+    assert_eq!(policy_capacity(1000), 1256);
+    assert_eq!(policy_capacity(100_000), 100_512);
+    let s = server("grow");
+    let mut b = s.alloc(10).unwrap();
+    assert!(b.capacity() >= 256 && b.capacity() < 256 + 64);
+    assert!(b.is_empty());
+    b.write_all(&[1u8; 200]).unwrap();
+    let first = b.offset();
+    b.write_all(&[2u8; 1000]).unwrap(); // past the end: moves
+    assert_ne!(b.offset(), first);
+    assert!(b.capacity() >= 1200 + 256);
+    assert_eq!(&b[..200], &[1u8; 200][..]);
+    assert_eq!(&b[200..], &[2u8; 1000][..]);
+    b.resize(10).unwrap();
+    assert_eq!(b.len(), 10);
+    b.clear();
+    assert!(b.is_empty());
+}
+
+/// A header is prepended into the headroom without moving the data (same block); when it
+/// does not fit, the buffer moves and the result is the same bytes.
+#[test]
+fn prepend_uses_the_headroom() {
+    let s = server("prepend");
+    let mut b = s.alloc_from(b"payload").unwrap();
+    let room = b.headroom();
+    assert!(room >= 16);
+    let at = b.offset();
+    b.prepend(b"HDR:").unwrap();
+    assert_eq!(b.offset(), at, "no copy: same block");
+    assert_eq!(&b[..], b"HDR:payload");
+    assert_eq!(b.headroom(), room - 4);
+    let big = vec![7u8; room + 10];
+    b.prepend(&big).unwrap();
+    assert_eq!(&b[..big.len()], &big[..]);
+    assert_eq!(&b[big.len()..], b"HDR:payload");
+}
+
+/// Broadcast sends one block to every client without copying: each receives the same
+/// offset; a client writing to it gets its own copy (copy-on-write) and the others still
+/// see the original; the block is freed when its last owner drops it.
+#[test]
+fn broadcast_shares_and_copies_on_write() {
+    let s = server("broadcast");
+    let c1 = Client::connect(&name("broadcast")).unwrap();
+    let c2 = Client::connect(&name("broadcast")).unwrap();
+    // Let the server accept both (connections complete while it receives).
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert_eq!(s.clients().len(), 2);
+    let b = s.alloc_from(b"to all").unwrap();
+    let report = s.broadcast(&b, 9);
+    assert_eq!((report.sent.len(), report.failed.len()), (2, 0));
+    assert_eq!(b.owners().unwrap(), 3);
+    let mut m1 = c1.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let m2 = c2.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(m1.buffer.offset(), b.offset());
+    assert_eq!(m2.buffer.offset(), b.offset());
+    assert_eq!(m1.tag, 9);
+    m1.buffer.as_mut_slice().unwrap()[0] = b'T';
+    assert_ne!(m1.buffer.offset(), b.offset(), "written copy is private");
+    assert_eq!(&m1.buffer[..], b"To all");
+    assert_eq!(&m2.buffer[..], b"to all");
+    assert_eq!(&b[..], b"to all");
+    assert_eq!(b.owners().unwrap(), 2);
+    let heap = s.segment().heap();
+    let shared = b.offset();
+    drop(b);
+    drop(m2);
+    assert!(heap.ref_count(shared).is_err(), "freed with its last owner");
+    drop(m1);
+    heap.check().unwrap();
+}
+
+/// A full queue refuses the send and hands the buffer back untouched; after the receiver
+/// catches up the same buffer goes through.
+#[test]
+fn full_queue_returns_the_buffer() {
+    let s = server("full");
+    let c = Client::connect(&name("full")).unwrap();
+    let mut sent = 0;
+    let back = loop {
+        match c.send(c.alloc_from(&[sent as u8; 32]).unwrap(), sent) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100, "queue never filled");
+    };
+    assert!(matches!(
+        back.error,
+        HostError::Core(shm_core::Error::QueueFull)
+    ));
+    assert_eq!(&back.buffer[..], &[sent as u8; 32][..]);
+    // The server drains; the returned buffer can be sent again.
+    for i in 0..sent {
+        let m = s.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(m.tag, i);
+    }
+    c.send(back.buffer, sent).unwrap();
+    assert_eq!(
+        s.recv_timeout(Duration::from_secs(5)).unwrap().unwrap().tag,
+        sent
+    );
+}
+
+/// Every receive mode delivers, and a timeout with nothing to take returns `None`.
+#[test]
+fn every_receive_mode_delivers() {
+    for (i, mode) in [
+        RecvMode::BusyPoll,
+        RecvMode::Blocking,
+        RecvMode::Adaptive {
+            spin: Duration::from_micros(20),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let test = format!("mode{i}");
+        let s = Server::create_with(
+            &name(&test),
+            ServerOptions {
+                size: 4 << 20,
+                recv_mode: mode,
+                ..ServerOptions::default()
+            },
+        )
+        .unwrap();
+        let c = Client::connect_with(
+            &name(&test),
+            ClientOptions {
+                recv_mode: mode,
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(s.recv_timeout(Duration::from_millis(20)).unwrap().is_none());
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                // Sends after the other side is already waiting (blocking mode sleeps).
+                std::thread::sleep(Duration::from_millis(30));
+                c.send(c.alloc_from(b"x").unwrap(), 1).unwrap();
+            });
+            let m = s.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(m.map(|m| m.tag), Some(1), "{mode}");
+        });
+        assert!(c.recv_timeout(Duration::from_millis(10)).unwrap().is_none());
+    }
+}
+
+/// Connect and clean disconnect are reported as events, in order.
+#[test]
+fn events_report_connects_and_disconnects() {
+    let s = server("events");
+    let c = Client::connect(&name("events")).unwrap();
+    let id = c.id();
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert_eq!(s.try_event(), Some(ServerEvent::Connected(id)));
+    drop(c);
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert_eq!(s.try_event(), Some(ServerEvent::Disconnected(id)));
+    assert!(s.clients().is_empty());
+}
+
+/// A second server on a segment whose server lives is refused.
+#[test]
+fn one_live_server_per_segment() {
+    let s = server("two");
+    let second = Server::create(&name("two"), 8 << 20);
+    assert!(matches!(
+        second.err(),
+        Some(HostError::Core(shm_core::Error::ServerRunning))
+    ));
+    drop(s);
+}

@@ -1,0 +1,189 @@
+//! The `shmipc` tool driven as a user (or a shell script) would drive it.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_shmipc");
+
+fn shmipc(args: &[&str]) -> Output {
+    Command::new(EXE).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A `shmipc serve` in the background, killed if the test fails.
+struct Serve {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Serve {
+    fn start(name: &str) -> Serve {
+        let mut child = Command::new(EXE)
+            .args(["serve", name, "--size", "4MiB"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.starts_with(&format!("serving {name}")), "{first}");
+        Serve { child, lines }
+    }
+
+    /// The next line containing `what`, within a generous limit (a hang guard).
+    fn expect_line(&mut self, what: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            if line.contains(what) {
+                return line;
+            }
+            assert!(Instant::now() < end, "no line with {what:?}");
+        }
+        panic!("serve ended before printing {what:?}");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serve` prints each message with its tag, size and checksum; `send` delivers a file
+/// and returns once the server took it; `inspect --json` describes the live segment;
+/// SIGTERM stops `serve`, which removes the segment.
+#[test]
+fn serve_send_inspect_and_stop() {
+    let name = format!("cli-{}", std::process::id());
+    let mut serve = Serve::start(&name);
+    let file = std::env::temp_dir().join(format!("shmipc-cli-{}.bin", std::process::id()));
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let out = shmipc(&["send", &name, "--tag", "42", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("sent 10000 bytes with tag 42"));
+    let line = serve.expect_line("message from");
+    let want = format!(
+        "tag 42 bytes 10000 checksum {:#010x}",
+        shm_host::checksum(&data)
+    );
+    assert!(line.contains(&want), "{line} lacks {want}");
+    std::fs::remove_file(&file).unwrap();
+
+    let out = shmipc(&["inspect", &name, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        format!("\"name\":\"{name}\""),
+        "\"running\":true".into(),
+        "\"role\":\"server\"".into(),
+        "\"check\":{\"ok\":true".into(),
+    ] {
+        assert!(json.contains(&needle), "{needle} not in {json}");
+    }
+    let out = shmipc(&["inspect", &name]);
+    assert!(text(&out).contains("check: ok"), "{}", text(&out));
+
+    #[cfg(unix)]
+    {
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe { libc::kill(serve.child.id() as libc::pid_t, libc::SIGTERM) };
+        serve.expect_line("stopped");
+        assert!(serve.child.wait().unwrap().success());
+        let out = shmipc(&["inspect", &name]);
+        assert!(!out.status.success());
+        assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    }
+}
+
+/// `clean` removes a segment whose processes are all dead and keeps live ones. (On
+/// Windows a segment disappears with its last handle: there is nothing to clean.)
+#[cfg(unix)]
+#[test]
+fn clean_removes_dead_segments_only() {
+    let dead = format!("cli-dead-{}", std::process::id());
+    let live = format!("cli-live-{}", std::process::id());
+    let mut victim = Serve::start(&dead);
+    let _alive = Serve::start(&live);
+    let _ = victim.child.kill();
+    let _ = victim.child.wait();
+    let out = shmipc(&["clean", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("would remove {dead}")),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&format!("kept {live}")),
+        "{}",
+        text(&out)
+    );
+    let out = shmipc(&["clean"]);
+    assert!(
+        text(&out).contains(&format!("removed {dead}")),
+        "{}",
+        text(&out)
+    );
+    let out = shmipc(&["inspect", &dead]);
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    let out = shmipc(&["inspect", &live]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The demo runs its whole story and reports every byte back and `check()` passing.
+#[test]
+fn demo_runs_and_finds_nothing_lost() {
+    let out = shmipc(&[
+        "demo",
+        "--clients",
+        "3",
+        "--messages",
+        "400",
+        "--max-size",
+        "64KiB",
+        "--size",
+        "16MiB",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for needle in [
+        "killed client 1",
+        "server noticed: client",
+        "(difference 0 bytes)",
+        "check: ok",
+        "removed",
+    ] {
+        assert!(t.contains(needle), "{needle:?} missing from:\n{t}");
+    }
+}
+
+/// Bad input gets a clear message and a failing exit status, never a panic.
+#[test]
+fn bad_input_is_reported() {
+    let out = shmipc(&["send", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--tag"));
+    let out = shmipc(&["inspect", "no/such"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("invalid segment name"),
+        "{}",
+        text(&out)
+    );
+    let out = shmipc(&["serve", "x", "--size", "12Q"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("unit"), "{}", text(&out));
+    let out = shmipc(&["inspect", &format!("never-{}", std::process::id())]);
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+}

@@ -1,0 +1,193 @@
+//! Processes killed with SIGKILL (TerminateProcess on Windows) at random points: memory
+//! comes back, locks held by the dead are broken, a restarted server is found again.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shm_core::Error;
+use shm_host::{Client, HostError, Server, ServerEvent, ServerOptions};
+use shm_tests::{eventually, peer_exe, unique_name, Peer};
+
+fn server(name: &str) -> Server<shm_host::NativeSystem> {
+    Server::create_with(
+        name,
+        ServerOptions {
+            size: 16 << 20,
+            heartbeat: Duration::from_millis(20),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Echoes every message until `stop`; returns how many it echoed.
+fn echo(server: &Server<shm_host::NativeSystem>, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(msg) = server.recv_timeout(Duration::from_millis(10)).unwrap() {
+            n += 1;
+            // The client may have been killed: then the buffer comes back and is dropped.
+            let _ = server.send(msg.from, msg.buffer, msg.tag);
+        }
+    }
+    n
+}
+
+/// A client killed during traffic (five times, at whatever point each kill lands) is
+/// noticed by the server, everything it held comes back - the server's free bytes return
+/// to the baseline from before any client came - and `check()` passes.
+#[test]
+fn killed_clients_give_back_all_memory() {
+    let name = unique_name("kill-client");
+    let server = server(&name);
+    let baseline = server.available_bytes().unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let echoer = s.spawn(|| echo(&server, &stop));
+        let mut survivor = Peer::spawn(peer_exe!(), &["stream", &name, "99"]);
+        assert_eq!(survivor.read_line(), "ready");
+        for round in 0..5 {
+            let mut victim = Peer::spawn(peer_exe!(), &["stream", &name, &round.to_string()]);
+            assert_eq!(victim.read_line(), "ready");
+            // Let it get into the middle of its traffic.
+            std::thread::sleep(Duration::from_millis(30 + 17 * round));
+            victim.kill();
+        }
+        let mut died = 0;
+        eventually(Duration::from_secs(30), "five deaths noticed", || {
+            for ev in std::iter::from_fn(|| server.try_event()) {
+                if matches!(ev, ServerEvent::Died { .. }) {
+                    died += 1;
+                }
+            }
+            (died >= 5).then_some(())
+        });
+        assert_eq!(died, 5, "each killed client is declared dead once");
+        // The survivor kept going the whole time; stop it too, then the echo loop.
+        survivor.kill();
+        eventually(Duration::from_secs(30), "all clients reclaimed", || {
+            let procs = server.segment().heap().processes().unwrap().count();
+            (procs == 1).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        assert!(echoer.join().unwrap() > 0, "traffic flowed");
+    });
+    // Messages the killed clients had in flight to the server were dropped by `echo`;
+    // everything else they owned was reclaimed with them.
+    eventually(
+        Duration::from_secs(10),
+        "memory back to the baseline",
+        || {
+            let _ = server.try_recv().unwrap();
+            (server.available_bytes().unwrap() == baseline).then_some(())
+        },
+    );
+    server.segment().heap().check().unwrap();
+}
+
+/// A process killed while it holds the region lock, halfway through an allocation, does
+/// not stop anyone: the next operation breaks the lock, undoes the half-done allocation,
+/// and goes on; `check()` passes and the break is counted.
+#[test]
+fn lock_held_by_a_killed_process_is_broken() {
+    let name = unique_name("kill-lock");
+    let server = server(&name);
+    let heap = server.segment().heap();
+    let mut holder = Peer::spawn(peer_exe!(), &["hold-lock", &name]);
+    assert_eq!(holder.read_line(), "holding");
+    assert!(
+        heap.header().lock.holder().is_some(),
+        "the peer holds the lock"
+    );
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // This allocation waits for the lock...
+        let waiter = s.spawn(|| {
+            let b = server.alloc(100);
+            done.store(true, Ordering::SeqCst);
+            b
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the lock was held by a live process"
+        );
+        // ...until its holder dies.
+        holder.kill();
+        let b = waiter.join().unwrap();
+        assert!(b.is_ok(), "{:?}", b.err());
+    });
+    assert_eq!(heap.stats().unwrap().lock_breaks, 1);
+    heap.check().unwrap();
+    // The dead holder's registration is reclaimed by the watchdog.
+    server.watchdog().unwrap();
+    assert_eq!(heap.processes().unwrap().count(), 1);
+    heap.check().unwrap();
+}
+
+/// A server killed and restarted in the same segment is detected by its client (the
+/// generation changes), which reconnects without being restarted and talks to the new one;
+/// the dead server's memory is reclaimed.
+#[test]
+fn clients_survive_a_server_restart() {
+    let name = unique_name("restart");
+    let mut s1 = Peer::spawn(peer_exe!(), &["server", &name]);
+    assert_eq!(s1.read_line(), "serving 1");
+    let client = Client::connect(&name).unwrap();
+    client.wait_connected(Duration::from_secs(10)).unwrap();
+    client
+        .send(client.alloc_from(b"first").unwrap(), 1)
+        .unwrap();
+    let echo = client
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo.buffer[..], b"first");
+    drop(echo);
+
+    s1.kill();
+    let mut s2 = Peer::spawn(peer_exe!(), &["server", &name]);
+    assert_eq!(s2.read_line(), "serving 2");
+    // The old connection is refused with a clear reason...
+    let err = client
+        .send(client.alloc_from(b"lost").unwrap(), 2)
+        .unwrap_err();
+    assert!(
+        matches!(err.error, HostError::Core(Error::ServerRestarted)),
+        "{}",
+        err.error
+    );
+    // ...and a reconnect reaches the new server.
+    client.reconnect().unwrap();
+    client.wait_connected(Duration::from_secs(10)).unwrap();
+    assert_eq!(client.generation(), 2);
+    client.send(err.buffer, 3).unwrap();
+    let echo = client
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!((&echo.buffer[..], echo.tag), (&b"lost"[..], 3));
+    drop(echo);
+    let heap = client.segment().heap();
+    // Registered now: the new server and this client; the old server was reclaimed.
+    assert_eq!(heap.processes().unwrap().count(), 2);
+    heap.check().unwrap();
+    drop(client);
+    s2.kill();
+    // The killed server could not remove the segment; do it here.
+    let _ = shm_host::System::unlink(
+        &shm_host::NativeSystem,
+        &shm_host::SegmentName::new(&name).unwrap(),
+    );
+}
+
+/// Connecting where no server runs fails with a clear error, not a hang.
+#[test]
+fn no_server_is_a_clear_error() {
+    let name = unique_name("no-server");
+    match Client::connect(&name) {
+        Err(HostError::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {:?}", other.err()),
+    }
+}
