@@ -1,0 +1,87 @@
+//! [`QnxSystem`]: the host layer's [`System`] on QNX Neutrino, assembled from the shared
+//! POSIX pieces (`shm_host::posix`) and this crate's QNX parts.
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use shm_core::doorbell::Doorbell;
+use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
+use shm_host::posix::{sem, PosixMapping};
+use shm_host::{CreateOptions, Result, SegmentName, System};
+
+use shm_host::support;
+
+use crate::{process, segment};
+
+/// QNX Neutrino (7.1 and 8.0): POSIX shared memory sized with `shm_ctl`, `sem_t`
+/// doorbells, liveness from `DCMD_PROC_INFO`, polled waits. See the crate documentation
+/// for what each part uses and why.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QnxSystem;
+
+impl Processes for QnxSystem {
+    fn current_process(&self) -> ProcessId {
+        process::current()
+    }
+    fn is_alive(&self, id: ProcessId) -> bool {
+        process::is_alive(id)
+    }
+}
+
+impl WaitNotify for QnxSystem {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+        support::poll_wait(word, expected, timeout)
+    }
+    /// Nothing to do: waiters poll the word (QNX has no futex; see the crate docs).
+    fn notify_all(&self, _word: &AtomicU32) {}
+    fn relax(&self, round: u32) {
+        support::relax(round)
+    }
+    fn now(&self) -> Option<Duration> {
+        Some(support::now())
+    }
+}
+
+impl Platform for QnxSystem {}
+
+impl System for QnxSystem {
+    type Mapping = PosixMapping;
+
+    fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<PosixMapping> {
+        segment::sys::create(&name.prefixed(), size, opts)
+    }
+
+    fn open(&self, name: &SegmentName) -> Result<PosixMapping> {
+        PosixMapping::open(&name.prefixed())
+    }
+
+    fn unlink(&self, name: &SegmentName) -> Result<()> {
+        PosixMapping::unlink(&name.prefixed())
+    }
+
+    fn list(&self) -> Result<Vec<SegmentName>> {
+        support::list_segments(std::path::Path::new(segment::SHM_DIR))
+    }
+
+    fn bell_init(&self, _m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
+        sem::init(region, bell)
+    }
+
+    fn bell_ring(&self, _m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
+        sem::post(region, bell)
+    }
+
+    fn bell_wait(
+        &self,
+        _m: &PosixMapping,
+        region: &Region<'_>,
+        bell: &Doorbell,
+        timeout: Option<Duration>,
+    ) -> Result<WaitOutcome> {
+        sem::wait(region, bell, timeout)
+    }
+
+    fn bell_destroy(&self, _m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) {
+        sem::destroy(region, bell)
+    }
+}
