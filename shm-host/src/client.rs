@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use shm_core::protocol::KIND_CLIENT;
 use shm_core::{Control, Error, Offset, Received, SendMode};
 
-use crate::buffer::{Buffer, DEFAULT_HEADROOM};
+use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
 use crate::error::{HostError, Result};
 use crate::name::SegmentName;
@@ -144,12 +144,7 @@ impl<S: System> Client<S> {
 
     /// This client's identity.
     pub fn id(&self) -> PeerId {
-        let heap = self.inner.ep.att.heap();
-        let me = self.inner.ep.att.me;
-        PeerId {
-            slot: me.0,
-            serial: heap.process(me).map_or(u32::MAX, |i| i.serial),
-        }
+        self.inner.ep.peer_of(self.inner.ep.att.me)
     }
 
     /// Server generation this client is connected to.
@@ -164,14 +159,12 @@ impl<S: System> Client<S> {
 
     /// A buffer for at least `size` bytes of data (growth policy and default headroom).
     pub fn alloc(&self, size: usize) -> Result<Buffer<S>> {
-        Buffer::alloc(&self.inner.ep.att, size, DEFAULT_HEADROOM)
+        self.inner.ep.alloc(size)
     }
 
     /// A buffer holding a copy of `data`.
     pub fn alloc_from(&self, data: &[u8]) -> Result<Buffer<S>> {
-        let mut b = self.alloc(data.len())?;
-        b.extend_from_slice(data)?;
-        Ok(b)
+        self.inner.ep.alloc_from(data)
     }
 
     /// Sends `buffer` to the server with `tag`: ownership moves, nothing is copied. On
@@ -314,24 +307,13 @@ impl<S: System> Inner<S> {
     }
 
     fn recv(&self, timeout: Option<Duration>) -> Result<Option<Message<S>>> {
-        let heap = self.ep.att.heap();
         loop {
             let Some(r) = self.ep.next(timeout)? else {
                 return Ok(None);
             };
             match r {
                 Received::Message { block, tag, from } => {
-                    let from = PeerId {
-                        slot: from.0,
-                        serial: heap.process(from).map_or(u32::MAX, |i| i.serial),
-                    };
-                    return match Buffer::received(&self.ep.att, block) {
-                        Ok(buffer) => Ok(Some(Message { from, tag, buffer })),
-                        Err(e) => {
-                            let _ = heap.release(self.ep.att.me, block);
-                            Err(e)
-                        }
-                    };
+                    return self.ep.message(block, tag, from).map(Some);
                 }
                 Received::Control {
                     control: Control::Disconnected | Control::ServerStopping,

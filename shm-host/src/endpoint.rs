@@ -4,7 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shm_core::{Offset, ParticipantRef, Received};
+use shm_core::{Offset, ParticipantRef, ProcSlot, Received};
+
+use crate::buffer::{Buffer, DEFAULT_HEADROOM};
+use crate::peer::{Message, PeerId};
 
 use crate::error::{HostError, Result};
 use crate::segment::Attachment;
@@ -143,6 +146,44 @@ impl<S: System> Endpoint<S> {
             let waited = self.att.seg.bell_wait(bell, remaining);
             bell.cancel_wait();
             waited?;
+        }
+    }
+
+    /// A buffer for at least `size` bytes of data (growth policy, default headroom).
+    pub fn alloc(&self, size: usize) -> Result<Buffer<S>> {
+        Buffer::alloc(&self.att, size, DEFAULT_HEADROOM)
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn alloc_from(&self, data: &[u8]) -> Result<Buffer<S>> {
+        let mut b = self.alloc(data.len())?;
+        b.extend_from_slice(data)?;
+        Ok(b)
+    }
+
+    /// The identity of the process in `slot` (its registration serial tells a reused slot
+    /// apart).
+    pub fn peer_of(&self, slot: ProcSlot) -> PeerId {
+        let serial = self.att.heap().process(slot).map_or(u32::MAX, |i| i.serial);
+        PeerId {
+            slot: slot.0,
+            serial,
+        }
+    }
+
+    /// Turns a received block into a message. A block whose header does not describe
+    /// data inside it is released (it is ours now) and reported.
+    pub fn message(&self, block: Offset, tag: u32, from: ProcSlot) -> Result<Message<S>> {
+        match Buffer::received(&self.att, block) {
+            Ok(buffer) => Ok(Message {
+                from: self.peer_of(from),
+                tag,
+                buffer,
+            }),
+            Err(e) => {
+                let _ = self.att.heap().release(self.att.me, block);
+                Err(e)
+            }
         }
     }
 

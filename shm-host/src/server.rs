@@ -10,7 +10,7 @@ use std::time::Duration;
 use shm_core::protocol::{Beat, KIND_SERVER};
 use shm_core::{Control, Error, HeapConfig, Offset, ProcSlot, ProcessId, Received, SendMode};
 
-use crate::buffer::{Buffer, DEFAULT_HEADROOM};
+use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
 use crate::error::{HostError, Result};
 use crate::name::SegmentName;
@@ -232,14 +232,12 @@ impl<S: System> Server<S> {
 
     /// A buffer for at least `size` bytes of data (growth policy and default headroom).
     pub fn alloc(&self, size: usize) -> Result<Buffer<S>> {
-        Buffer::alloc(&self.inner.ep.att, size, DEFAULT_HEADROOM)
+        self.inner.ep.alloc(size)
     }
 
     /// A buffer holding a copy of `data`.
     pub fn alloc_from(&self, data: &[u8]) -> Result<Buffer<S>> {
-        let mut b = self.alloc(data.len())?;
-        b.extend_from_slice(data)?;
-        Ok(b)
+        self.inner.ep.alloc_from(data)
     }
 
     /// Free bytes of the segment plus the server's unused keepalive reserve (whole blocks,
@@ -387,19 +385,6 @@ impl<S: System> Inner<S> {
             .send(e);
     }
 
-    fn peer_of(&self, slot: ProcSlot) -> PeerId {
-        let serial = self
-            .ep
-            .att
-            .heap()
-            .process(slot)
-            .map_or(u32::MAX, |i| i.serial);
-        PeerId {
-            slot: slot.0,
-            serial,
-        }
-    }
-
     fn recv(&self, timeout: Option<Duration>) -> Result<Option<Message<S>>> {
         let heap = self.ep.att.heap();
         loop {
@@ -408,21 +393,14 @@ impl<S: System> Inner<S> {
             };
             match r {
                 Received::Message { block, tag, from } => {
-                    let from = self.peer_of(from);
-                    return match Buffer::received(&self.ep.att, block) {
-                        Ok(buffer) => Ok(Some(Message { from, tag, buffer })),
-                        Err(e) => {
-                            let _ = heap.release(self.ep.att.me, block);
-                            Err(e)
-                        }
-                    };
+                    return self.ep.message(block, tag, from).map(Some);
                 }
                 Received::Control {
                     control: Control::Connect,
                     participant,
                 } => {
                     if let Ok(p) = heap.accept(self.ep.att.me, participant, self.ep.waker()) {
-                        let id = self.peer_of(p.slot);
+                        let id = self.ep.peer_of(p.slot);
                         self.lock_clients().insert(id, participant);
                         self.event(ServerEvent::Connected(id));
                     }

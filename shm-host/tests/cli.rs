@@ -53,7 +53,21 @@ impl Serve {
 }
 
 impl Drop for Serve {
+    /// Stops `serve` the way a user would (SIGTERM: it removes its segment), killing it
+    /// only if it does not stop.
     fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: sending SIGTERM to our own child process.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

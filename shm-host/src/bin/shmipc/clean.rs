@@ -11,7 +11,7 @@ pub struct Args {
     #[arg(long)]
     pub dry_run: bool,
     /// Also remove segments that are not readable regions (not formatted, or made by an
-    /// incompatible version).
+    /// incompatible version) and segments where no process has registered yet.
     #[arg(long)]
     pub force: bool,
 }
@@ -47,7 +47,13 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 if st.running && system.is_alive(st.id) && !alive.contains(&st.id.pid) {
                     alive.push(st.id.pid);
                 }
-                if alive.is_empty() {
+                if total == 0 && !st.running && !args.force {
+                    // Nobody registered yet: most likely a server is creating it right now.
+                    println!(
+                        "kept {name}: no process registered (being created?); --force removes it"
+                    );
+                    None
+                } else if alive.is_empty() {
                     Some(format!("{total} registered processes, all dead"))
                 } else {
                     println!("kept {name}: live processes {alive:?}");

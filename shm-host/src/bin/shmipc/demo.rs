@@ -101,7 +101,9 @@ pub fn run_client(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("hello {}", client.id());
     client.wait_connected(Duration::from_secs(10))?;
     let sizes = sizes(args.max_size);
-    let mut rtts = Vec::with_capacity(args.messages as usize);
+    // Latency samples, bounded: the victim of the demo streams without end.
+    const MAX_SAMPLES: usize = 1 << 20;
+    let mut rtts = Vec::with_capacity((args.messages as usize).min(MAX_SAMPLES));
     let mut bytes = 0u64;
     for seq in 0..args.messages {
         let size = sizes[seq as usize % sizes.len()];
@@ -114,7 +116,9 @@ pub fn run_client(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
         let reply = client
             .recv_timeout(Duration::from_secs(10))?
             .ok_or("no echo within 10 s")?;
-        rtts.push(t.elapsed());
+        if rtts.len() < MAX_SAMPLES {
+            rtts.push(t.elapsed());
+        }
         if reply.tag != seq || reply.buffer.len() != size || sample_sum(&reply.buffer) != sum {
             return Err(format!("echo {seq} corrupted").into());
         }
@@ -162,11 +166,22 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         human_bytes(baseline)
     );
     let exe = std::env::current_exe()?;
+    let victim = if args.no_kill || args.clients < 2 {
+        None
+    } else {
+        Some(1usize)
+    };
     let mut procs = Vec::new();
-    for _ in 0..args.clients {
+    for i in 0..args.clients as usize {
+        // The victim streams without end, so it is surely mid-stream when it is killed.
+        let messages = if Some(i) == victim {
+            u32::MAX
+        } else {
+            args.messages
+        };
         let mut child = Command::new(&exe)
             .args(["demo-client", "--name", &name])
-            .args(["--messages", &args.messages.to_string()])
+            .args(["--messages", &messages.to_string()])
             .args(["--max-size", &args.max_size.to_string()])
             .stdout(Stdio::piped())
             .spawn()?;
@@ -224,24 +239,27 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
 
-        let total = u64::from(args.clients) * u64::from(args.messages);
         let started = Instant::now();
         let mut last_print = Instant::now();
-        let victim = if args.no_kill || args.clients < 2 {
-            None
-        } else {
-            Some(1usize)
-        };
+        let mut killed_at = None;
         loop {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
             let done = echoed.load(Ordering::Relaxed);
             if let Some(v) = victim {
-                if !procs[v].killed && done >= total / 4 {
+                let victim_done = procs[v].id.map_or(0, |id| {
+                    per_client
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&id)
+                        .map_or(0, |c| c.0)
+                });
+                if !procs[v].killed && victim_done >= u64::from(args.messages / 4).max(1) {
                     let before = server.available_bytes()?;
                     let pid = procs[v].child.id();
                     procs[v].child.kill()?; // SIGKILL on Unix, TerminateProcess on Windows
                     procs[v].child.wait()?;
                     procs[v].killed = true;
+                    killed_at = Some(Instant::now());
                     println!(
                         "killed client {v} (pid {pid}) mid-stream; free memory now {}",
                         human_bytes(before)
@@ -281,7 +299,19 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             if !running && (victim.is_none() || victim_report.is_some()) {
                 break;
             }
+            // The heartbeat notices a death within a few intervals; a minute is a failure.
+            if killed_at
+                .is_some_and(|t| victim_report.is_none() && t.elapsed() > Duration::from_secs(60))
+            {
+                stop.store(true, Ordering::Relaxed);
+                return Err("the server did not notice the killed client within a minute".into());
+            }
+            if !running && victim.is_some() && killed_at.is_none() {
+                stop.store(true, Ordering::Relaxed);
+                return Err("every client finished before one could be killed".into());
+            }
             if started.elapsed() > Duration::from_secs(300) {
+                stop.store(true, Ordering::Relaxed);
                 return Err("demo did not finish within 5 minutes".into());
             }
         }
