@@ -10,9 +10,9 @@
 //! use std::time::Duration;
 //! use shm_host::{Client, ClientOptions, Server, ServerOptions};
 //! # // Off QNX, the same code type-checks against the host's own system.
-//! # #[cfg(not(target_os = "nto"))]
+//! # #[cfg(not(any(target_os = "nto", target_os = "qnx")))]
 //! # use shm_host::NativeSystem as QnxSystem;
-//! # #[cfg(target_os = "nto")]
+//! # #[cfg(any(target_os = "nto", target_os = "qnx"))]
 //! use shm_qnx::QnxSystem;
 //!
 //! let opts = ServerOptions { size: 1 << 20, ..ServerOptions::default() };
@@ -72,21 +72,22 @@
 //!
 //! # On other operating systems
 //!
-//! `QnxSystem` exists only when compiling for QNX (`target_os = "nto"`). Elsewhere the
+//! `QnxSystem` exists only when compiling for QNX (`target_os = "nto"`, and `"qnx"` for QNX 8 on newer compilers). Elsewhere the
 //! crate builds the OS-independent parts only, so that they are tested on Linux: the
 //! `procfs_info` layout and the `DCMD_PROC_INFO` command number, the start-time tag and
 //! the liveness verdict ([`process`]), the polled wait (`shm_host::support`), and the `shm_ctl`
 //! flags and the listing ([`segment`]). The QNX-only parts are type-checked with
-//! `cargo +nightly check -Zbuild-std --target x86_64-pc-nto-qnx710 -p shm-qnx` (and
-//! `--target aarch64-unknown-nto-qnx800`).
+//! `cargo +nightly-2026-10-29 check -Zbuild-std --target x86_64-pc-nto-qnx710 -p shm-qnx`
+//! (QNX 7.1) and `--target aarch64-unknown-qnx` (QNX 8.0; called
+//! `aarch64-unknown-nto-qnx800` by older nightlies).
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod process;
 pub mod segment;
 
-#[cfg(target_os = "nto")]
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
 mod system;
 
-#[cfg(target_os = "nto")]
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
 pub use system::QnxSystem;

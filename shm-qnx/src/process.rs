@@ -20,7 +20,7 @@ use shm_core::ProcessId;
 /// `_NTO_PF_ZOMBIE` from `<sys/neutrino.h>`: the process has exited and waits to be reaped.
 pub const PF_ZOMBIE: u32 = 0x0000_0008;
 
-#[cfg(target_os = "nto")]
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
 const _: () = assert!(PF_ZOMBIE == libc::_NTO_PF_ZOMBIE);
 
 /// `procfs_info` (`debug_process_t` in `<sys/debug.h>`, QNX 7.0 and later, 64-bit): what
@@ -156,7 +156,7 @@ fn plausible(id: ProcessId) -> bool {
 
 /// The calling process. The tag is computed once per process; a forked child (new pid)
 /// computes its own.
-#[cfg(target_os = "nto")]
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
 pub fn current() -> ProcessId {
     use std::sync::OnceLock;
     /// Our tag if our own record cannot be read. That does not happen in practice (the
@@ -182,7 +182,7 @@ pub fn current() -> ProcessId {
 /// Whether `id` names a running, non-zombie process with the same start time. A process
 /// that is terminating (`_NTO_PF_TERMING`) still counts as alive until it is a zombie: its
 /// threads may still be inside an operation on the region.
-#[cfg(target_os = "nto")]
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
 pub fn is_alive(id: ProcessId) -> bool {
     if !plausible(id) {
         return false;
@@ -191,7 +191,7 @@ pub fn is_alive(id: ProcessId) -> bool {
 }
 
 /// The QNX system calls.
-#[cfg(target_os = "nto")]
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
 mod sys {
     use std::ffi::CString;
 

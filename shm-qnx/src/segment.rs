@@ -46,7 +46,7 @@ pub const SHM_DIR: &str = "/dev/shmem";
 
 /// Creating a segment: `shm_open(O_CREAT | O_EXCL)`, `shm_ctl`, then `mmap`, through
 /// [`PosixMapping::create_sized`](shm_host::posix::PosixMapping::create_sized).
-#[cfg(target_os = "nto")]
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
 pub(crate) mod sys {
     use std::os::fd::{AsRawFd, BorrowedFd};
 
