@@ -39,10 +39,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-#[cfg(any(test, feature = "testkit"))]
+#[cfg(feature = "testkit")]
 extern crate alloc;
-#[cfg(test)]
-extern crate std;
 
 pub mod block;
 pub mod doorbell;
