@@ -31,8 +31,9 @@
 //!   them all in a random order; [`W4_BURSTS`] bursts.
 //!
 //! An allocation that fails is counted and reported, never a panic; a later `Free` of the
-//! same id is then skipped. For shm-core, any error other than `OutOfMemory` is reported
-//! with the op index, and [`Heap::check`] runs (untimed) after every latency replay.
+//! same id is then skipped. For shm-core, any error other than `OutOfMemory` (or `TooLarge`,
+//! which only the fragmentation probe provokes) is reported with the op index, and
+//! [`Heap::check`] runs (untimed) after every latency replay.
 //!
 //! # Running
 //!
@@ -42,9 +43,9 @@
 //! cargo bench -p shm-tests --bench allocators -- W1                        # one criterion group
 //! ```
 //!
-//! A full run takes about 4.5 minutes on 2 cores (one minute of latency pass, then
-//! criterion); most of it is linked_list_allocator and shm-core on W4, whose frees walk an
-//! address-ordered free list. Without `--bench` on the command line
+//! A full run takes about 4.5 minutes on 2 cores (one minute of latency pass and
+//! fragmentation probe, then criterion); most of it is linked_list_allocator and shm-core
+//! on W4, whose frees walk an address-ordered free list. Without `--bench` on the command line
 //! (`cargo test -p shm-tests --benches`) every workload is shrunk to a smoke test that runs
 //! in a few seconds.
 //!
@@ -58,7 +59,29 @@
 //!    (measured and printed above the table, about 20 ns here). `failed allocs` counts
 //!    failed allocations (0 unless an allocator genuinely runs out of memory); failed frees
 //!    and unexpected errors are listed under the table.
-//! 2. **Criterion**: one group per workload, one function per allocator, `iter_custom`
+//! 2. **Fragmentation table** (printed after the latency table, appended to the same file),
+//!    for the workloads that end with live blocks (W1 and W2) and every region allocator
+//!    (not `system`). Each allocator replays the workload's setup and timed ops once more,
+//!    untimed, on a fresh instance, and is then probed with requests that are multiples of
+//!    16 B: `largest` is the largest payload `alloc` accepts (binary search from 16 B to
+//!    the region size, every successful probe freed at once); then a greedy fill
+//!    allocates the largest acceptable size again and again, keeping each block, until
+//!    not even 16 B fit (each round's search starts at the previous round's result, since
+//!    that only shrinks). `largest / fill` is `largest` over the fill's sum: 1.0 means no
+//!    fragmentation, and the measure depends on nothing but `alloc` succeeding, so it is
+//!    the same for every allocator. It includes the allocator's own size rounding: TLSF
+//!    (rlsf) serves a request only from a size class wholly above it, so its `largest`
+//!    can be up to 1/32 below its largest free block even on an empty heap. Under the
+//!    table, shm-core's own view ([`Heap::stats`]: largest free block, free bytes, free
+//!    blocks, whole blocks with headers) before the probe and after the fill cross-checks
+//!    it: `largest` should equal the largest request, and fill + one header per fill
+//!    block + what is left free should equal the free bytes. Before the probe, shm-core's
+//!    owner array is grown (if needed) to a cell for every live and free block, so the
+//!    fill cannot stop early on a failed array move; the table says when that happened.
+//!    A line per allocator goes to stderr. The probes take about 2.5 s in all, mostly
+//!    the free-list walkers on W1 (linked_list_allocator about 1.4 s, shm-core 0.7 s;
+//!    rlsf and talc a few ms).
+//! 3. **Criterion**: one group per workload, one function per allocator, `iter_custom`
 //!    timing only the timed part of the replay (W1/W2's fill and each run's
 //!    initialisation are excluded). `Throughput::Elements` is the number of timed ops, so
 //!    criterion's `thrpt` is ops per second, and ns/op = time / ops = 1e3 / (Melem/s).
@@ -72,6 +95,7 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use shm_core::layout::MAX_CELLS;
 use shm_core::{Error, Heap, HeapConfig, Offset, ProcSlot, Region, SpinPlatform};
 
 /// Size of the one region every allocator works in.
@@ -181,6 +205,8 @@ struct Workload {
     ops: Vec<Op>,
     /// Size of the live-block table (largest id + 1).
     slots: usize,
+    /// Whether the fragmentation table probes the heap this workload leaves behind.
+    probe_fragmentation: bool,
 }
 
 /// Sizes of the workloads: full for `cargo bench`, tiny for `cargo test --benches`.
@@ -244,6 +270,7 @@ fn churn(name: &'static str, seed: u64, live: u32, lo: u32, hi: u32, steps: u32)
         setup,
         ops,
         slots: live as usize,
+        probe_fragmentation: true,
     }
 }
 
@@ -260,6 +287,7 @@ fn lifo(blocks: u32, rounds: u32) -> Workload {
         setup: Vec::new(),
         ops,
         slots: blocks as usize,
+        probe_fragmentation: false,
     }
 }
 
@@ -294,6 +322,7 @@ fn bursts(seed: u64, target: u64, bursts: u32) -> Workload {
         setup: Vec::new(),
         ops,
         slots,
+        probe_fragmentation: false,
     }
 }
 
@@ -338,11 +367,37 @@ trait BenchAlloc {
     fn check(&mut self) -> Result<(), String> {
         Ok(())
     }
+    /// Gets ready for the fragmentation probe, which may allocate about one block per
+    /// free block the allocator has. Returns what it did, if anything, for the table.
+    fn prepare_probe(&mut self) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    /// The allocator's own account of its free memory, if it keeps one (to cross-check
+    /// the fragmentation probe).
+    fn own_view(&mut self) -> Result<Option<OwnView>, String> {
+        Ok(None)
+    }
     /// Called once after every replay with the blocks still live. The region
     /// allocators are simply re-initialised next time; the system allocator frees them.
     fn release_all(&mut self, live: &mut dyn Iterator<Item = Handle>) {
         let _ = live;
     }
+}
+
+/// An allocator's own account of its free memory ([`HeapStats`](shm_core::HeapStats) for
+/// shm-core), next to which the fragmentation probe's figures are printed.
+#[derive(Clone, Copy, Debug)]
+struct OwnView {
+    /// Largest free block, header included.
+    largest_free_block: u32,
+    /// Largest request that would succeed now (payload bytes).
+    largest_alloc: u32,
+    /// Bytes in free blocks, headers included.
+    free_bytes: u32,
+    /// Number of free blocks.
+    free_blocks: u32,
+    /// Bytes of header in front of every payload.
+    header_bytes: u32,
 }
 
 /// One allocator family: its name and how to make a fresh instance over the arena.
@@ -395,7 +450,9 @@ impl BenchAlloc for ShmCoreAlloc<'_> {
                 raw: off.get() as usize,
                 size,
             }),
-            Err(Error::OutOfMemory { .. }) => None,
+            // `TooLarge` (more than the region could ever hold) only comes from the
+            // fragmentation probe's first, oversized requests.
+            Err(Error::OutOfMemory { .. } | Error::TooLarge { .. }) => None,
             Err(e) => {
                 self.error = Some(e);
                 None
@@ -423,6 +480,49 @@ impl BenchAlloc for ShmCoreAlloc<'_> {
             .check()
             .map(|_| ())
             .map_err(|e| format!("Heap::check: {e:?}"))
+    }
+
+    /// Grows the owner array to hold a cell for every live block, every free block and a
+    /// margin: one per block of the greedy fill (each round takes one whole free block), so
+    /// no array move is needed halfway. A move allocates from the high end and fails once
+    /// the fill has taken every large block, which would end the fill early (seen in the
+    /// smoke run: 12 of 162 free blocks filled). When the array already has room this does
+    /// nothing; otherwise the heap the probe sees differs from the replay's by one move.
+    fn prepare_probe(&mut self) -> Result<Option<String>, String> {
+        let s = self
+            .heap
+            .stats()
+            .map_err(|e| format!("Heap::stats: {e:?}"))?;
+        let me = self
+            .heap
+            .process(self.me)
+            .map_err(|e| format!("Heap::process: {e:?}"))?;
+        let want = (me.blocks + s.free_blocks + PROBE_CELL_MARGIN).min(MAX_CELLS);
+        if want <= me.cell_capacity {
+            return Ok(None);
+        }
+        let cap = self
+            .heap
+            .reserve_cells(self.me, want)
+            .map_err(|e| format!("Heap::reserve_cells({want}): {e:?}"))?;
+        Ok(Some(format!(
+            "owner array grown from {} to {cap} cells before the probe",
+            me.cell_capacity
+        )))
+    }
+
+    fn own_view(&mut self) -> Result<Option<OwnView>, String> {
+        let s = self
+            .heap
+            .stats()
+            .map_err(|e| format!("Heap::stats: {e:?}"))?;
+        Ok(Some(OwnView {
+            largest_free_block: s.largest_free_block,
+            largest_alloc: s.largest_alloc,
+            free_bytes: s.free_bytes,
+            free_blocks: s.free_blocks,
+            header_bytes: self.heap.block_header_size(),
+        }))
     }
 }
 
@@ -857,6 +957,318 @@ fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
     out
 }
 
+// ----- fragmentation probe --------------------------------------------------------------------
+
+/// Granularity of the probe's requests: every probed size is a multiple of [`ALIGN`].
+const PROBE_STEP: u32 = ALIGN as u32;
+/// shm-core: owner cells reserved beyond live + free blocks before the probe.
+const PROBE_CELL_MARGIN: u32 = 16;
+
+/// Asks an allocator which sizes it can serve right now, leaving it as it was.
+struct Prober<'p, A> {
+    a: &'p mut A,
+    /// Allocator calls made so far (allocations, successful or not).
+    probes: u64,
+    /// First few unexpected errors.
+    errors: Vec<String>,
+}
+
+impl<A: BenchAlloc> Prober<'_, A> {
+    fn note(&mut self, what: String) {
+        if self.errors.len() < 8 {
+            self.errors.push(what);
+        }
+    }
+
+    /// Whether `alloc(size)` succeeds now; a block it gets is freed at once.
+    fn fits(&mut self, size: u32) -> bool {
+        self.probes += 1;
+        match self.a.alloc(size) {
+            Some(h) => {
+                if !self.a.free(h) {
+                    let e = self.a.take_error().unwrap_or_else(|| "free failed".into());
+                    self.note(format!("probe free of {size} B: {e}"));
+                }
+                true
+            }
+            None => {
+                if let Some(e) = self.a.take_error() {
+                    self.note(format!("probe alloc of {size} B: {e}"));
+                }
+                false
+            }
+        }
+    }
+
+    /// The largest `n` in `1..=hi` for which `alloc(n * PROBE_STEP)` succeeds, by binary
+    /// search; `None` if not even `PROBE_STEP` bytes fit. Assumes success is monotone in
+    /// the size, as it is for every allocator here. Tries `hi` first: in a greedy fill the
+    /// previous round's size often fits again, and then one call settles the round.
+    fn largest_fit(&mut self, hi: u32) -> Option<u32> {
+        if hi == 0 {
+            return None;
+        }
+        if self.fits(hi * PROBE_STEP) {
+            return Some(hi);
+        }
+        if hi == 1 || !self.fits(PROBE_STEP) {
+            return None;
+        }
+        // Invariant: `lo` fits, nothing above `hi` does.
+        let (mut lo, mut hi) = (1, hi - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.fits(mid * PROBE_STEP) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Some(lo)
+    }
+}
+
+/// What the probe found (all sizes are payload bytes).
+struct Probe {
+    /// Largest allocatable block.
+    largest: u64,
+    /// Sum of the greedy fill's blocks.
+    fill: u64,
+    /// The greedy fill's blocks, still allocated.
+    kept: Vec<Handle>,
+    /// Allocator calls the probe made.
+    probes: u64,
+    errors: Vec<String>,
+}
+
+/// Finds the largest allocatable block of `a`, then fills `a` greedily with the largest
+/// allocatable block until not even [`PROBE_STEP`] bytes fit. The fill's blocks stay
+/// allocated (in [`Probe::kept`]) for the caller to release.
+fn probe<A: BenchAlloc>(a: &mut A) -> Probe {
+    let mut p = Prober {
+        a,
+        probes: 0,
+        errors: Vec::new(),
+    };
+    let top = u32::try_from(REGION_BYTES).unwrap_or(u32::MAX) / PROBE_STEP;
+    let largest = p.largest_fit(top).unwrap_or(0);
+    let mut kept = Vec::new();
+    let mut fill = 0u64;
+    // The largest allocatable size only shrinks as the fill goes on, so each round's
+    // search starts below the previous round's result.
+    let mut hi = largest;
+    while let Some(n) = p.largest_fit(hi) {
+        let size = n * PROBE_STEP;
+        match p.a.alloc(size) {
+            Some(h) => {
+                kept.push(h);
+                fill += u64::from(size);
+                hi = n;
+            }
+            None => {
+                let e = p.a.take_error().unwrap_or_else(|| "out of memory".into());
+                p.note(format!("fill: {size} B fitted, then failed: {e}"));
+                break;
+            }
+        }
+    }
+    Probe {
+        largest: u64::from(largest * PROBE_STEP),
+        fill,
+        kept,
+        probes: p.probes,
+        errors: p.errors,
+    }
+}
+
+/// One row of the fragmentation table.
+struct FragRow {
+    workload: &'static str,
+    allocator: &'static str,
+    /// Largest allocatable block (payload bytes).
+    largest: u64,
+    /// Sum of the greedy fill (payload bytes).
+    fill: u64,
+    /// Blocks in the greedy fill.
+    blocks: usize,
+    /// The allocator's own view before the probe and after the fill.
+    before: Option<OwnView>,
+    after: Option<OwnView>,
+    /// What [`BenchAlloc::prepare_probe`] did, if anything.
+    prepared: Option<String>,
+    tally: Tally,
+}
+
+/// Replays `w`'s setup and timed ops (untimed) on a fresh allocator, then probes it.
+fn frag_row<C: Contender>(arena: &mut Arena, w: &Workload) -> FragRow {
+    let started = Instant::now();
+    let mut slots = vec![None; w.slots];
+    let mut tally = Tally::default();
+    let mut lat = Vec::new();
+    let mut a = C::init(arena);
+    replay::<_, false>(&mut a, &w.setup, &mut slots, &mut tally, &mut lat, "setup");
+    replay::<_, false>(&mut a, &w.ops, &mut slots, &mut tally, &mut lat, "ops");
+    let prepared = match a.prepare_probe() {
+        Ok(note) => note,
+        Err(e) => {
+            tally.errors.push(format!("before the probe: {e}"));
+            None
+        }
+    };
+    let before = own_view(&mut a, &mut tally, "before the probe");
+    let mut p = probe(&mut a);
+    let after = own_view(&mut a, &mut tally, "after the fill");
+    if let Err(e) = a.check() {
+        tally.errors.push(format!("after the fill: {e}"));
+    }
+    tally.errors.extend(p.errors.iter().cloned());
+    let blocks = p.kept.len();
+    a.release_all(
+        &mut slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(p.kept.drain(..)),
+    );
+    eprintln!(
+        "fragmentation: {} / {}: largest {:.1} KiB, greedy fill {:.1} KiB in {blocks} blocks, \
+         {} probes, {:.2?}",
+        w.name,
+        C::NAME,
+        kib(p.largest),
+        kib(p.fill),
+        p.probes,
+        started.elapsed()
+    );
+    FragRow {
+        workload: w.name,
+        allocator: C::NAME,
+        largest: p.largest,
+        fill: p.fill,
+        blocks,
+        before,
+        after,
+        prepared,
+        tally,
+    }
+}
+
+/// `a`'s own view, an error noted in `tally` (with `when`) rather than returned.
+fn own_view<A: BenchAlloc>(a: &mut A, tally: &mut Tally, when: &str) -> Option<OwnView> {
+    a.own_view().unwrap_or_else(|e| {
+        tally.errors.push(format!("{when}: {e}"));
+        None
+    })
+}
+
+fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// The fragmentation table (Markdown) for the workloads marked for it; empty if none is.
+fn fragmentation_table(arena: &mut Arena, ws: &[Workload]) -> String {
+    let mut rows = Vec::new();
+    for w in ws.iter().filter(|w| w.probe_fragmentation) {
+        rows.push(frag_row::<ShmCore>(arena, w));
+        rows.push(frag_row::<Rlsf>(arena, w));
+        rows.push(frag_row::<LinkedList>(arena, w));
+        rows.push(frag_row::<Talc>(arena, w));
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Fragmentation at the end of W1/W2: largest allocatable block / sum of a greedy fill \
+         of largest allocatable blocks (payload bytes); 1.0 = no fragmentation. Each \
+         allocator replays the workload's setup and timed ops once more (untimed), then is \
+         probed with requests in multiples of {PROBE_STEP} B: `largest` by binary search, \
+         then the fill takes the largest allocatable block again and again until not even \
+         {PROBE_STEP} B fit."
+    );
+    out.push('\n');
+    out.push_str(
+        "| workload | allocator | largest KiB | greedy fill KiB | fill blocks | largest / fill |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|\n");
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {} | {:.3} |",
+            r.workload,
+            r.allocator,
+            kib(r.largest),
+            kib(r.fill),
+            r.blocks,
+            ratio(r.largest, r.fill)
+        );
+    }
+    let mut views = String::new();
+    for r in &rows {
+        let (Some(b), Some(a)) = (r.before, r.after) else {
+            continue;
+        };
+        let headers = r.blocks as u64 * u64::from(b.header_bytes);
+        let _ = writeln!(
+            views,
+            "- {} / {}: before the probe, largest free block {:.1} KiB (largest request \
+             {:.1} KiB), {:.1} KiB free in {} blocks, largest / free {:.3}; after the fill, \
+             {:.1} KiB free in {} blocks. Fill + {} headers of {} B + left free = {:.1} KiB.",
+            r.workload,
+            r.allocator,
+            kib(b.largest_free_block.into()),
+            kib(b.largest_alloc.into()),
+            kib(b.free_bytes.into()),
+            b.free_blocks,
+            ratio(b.largest_free_block.into(), b.free_bytes.into()),
+            kib(a.free_bytes.into()),
+            a.free_blocks,
+            r.blocks,
+            b.header_bytes,
+            kib(r.fill + headers + u64::from(a.free_bytes))
+        );
+    }
+    for r in &rows {
+        if let Some(note) = &r.prepared {
+            let _ = writeln!(views, "- {} / {}: {note}.", r.workload, r.allocator);
+        }
+    }
+    if !views.is_empty() {
+        out.push_str(
+            "\nOwn view (shm-core: `Heap::stats`, whole blocks, headers included), to \
+             cross-check the probe:\n\n",
+        );
+        out.push_str(&views);
+    }
+    let mut problems = String::new();
+    for r in &rows {
+        let t = &r.tally;
+        if t.failed_allocs != 0 || t.failed_frees != 0 || !t.errors.is_empty() {
+            let _ = writeln!(
+                problems,
+                "- {} / {}: {} failed allocs, {} failed frees in the replay",
+                r.workload, r.allocator, t.failed_allocs, t.failed_frees
+            );
+            for e in &t.errors {
+                let _ = writeln!(problems, "  - {e}");
+            }
+        }
+    }
+    if !problems.is_empty() {
+        out.push_str("\nErrors:\n\n");
+        out.push_str(&problems);
+    }
+    out
+}
+
 // ----- criterion ------------------------------------------------------------------------------
 
 fn bench_one<C: Contender>(
@@ -916,8 +1328,14 @@ fn main() {
     let mut arena = Arena::new(REGION_BYTES);
     let ws = workloads(params);
 
-    let table = latency_table(&mut arena, &ws);
+    let mut table = latency_table(&mut arena, &ws);
     println!("\n{table}");
+    let frag = fragmentation_table(&mut arena, &ws);
+    if !frag.is_empty() {
+        println!("{frag}");
+        table.push('\n');
+        table.push_str(&frag);
+    }
     let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let path = tmp.parent().unwrap_or(tmp).join("allocators-latency.md");
     match std::fs::write(&path, &table) {
