@@ -69,9 +69,9 @@ fn main() {
         std::fs::write(ops_dir.join(format!("seed-{i}")), s).unwrap();
     }
     for (i, (len, align, ops)) in [
-        (4096, 16, 4),
+        (6144, 16, 4),
         (16384, 16, 40),
-        (8192, 64, 20),
+        (12288, 64, 20),
         (32768, 8, 120),
     ]
     .into_iter()

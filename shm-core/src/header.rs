@@ -2,6 +2,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use crate::heap::index::FreeIndex;
 use crate::journal::{JournalEntries, JournalHead};
 use crate::lock::LockWord;
 use crate::protocol::ServerInfo;
@@ -20,16 +21,16 @@ pub struct RangeDesc {
 /// Allocator state and statistics.
 ///
 /// Invariants (checked by [`Heap::check`](crate::Heap::check)):
-/// - `free_head` is 0 or the first block of an address-ordered free list;
-/// - `free_bytes` and `free_blocks` are the sum of sizes and the number of blocks on it;
+/// - `free_bytes` and `free_blocks` are the sum of sizes and the number of free blocks;
 /// - `min_free_bytes <= free_bytes`;
 /// - `used_blocks` counts used blocks other than end markers;
 /// - `proc_count` counts the non-zero entries of the process table.
 #[repr(C)]
 #[derive(Debug)]
 pub struct HeapState {
-    /// Offset of the first free block, 0 when none.
-    pub free_head: AtomicU32,
+    /// Reserved, zero (the free-list head of format 1; the free blocks are now found
+    /// through [`RegionHeader::index`]).
+    pub reserved0: AtomicU32,
     /// Bytes in all blocks (header included), end markers excluded. Fixed at format time.
     pub heap_bytes: AtomicU32,
     /// Bytes in free blocks (headers included).
@@ -111,9 +112,11 @@ pub struct RegionHeader {
     pub server: ServerInfo,
     /// The undo journal's entries (its length is in `journal`).
     pub journal_entries: JournalEntries,
+    /// The size-class index over the free blocks.
+    pub index: FreeIndex,
 }
 
-// SAFETY: repr(C), only atomics (LockWord and Journal are ShmSafe themselves), no padding
+// SAFETY: repr(C), only atomics (LockWord, Journal and FreeIndex are ShmSafe themselves), no padding
 // (the layout assertions pin every offset).
 unsafe impl ShmSafe for RegionHeader {}
 

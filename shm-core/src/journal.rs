@@ -12,7 +12,9 @@
 //!
 //! Words in memory that no live structure reaches yet (the payload of a free block being
 //! turned into a new owner table) are written with [`Tx::set_fresh`], unlogged: if the
-//! operation is undone they are unreachable again.
+//! operation is undone they are unreachable again. That holds only for memory that was
+//! free when the operation began: once an operation has freed a block, undoing it brings
+//! that block back to life, so from then on "fresh" words are journaled like any other.
 
 use core::sync::atomic::{
     AtomicU32,
@@ -106,10 +108,13 @@ pub(crate) struct Tx<'a, 'm> {
     region: &'a Region<'m>,
     journal: Journal<'m>,
     len: u32,
-    /// Words journaled so far, as a filter: bit `(offset / 4) % 64`. A clear bit proves the
+    /// Words journaled so far, as a filter: one bit per word, chosen by a hash of its
+    /// offset. A clear bit proves the
     /// word is not in the journal yet; a set bit means "maybe", checked by a scan. Most
     /// writes go to words never written before in the operation, so most skip the scan.
     seen: u64,
+    /// False once the operation has freed memory (see the module documentation).
+    fresh_unlogged: bool,
     faults: &'a FaultInjector,
 }
 
@@ -127,6 +132,7 @@ impl<'a, 'm> Tx<'a, 'm> {
             journal,
             len: 0,
             seen: 0,
+            fresh_unlogged: true,
             faults,
         }
     }
@@ -135,7 +141,9 @@ impl<'a, 'm> Tx<'a, 'm> {
     #[inline]
     pub(crate) fn set(&mut self, word: &AtomicU32, value: u32) -> Result<(), Error> {
         let offset = self.region.offset_of(word)?;
-        let bit = 1u64 << ((offset / 4) % 64);
+        // Fibonacci hashing spreads the words of one block header (consecutive offsets)
+        // and headers a power of two apart over different bits.
+        let bit = 1u64 << ((offset / 4).wrapping_mul(0x9E37_79B9) >> 26);
         let logged = self.seen & bit != 0
             && self.journal.entries[..self.len as usize]
                 .iter()
@@ -159,12 +167,23 @@ impl<'a, 'm> Tx<'a, 'm> {
         Ok(())
     }
 
-    /// Writes a word that no live structure reaches yet; not journaled.
+    /// Writes a word in memory that was free when the operation began and that no live
+    /// structure reaches yet; not journaled, unless the operation has freed memory.
     #[inline]
     pub(crate) fn set_fresh(&mut self, word: &AtomicU32, value: u32) -> Result<(), Error> {
+        if !self.fresh_unlogged {
+            return self.set(word, value);
+        }
         self.faults.step()?;
         word.store(value, Relaxed);
         Ok(())
+    }
+
+    /// Records that the operation frees memory: from now on "fresh" words are journaled,
+    /// since an undo would make the freed block live again.
+    #[inline]
+    pub(crate) fn freeing(&mut self) {
+        self.fresh_unlogged = false;
     }
 
     /// Makes the operation permanent. Returns how many words it journaled.

@@ -10,6 +10,7 @@ use core::mem::{offset_of, size_of};
 use crate::block::BlockHeader;
 use crate::doorbell::Doorbell;
 use crate::header::{HeapState, RangeDesc, RegionHeader};
+use crate::heap::index::{FreeIndex, FL_COUNT, SL_COUNT};
 use crate::journal::{JournalEntries, JournalEntry, JournalHead};
 use crate::lock::LockWord;
 use crate::owners::{OwnerCell, ProcessRecord};
@@ -23,7 +24,7 @@ pub const MAGIC: [u32; 2] = [
 ];
 
 /// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Most disjoint ranges one region may span.
 pub const MAX_RANGES: usize = 8;
@@ -101,7 +102,13 @@ const _: () = {
     assert!(offset_of!(RegionHeader, heap) == 192);
     assert!(offset_of!(RegionHeader, server) == 256);
     assert!(offset_of!(RegionHeader, journal_entries) == 384);
-    assert!(size_of::<RegionHeader>() == 384 + size_of::<JournalEntries>());
+    assert!(offset_of!(RegionHeader, index) == 384 + size_of::<JournalEntries>());
+    assert!(size_of::<RegionHeader>() == offset_of!(RegionHeader, index) + size_of::<FreeIndex>());
+    assert!(offset_of!(RegionHeader, index) % 64 == 0);
+    assert!(offset_of!(FreeIndex, fl_bitmap) == 0);
+    assert!(offset_of!(FreeIndex, sl_bitmap) == 4);
+    assert!(offset_of!(FreeIndex, heads) == 128);
+    assert!(size_of::<FreeIndex>() == 128 + 4 * FL_COUNT * SL_COUNT);
     assert!(size_of::<RegionHeader>() % 16 == 0);
     assert!(size_of::<ServerInfo>() == 128);
     assert!(offset_of!(ServerInfo, state) == 0);
@@ -154,6 +161,10 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     offset_of!(RegionHeader, publish),
     offset_of!(RegionHeader, server),
     offset_of!(RegionHeader, journal_entries),
+    offset_of!(RegionHeader, index),
+    size_of::<FreeIndex>(),
+    FL_COUNT,
+    SL_COUNT,
     size_of::<ServerInfo>(),
     size_of::<Participant>(),
     size_of::<Doorbell>(),

@@ -245,11 +245,14 @@ fn alloc_at_takes_exact_offsets() {
     f.heap.check().unwrap();
 }
 
-/// A reserve serves allocations even when the heap is otherwise full.
+/// A reserve serves allocations even when the heap is otherwise full. (Cutting a reserve
+/// in two needs a free owner cell; on a full heap the owner array cannot grow, so the
+/// process sizes it up front, as the `reserve_cells` documentation says.)
 #[test]
 fn reserve_works_on_a_full_heap() {
-    let f = Fixture::new(32 * 1024);
+    let f = Fixture::new(48 * 1024);
     let (a, _) = two_processes(&f);
+    f.heap.reserve_cells(a, 1024).unwrap();
     let r = f.heap.reserve(a, 1024).unwrap();
     // Fill the rest of the heap.
     while f.heap.try_alloc(a, 64).is_ok() {}
@@ -319,7 +322,7 @@ fn attach_refuses_incompatible_regions() {
         Err(Error::Attach(AttachError::SizeMismatch { .. }))
     ));
     assert_eq!(
-        attach(vec![0u8; 4096], &|_| {}),
+        attach(vec![0u8; 8192], &|_| {}),
         Err(Error::Attach(AttachError::BadMagic))
     );
     let text = Error::Attach(AttachError::Layout {
@@ -372,8 +375,9 @@ fn heap_spans_disjoint_ranges() {
     })
     .unwrap();
     assert!(widest <= 16 * 1024, "no block is wider than a range");
+    let header = std::mem::size_of::<shm_core::header::RegionHeader>() as u32;
     assert!(
-        first_range_free > 14 * 1024,
+        first_range_free > 16 * 1024 - header - 64,
         "range 0 holds the header and one free block"
     );
     // A request larger than the middle range but smaller than the others skips it.
@@ -536,7 +540,10 @@ fn corruption_is_reported_not_followed() {
         matches!(e, Error::Corrupted(c) if matches!(c.kind, CorruptionKind::BadFreeList | CorruptionKind::Cycle)),
         "{e}"
     );
-    assert!(f.heap.try_alloc(a, 100_000 / 8).is_err());
+    // Operations that follow the broken link report it and change nothing: listing the
+    // free blocks, and freeing y, which merges with x and so unlinks it.
+    assert!(f.heap.stats().is_err());
+    assert!(matches!(f.heap.free(a, y), Err(Error::Corrupted(_))));
     // SAFETY: restoring the word written above.
     unsafe { word(xb + 8).write(saved) };
     f.heap.check().unwrap();
@@ -547,4 +554,100 @@ fn corruption_is_reported_not_followed() {
     let e = f.heap.check().unwrap_err();
     assert!(matches!(e, Error::Corrupted(_)), "{e}");
     assert!(matches!(f.heap.free(a, y), Err(Error::BadOffset { .. })));
+}
+
+/// The size-class index: a request as large as the largest free block is served even
+/// though rounding it up to its class boundary finds nothing (the fallback scan of its own
+/// class), and a request one alignment step larger fails with `OutOfMemory`.
+#[test]
+fn requests_fitting_only_their_own_class_are_served() {
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let largest = f.heap.stats().unwrap().largest_alloc;
+    let (fl, _) = shm_core::heap::index::class_of(largest);
+    assert!(fl > 0, "the test needs a logarithmic class");
+    assert!(matches!(
+        f.heap.try_alloc(a, largest + 16),
+        Err(Error::OutOfMemory { .. })
+    ));
+    let x = f.heap.try_alloc(a, largest).unwrap();
+    assert_eq!(f.heap.stats().unwrap().free_blocks, 0);
+    f.heap.free(a, x).unwrap();
+    f.heap.check().unwrap();
+}
+
+/// `check` verifies the index against the blocks: a cleared bitmap bit, a list that lost
+/// its block, and a block listed in the wrong class are each reported; allocations that
+/// meet the damage return errors; restoring the word makes the heap whole again.
+#[test]
+fn index_damage_is_reported() {
+    use shm_core::heap::index::{class_of, FL_COUNT, SL_COUNT};
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    // Three used blocks with a free 1 KiB hole between the first two.
+    let x = f.heap.try_alloc(a, 64).unwrap();
+    let hole = f.heap.try_alloc(a, 1024).unwrap();
+    let _y = f.heap.try_alloc(a, 64).unwrap();
+    let hole_size = f.heap.block_len(hole).unwrap() + f.heap.block_header_size();
+    f.heap.free(a, hole).unwrap();
+    f.heap.check().unwrap();
+    let idx = &f.heap.header().index;
+    let (fl, sl) = class_of(hole_size);
+    let hole_block = hole.get() - f.heap.block_header_size();
+    assert_eq!(idx.heads[fl][sl].load(Relaxed), hole_block);
+
+    let expect = |want: &[CorruptionKind]| {
+        let e = f.heap.check().unwrap_err();
+        assert!(
+            matches!(e, Error::Corrupted(c) if want.contains(&c.kind)),
+            "{e} (wanted {want:?})"
+        );
+    };
+    // A bitmap bit cleared: the list is non-empty but unmarked.
+    let saved = idx.sl_bitmap[fl].load(Relaxed);
+    idx.sl_bitmap[fl].store(saved & !(1 << sl), Relaxed);
+    expect(&[CorruptionKind::BadFreeList]);
+    idx.sl_bitmap[fl].store(saved, Relaxed);
+    f.heap.check().unwrap();
+
+    // The list head emptied: the hole is free but on no list.
+    idx.heads[fl][sl].store(0, Relaxed);
+    expect(&[CorruptionKind::BadFreeList, CorruptionKind::LostFreeBlock]);
+    // A list head naming a used block is met by the next allocation searching that class
+    // (one whose block size is the class's smallest: 1024 bytes).
+    idx.heads[fl][sl].store(x.get() - f.heap.block_header_size(), Relaxed);
+    assert_eq!(class_of(1024), (fl, sl));
+    assert!(matches!(
+        f.heap.try_alloc(a, 1024 - f.heap.block_header_size()),
+        Err(Error::Corrupted(c)) if c.kind == CorruptionKind::BadFreeList
+    ));
+    idx.heads[fl][sl].store(hole_block, Relaxed);
+    f.heap.check().unwrap();
+
+    // The hole listed in another class.
+    let other = if sl + 1 < SL_COUNT {
+        (fl, sl + 1)
+    } else {
+        (fl + 1, 0)
+    };
+    assert!(other.0 < FL_COUNT);
+    idx.heads[fl][sl].store(0, Relaxed);
+    idx.heads[other.0][other.1].store(hole_block, Relaxed);
+    let bits = [
+        idx.sl_bitmap[fl].load(Relaxed),
+        idx.sl_bitmap[other.0].load(Relaxed),
+    ];
+    idx.sl_bitmap[fl].store(bits[0] & !(1 << sl), Relaxed);
+    idx.sl_bitmap[other.0].fetch_or(1 << other.1, Relaxed);
+    idx.fl_bitmap.fetch_or(1 << other.0, Relaxed);
+    expect(&[CorruptionKind::BadFreeList]);
+    idx.heads[other.0][other.1].store(0, Relaxed);
+    idx.sl_bitmap[other.0].store(bits[1], Relaxed);
+    idx.sl_bitmap[fl].store(bits[0], Relaxed);
+    idx.heads[fl][sl].store(hole_block, Relaxed);
+    if idx.sl_bitmap[other.0].load(Relaxed) == 0 {
+        idx.fl_bitmap.fetch_and(!(1 << other.0), Relaxed);
+    }
+    f.heap.check().unwrap();
 }

@@ -189,3 +189,20 @@ fn seed_images_attach() {
     let img = seed_image(12);
     assert!(hostile::run(&hostile::encode(&img, &[])) > 2);
 }
+
+/// Regression: `reserve` frees the old reserve and then carves the new one, possibly out
+/// of the same memory. A crash after the carve must leave the old reserve's bytes intact
+/// when the operation is undone, so the new headers written there must be journaled. (A
+/// crash injected into a `Reserve` right after others freed and reserved.)
+#[test]
+fn crash_in_reserve_keeps_the_old_reserve_intact() {
+    let bytes: Vec<u8> = vec![
+        63, 91, 0, 30, 0, 0, 1, 0, 16, 0, 0, 161, 0, 16, 0, 85, 97, 220, 152, 50, 224, 227, 99,
+        200, 210, 131, 112, 232, 18, 189, 206, 9, 233, 80, 118, 183, 224, 220, 102, 227, 54, 231,
+        167, 5, 166, 54, 22, 133, 246, 55, 3, 198, 69, 182, 158, 241, 155, 140, 235, 95, 125, 83,
+        210, 28, 95, 55, 89, 42, 62, 68, 72, 26, 62, 239, 203, 23, 174, 232, 139, 181, 79, 122,
+        222, 153, 200, 230, 207, 104, 163, 166, 184, 120, 176, 40, 227, 246, 243, 18, 143, 38, 79,
+        134, 109, 194, 51, 85, 143, 149, 208, 27, 135, 154, 92, 118, 68, 15, 88, 208, 136, 118,
+    ];
+    model::run(&bytes);
+}

@@ -2,9 +2,10 @@
 //!
 //! # What is compared
 //!
-//! * `shm-core`: this workspace's heap_5-style allocator (address-ordered singly linked free
-//!   list, first fit, owner table and undo journal per operation, one lock word), through
-//!   [`Heap::try_alloc`] / [`Heap::free`] with one registered process.
+//! * `shm-core`: this workspace's heap_5-style allocator (blocks tiling the region, immediate
+//!   coalescing, a TLSF-style size-class index over the free blocks, owner table and undo
+//!   journal per operation, one lock word), through [`Heap::try_alloc`] / [`Heap::free`] with
+//!   one registered process and the host platform (`shm_host::NativeSystem`).
 //! * `rlsf`: TLSF (two-level segregated fit, O(1) alloc and free).
 //! * `linked_list_allocator`: an address-ordered hole list, first fit (the closest relative
 //!   of heap_5, without owners or journal).
@@ -43,9 +44,9 @@
 //! cargo bench -p shm-tests --bench allocators -- W1                        # one criterion group
 //! ```
 //!
-//! A full run takes about 4.5 minutes on 2 cores (one minute of latency pass and
-//! fragmentation probe, then criterion); most of it is linked_list_allocator and shm-core
-//! on W4, whose frees walk an address-ordered free list. Without `--bench` on the command line
+//! A full run takes about 3 minutes on 2 cores (under a minute of latency pass and
+//! fragmentation probe, then criterion); most of it is linked_list_allocator on W4, whose
+//! frees walk an address-ordered free list. Without `--bench` on the command line
 //! (`cargo test -p shm-tests --benches`) every workload is shrunk to a smoke test that runs
 //! in a few seconds.
 //!
@@ -96,7 +97,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use shm_core::layout::MAX_CELLS;
-use shm_core::{Error, Heap, HeapConfig, Offset, ProcSlot, Region, SpinPlatform};
+use shm_core::{Error, Heap, HeapConfig, Offset, ProcSlot, Region};
+use shm_host::NativeSystem;
 
 /// Size of the one region every allocator works in.
 const REGION_BYTES: usize = 64 << 20;
@@ -416,7 +418,7 @@ fn layout(size: u32) -> Option<Layout> {
 struct ShmCore;
 
 struct ShmCoreAlloc<'a> {
-    heap: Heap<'a, SpinPlatform>,
+    heap: Heap<'a, NativeSystem>,
     me: ProcSlot,
     error: Option<Error>,
 }
@@ -429,7 +431,9 @@ impl Contender for ShmCore {
         // its `len` bytes are valid for reads and writes and nothing else touches them.
         let region = unsafe { Region::from_raw(arena.ptr.as_ptr(), arena.len) }
             .expect("shm-core accepts the 64 MiB region");
-        let heap = Heap::init(region, HeapConfig::default(), SpinPlatform::new(1))
+        // The host platform, as `shm_host::Server` and `Client` use it: the lock names this
+        // process; no interrupt masking (`SpinPlatform` would take a global mutex here).
+        let heap = Heap::init(region, HeapConfig::default(), NativeSystem)
             .expect("shm-core formats the region");
         let me = heap
             .register()

@@ -125,17 +125,12 @@ impl<'m> Space<'m> {
             }
         }
 
-        // 2. The free list holds exactly the free blocks, in address order.
-        let mut listed = 0u32;
-        let mut listed_bytes = 0u64;
-        self.walk_free(|f| {
-            listed += 1;
-            listed_bytes += u64::from(f.size);
-            Ok(false)
-        })?;
-        let stats_at = self.region.offset_of(&heap.free_head)?;
+        // 2. The index lists exactly the free blocks, each in its class.
+        let (listed, listed_bytes) = self.check_index()?;
+        let stats_at = self.region.offset_of(&heap.free_bytes)?;
         if listed != rep.free_blocks || listed_bytes != rep.free_bytes {
-            return Err(corrupt(stats_at, CorruptionKind::LostFreeBlock));
+            let at = self.region.offset_of(&self.hdr.index.fl_bitmap)?;
+            return Err(corrupt(at, CorruptionKind::LostFreeBlock));
         }
 
         // 3. Statistics.

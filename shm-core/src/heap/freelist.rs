@@ -1,9 +1,12 @@
-//! The heap_5 algorithm over offsets: an address-ordered singly linked free list, first
-//! fit from the low end, last fit from the high end, split, and merge with both
-//! neighbours on free.
+//! Free blocks: carving a used block out of one, returning a used block with immediate
+//! merging into both free neighbours, and the two placements that are not a class lookup
+//! ([`Space::last_fit`] for service data at the high end, [`Space::containing`] for
+//! `alloc_at`).
 //!
-//! Every walk is bounded by the number of blocks the heap could hold; a longer walk means a
-//! cycle and is reported as corruption instead of looping forever.
+//! Physical neighbours are found in O(1): the next through the block's size, the previous
+//! through its boundary tag (`prev_phys`). Every walk is bounded by the number of blocks
+//! the heap could hold; a longer walk means a cycle and is reported as corruption instead
+//! of looping forever.
 
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -27,10 +30,9 @@ pub(crate) struct Piece {
     pub owner: u32,
 }
 
-/// A free block found on the list, with its predecessor on the list (0 for the head).
+/// A free block: where and how large.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Found {
-    pub prev: u32,
     pub at: u32,
     pub size: u32,
 }
@@ -43,82 +45,72 @@ impl<'m> Space<'m> {
         self.max_blocks
     }
 
-    /// A block on the free list, checked: a valid block, marked free.
+    /// The block physically before `b` in range `lo..`, checked against its boundary tag.
     #[inline]
-    fn free_block(&self, b: u32) -> Result<&'m BlockHeader, Error> {
-        let h = self.block(b)?;
-        if h.is_used() {
-            return Err(corrupt(b, CorruptionKind::BadFreeList));
+    fn prev_phys(&self, b: u32, h: &BlockHeader, lo: u32) -> Result<Option<u32>, Error> {
+        if b == lo {
+            return Ok(None);
         }
-        Ok(h)
+        let p = h.prev_phys.load(Relaxed);
+        if p < lo || p >= b || self.block(p)?.size() != b - p {
+            return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
+        }
+        Ok(Some(p))
     }
 
-    /// Walks the free list, calling `visit` for each block until it returns true. Checks
-    /// address order and bounds the walk.
-    pub(crate) fn walk_free(
-        &self,
-        mut visit: impl FnMut(Found) -> Result<bool, Error>,
-    ) -> Result<Option<Found>, Error> {
-        let mut prev = 0u32;
-        let mut cur = self.hdr.heap.free_head.load(Relaxed);
+    /// Last free block of at least `need` bytes (highest address): a walk down from the
+    /// end of the last range, through the boundary tags. Used for service data, which is
+    /// rare; near the top of a heap there are few blocks to pass.
+    pub(crate) fn last_fit(&self, need: u32) -> Result<Option<Found>, Error> {
         let mut steps = 0u32;
-        while cur != 0 {
-            steps += 1;
-            if steps > self.walk_limit() {
-                return Err(corrupt(cur, CorruptionKind::Cycle));
+        for r in self.ranges.iter().rev() {
+            let mut cur = self.prev_phys(r.hi, self.block(r.hi)?, r.lo)?;
+            while let Some(b) = cur {
+                steps += 1;
+                if steps > self.walk_limit() {
+                    return Err(corrupt(b, CorruptionKind::Cycle));
+                }
+                let h = self.block(b)?;
+                if !h.is_used() && h.size() >= need {
+                    return Ok(Some(Found {
+                        at: b,
+                        size: h.size(),
+                    }));
+                }
+                cur = self.prev_phys(b, h, r.lo)?;
             }
-            if cur <= prev {
-                return Err(corrupt(cur, CorruptionKind::BadFreeList));
-            }
-            let h = self.free_block(cur)?;
-            let found = Found {
-                prev,
-                at: cur,
-                size: h.size(),
-            };
-            if visit(found)? {
-                return Ok(Some(found));
-            }
-            prev = cur;
-            cur = h.link.load(Relaxed);
         }
         Ok(None)
     }
 
-    /// First free block of at least `need` bytes (lowest address).
-    pub(crate) fn first_fit(&self, need: u32) -> Result<Option<Found>, Error> {
-        self.walk_free(|f| Ok(f.size >= need))
-    }
-
-    /// Last free block of at least `need` bytes (highest address).
-    pub(crate) fn last_fit(&self, need: u32) -> Result<Option<Found>, Error> {
-        let mut last = None;
-        self.walk_free(|f| {
-            if f.size >= need {
-                last = Some(f);
-            }
-            Ok(false)
-        })?;
-        Ok(last)
-    }
-
-    /// The free block that contains `[b, b + need)`, if any.
+    /// The free block that contains `[b, b + need)`, if any: a walk up its range (for
+    /// `alloc_at`, which is rare).
     pub(crate) fn containing(&self, b: u32, need: u32) -> Result<Option<Found>, Error> {
         let end = b.checked_add(need).ok_or(Error::InvalidSize {
             requested: u64::from(need),
         })?;
-        let mut hit = None;
-        self.walk_free(|f| {
-            if f.at > b {
-                return Ok(true); // past it: address order means no later block holds it
+        let Some(r) = self.range_of(b) else {
+            return Ok(None);
+        };
+        let mut x = r.lo;
+        let mut steps = 0u32;
+        while x < r.hi {
+            steps += 1;
+            if steps > self.walk_limit() {
+                return Err(corrupt(x, CorruptionKind::Cycle));
             }
-            if end <= f.at + f.size {
-                hit = Some(f);
-                return Ok(true);
+            let h = self.block(x)?;
+            let next = x + h.size(); // `block` checked that this stays in the range
+            if next > b {
+                let fits = !h.is_used() && end <= next;
+                return Ok(fits.then_some(Found {
+                    at: x,
+                    size: h.size(),
+                }));
             }
-            Ok(false)
-        })?;
-        Ok(hit)
+            x = next;
+        }
+        Ok(None)
     }
 
     /// Where in free block `f` a block of `need` bytes goes for `placement`, and its final
@@ -137,7 +129,7 @@ impl<'m> Space<'m> {
 
     /// Carves the used block `piece` out of free block `f`, which must contain it with a
     /// front gap of 0 or at least a minimum block. A back gap smaller than a minimum block
-    /// must already be absorbed into `piece.size`.
+    /// must already be absorbed into `piece.size`. The gaps stay free, each on its list.
     pub(crate) fn carve(&self, tx: &mut Tx<'_, 'm>, f: Found, piece: Piece) -> Result<(), Error> {
         let Piece {
             at,
@@ -152,39 +144,36 @@ impl<'m> Space<'m> {
         debug_assert!(front == 0 || front >= self.geo.min_block);
         debug_assert!(back == 0 || back >= self.geo.min_block);
         let next_phys = self.block(f.at + f.size)?;
-        let old_next_free = fh.link.load(Relaxed);
-        let old_prev_phys = fh.prev_phys.load(Relaxed);
         let heap = &self.hdr.heap;
+        self.index_remove(tx, f.at, fh, f.size)?;
 
-        // The remainder after the new block, if any, becomes a free block.
-        let mut after_piece = old_next_free; // what follows the piece's list position
+        // The piece's header: `f`'s own when it starts there; otherwise in `f`'s payload,
+        // which nothing live reaches (if the operation is undone, it is payload again; if
+        // the operation freed that memory earlier, `set_fresh` journals).
+        let ph: &'m BlockHeader = self.region.get(at)?;
+        if front > 0 {
+            tx.set(&fh.size_flags, front)?;
+            self.index_insert(tx, f.at, fh, front, false)?;
+            tx.set_fresh(&ph.size_flags, size | USED | (flags & SERVICE))?;
+            tx.set_fresh(&ph.prev_phys, f.at)?;
+            tx.set_fresh(&ph.link, refs)?;
+            tx.set_fresh(&ph.owner, owner)?;
+        } else {
+            tx.set(&ph.size_flags, size | USED | (flags & SERVICE))?;
+            tx.set(&ph.link, refs)?;
+            tx.set(&ph.owner, owner)?;
+        }
+        // The remainder after the piece, if any, becomes a free block (in `f`'s payload).
         if back > 0 {
             let rest_at = at + size;
-            let rest: &BlockHeader = self.region.get(rest_at)?;
-            tx.set(&rest.size_flags, back)?;
-            tx.set(&rest.prev_phys, at)?;
-            tx.set(&rest.link, old_next_free)?;
-            tx.set(&rest.owner, crate::layout::NO_OWNER)?;
+            let rest: &'m BlockHeader = self.region.get(rest_at)?;
+            tx.set_fresh(&rest.size_flags, back)?;
+            tx.set_fresh(&rest.prev_phys, at)?;
+            self.index_insert(tx, rest_at, rest, back, true)?;
             tx.set(&next_phys.prev_phys, rest_at)?;
-            after_piece = rest_at;
-        } else {
+        } else if front > 0 {
             tx.set(&next_phys.prev_phys, at)?;
         }
-
-        if front > 0 {
-            // `f` stays free in front, shrunk; it keeps its list position.
-            tx.set(&fh.size_flags, front)?;
-            tx.set(&fh.link, after_piece)?;
-        } else {
-            // `f` leaves the list; its predecessor now points past it.
-            self.set_next_free(tx, f.prev, after_piece)?;
-        }
-
-        let ph: &BlockHeader = self.region.get(at)?;
-        tx.set(&ph.size_flags, size | USED | (flags & SERVICE))?;
-        tx.set(&ph.prev_phys, if front > 0 { f.at } else { old_prev_phys })?;
-        tx.set(&ph.link, refs)?;
-        tx.set(&ph.owner, owner)?;
 
         // Statistics use wrapping arithmetic: they come from shared memory, and a wrong
         // count must not panic here; `check` reports it.
@@ -193,12 +182,11 @@ impl<'m> Space<'m> {
         if free_bytes < heap.min_free_bytes.load(Relaxed) {
             tx.set(&heap.min_free_bytes, free_bytes)?;
         }
-        let free_blocks = heap
-            .free_blocks
-            .load(Relaxed)
-            .wrapping_add(u32::from(front > 0) + u32::from(back > 0))
-            .wrapping_sub(1);
-        tx.set(&heap.free_blocks, free_blocks)?;
+        let gaps = u32::from(front > 0) + u32::from(back > 0);
+        if gaps != 1 {
+            let blocks = heap.free_blocks.load(Relaxed);
+            tx.set(&heap.free_blocks, blocks.wrapping_add(gaps).wrapping_sub(1))?;
+        }
         tx.set(
             &heap.used_blocks,
             heap.used_blocks.load(Relaxed).wrapping_add(1),
@@ -206,101 +194,63 @@ impl<'m> Space<'m> {
         Ok(())
     }
 
-    /// Points the free-list link after `prev` (the head when `prev` is 0) at `next`.
-    fn set_next_free(&self, tx: &mut Tx<'_, 'm>, prev: u32, next: u32) -> Result<(), Error> {
-        if prev == 0 {
-            tx.set(&self.hdr.heap.free_head, next)
-        } else {
-            tx.set(&self.block(prev)?.link, next)
-        }
-    }
-
-    /// Returns the used block at `b` to the free list, merging it with free neighbours.
-    /// Its owner bookkeeping must already be undone.
+    /// Returns the used block at `b` to the index, merged with its free neighbours. Its
+    /// owner bookkeeping must already be undone.
     pub(crate) fn free_block_at(&self, tx: &mut Tx<'_, 'm>, b: u32) -> Result<(), Error> {
+        tx.freeing();
         let h = self.block(b)?;
         let size = h.size();
         let heap = &self.hdr.heap;
+        let range = self
+            .range_of(b)
+            .ok_or_else(|| corrupt(b, CorruptionKind::OutOfBounds))?;
 
-        // The list neighbours: last free block before `b`, and the one after it.
-        let mut prev = 0u32;
-        self.walk_free(|f| {
-            if f.at > b {
-                return Ok(true);
-            }
-            if f.at == b {
-                return Err(corrupt(b, CorruptionKind::BadFreeList));
-            }
-            prev = f.at;
-            Ok(false)
-        })?;
-        let next = if prev == 0 {
-            heap.free_head.load(Relaxed)
-        } else {
-            self.block(prev)?.link.load(Relaxed)
+        // The physical neighbours, found through the boundary tag and the size; both tags
+        // are checked, so the merged size below stays inside the range.
+        let before = match self.prev_phys(b, h, range.lo)? {
+            Some(p) if !self.block(p)?.is_used() => Some(p),
+            _ => None,
         };
-
-        // The physical neighbours, found through size and boundary tag.
-        // Both tags are checked, so the merged sizes below stay inside the range.
-        let prev_phys = h.prev_phys.load(Relaxed);
-        let merge_prev = if prev_phys == 0 {
-            false
-        } else {
-            let p = self.block(prev_phys)?;
-            if prev_phys >= b || p.size() != b - prev_phys {
-                return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
-            }
-            !p.is_used()
-        };
-        if merge_prev && prev_phys != prev {
-            return Err(corrupt(prev_phys, CorruptionKind::LostFreeBlock));
-        }
         let np_at = b + size;
         let np = self.block(np_at)?;
         if np.prev_phys.load(Relaxed) != b {
             return Err(corrupt(np_at, CorruptionKind::BadBoundaryTag));
         }
         let merge_next = !np.is_used();
-        if merge_next && np_at != next {
-            return Err(corrupt(np_at, CorruptionKind::LostFreeBlock));
-        }
 
-        let mut blocks = heap.free_blocks.load(Relaxed);
-        match (merge_prev, merge_next) {
-            (false, false) => {
-                tx.set(&h.size_flags, size)?;
-                tx.set(&h.link, next)?;
-                tx.set(&h.owner, crate::layout::NO_OWNER)?;
-                self.set_next_free(tx, prev, b)?;
-                blocks = blocks.wrapping_add(1);
-            }
-            (true, false) => {
-                tx.set(&h.size_flags, size)?; // stale header reads as free
-                let ph = self.block(prev)?;
-                tx.set(&ph.size_flags, ph.size() + size)?;
-                tx.set(&np.prev_phys, prev)?;
-            }
-            (false, true) => {
-                let nsize = np.size();
-                let after = self.block(np_at + nsize)?;
-                tx.set(&h.size_flags, size + nsize)?;
-                tx.set(&h.link, np.link.load(Relaxed))?;
-                tx.set(&h.owner, crate::layout::NO_OWNER)?;
-                tx.set(&after.prev_phys, b)?;
-                self.set_next_free(tx, prev, b)?;
-            }
-            (true, true) => {
-                tx.set(&h.size_flags, size)?;
-                let nsize = np.size();
-                let after = self.block(np_at + nsize)?;
-                let ph = self.block(prev)?;
-                tx.set(&ph.size_flags, ph.size() + size + nsize)?;
-                tx.set(&ph.link, np.link.load(Relaxed))?;
-                tx.set(&after.prev_phys, prev)?;
-                blocks = blocks.wrapping_sub(1);
-            }
+        let mut start = b;
+        let mut head = h;
+        let mut total = size;
+        let mut blocks = heap.free_blocks.load(Relaxed).wrapping_add(1);
+        if let Some(p) = before {
+            let ph = self.block(p)?;
+            let psize = ph.size();
+            self.index_remove(tx, p, ph, psize)?;
+            // `b`'s header is now inside a free block: mark it free, so that a later
+            // free of the same offset is reported as a double free.
+            tx.set(&h.size_flags, size)?;
+            start = p;
+            head = ph;
+            total += psize;
+            blocks = blocks.wrapping_sub(1);
         }
-        tx.set(&heap.free_blocks, blocks)?;
+        let mut after = np;
+        if merge_next {
+            let nsize = np.size();
+            self.index_remove(tx, np_at, np, nsize)?;
+            after = self.block(np_at + nsize)?;
+            total += nsize;
+            blocks = blocks.wrapping_sub(1);
+        }
+        if after.prev_phys.load(Relaxed) != start {
+            tx.set(&after.prev_phys, start)?;
+        }
+        tx.set(&head.size_flags, total)?;
+        self.index_insert(tx, start, head, total, false)?;
+
+        if blocks != heap.free_blocks.load(Relaxed) {
+            tx.set(&heap.free_blocks, blocks)?;
+        }
         tx.set(
             &heap.free_bytes,
             heap.free_bytes.load(Relaxed).wrapping_add(size),

@@ -1,18 +1,21 @@
 //! [`Heap`]: a heap_5-style allocator over a [`Region`], with owner tables, reserves,
 //! reference-counted sharing, crash recovery and a full consistency check.
 //!
-//! The algorithm is FreeRTOS heap_5's: one free list in address order, first fit, a block
-//! split when the remainder can hold a minimum block, and a freed block merged with both
-//! free neighbours. Like heap_5 the heap may span several disjoint ranges that share one
-//! base. Unlike heap_5, every link is an offset, every block records its owners, service
-//! data is taken from the high end, and every change goes through an undo journal so that a
-//! process dying mid-operation leaves nothing half-done.
+//! The design is FreeRTOS heap_5's: blocks tile the region, a block is split when the
+//! remainder can hold a minimum block, and a freed block is merged at once with both free
+//! neighbours. Like heap_5 the heap may span several disjoint ranges that share one base.
+//! Unlike heap_5, the free blocks are found through a size-class index (TLSF's two-level
+//! segregated lists with bitmaps, see [`index`]) instead of one address-ordered list, so
+//! allocating and freeing are O(1); every link is an offset, every block records its
+//! owners, service data is taken from the high end, and every change goes through an undo
+//! journal so that a process dying mid-operation leaves nothing half-done.
 //!
 //! Invariants, all checked by [`Heap::check`]:
 //! 1. In each range, blocks tile `[first block, end marker)` exactly; each block's
 //!    `prev_phys` names the block before it (0 for the first).
-//! 2. The free list visits every free block exactly once, in increasing address order, and
-//!    no two free blocks are physical neighbours.
+//! 2. No two free blocks are physical neighbours, and the size-class index lists every free
+//!    block exactly once, in the list of its class (the index's own invariants are in
+//!    [`index`]).
 //! 3. Every used block other than system data (the process table and process records) is
 //!    named by exactly `refcount` owner cells, chained from its header; every used cell
 //!    names such a block.
@@ -21,6 +24,7 @@
 
 mod check;
 mod freelist;
+pub mod index;
 mod ops;
 mod stats;
 
@@ -261,30 +265,18 @@ impl<'m, P: Platform> Heap<'m, P> {
             hdr.ranges[i].len.store(end - start, Relaxed);
         }
 
-        // One free block per range, chained in address order, and the end markers.
+        // One free block per range, each with its end marker.
         let mut heap_bytes = 0u32;
-        let mut prev_free = 0u32;
         for r in &ranges {
             let size = r.hi - r.lo;
             let b: &BlockHeader = region.get(r.lo)?;
             b.size_flags.store(size, Relaxed);
             b.prev_phys.store(0, Relaxed);
-            b.link.store(0, Relaxed);
-            b.owner.store(NO_OWNER, Relaxed);
             let end: &BlockHeader = region.get(r.hi)?;
             end.size_flags.store(geo.hsize | USED | END, Relaxed);
             end.prev_phys.store(r.lo, Relaxed);
             end.link.store(0, Relaxed);
             end.owner.store(NO_OWNER, Relaxed);
-            if prev_free == 0 {
-                hdr.heap.free_head.store(r.lo, Relaxed);
-            } else {
-                region
-                    .get::<BlockHeader>(prev_free)?
-                    .link
-                    .store(r.lo, Relaxed);
-            }
-            prev_free = r.lo;
             heap_bytes = heap_bytes.checked_add(size).ok_or(AttachError::BadConfig)?;
         }
         let h = &hdr.heap;
@@ -299,7 +291,8 @@ impl<'m, P: Platform> Heap<'m, P> {
             faults: FaultInjector::default(),
             journal_high_water: AtomicU32::new(0),
         };
-        // The process table: the first service block.
+        // The free blocks go into the index; the process table is the first service block.
+        heap.space.init_index()?;
         heap.space.init_process_table(config.max_processes)?;
         // Publish: identity last, so a concurrent attach never sees a half-made region.
         hdr.magic[1].store(MAGIC[1], Relaxed);
@@ -525,11 +518,13 @@ impl<'m, P: Platform> Heap<'m, P> {
         Ok(())
     }
 
-    /// Announces that memory was freed: wakes blocked allocators, if any.
+    /// Announces that memory was freed: wakes blocked allocators, if any. Allocators
+    /// register under the lock (see [`alloc_timeout`](Heap::alloc_timeout)), so the
+    /// common case, nobody waiting, costs one load of a word on the lock's cache line.
     fn freed(&self) {
         let hdr = self.space.hdr;
-        hdr.free_epoch.fetch_add(1, SeqCst);
         if hdr.waiters.load(SeqCst) != 0 {
+            hdr.free_epoch.fetch_add(1, SeqCst);
             self.platform.notify_all(&hdr.free_epoch);
         }
     }
@@ -557,8 +552,9 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     // ----- allocation ------------------------------------------------------------------
 
-    /// Allocates `size` bytes for `me`, first fit from the low end. Fails at once with
-    /// [`Error::OutOfMemory`] when no free block is large enough.
+    /// Allocates `size` bytes for `me`: from the front of the smallest free block whose
+    /// size class fits (see [`index`]). Fails at once with [`Error::OutOfMemory`] when no
+    /// free block is large enough.
     pub fn try_alloc(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
         self.op(OpCode::Alloc, |tx, s| s.alloc(tx, me, size, Placement::Low))
     }
@@ -588,26 +584,32 @@ impl<'m, P: Platform> Heap<'m, P> {
         let hdr = self.space.hdr;
         let deadline = timeout.and_then(|t| self.platform.now().and_then(|n| n.checked_add(t)));
         loop {
-            let epoch = hdr.free_epoch.load(SeqCst);
-            match self.try_alloc(me, size) {
-                Err(Error::OutOfMemory { .. }) => {}
-                other => return other,
-            }
+            // On failure the allocator registers as a waiter and reads the epoch inside
+            // the failed operation, under the lock: a free that runs after it sees the
+            // registration (so frees need no atomic read-modify-write when nobody waits),
+            // and one that ran before it left memory this attempt would have found.
+            let mut epoch = None;
+            let r = self.op(OpCode::Alloc, |tx, s| {
+                let r = s.alloc(tx, me, size, Placement::Low);
+                if let Err(Error::OutOfMemory { .. }) = r {
+                    // Not journaled: the registration outlives the operation's undo.
+                    hdr.waiters.fetch_add(1, SeqCst);
+                    epoch = Some(hdr.free_epoch.load(SeqCst));
+                }
+                r
+            });
+            let Some(epoch) = epoch else { return r };
             let remaining = match (timeout, deadline, self.platform.now()) {
                 (Some(_), Some(d), Some(now)) => {
                     if now >= d {
+                        hdr.waiters.fetch_sub(1, SeqCst);
                         return Err(Error::Timeout);
                     }
                     Some(d - now)
                 }
                 (t, _, _) => t,
             };
-            hdr.waiters.fetch_add(1, SeqCst);
-            let outcome = if hdr.free_epoch.load(SeqCst) != epoch {
-                WaitOutcome::Woken
-            } else {
-                self.platform.wait(&hdr.free_epoch, epoch, remaining)
-            };
+            let outcome = self.platform.wait(&hdr.free_epoch, epoch, remaining);
             hdr.waiters.fetch_sub(1, SeqCst);
             if outcome == WaitOutcome::TimedOut && deadline.is_none() {
                 return Err(Error::Timeout);
@@ -820,7 +822,7 @@ pub struct ReclaimReport {
 /// Where an allocation is taken from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Placement {
-    /// First fit from the low end (user blocks).
+    /// From the front of a good fit, so user blocks grow up from the low end.
     Low,
     /// Last fit from the high end (service data).
     High,

@@ -79,6 +79,17 @@ pub(crate) struct ChainPos<'m> {
 impl<'m> Space<'m> {
     // ----- process table and records ----------------------------------------------------
 
+    /// Lists each range's one free block in the index. Called by `init` only.
+    pub(crate) fn init_index(&self) -> Result<(), Error> {
+        let faults = FaultInjector::default();
+        let mut tx = Tx::begin(&self.region, self.journal(), 0, &faults);
+        for r in &self.ranges {
+            let h = self.region.get(r.lo)?;
+            self.index_insert(&mut tx, r.lo, h, r.hi - r.lo, false)?;
+        }
+        tx.commit().map(|_| ())
+    }
+
     /// Formats the process table as the first service block. Called by `init` only.
     pub(crate) fn init_process_table(&self, capacity: u16) -> Result<(), Error> {
         let faults = FaultInjector::default();
@@ -405,7 +416,7 @@ impl<'m> Space<'m> {
         }
         let (r, index, cell) = self.take_cell(tx, me)?;
         let f = match placement {
-            Placement::Low => self.first_fit(need)?,
+            Placement::Low => self.good_fit(need)?,
             Placement::High => self.last_fit(need)?,
         }
         .ok_or(Error::OutOfMemory { requested: size })?;

@@ -119,7 +119,8 @@ impl<'a> Decoder<'a> {
     pub fn setup(&mut self) -> Setup {
         let b = self.byte().unwrap_or(0);
         Setup {
-            size: 8192 << (b % 4),
+            // At least 12 KiB: range 0 of a split region must hold the 4.5 KiB header.
+            size: 12288 << (b % 4),
             align: [16, 16, 8, 64][usize::from((b >> 2) % 4)],
             max_processes: 2 + u16::from((b >> 4) % 6),
             ranges: 1 + usize::from((b >> 6) % 3),

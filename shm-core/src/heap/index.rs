@@ -1,0 +1,451 @@
+//! [`FreeIndex`]: the size-class index over the free blocks, kept in the region header.
+//!
+//! Two-level segregated lists with bitmaps, as in TLSF: a free block's size picks a
+//! first-level class (its power of two) and one of [`SL_COUNT`] second-level classes
+//! (equal slices of that power of two); sizes below 256 are classed linearly in steps of
+//! 8. Each class has a doubly linked list of its free blocks, through the blocks' own
+//! header words (`link` = next, word 3 = previous, both offsets, 0 = none). One bit per
+//! non-empty list, and one bit per first-level class with any non-empty list, make
+//! finding a fitting class two `trailing_zeros`: O(1), like inserting and removing.
+//!
+//! A request first tries the first few blocks of its own class (a close fit); then it is
+//! rounded up to the next class boundary, so that any block of the class found fits
+//! (TLSF's good fit). A request that fits only in its own class's blocks (the heap is
+//! nearly full, or the request is as large as the largest block) then scans that one list,
+//! so an allocation fails only when no free block holds it, exactly as with first fit.
+//!
+//! Invariants (checked by [`Heap::check`](crate::Heap::check)):
+//! 1. Every free block is on exactly one list: the list of its size's class.
+//! 2. On every list, each block's previous link names the block before it (0 for the
+//!    head); the lists are finite.
+//! 3. Bit `sl` of `sl_bitmap[fl]` is set exactly when list `(fl, sl)` is non-empty; bit
+//!    `fl` of `fl_bitmap` exactly when `sl_bitmap[fl]` is not 0.
+
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use crate::block::BlockHeader;
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::heap::freelist::Found;
+use crate::heap::Space;
+use crate::journal::Tx;
+use crate::region::ShmSafe;
+
+/// log2 of the number of second-level classes per first-level class.
+pub const SL_LOG: u32 = 5;
+/// Second-level classes per first-level class.
+pub const SL_COUNT: usize = 1 << SL_LOG;
+/// Sizes below `1 << LINEAR_LOG` (256) are classed linearly, 8 bytes per class.
+const LINEAR_LOG: u32 = SL_LOG + 3;
+/// First-level classes: the linear one, then one per power of two from 256 to 2^31.
+pub const FL_COUNT: usize = (32 - LINEAR_LOG + 1) as usize;
+
+/// How many blocks of a request's own class are tried before the class search. A small
+/// constant keeps allocation O(1); see [`Space::good_fit`].
+pub const OWN_CLASS_PROBE: u32 = 4;
+
+/// How many fitting classes' first blocks are compared, the lowest address winning.
+pub const CLASS_PROBE: u32 = 4;
+
+/// The index's words in the region header.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FreeIndex {
+    /// Bit `fl` set: some list of first-level class `fl` is non-empty.
+    pub fl_bitmap: AtomicU32,
+    /// Bit `sl` of entry `fl` set: list `(fl, sl)` is non-empty.
+    pub sl_bitmap: [AtomicU32; FL_COUNT],
+    /// Reserved, zero (pads the bitmaps to two cache lines).
+    pub reserved: [AtomicU32; 6],
+    /// Offset of the first block of each list, 0 when empty.
+    pub heads: [[AtomicU32; SL_COUNT]; FL_COUNT],
+}
+
+// SAFETY: repr(C), only AtomicU32 (arrays of them), no padding (size asserted in layout).
+unsafe impl ShmSafe for FreeIndex {}
+
+/// The class a free block of `size` bytes is listed in.
+#[inline]
+pub const fn class_of(size: u32) -> (usize, usize) {
+    if size < (1 << LINEAR_LOG) {
+        (0, (size >> 3) as usize)
+    } else {
+        let msb = 31 - size.leading_zeros();
+        let fl = (msb - LINEAR_LOG + 1) as usize;
+        let sl = ((size >> (msb - SL_LOG)) as usize) & (SL_COUNT - 1);
+        (fl, sl)
+    }
+}
+
+/// The lowest class whose every block holds `size` bytes (`size` a multiple of 8), or
+/// `None` when the rounding passes the last class.
+#[inline]
+pub const fn search_class(size: u32) -> Option<(usize, usize)> {
+    if size < (1 << LINEAR_LOG) {
+        return Some(class_of(size));
+    }
+    let msb = 31 - size.leading_zeros();
+    let step = 1u32 << (msb - SL_LOG);
+    match size.checked_add(step - 1) {
+        Some(up) => Some(class_of(up & !(step - 1))),
+        None => None,
+    }
+}
+
+impl<'m> Space<'m> {
+    /// A block the index names, checked: a valid block, marked free.
+    #[inline]
+    pub(crate) fn free_block(&self, b: u32) -> Result<&'m BlockHeader, Error> {
+        let h = self.block(b)?;
+        if h.is_used() {
+            return Err(corrupt(b, CorruptionKind::BadFreeList));
+        }
+        Ok(h)
+    }
+
+    /// The head word of list `(fl, sl)`.
+    #[inline]
+    fn head(&self, fl: usize, sl: usize) -> &'m AtomicU32 {
+        &self.hdr.index.heads[fl][sl]
+    }
+
+    /// Adds the free block `b` (header `h`, `size` bytes, already marked free) to its
+    /// class's list: first if it lies below the head, else second. With `fresh`, `b`'s own link words are in memory that
+    /// nothing live reaches yet (see [`Tx::set_fresh`]).
+    pub(crate) fn index_insert(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        b: u32,
+        h: &'m BlockHeader,
+        size: u32,
+        fresh: bool,
+    ) -> Result<(), Error> {
+        let (fl, sl) = class_of(size);
+        let idx = &self.hdr.index;
+        let head_word = self.head(fl, sl);
+        let head = head_word.load(Relaxed);
+        let (prev, next) = if head == 0 || b < head {
+            (0, head)
+        } else {
+            // Behind the head: the head stays the lower of the two, so allocations lean
+            // towards low addresses and the high end stays whole, as with first fit.
+            let hh = self.free_block(head)?;
+            (head, hh.link.load(Relaxed))
+        };
+        if next != 0 {
+            tx.set(&self.free_block(next)?.owner, b)?;
+        }
+        if fresh {
+            tx.set_fresh(&h.link, next)?;
+            tx.set_fresh(&h.owner, prev)?;
+        } else {
+            tx.set(&h.link, next)?;
+            tx.set(&h.owner, prev)?;
+        }
+        if prev != 0 {
+            return tx.set(&self.free_block(prev)?.link, b);
+        }
+        tx.set(head_word, b)?;
+        if head == 0 {
+            let slm = idx.sl_bitmap[fl].load(Relaxed);
+            tx.set(&idx.sl_bitmap[fl], slm | (1 << sl))?;
+            if slm == 0 {
+                tx.set(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) | (1 << fl))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the free block `b` (header `h`, `size` bytes) off its list. Its own link
+    /// words are left as they are; the caller reuses them.
+    pub(crate) fn index_remove(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        b: u32,
+        h: &'m BlockHeader,
+        size: u32,
+    ) -> Result<(), Error> {
+        let (fl, sl) = class_of(size);
+        let idx = &self.hdr.index;
+        let next = h.link.load(Relaxed);
+        let prev = h.owner.load(Relaxed);
+        if next != 0 {
+            let nh = self.free_block(next)?;
+            if nh.owner.load(Relaxed) != b || next == b {
+                return Err(corrupt(next, CorruptionKind::BadFreeList));
+            }
+            tx.set(&nh.owner, prev)?;
+        }
+        if prev == 0 {
+            let head_word = self.head(fl, sl);
+            if head_word.load(Relaxed) != b {
+                return Err(corrupt(b, CorruptionKind::LostFreeBlock));
+            }
+            tx.set(head_word, next)?;
+            if next == 0 {
+                let slm = idx.sl_bitmap[fl].load(Relaxed) & !(1 << sl);
+                tx.set(&idx.sl_bitmap[fl], slm)?;
+                if slm == 0 {
+                    tx.set(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) & !(1 << fl))?;
+                }
+            }
+        } else {
+            let ph = self.free_block(prev)?;
+            if ph.link.load(Relaxed) != b || prev == b {
+                return Err(corrupt(prev, CorruptionKind::BadFreeList));
+            }
+            tx.set(&ph.link, next)?;
+        }
+        Ok(())
+    }
+
+    /// The first non-empty list at or above class `(fl, sl)`, from the bitmaps.
+    #[inline]
+    fn next_listed(&self, fl: usize, sl: usize) -> Result<Option<(usize, usize)>, Error> {
+        let idx = &self.hdr.index;
+        let at = || self.region.offset_of(&idx.fl_bitmap).unwrap_or(0);
+        let here = idx.sl_bitmap[fl].load(Relaxed) & (u32::MAX << sl);
+        if here != 0 {
+            return Ok(Some((fl, here.trailing_zeros() as usize)));
+        }
+        let above = idx.fl_bitmap.load(Relaxed) & u32::MAX.checked_shl(fl as u32 + 1).unwrap_or(0);
+        if above == 0 {
+            return Ok(None);
+        }
+        let fl = above.trailing_zeros() as usize;
+        let slm = idx
+            .sl_bitmap
+            .get(fl)
+            .ok_or_else(|| corrupt(at(), CorruptionKind::BadFreeList))?
+            .load(Relaxed);
+        if slm == 0 {
+            return Err(corrupt(at(), CorruptionKind::BadFreeList));
+        }
+        Ok(Some((fl, slm.trailing_zeros() as usize)))
+    }
+
+    /// A free block of at least `need` bytes (a multiple of the alignment), `None` when no
+    /// free block holds it:
+    /// 1. one of the first [`OWN_CLASS_PROBE`] blocks of `need`'s own class that fits (a
+    ///    close fit, so requests between class boundaries do not eat into larger blocks);
+    /// 2. else the head of the lowest non-empty class all of whose blocks fit (O(1));
+    /// 3. else, the heap being nearly full, the rest of `need`'s own class.
+    pub(crate) fn good_fit(&self, need: u32) -> Result<Option<Found>, Error> {
+        let (fl, sl) = class_of(need);
+        let mut found = None;
+        let mut probed = 0u32;
+        self.walk_list(fl, sl, &mut |f| {
+            probed += 1;
+            if f.size >= need {
+                found = Some(f);
+            }
+            Ok(found.is_some() || probed == OWN_CLASS_PROBE)
+        })?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        if let Some(mut class) = search_class(need) {
+            // The heads of the first few non-empty classes that fit: take the lowest.
+            let mut classes = 0u32;
+            while let Some((fl, sl)) = self.next_listed(class.0, class.1)? {
+                let at = self.head(fl, sl).load(Relaxed);
+                let h = self.free_block(at)?;
+                let size = h.size();
+                if size < need {
+                    return Err(corrupt(at, CorruptionKind::BadFreeList));
+                }
+                if found.is_none_or(|f: Found| at < f.at) {
+                    found = Some(Found { at, size });
+                }
+                classes += 1;
+                if classes == CLASS_PROBE {
+                    break;
+                }
+                class = if sl + 1 < SL_COUNT {
+                    (fl, sl + 1)
+                } else if fl + 1 < FL_COUNT {
+                    (fl + 1, 0)
+                } else {
+                    break;
+                };
+            }
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        if probed < OWN_CLASS_PROBE {
+            return Ok(None); // the whole own class was probed
+        }
+        self.walk_list(fl, sl, &mut |f| {
+            if f.size >= need {
+                found = Some(f);
+            }
+            Ok(found.is_some())
+        })?;
+        Ok(found)
+    }
+
+    /// Walks list `(fl, sl)` from its head, calling `visit` for each block until it
+    /// returns true; checks each block is free and its previous link. Returns the number
+    /// of blocks visited. Bounded by the walk limit.
+    pub(crate) fn walk_list(
+        &self,
+        fl: usize,
+        sl: usize,
+        visit: &mut dyn FnMut(Found) -> Result<bool, Error>,
+    ) -> Result<u32, Error> {
+        let mut prev = 0u32;
+        let mut cur = self.head(fl, sl).load(Relaxed);
+        let mut steps = 0u32;
+        while cur != 0 {
+            steps += 1;
+            if steps > self.walk_limit() {
+                return Err(corrupt(cur, CorruptionKind::Cycle));
+            }
+            let h = self.free_block(cur)?;
+            if h.owner.load(Relaxed) != prev {
+                return Err(corrupt(cur, CorruptionKind::BadFreeList));
+            }
+            if visit(Found {
+                at: cur,
+                size: h.size(),
+            })? {
+                break;
+            }
+            prev = cur;
+            cur = h.link.load(Relaxed);
+        }
+        Ok(steps)
+    }
+
+    /// Visits every listed free block, class by class (bounded as a whole by the walk
+    /// limit), until `visit` returns true.
+    pub(crate) fn walk_free(
+        &self,
+        mut visit: impl FnMut(Found) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mut total = 0u32;
+        let mut stop = false;
+        for fl in 0..FL_COUNT {
+            for sl in 0..SL_COUNT {
+                total = total.saturating_add(self.walk_list(fl, sl, &mut |f| {
+                    stop = visit(f)?;
+                    Ok(stop)
+                })?);
+                if stop {
+                    return Ok(());
+                }
+                if total > self.walk_limit() {
+                    return Err(corrupt(
+                        self.head(fl, sl).load(Relaxed),
+                        CorruptionKind::Cycle,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks invariants 1-3 of the index: returns the number of listed blocks and their
+    /// bytes, for the caller to compare with the free blocks of a physical walk.
+    pub(crate) fn check_index(&self) -> Result<(u32, u64), Error> {
+        let idx = &self.hdr.index;
+        let at = self.region.offset_of(&idx.fl_bitmap)?;
+        let bad = || corrupt(at, CorruptionKind::BadFreeList);
+        let flm = idx.fl_bitmap.load(Relaxed);
+        if flm >> FL_COUNT != 0 {
+            return Err(bad());
+        }
+        let mut count = 0u32;
+        let mut bytes = 0u64;
+        for fl in 0..FL_COUNT {
+            let slm = idx.sl_bitmap[fl].load(Relaxed);
+            if (slm != 0) != (flm & (1 << fl) != 0) {
+                return Err(bad());
+            }
+            for sl in 0..SL_COUNT {
+                let mut wrong_class = None;
+                let n = self.walk_list(fl, sl, &mut |f| {
+                    if class_of(f.size) != (fl, sl) {
+                        wrong_class = Some(f.at);
+                        return Ok(true);
+                    }
+                    bytes += u64::from(f.size);
+                    Ok(false)
+                })?;
+                if let Some(b) = wrong_class {
+                    return Err(corrupt(b, CorruptionKind::BadFreeList));
+                }
+                if (n != 0) != (slm & (1 << sl) != 0) {
+                    return Err(bad());
+                }
+                count = count.saturating_add(n);
+                if count > self.walk_limit() {
+                    return Err(corrupt(at, CorruptionKind::Cycle));
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest size class `c` holds.
+    fn class_min((fl, sl): (usize, usize)) -> u32 {
+        if fl == 0 {
+            sl as u32 * 8
+        } else {
+            let base = 1u32 << (fl as u32 + LINEAR_LOG - 1);
+            base + sl as u32 * (base >> SL_LOG)
+        }
+    }
+
+    /// Every size maps to a class whose range contains it, classes are monotonic in the
+    /// size, and the search class of a size holds only sizes at least as large.
+    #[test]
+    fn classes_are_ordered_and_search_rounds_up() {
+        let mut prev = (0, 0);
+        let mut size = 8u32;
+        while size < (1 << 30) {
+            let c = class_of(size);
+            assert!(c >= prev, "class of {size} went down");
+            assert!(c.0 < FL_COUNT && c.1 < SL_COUNT);
+            prev = c;
+            if let Some(s) = search_class(size) {
+                assert!(s >= c);
+                assert!(
+                    class_min(s) >= size,
+                    "search class of {size} holds smaller blocks"
+                );
+            }
+            size += if size < 4096 { 8 } else { (size / 61) & !7 };
+        }
+        assert_eq!(class_of(!7).0, FL_COUNT - 1);
+        assert_eq!(search_class(!7), None);
+    }
+
+    /// The boundaries: 248 is the last linear class, 256 the first logarithmic one, and a
+    /// size just above a class's start searches the next class.
+    #[test]
+    fn class_boundaries() {
+        for fl in 0..FL_COUNT {
+            for sl in 0..SL_COUNT {
+                if fl > 0 || sl > 0 {
+                    assert_eq!(class_of(class_min((fl, sl))), (fl, sl));
+                }
+            }
+        }
+        assert_eq!(class_of(248), (0, 31));
+        assert_eq!(class_of(256), (1, 0));
+        assert_eq!(class_of(264), (1, 1));
+        assert_eq!(class_of(511), (1, 31));
+        assert_eq!(class_of(512), (2, 0));
+        assert_eq!(search_class(256), Some((1, 0)));
+        assert_eq!(search_class(264), Some((1, 1)));
+        assert_eq!(search_class(520), Some((2, 1)));
+        assert_eq!(search_class(512 + 16), Some((2, 1)));
+        assert_eq!(search_class(512 + 24), Some((2, 2)));
+    }
+}
