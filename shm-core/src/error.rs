@@ -136,11 +136,12 @@ pub enum CorruptionKind {
     BadTiling,
     /// A block's recorded previous neighbour is not its previous neighbour.
     BadBoundaryTag,
-    /// The free list is not in address order, loops, or points at a used block.
+    /// A free list of the size-class index loops, has a wrong link or bitmap, lists a
+    /// block in the wrong class, or points at a used block.
     BadFreeList,
     /// Two free blocks are neighbours (they should have been merged).
     Uncoalesced,
-    /// A free block is not on the free list.
+    /// A free block is not listed in the size-class index.
     LostFreeBlock,
     /// The owner information of a block and the owner tables disagree.
     BadOwner,
@@ -294,9 +295,11 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::BadBlockSize => "bad block size",
             CorruptionKind::BadTiling => "blocks do not tile the range",
             CorruptionKind::BadBoundaryTag => "bad previous-block tag",
-            CorruptionKind::BadFreeList => "free list out of order or pointing at a used block",
+            CorruptionKind::BadFreeList => {
+                "size-class free list broken or pointing at a used block"
+            }
             CorruptionKind::Uncoalesced => "two adjacent free blocks",
-            CorruptionKind::LostFreeBlock => "free block missing from the free list",
+            CorruptionKind::LostFreeBlock => "free block missing from the size-class index",
             CorruptionKind::BadOwner => "block owner and owner tables disagree",
             CorruptionKind::BadRefCount => "reference count disagrees with owner cells",
             CorruptionKind::BadOwnerTable => "owner table inconsistent",

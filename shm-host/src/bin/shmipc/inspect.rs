@@ -276,7 +276,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     match &stats {
         Ok(s) => {
             println!(
-                "free list: {} blocks, {} free of {}, largest {}, smallest {}",
+                "free blocks: {} blocks, {} free of {}, largest {}, smallest {}",
                 s.free_blocks,
                 human_bytes(u64::from(s.free_bytes)),
                 human_bytes(u64::from(s.heap_bytes)),
