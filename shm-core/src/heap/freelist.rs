@@ -45,17 +45,27 @@ impl<'m> Space<'m> {
         self.max_blocks
     }
 
-    /// The block physically before `b` in range `lo..`, checked against its boundary tag.
+    /// The block physically before `b` in range `lo..` and its header, checked against
+    /// `b`'s boundary tag.
     #[inline]
-    fn prev_phys(&self, b: u32, h: &BlockHeader, lo: u32) -> Result<Option<u32>, Error> {
+    fn prev_phys(
+        &self,
+        b: u32,
+        h: &BlockHeader,
+        lo: u32,
+    ) -> Result<Option<(u32, &'m BlockHeader)>, Error> {
         if b == lo {
             return Ok(None);
         }
         let p = h.prev_phys.load(Relaxed);
-        if p < lo || p >= b || self.block(p)?.size() != b - p {
+        if p < lo || p >= b {
             return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
         }
-        Ok(Some(p))
+        let ph = self.block(p)?;
+        if ph.size() != b - p {
+            return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
+        }
+        Ok(Some((p, ph)))
     }
 
     /// Last free block of at least `need` bytes (highest address): a walk down from the
@@ -65,12 +75,11 @@ impl<'m> Space<'m> {
         let mut steps = 0u32;
         for r in self.ranges.iter().rev() {
             let mut cur = self.prev_phys(r.hi, self.block(r.hi)?, r.lo)?;
-            while let Some(b) = cur {
+            while let Some((b, h)) = cur {
                 steps += 1;
                 if steps > self.walk_limit() {
                     return Err(corrupt(b, CorruptionKind::Cycle));
                 }
-                let h = self.block(b)?;
                 if !h.is_used() && h.size() >= need {
                     return Ok(Some(Found {
                         at: b,
@@ -207,10 +216,9 @@ impl<'m> Space<'m> {
 
         // The physical neighbours, found through the boundary tag and the size; both tags
         // are checked, so the merged size below stays inside the range.
-        let before = match self.prev_phys(b, h, range.lo)? {
-            Some(p) if !self.block(p)?.is_used() => Some(p),
-            _ => None,
-        };
+        let before = self
+            .prev_phys(b, h, range.lo)?
+            .filter(|(_, ph)| !ph.is_used());
         let np_at = b + size;
         let np = self.block(np_at)?;
         if np.prev_phys.load(Relaxed) != b {
@@ -222,8 +230,7 @@ impl<'m> Space<'m> {
         let mut head = h;
         let mut total = size;
         let mut blocks = heap.free_blocks.load(Relaxed).wrapping_add(1);
-        if let Some(p) = before {
-            let ph = self.block(p)?;
+        if let Some((p, ph)) = before {
             let psize = ph.size();
             self.index_remove(tx, p, ph, psize)?;
             // `b`'s header is now inside a free block: mark it free, so that a later

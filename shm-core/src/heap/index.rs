@@ -124,25 +124,26 @@ impl<'m> Space<'m> {
         let head_word = self.head(fl, sl);
         let head = head_word.load(Relaxed);
         let (prev, next) = if head == 0 || b < head {
-            (0, head)
+            (None, head)
         } else {
             // Behind the head: the head stays the lower of the two, so allocations lean
             // towards low addresses and the high end stays whole, as with first fit.
             let hh = self.free_block(head)?;
-            (head, hh.link.load(Relaxed))
+            (Some(hh), hh.link.load(Relaxed))
         };
         if next != 0 {
             tx.set(&self.free_block(next)?.owner, b)?;
         }
+        let prev_at = if prev.is_some() { head } else { 0 };
         if fresh {
             tx.set_fresh(&h.link, next)?;
-            tx.set_fresh(&h.owner, prev)?;
+            tx.set_fresh(&h.owner, prev_at)?;
         } else {
             tx.set(&h.link, next)?;
-            tx.set(&h.owner, prev)?;
+            tx.set(&h.owner, prev_at)?;
         }
-        if prev != 0 {
-            return tx.set(&self.free_block(prev)?.link, b);
+        if let Some(hh) = prev {
+            return tx.set(&hh.link, b);
         }
         tx.set(head_word, b)?;
         if head == 0 {
@@ -231,15 +232,7 @@ impl<'m> Space<'m> {
     /// 3. else, the heap being nearly full, the rest of `need`'s own class.
     pub(crate) fn good_fit(&self, need: u32) -> Result<Option<Found>, Error> {
         let (fl, sl) = class_of(need);
-        let mut found = None;
-        let mut probed = 0u32;
-        self.walk_list(fl, sl, &mut |f| {
-            probed += 1;
-            if f.size >= need {
-                found = Some(f);
-            }
-            Ok(found.is_some() || probed == OWN_CLASS_PROBE)
-        })?;
+        let (mut found, probed) = self.fit_in_list(fl, sl, need, OWN_CLASS_PROBE)?;
         if found.is_some() {
             return Ok(found);
         }
@@ -275,13 +268,28 @@ impl<'m> Space<'m> {
         if probed < OWN_CLASS_PROBE {
             return Ok(None); // the whole own class was probed
         }
+        Ok(self.fit_in_list(fl, sl, need, u32::MAX)?.0)
+    }
+
+    /// The first of at most `limit` blocks of list `(fl, sl)` that holds `need` bytes, and
+    /// how many blocks were looked at.
+    fn fit_in_list(
+        &self,
+        fl: usize,
+        sl: usize,
+        need: u32,
+        limit: u32,
+    ) -> Result<(Option<Found>, u32), Error> {
+        let mut found = None;
+        let mut seen = 0u32;
         self.walk_list(fl, sl, &mut |f| {
+            seen += 1;
             if f.size >= need {
                 found = Some(f);
             }
-            Ok(found.is_some())
+            Ok(found.is_some() || seen == limit)
         })?;
-        Ok(found)
+        Ok((found, seen))
     }
 
     /// Walks list `(fl, sl)` from its head, calling `visit` for each block until it
