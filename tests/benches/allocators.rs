@@ -940,25 +940,41 @@ fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
             r.tally.failed_allocs
         );
     }
+    push_errors(
+        &mut out,
+        rows.iter()
+            .filter(|r| {
+                let t = &r.tally;
+                t.failed_frees != 0 || t.skipped_frees != 0 || !t.errors.is_empty()
+            })
+            .map(|r| {
+                let t = &r.tally;
+                (
+                    format!(
+                        "{} / {}: {} failed frees, {} frees skipped after failed allocs",
+                        r.workload, r.allocator, t.failed_frees, t.skipped_frees
+                    ),
+                    &t.errors,
+                )
+            }),
+    );
+    out
+}
+
+/// Appends an "Errors:" list to a table: one line per `(headline, errors)`, the errors
+/// indented under it. Nothing when there are none.
+fn push_errors<'a>(out: &mut String, items: impl Iterator<Item = (String, &'a Vec<String>)>) {
     let mut problems = String::new();
-    for r in &rows {
-        let t = &r.tally;
-        if t.failed_frees != 0 || t.skipped_frees != 0 || !t.errors.is_empty() {
-            let _ = writeln!(
-                problems,
-                "- {} / {}: {} failed frees, {} frees skipped after failed allocs",
-                r.workload, r.allocator, t.failed_frees, t.skipped_frees
-            );
-            for e in &t.errors {
-                let _ = writeln!(problems, "  - {e}");
-            }
+    for (headline, errors) in items {
+        let _ = writeln!(problems, "- {headline}");
+        for e in errors {
+            let _ = writeln!(problems, "  - {e}");
         }
     }
     if !problems.is_empty() {
         out.push_str("\nErrors:\n\n");
         out.push_str(&problems);
     }
-    out
 }
 
 // ----- fragmentation probe --------------------------------------------------------------------
@@ -1252,24 +1268,24 @@ fn fragmentation_table(arena: &mut Arena, ws: &[Workload]) -> String {
         );
         out.push_str(&views);
     }
-    let mut problems = String::new();
-    for r in &rows {
-        let t = &r.tally;
-        if t.failed_allocs != 0 || t.failed_frees != 0 || !t.errors.is_empty() {
-            let _ = writeln!(
-                problems,
-                "- {} / {}: {} failed allocs, {} failed frees in the replay",
-                r.workload, r.allocator, t.failed_allocs, t.failed_frees
-            );
-            for e in &t.errors {
-                let _ = writeln!(problems, "  - {e}");
-            }
-        }
-    }
-    if !problems.is_empty() {
-        out.push_str("\nErrors:\n\n");
-        out.push_str(&problems);
-    }
+    push_errors(
+        &mut out,
+        rows.iter()
+            .filter(|r| {
+                let t = &r.tally;
+                t.failed_allocs != 0 || t.failed_frees != 0 || !t.errors.is_empty()
+            })
+            .map(|r| {
+                let t = &r.tally;
+                (
+                    format!(
+                        "{} / {}: {} failed allocs, {} failed frees in the replay",
+                        r.workload, r.allocator, t.failed_allocs, t.failed_frees
+                    ),
+                    &t.errors,
+                )
+            }),
+    );
     out
 }
 
