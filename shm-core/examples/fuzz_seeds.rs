@@ -3,7 +3,8 @@
 //! `cargo run -p shm-core --example fuzz_seeds --features testkit -- fuzz/corpus`
 //!
 //! heap_ops seeds are operation streams from a fixed generator, one per region shape;
-//! attach_bytes seeds are formatted regions after some traffic, followed by operations.
+//! attach_bytes seeds are formatted regions after some traffic (every other one with its
+//! derived state flagged for a rebuild), followed by operations.
 #![allow(clippy::unwrap_used)] // an example: failures end it with a message
 
 use std::path::PathBuf;
@@ -77,7 +78,11 @@ fn main() {
     .into_iter()
     .enumerate()
     {
-        let img = image(len, align, ops);
+        let mut img = image(len, align, ops);
+        if i % 2 == 1 {
+            // Derived state flagged stale: the first operation rebuilds it.
+            img[core::mem::offset_of!(shm_core::header::RegionHeader, derived_dirty)] = 1;
+        }
         let tail = stream(0x51_7cc1 + i as u64, 0, 200);
         std::fs::write(
             attach_dir.join(format!("seed-{i}")),

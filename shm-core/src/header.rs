@@ -104,8 +104,14 @@ pub struct RegionHeader {
     pub free_epoch: AtomicU32,
     /// Number of blocked allocators (frees skip the wake-up when zero).
     pub waiters: AtomicU32,
+    /// Non-zero while an operation may have left derived state (the size-class index,
+    /// boundary tags, free and used counts) out of step with the blocks: set before the
+    /// first unjournaled write of such state, cleared after the journal is emptied.
+    /// Whoever finds it set under the lock rebuilds that state from the blocks (see
+    /// [`journal`](crate::journal)).
+    pub derived_dirty: AtomicU32,
     /// Reserved, zero.
-    pub reserved1: [AtomicU32; 7],
+    pub reserved1: [AtomicU32; 6],
     /// Allocator state.
     pub heap: HeapState,
     /// The server, at its fixed place.

@@ -10,6 +10,18 @@
 //! simply followed by another. An operation that fails with an error undoes itself the
 //! same way, so no error leaves a half-done change behind.
 //!
+//! Derived state - the size-class index (its bitmaps, list heads and the list links in
+//! free blocks' headers), the boundary tags (`prev_phys`) and the free and used counts -
+//! is not journaled: it follows from the blocks themselves. [`Tx::set_derived`] writes it
+//! directly, after setting the header's `derived_dirty` word once per operation; an undo
+//! (after an error, or by whoever breaks a dead holder's lock) is then followed by a
+//! rebuild of all derived state from the blocks, one walk over them. A rebuild is rare; a
+//! journal entry per index link on every operation was most of an operation's cost. The
+//! rule that keeps this sound: the first write an operation makes to a word whose old
+//! value is not derived (a used block's header or payload) goes through the journal.
+//! Commit empties the journal before it clears `derived_dirty`, so a crash in between
+//! leaves a committed operation and a rebuild of its (already consistent) state.
+//!
 //! Words in memory that no live structure reaches yet (the payload of a free block being
 //! turned into a new owner table) are written with [`Tx::set_fresh`], unlogged: if the
 //! operation is undone they are unreachable again. That holds only for memory that was
@@ -115,6 +127,10 @@ pub(crate) struct Tx<'a, 'm> {
     seen: u64,
     /// False once the operation has freed memory (see the module documentation).
     fresh_unlogged: bool,
+    /// The header's `derived_dirty` word.
+    dirty_word: &'m AtomicU32,
+    /// Whether this operation has set it.
+    dirty: bool,
     faults: &'a FaultInjector,
 }
 
@@ -123,6 +139,7 @@ impl<'a, 'm> Tx<'a, 'm> {
     pub(crate) fn begin(
         region: &'a Region<'m>,
         journal: Journal<'m>,
+        dirty_word: &'m AtomicU32,
         op: u32,
         faults: &'a FaultInjector,
     ) -> Self {
@@ -133,6 +150,8 @@ impl<'a, 'm> Tx<'a, 'm> {
             len: 0,
             seen: 0,
             fresh_unlogged: true,
+            dirty_word,
+            dirty: false,
             faults,
         }
     }
@@ -179,6 +198,34 @@ impl<'a, 'm> Tx<'a, 'm> {
         Ok(())
     }
 
+    /// Writes a word of derived state (see the module documentation), unjournaled: an undo
+    /// of this operation is followed by a rebuild that recomputes it. The word's old value
+    /// must be derived state too, or already journaled by this operation.
+    #[inline]
+    pub(crate) fn set_derived(&mut self, word: &AtomicU32, value: u32) -> Result<(), Error> {
+        if !self.dirty {
+            self.faults.step()?;
+            // Release: a recoverer that sees any derived write below sees the flag.
+            self.dirty_word.store(1, Release);
+            self.dirty = true;
+        }
+        self.faults.step()?;
+        word.store(value, Relaxed);
+        Ok(())
+    }
+
+    /// Journals a word's current value without changing it, so that later unjournaled
+    /// writes to it ([`set_derived`](Self::set_derived)) are undone too.
+    #[inline]
+    pub(crate) fn keep(&mut self, word: &AtomicU32) -> Result<(), Error> {
+        self.set(word, word.load(Relaxed))
+    }
+
+    /// Whether this operation wrote derived state, so that an undo must rebuild it.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Records that the operation frees memory: from now on "fresh" words are journaled,
     /// since an undo would make the freed block live again.
     #[inline]
@@ -190,10 +237,16 @@ impl<'a, 'm> Tx<'a, 'm> {
     pub(crate) fn commit(self) -> Result<u32, Error> {
         self.faults.step()?;
         self.journal.head.len.store(0, Release);
+        // After the journal: a crash in between must not undo what the derived state
+        // already describes (the rebuild then sees the committed blocks).
+        if self.dirty {
+            self.dirty_word.store(0, Release);
+        }
         Ok(self.len)
     }
 
-    /// Undoes the operation; `also` as for [`recover`].
+    /// Undoes the operation; `also` as for [`recover`]. Derived state is left to the
+    /// caller's rebuild: `derived_dirty` stays set if the operation set it.
     pub(crate) fn rollback(self, also: &[&AtomicU32]) -> Result<u32, Error> {
         recover(self.region, self.journal, also)
     }

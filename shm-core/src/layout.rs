@@ -24,7 +24,7 @@ pub const MAGIC: [u32; 2] = [
 ];
 
 /// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Most disjoint ranges one region may span.
 pub const MAX_RANGES: usize = 8;
@@ -99,6 +99,7 @@ const _: () = {
     assert!(offset_of!(RegionHeader, lock_breaks) == 152);
     assert!(offset_of!(RegionHeader, free_epoch) == 156);
     assert!(offset_of!(RegionHeader, waiters) == 160);
+    assert!(offset_of!(RegionHeader, derived_dirty) == 164);
     assert!(offset_of!(RegionHeader, heap) == 192);
     assert!(offset_of!(RegionHeader, server) == 256);
     assert!(offset_of!(RegionHeader, journal_entries) == 384);
@@ -159,6 +160,7 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     offset_of!(RegionHeader, lock),
     offset_of!(RegionHeader, heap),
     offset_of!(RegionHeader, publish),
+    offset_of!(RegionHeader, derived_dirty),
     offset_of!(RegionHeader, server),
     offset_of!(RegionHeader, journal_entries),
     offset_of!(RegionHeader, index),

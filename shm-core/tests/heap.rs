@@ -556,6 +556,83 @@ fn corruption_is_reported_not_followed() {
     assert!(matches!(f.heap.free(a, y), Err(Error::BadOffset { .. })));
 }
 
+/// Derived state (index, boundary tags, free and used counts) flagged dirty is rebuilt
+/// from the blocks by the next operation, before anything else: with every list head,
+/// bitmap, tag and count wiped, `check` under the lock finds a consistent heap with the
+/// same blocks, and allocation works on it. Unlocked, the same wipe is reported.
+#[test]
+fn dirty_derived_state_is_rebuilt_from_the_blocks() {
+    use shm_core::block::BlockHeader;
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let blocks: Vec<Offset> = (0..24)
+        .map(|i| f.heap.try_alloc(a, 40 + 60 * i).unwrap())
+        .collect();
+    for b in blocks.iter().step_by(3) {
+        f.heap.free(a, *b).unwrap();
+    }
+    let before = f.heap.stats().unwrap();
+    let rep_before = f.heap.check().unwrap();
+    assert!(before.free_blocks > 5);
+
+    let hdr = f.heap.header();
+    hdr.index.fl_bitmap.store(0, Relaxed);
+    for w in hdr
+        .index
+        .sl_bitmap
+        .iter()
+        .chain(hdr.index.heads.iter().flatten())
+    {
+        w.store(0, Relaxed);
+    }
+    hdr.heap.free_bytes.store(7, Relaxed);
+    hdr.heap.free_blocks.store(0, Relaxed);
+    hdr.heap.used_blocks.store(0, Relaxed);
+    let hsize = f.heap.block_header_size();
+    for b in &blocks[1..] {
+        let h: &BlockHeader = f.heap.region().get(b.get() - hsize).unwrap();
+        h.prev_phys.store(0, Relaxed);
+    }
+    assert!(f.heap.check_unlocked().is_err(), "the wipe is visible");
+
+    hdr.derived_dirty.store(1, Relaxed);
+    let rep = f.heap.check().unwrap();
+    assert_eq!(rep, rep_before);
+    assert_eq!(hdr.derived_dirty.load(Relaxed), 0);
+    let after = f.heap.stats().unwrap();
+    assert_eq!(after.free_bytes, before.free_bytes);
+    assert_eq!(after.free_blocks, before.free_blocks);
+    assert_eq!(after.largest_free_block, before.largest_free_block);
+    let x = f.heap.try_alloc(a, 40).unwrap();
+    assert_eq!(x, blocks[0], "the lowest hole of its class is found");
+    f.heap.check().unwrap();
+}
+
+/// A rebuild meets blocks that no undo could make (here, a size running past the range)
+/// with a corruption error, not a panic or a walk off the end, and leaves the flag set so
+/// that every later operation reports it too.
+#[test]
+fn rebuild_reports_broken_tiling() {
+    use shm_core::block::BlockHeader;
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let x = f.heap.try_alloc(a, 100).unwrap();
+    let h: &BlockHeader = f
+        .heap
+        .region()
+        .get(x.get() - f.heap.block_header_size())
+        .unwrap();
+    h.size_flags.store(0x00ff_fff0 | 1, Relaxed);
+    f.heap.header().derived_dirty.store(1, Relaxed);
+    for _ in 0..2 {
+        assert!(matches!(f.heap.check(), Err(Error::Corrupted(_))));
+        assert!(matches!(f.heap.try_alloc(a, 16), Err(Error::Corrupted(_))));
+    }
+    assert_eq!(f.heap.header().derived_dirty.load(Relaxed), 1);
+}
+
 /// The size-class index: a request as large as the largest free block is served even
 /// though rounding it up to its class boundary finds nothing (the fallback scan of its own
 /// class), and a request one alignment step larger fails with `OutOfMemory`.

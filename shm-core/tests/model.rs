@@ -40,16 +40,21 @@ proptest! {
     }
 
     /// A valid region with a few bytes flipped: every call returns (usually an error), and
-    /// `check` either passes or names a problem.
+    /// `check` either passes or names a problem. With `dirty`, the first operation rebuilds
+    /// the derived state from the damaged blocks.
     #[test]
     fn damaged_regions_give_errors(
         flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8),
         ops in proptest::collection::vec(any::<u8>(), 0..400),
+        dirty in any::<bool>(),
     ) {
         let mut img = seed_image(12);
         for (at, x) in flips {
             let i = usize::from(at) % img.len();
             img[i] ^= x | 1;
+        }
+        if dirty {
+            img[core::mem::offset_of!(shm_core::header::RegionHeader, derived_dirty)] = 1;
         }
         hostile::run(&hostile::encode(&img, &ops));
     }

@@ -169,8 +169,10 @@ impl<'m> Space<'m> {
             tx.set_fresh(&ph.owner, owner)?;
         } else {
             tx.set(&ph.size_flags, size | USED | (flags & SERVICE))?;
-            tx.set(&ph.link, refs)?;
-            tx.set(&ph.owner, owner)?;
+            // `f`'s list links until now (derived, or journaled by the free that made
+            // `f` in this operation): an undo makes `f` free again and rebuilds them.
+            tx.set_derived(&ph.link, refs)?;
+            tx.set_derived(&ph.owner, owner)?;
         }
         // The remainder after the piece, if any, becomes a free block (in `f`'s payload).
         if back > 0 {
@@ -179,24 +181,26 @@ impl<'m> Space<'m> {
             tx.set_fresh(&rest.size_flags, back)?;
             tx.set_fresh(&rest.prev_phys, at)?;
             self.index_insert(tx, rest_at, rest, back, true)?;
-            tx.set(&next_phys.prev_phys, rest_at)?;
+            tx.set_derived(&next_phys.prev_phys, rest_at)?;
         } else if front > 0 {
-            tx.set(&next_phys.prev_phys, at)?;
+            tx.set_derived(&next_phys.prev_phys, at)?;
         }
 
         // Statistics use wrapping arithmetic: they come from shared memory, and a wrong
-        // count must not panic here; `check` reports it.
+        // count must not panic here; `check` reports it. The counts are derived state;
+        // the low-water mark is history, which no rebuild could recompute, so it is
+        // journaled.
         let free_bytes = heap.free_bytes.load(Relaxed).wrapping_sub(size);
-        tx.set(&heap.free_bytes, free_bytes)?;
+        tx.set_derived(&heap.free_bytes, free_bytes)?;
         if free_bytes < heap.min_free_bytes.load(Relaxed) {
             tx.set(&heap.min_free_bytes, free_bytes)?;
         }
         let gaps = u32::from(front > 0) + u32::from(back > 0);
         if gaps != 1 {
             let blocks = heap.free_blocks.load(Relaxed);
-            tx.set(&heap.free_blocks, blocks.wrapping_add(gaps).wrapping_sub(1))?;
+            tx.set_derived(&heap.free_blocks, blocks.wrapping_add(gaps).wrapping_sub(1))?;
         }
-        tx.set(
+        tx.set_derived(
             &heap.used_blocks,
             heap.used_blocks.load(Relaxed).wrapping_add(1),
         )?;
@@ -250,19 +254,25 @@ impl<'m> Space<'m> {
             blocks = blocks.wrapping_sub(1);
         }
         if after.prev_phys.load(Relaxed) != start {
-            tx.set(&after.prev_phys, start)?;
+            tx.set_derived(&after.prev_phys, start)?;
         }
         tx.set(&head.size_flags, total)?;
+        if before.is_none() {
+            // `b`'s link words become list links (derived, unjournaled); as a used block's
+            // reference count and owner they are not derived, so journal them first.
+            tx.keep(&h.link)?;
+            tx.keep(&h.owner)?;
+        }
         self.index_insert(tx, start, head, total, false)?;
 
         if blocks != heap.free_blocks.load(Relaxed) {
-            tx.set(&heap.free_blocks, blocks)?;
+            tx.set_derived(&heap.free_blocks, blocks)?;
         }
-        tx.set(
+        tx.set_derived(
             &heap.free_bytes,
             heap.free_bytes.load(Relaxed).wrapping_add(size),
         )?;
-        tx.set(
+        tx.set_derived(
             &heap.used_blocks,
             heap.used_blocks.load(Relaxed).wrapping_sub(1),
         )?;

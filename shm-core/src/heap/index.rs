@@ -109,8 +109,11 @@ impl<'m> Space<'m> {
     }
 
     /// Adds the free block `b` (header `h`, `size` bytes, already marked free) to its
-    /// class's list: first if it lies below the head, else second. With `fresh`, `b`'s own link words are in memory that
-    /// nothing live reaches yet (see [`Tx::set_fresh`]).
+    /// class's list: first if it lies below the head, else second. With `fresh`, `b`'s own
+    /// link words are in memory that nothing live reached before the operation (see
+    /// [`Tx::set_fresh`]); without, they must be derived state or already journaled.
+    ///
+    /// Every write is derived state ([`Tx::set_derived`]): an undo rebuilds the index.
     pub(crate) fn index_insert(
         &self,
         tx: &mut Tx<'_, 'm>,
@@ -132,32 +135,32 @@ impl<'m> Space<'m> {
             (Some(hh), hh.link.load(Relaxed))
         };
         if next != 0 {
-            tx.set(&self.free_block(next)?.owner, b)?;
+            tx.set_derived(&self.free_block(next)?.owner, b)?;
         }
         let prev_at = if prev.is_some() { head } else { 0 };
         if fresh {
             tx.set_fresh(&h.link, next)?;
             tx.set_fresh(&h.owner, prev_at)?;
         } else {
-            tx.set(&h.link, next)?;
-            tx.set(&h.owner, prev_at)?;
+            tx.set_derived(&h.link, next)?;
+            tx.set_derived(&h.owner, prev_at)?;
         }
         if let Some(hh) = prev {
-            return tx.set(&hh.link, b);
+            return tx.set_derived(&hh.link, b);
         }
-        tx.set(head_word, b)?;
+        tx.set_derived(head_word, b)?;
         if head == 0 {
             let slm = idx.sl_bitmap[fl].load(Relaxed);
-            tx.set(&idx.sl_bitmap[fl], slm | (1 << sl))?;
+            tx.set_derived(&idx.sl_bitmap[fl], slm | (1 << sl))?;
             if slm == 0 {
-                tx.set(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) | (1 << fl))?;
+                tx.set_derived(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) | (1 << fl))?;
             }
         }
         Ok(())
     }
 
     /// Takes the free block `b` (header `h`, `size` bytes) off its list. Its own link
-    /// words are left as they are; the caller reuses them.
+    /// words are left as they are; the caller reuses them. Derived writes only.
     pub(crate) fn index_remove(
         &self,
         tx: &mut Tx<'_, 'm>,
@@ -174,19 +177,19 @@ impl<'m> Space<'m> {
             if nh.owner.load(Relaxed) != b || next == b {
                 return Err(corrupt(next, CorruptionKind::BadFreeList));
             }
-            tx.set(&nh.owner, prev)?;
+            tx.set_derived(&nh.owner, prev)?;
         }
         if prev == 0 {
             let head_word = self.head(fl, sl);
             if head_word.load(Relaxed) != b {
                 return Err(corrupt(b, CorruptionKind::LostFreeBlock));
             }
-            tx.set(head_word, next)?;
+            tx.set_derived(head_word, next)?;
             if next == 0 {
                 let slm = idx.sl_bitmap[fl].load(Relaxed) & !(1 << sl);
-                tx.set(&idx.sl_bitmap[fl], slm)?;
+                tx.set_derived(&idx.sl_bitmap[fl], slm)?;
                 if slm == 0 {
-                    tx.set(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) & !(1 << fl))?;
+                    tx.set_derived(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) & !(1 << fl))?;
                 }
             }
         } else {
@@ -194,8 +197,36 @@ impl<'m> Space<'m> {
             if ph.link.load(Relaxed) != b || prev == b {
                 return Err(corrupt(prev, CorruptionKind::BadFreeList));
             }
-            tx.set(&ph.link, next)?;
+            tx.set_derived(&ph.link, next)?;
         }
+        Ok(())
+    }
+
+    /// Clears the index (every list empty), with plain stores: for the rebuild only.
+    pub(crate) fn index_clear(&self) {
+        let idx = &self.hdr.index;
+        idx.fl_bitmap.store(0, Relaxed);
+        for w in idx.sl_bitmap.iter().chain(idx.heads.iter().flatten()) {
+            w.store(0, Relaxed);
+        }
+    }
+
+    /// Puts the free block `b` in front of its class's list, with plain stores: for the
+    /// rebuild only, which pushes blocks from the highest address down, so every list ends
+    /// up in address order.
+    pub(crate) fn index_push_front(&self, b: u32, h: &BlockHeader) -> Result<(), Error> {
+        let (fl, sl) = class_of(h.size());
+        let idx = &self.hdr.index;
+        let head_word = self.head(fl, sl);
+        let head = head_word.load(Relaxed);
+        if head != 0 {
+            self.free_block(head)?.owner.store(b, Relaxed);
+        }
+        h.link.store(head, Relaxed);
+        h.owner.store(0, Relaxed);
+        head_word.store(b, Relaxed);
+        idx.sl_bitmap[fl].fetch_or(1 << sl, Relaxed);
+        idx.fl_bitmap.fetch_or(1 << fl, Relaxed);
         Ok(())
     }
 

@@ -26,6 +26,7 @@ mod check;
 mod freelist;
 pub mod index;
 mod ops;
+mod rebuild;
 mod stats;
 
 use core::mem::size_of;
@@ -456,6 +457,7 @@ impl<'m, P: Platform> Heap<'m, P> {
             let mut tx = Tx::begin(
                 &self.space.region,
                 self.space.journal(),
+                &hdr.derived_dirty,
                 code as u32,
                 &self.faults,
             );
@@ -483,7 +485,13 @@ impl<'m, P: Platform> Heap<'m, P> {
                 }
                 Err(Error::InjectedCrash) => Err(Error::InjectedCrash),
                 Err(e) => {
-                    let undone = tx.rollback(&self.space.journaled_header_words());
+                    let dirty = tx.is_dirty();
+                    let undone = tx
+                        .rollback(&self.space.journaled_header_words())
+                        .and_then(|_| match dirty {
+                            true => self.space.rebuild_derived(),
+                            false => Ok(()),
+                        });
                     hdr.lock.release();
                     undone.and(Err(e))
                 }
@@ -492,7 +500,8 @@ impl<'m, P: Platform> Heap<'m, P> {
     }
 
     /// Takes the region lock; if it was broken from a dead holder, or a journal is left
-    /// over for any reason, undoes the unfinished operation before anything else.
+    /// over for any reason, undoes the unfinished operation before anything else, and
+    /// rebuilds the derived state it may have left (see [`journal`](crate::journal)).
     fn lock(&self) -> Result<(), Error> {
         let hdr = self.space.hdr;
         let me = self.platform.current_process();
@@ -502,6 +511,13 @@ impl<'m, P: Platform> Heap<'m, P> {
         if hdr.journal.len.load(Acquire) != 0 {
             let also = self.space.journaled_header_words();
             if let Err(e) = journal::recover(&self.space.region, self.space.journal(), &also) {
+                hdr.lock.release();
+                return Err(e);
+            }
+        }
+        // Derived state an unfinished (or undone) operation may have left behind.
+        if hdr.derived_dirty.load(Acquire) != 0 {
+            if let Err(e) = self.space.rebuild_derived() {
                 hdr.lock.release();
                 return Err(e);
             }

@@ -82,7 +82,13 @@ impl<'m> Space<'m> {
     /// Lists each range's one free block in the index. Called by `init` only.
     pub(crate) fn init_index(&self) -> Result<(), Error> {
         let faults = FaultInjector::default();
-        let mut tx = Tx::begin(&self.region, self.journal(), 0, &faults);
+        let mut tx = Tx::begin(
+            &self.region,
+            self.journal(),
+            &self.hdr.derived_dirty,
+            0,
+            &faults,
+        );
         for r in &self.ranges {
             let h = self.region.get(r.lo)?;
             self.index_insert(&mut tx, r.lo, h, r.hi - r.lo, false)?;
@@ -93,7 +99,13 @@ impl<'m> Space<'m> {
     /// Formats the process table as the first service block. Called by `init` only.
     pub(crate) fn init_process_table(&self, capacity: u16) -> Result<(), Error> {
         let faults = FaultInjector::default();
-        let mut tx = Tx::begin(&self.region, self.journal(), 0, &faults);
+        let mut tx = Tx::begin(
+            &self.region,
+            self.journal(),
+            &self.hdr.derived_dirty,
+            0,
+            &faults,
+        );
         let bytes = u32::from(capacity) * 4;
         let need = self.geo.block_size(bytes)?;
         let f = self
@@ -312,9 +324,14 @@ impl<'m> Space<'m> {
         Ok((r, index, c))
     }
 
-    /// Returns cell `index` to its array's free list.
-    fn put_cell(&self, tx: &mut Tx<'_, 'm>, r: &RecordRef<'m>, index: u32) -> Result<(), Error> {
-        let c = self.cell(r, index)?;
+    /// Returns cell `index` (`c`, already looked up through `r`) to its array's free list.
+    fn put_cell(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        r: &RecordRef<'m>,
+        index: u32,
+        c: &'m OwnerCell,
+    ) -> Result<(), Error> {
         tx.set(&c.block, 0)?;
         tx.set(&c.next, r.rec.free_cell.load(Relaxed))?;
         tx.set(&r.rec.free_cell, index)?;
@@ -479,7 +496,28 @@ impl<'m> Space<'m> {
 
     /// `free`: the caller must be the only owner.
     pub(crate) fn free(&self, tx: &mut Tx<'_, 'm>, me: ProcSlot, p: Offset) -> Result<(), Error> {
-        let (h, _) = self.used_block(p)?;
+        let (h, b) = self.used_block(p)?;
+        // The common case, checked once: `me` is the first and only owner, its cell names
+        // `p` and ends the chain. Anything else takes the general path, which finds the
+        // right error.
+        if let Some(head) = OwnerRef::unpack(h.owner.load(Relaxed)) {
+            if head.slot == me.0 && h.link.load(Relaxed) == 1 {
+                if let Ok(r) = self.record(me) {
+                    if let Ok(cell) = self.cell(&r, u32::from(head.cell)) {
+                        if cell.block.load(Relaxed) == p.get()
+                            && cell.next.load(Relaxed) == NO_OWNER
+                        {
+                            let pos = ChainPos {
+                                link: &h.owner,
+                                at: head,
+                                cell,
+                            };
+                            return self.drop_ref(tx, &r, p, (h, b), pos).map(|_| ());
+                        }
+                    }
+                }
+            }
+        }
         let head = self.owner_head(p, h)?;
         if head.slot != me.0 {
             // `me` might co-own it; either way it is not `me`'s alone to free.
@@ -511,11 +549,24 @@ impl<'m> Space<'m> {
             offset: p,
             process: me,
         })?;
+        let r = self.record(me)?;
+        self.drop_ref(tx, &r, p, (h, b), pos)
+    }
+
+    /// Drops the reference of `r`'s process, at `pos` on the chain of block `p` (header
+    /// `h` at `b`); frees the block when it was the last. Returns whether it was.
+    fn drop_ref(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        r: &RecordRef<'m>,
+        p: Offset,
+        (h, b): (&'m BlockHeader, u32),
+        pos: ChainPos<'m>,
+    ) -> Result<bool, Error> {
         let size = h.size();
         tx.set(pos.link, pos.cell.next.load(Relaxed))?;
-        let r = self.record(me)?;
-        self.put_cell(tx, &r, u32::from(pos.at.cell))?;
-        owned(tx, &r, size, false)?;
+        self.put_cell(tx, r, u32::from(pos.at.cell), pos.cell)?;
+        owned(tx, r, size, false)?;
         if r.rec.reserve.load(Relaxed) == p.get() {
             tx.set(&r.rec.reserve, 0)?;
         }
@@ -565,7 +616,7 @@ impl<'m> Space<'m> {
         tx.set(&new_cell.next, pos.cell.next.load(Relaxed))?;
         tx.set(pos.link, rt.owner_ref(index).pack())?;
         let rm = self.record(me)?;
-        self.put_cell(tx, &rm, u32::from(pos.at.cell))?;
+        self.put_cell(tx, &rm, u32::from(pos.at.cell), pos.cell)?;
         owned(tx, &rm, size, false)?;
         owned(tx, &rt, size, true)?;
         if rm.rec.reserve.load(Relaxed) == p.get() {
