@@ -7,6 +7,9 @@
 //!   journal per operation, one lock word), through [`Heap::try_alloc`] / [`Heap::free`] with
 //!   one registered process and the host platform (`shm_host::NativeSystem`).
 //! * `rlsf`: TLSF (two-level segregated fit, O(1) alloc and free).
+//! * `rlsf + lock`: rlsf with each call inside the lock protocol shm-core uses for a shared
+//!   region (compare-and-swap of a 64-bit word to the caller's pid and tag, release by a
+//!   store), uncontended: the cost of the lock alone, on top of the fastest allocator.
 //! * `linked_list_allocator`: an address-ordered hole list, first fit (the closest relative
 //!   of heap_5, without owners or journal).
 //! * `talc`: dlmalloc-style boundary tags with binned free lists.
@@ -93,11 +96,12 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use shm_core::layout::MAX_CELLS;
-use shm_core::{Error, Heap, HeapConfig, Offset, ProcSlot, Region};
+use shm_core::{Error, Heap, HeapConfig, Offset, ProcSlot, Processes, Region};
 use shm_host::NativeSystem;
 
 /// Size of the one region every allocator works in.
@@ -577,6 +581,61 @@ impl BenchAlloc for RlsfAlloc<'_> {
     }
 }
 
+// rlsf under a lock word -------------------------------------------------------------------------
+
+/// rlsf with every call inside the lock protocol a shared region needs, as shm-core takes
+/// it: a compare-and-swap of a 64-bit word from 0 to the caller's identity (pid and tag,
+/// asked of the platform every time), released by a store. The word is never contended
+/// here; the row shows what the lock alone adds to the fastest allocator in the table, the
+/// floor for any allocator that must serialise processes on one region.
+struct RlsfLocked;
+
+struct RlsfLockedAlloc<'a> {
+    inner: RlsfAlloc<'a>,
+    lock: AtomicU64,
+}
+
+impl RlsfLockedAlloc<'_> {
+    #[inline]
+    fn locked<R>(&mut self, f: impl FnOnce(&mut RlsfAlloc<'_>) -> R) -> R {
+        let me = NativeSystem.current_process();
+        let word = u64::from(me.pid) | (u64::from(me.tag) << 32);
+        while self
+            .lock
+            .compare_exchange(0, word, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        let r = f(&mut self.inner);
+        self.lock.store(0, Ordering::Release);
+        r
+    }
+}
+
+impl Contender for RlsfLocked {
+    const NAME: &'static str = "rlsf + lock";
+    type Alloc<'a> = RlsfLockedAlloc<'a>;
+    fn init(arena: &mut Arena) -> RlsfLockedAlloc<'_> {
+        RlsfLockedAlloc {
+            inner: Rlsf::init(arena),
+            lock: AtomicU64::new(0),
+        }
+    }
+}
+
+impl BenchAlloc for RlsfLockedAlloc<'_> {
+    #[inline]
+    fn alloc(&mut self, size: u32) -> Option<Handle> {
+        self.locked(|a| a.alloc(size))
+    }
+
+    #[inline]
+    fn free(&mut self, h: Handle) -> bool {
+        self.locked(|a| a.free(h))
+    }
+}
+
 // linked_list_allocator --------------------------------------------------------------------------
 
 struct LinkedList;
@@ -894,6 +953,7 @@ fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
     for w in ws {
         rows.push(latency_row::<ShmCore>(arena, w));
         rows.push(latency_row::<Rlsf>(arena, w));
+        rows.push(latency_row::<RlsfLocked>(arena, w));
         rows.push(latency_row::<LinkedList>(arena, w));
         rows.push(latency_row::<Talc>(arena, w));
         rows.push(latency_row::<Sys>(arena, w));
@@ -1330,6 +1390,7 @@ fn criterion_pass(arena: &mut Arena, ws: &[Workload]) {
         g.throughput(Throughput::Elements(w.ops.len() as u64));
         bench_one::<ShmCore>(&mut g, arena, w);
         bench_one::<Rlsf>(&mut g, arena, w);
+        bench_one::<RlsfLocked>(&mut g, arena, w);
         bench_one::<LinkedList>(&mut g, arena, w);
         bench_one::<Talc>(&mut g, arena, w);
         bench_one::<Sys>(&mut g, arena, w);
