@@ -7,8 +7,10 @@
 //! Unlike heap_5, the free blocks are found through a size-class index (TLSF's two-level
 //! segregated lists with bitmaps, see [`index`]) instead of one address-ordered list, so
 //! allocating and freeing are O(1); every link is an offset, every block records its
-//! owners, service data is taken from the high end, and every change goes through an undo
-//! journal so that a process dying mid-operation leaves nothing half-done.
+//! owners, service data is taken from the high end, and every change of the blocks goes
+//! through an undo journal so that a process dying mid-operation leaves nothing half-done
+//! (the index, boundary tags and counts are derived from the blocks and rebuilt after an
+//! undo instead, see [`journal`](crate::journal)).
 //!
 //! Invariants, all checked by [`Heap::check`]:
 //! 1. In each range, blocks tile `[first block, end marker)` exactly; each block's
