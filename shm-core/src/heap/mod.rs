@@ -158,6 +158,17 @@ impl<'m> Space<'m> {
         }
     }
 
+    /// Starts an operation with code `op` (the caller holds the lock; see [`Tx::begin`]).
+    pub(crate) fn begin<'a>(&'a self, op: u32, faults: &'a FaultInjector) -> Tx<'a, 'm> {
+        Tx::begin(
+            &self.region,
+            self.journal(),
+            &self.hdr.derived_dirty,
+            op,
+            faults,
+        )
+    }
+
     /// Header words outside the allocator state that operations journal.
     pub(crate) fn journaled_header_words(&self) -> [&'m AtomicU32; 2] {
         [&self.hdr.publish[0], &self.hdr.publish[1]]
@@ -456,13 +467,7 @@ impl<'m, P: Platform> Heap<'m, P> {
         let hdr = self.space.hdr;
         self.platform.critical(|| {
             self.lock()?;
-            let mut tx = Tx::begin(
-                &self.space.region,
-                self.space.journal(),
-                &hdr.derived_dirty,
-                code as u32,
-                &self.faults,
-            );
+            let mut tx = self.space.begin(code as u32, &self.faults);
             let result = f(&mut tx, &self.space).and_then(|(v, publish)| {
                 if let Some(p) = publish {
                     tx.set(&hdr.publish[0], p.at)?;
@@ -490,9 +495,12 @@ impl<'m, P: Platform> Heap<'m, P> {
                     let dirty = tx.is_dirty();
                     let undone = tx
                         .rollback(&self.space.journaled_header_words())
-                        .and_then(|_| match dirty {
-                            true => self.space.rebuild_derived(),
-                            false => Ok(()),
+                        .and_then(|_| {
+                            if dirty {
+                                self.space.rebuild_derived()
+                            } else {
+                                Ok(())
+                            }
                         });
                     hdr.lock.release();
                     undone.and(Err(e))

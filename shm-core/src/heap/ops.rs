@@ -82,13 +82,7 @@ impl<'m> Space<'m> {
     /// Lists each range's one free block in the index. Called by `init` only.
     pub(crate) fn init_index(&self) -> Result<(), Error> {
         let faults = FaultInjector::default();
-        let mut tx = Tx::begin(
-            &self.region,
-            self.journal(),
-            &self.hdr.derived_dirty,
-            0,
-            &faults,
-        );
+        let mut tx = self.begin(0, &faults);
         for r in &self.ranges {
             let h = self.region.get(r.lo)?;
             self.index_insert(&mut tx, r.lo, h, r.hi - r.lo, false)?;
@@ -99,13 +93,7 @@ impl<'m> Space<'m> {
     /// Formats the process table as the first service block. Called by `init` only.
     pub(crate) fn init_process_table(&self, capacity: u16) -> Result<(), Error> {
         let faults = FaultInjector::default();
-        let mut tx = Tx::begin(
-            &self.region,
-            self.journal(),
-            &self.hdr.derived_dirty,
-            0,
-            &faults,
-        );
+        let mut tx = self.begin(0, &faults);
         let bytes = u32::from(capacity) * 4;
         let need = self.geo.block_size(bytes)?;
         let f = self
@@ -497,26 +485,8 @@ impl<'m> Space<'m> {
     /// `free`: the caller must be the only owner.
     pub(crate) fn free(&self, tx: &mut Tx<'_, 'm>, me: ProcSlot, p: Offset) -> Result<(), Error> {
         let (h, b) = self.used_block(p)?;
-        // The common case, checked once: `me` is the first and only owner, its cell names
-        // `p` and ends the chain. Anything else takes the general path, which finds the
-        // right error.
-        if let Some(head) = OwnerRef::unpack(h.owner.load(Relaxed)) {
-            if head.slot == me.0 && h.link.load(Relaxed) == 1 {
-                if let Ok(r) = self.record(me) {
-                    if let Ok(cell) = self.cell(&r, u32::from(head.cell)) {
-                        if cell.block.load(Relaxed) == p.get()
-                            && cell.next.load(Relaxed) == NO_OWNER
-                        {
-                            let pos = ChainPos {
-                                link: &h.owner,
-                                at: head,
-                                cell,
-                            };
-                            return self.drop_ref(tx, &r, p, (h, b), pos).map(|_| ());
-                        }
-                    }
-                }
-            }
+        if let Some((r, pos)) = self.sole_owner(me, p, h) {
+            return self.drop_ref(tx, &r, p, (h, b), pos).map(|_| ());
         }
         let head = self.owner_head(p, h)?;
         if head.slot != me.0 {
@@ -534,6 +504,32 @@ impl<'m> Space<'m> {
             return Err(Error::Shared { offset: p });
         }
         self.release(tx, me, p).map(|_| ())
+    }
+
+    /// The common case of `free`, checked once: `me` is block `p`'s first and only owner,
+    /// its cell names `p` and ends the chain. `None` sends the caller down the general
+    /// path, which finds the right error.
+    fn sole_owner(
+        &self,
+        me: ProcSlot,
+        p: Offset,
+        h: &'m BlockHeader,
+    ) -> Option<(RecordRef<'m>, ChainPos<'m>)> {
+        let head = OwnerRef::unpack(h.owner.load(Relaxed))?;
+        if head.slot != me.0 || h.link.load(Relaxed) != 1 {
+            return None;
+        }
+        let r = self.record(me).ok()?;
+        let cell = self.cell(&r, u32::from(head.cell)).ok()?;
+        let ends = cell.block.load(Relaxed) == p.get() && cell.next.load(Relaxed) == NO_OWNER;
+        ends.then_some((
+            r,
+            ChainPos {
+                link: &h.owner,
+                at: head,
+                cell,
+            },
+        ))
     }
 
     /// `release`: drops `me`'s reference; frees the block when it was the last.
