@@ -75,6 +75,17 @@ impl<S: System> Buffer<S> {
     /// Allocates a buffer able to hold `data` bytes after `headroom` bytes, with the growth
     /// policy's spare room. Runs the watchdog and retries once when memory is short.
     pub(crate) fn alloc(att: &Arc<Attachment<S>>, data: usize, headroom: u32) -> Result<Self> {
+        Self::alloc_waiting(att, data, headroom, None)
+    }
+
+    /// Like [`alloc`](Self::alloc); with `wait`, a full heap makes it wait up to that long
+    /// for other processes to free memory (then [`shm_core::Error::Timeout`]).
+    pub(crate) fn alloc_waiting(
+        att: &Arc<Attachment<S>>,
+        data: usize,
+        headroom: u32,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Self> {
         let want = HEADER as usize + headroom as usize + policy_capacity(data);
         let size = u32::try_from(want).map_err(|_| HostError::BadSize { size: want as u64 })?;
         let heap = att.heap();
@@ -82,7 +93,10 @@ impl<S: System> Buffer<S> {
             Err(Error::OutOfMemory { .. }) => {
                 // Memory may be held by dead processes: reclaim and try again.
                 heap.reclaim_dead()?;
-                heap.try_alloc(att.me, size)?
+                match wait {
+                    None => heap.try_alloc(att.me, size)?,
+                    Some(t) => heap.alloc_timeout(att.me, size, Some(t))?,
+                }
             }
             r => r?,
         };

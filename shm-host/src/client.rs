@@ -162,6 +162,14 @@ impl<S: System> Client<S> {
         self.inner.ep.alloc(size)
     }
 
+    /// Like [`alloc`](Self::alloc), but on a full segment waits up to `timeout` for
+    /// other processes to free memory, as the original design's malloc blocks; fails with
+    /// [`shm_core::Error::Timeout`] when none comes, and at once with
+    /// [`shm_core::Error::TooLarge`] for a request that can never fit.
+    pub fn alloc_timeout(&self, size: usize, timeout: Duration) -> Result<Buffer<S>> {
+        self.inner.ep.alloc_timeout(size, timeout)
+    }
+
     /// A buffer holding a copy of `data`.
     pub fn alloc_from(&self, data: &[u8]) -> Result<Buffer<S>> {
         self.inner.ep.alloc_from(data)

@@ -154,6 +154,11 @@ impl<S: System> Endpoint<S> {
         Buffer::alloc(&self.att, size, DEFAULT_HEADROOM)
     }
 
+    /// Like [`alloc`](Self::alloc), waiting up to `timeout` for memory on a full heap.
+    pub fn alloc_timeout(&self, size: usize, timeout: Duration) -> Result<Buffer<S>> {
+        Buffer::alloc_waiting(&self.att, size, DEFAULT_HEADROOM, Some(timeout))
+    }
+
     /// A buffer holding a copy of `data`.
     pub fn alloc_from(&self, data: &[u8]) -> Result<Buffer<S>> {
         let mut b = self.alloc(data.len())?;

@@ -1,5 +1,6 @@
 //! `shmipc send NAME --tag N [FILE|-]`: connect, send one buffer holding the file (or
-//! stdin), wait until the server has taken it, exit.
+//! stdin), wait until the server has taken it, exit. On a full segment it waits for memory
+//! (up to `--timeout`) instead of failing.
 
 use std::io::Read;
 use std::time::Duration;
@@ -16,7 +17,8 @@ pub struct Args {
     pub tag: u32,
     /// File to send; `-` or nothing reads stdin.
     pub file: Option<String>,
-    /// How long to wait for the server to take the message.
+    /// How long to wait for memory on a full segment, and then for the server to take
+    /// the message.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     pub timeout: u64,
 }
@@ -24,17 +26,20 @@ pub struct Args {
 /// Sends one message.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&args.name)?;
+    let wait = Duration::from_secs(args.timeout);
     let buffer = match args.file.as_deref() {
         None | Some("-") => {
             let mut data = Vec::new();
             std::io::stdin().read_to_end(&mut data)?;
-            client.alloc_from(&data)?
+            let mut b = client.alloc_timeout(data.len(), wait)?;
+            b.extend_from_slice(&data)?;
+            b
         }
         Some(path) => {
             // Read the file straight into shared memory.
             let mut f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
             let len = usize::try_from(f.metadata()?.len())?;
-            let mut b = client.alloc(len)?;
+            let mut b = client.alloc_timeout(len, wait)?;
             b.resize(len)?;
             f.read_exact(b.as_mut_slice()?)
                 .map_err(|e| format!("{path}: {e}"))?;
@@ -42,7 +47,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let len = buffer.len();
-    client.send_and_wait(buffer, args.tag, Duration::from_secs(args.timeout))?;
+    client.send_and_wait(buffer, args.tag, wait)?;
     println!("sent {len} bytes with tag {} to {}", args.tag, args.name);
     Ok(())
 }
