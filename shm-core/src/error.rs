@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::{Offset, ProcSlot};
+use crate::{Incarnation, Offset, ProcSlot};
 
 /// Why an operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,23 @@ pub enum Error {
     NotRegistered {
         /// The slot named.
         process: ProcSlot,
+    },
+    /// The member's slot no longer holds its incarnation: the process was reclaimed or
+    /// unregistered (and the slot may belong to a newer process now). Nothing was done.
+    StaleMember {
+        /// The incarnation the caller named.
+        process: Incarnation,
+    },
+    /// The peer named is gone: its participant was freed, or its slot or block belongs to
+    /// a newer process now. Nothing was sent.
+    PeerGone,
+    /// The caller's own participant was disconnected (by the server, for example because it
+    /// stopped answering keepalives). Reconnect to take part again.
+    Disconnected,
+    /// The process is not known to be dead, so its memory cannot be reclaimed.
+    StillAlive {
+        /// The process.
+        process: Incarnation,
     },
     /// The process table is full.
     TooManyProcesses {
@@ -249,6 +266,18 @@ impl fmt::Display for Error {
                 write!(f, "the range at {offset} is not entirely free")
             }
             Error::NotRegistered { process } => write!(f, "process {process} is not registered"),
+            Error::StaleMember { process } => write!(
+                f,
+                "process {process} is no longer registered (its slot was reclaimed or reused)"
+            ),
+            Error::PeerGone => f.write_str(
+                "the peer is gone (its participant was freed or belongs to a newer process)",
+            ),
+            Error::Disconnected => f.write_str("this participant was disconnected; reconnect"),
+            Error::StillAlive { process } => write!(
+                f,
+                "process {process} is not known to be dead; its memory stays its own"
+            ),
             Error::TooManyProcesses { capacity } => {
                 write!(f, "process table is full ({capacity} processes)")
             }

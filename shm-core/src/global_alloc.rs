@@ -37,17 +37,16 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
 use crate::heap::{Heap, HeapConfig};
-use crate::owners::ProcSlot;
 use crate::platform::Platform;
 use crate::region::Region;
-use crate::{Error, Offset};
+use crate::{Error, Member, Offset};
 
 /// A region used as the global allocator. Until [`init`](RegionAllocator::init) runs,
 /// every allocation fails (returns null).
 pub struct RegionAllocator<P: Platform + Send + Sync + 'static> {
     /// The error when `init` failed: then every allocation returns null, and later calls
     /// to `init` report the same error.
-    heap: spin::Once<Result<(Heap<'static, P>, ProcSlot), Error>>,
+    heap: spin::Once<Result<(Heap<'static, P>, Member), Error>>,
 }
 
 impl<P: Platform + Send + Sync + 'static> core::fmt::Debug for RegionAllocator<P> {
@@ -92,7 +91,7 @@ impl<P: Platform + Send + Sync + 'static> RegionAllocator<P> {
             .map_err(|e| *e)
     }
 
-    fn slot(&self) -> Option<&(Heap<'static, P>, ProcSlot)> {
+    fn slot(&self) -> Option<&(Heap<'static, P>, Member)> {
         self.heap.get().and_then(|r| r.as_ref().ok())
     }
 
@@ -101,8 +100,8 @@ impl<P: Platform + Send + Sync + 'static> RegionAllocator<P> {
         self.slot().map(|(h, _)| h)
     }
 
-    /// The slot that owns every block this allocator hands out.
-    pub fn process(&self) -> Option<ProcSlot> {
+    /// The member that owns every block this allocator hands out.
+    pub fn process(&self) -> Option<Member> {
         self.slot().map(|(_, me)| *me)
     }
 }

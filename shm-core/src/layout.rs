@@ -24,7 +24,7 @@ pub const MAGIC: [u32; 2] = [
 ];
 
 /// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Most disjoint ranges one region may span.
 pub const MAX_RANGES: usize = 8;
@@ -43,6 +43,11 @@ pub const DEFAULT_ALIGN: u32 = 16;
 
 /// Smallest and largest block alignment accepted by [`HeapConfig`](crate::HeapConfig).
 pub const ALIGN_RANGE: (u32, u32) = (8, 4096);
+
+/// Most process slots a region can have (slots are 16-bit; 0xFFFF is never a slot). A
+/// process-local bound for every walk over slots or owner chains, whatever the region's
+/// (untrusted) `proc_capacity` says.
+pub const MAX_SLOTS: u32 = 0xFFFF;
 
 /// Marker for "no owner" in an owner reference.
 pub const NO_OWNER: u32 = u32::MAX;
@@ -115,20 +120,23 @@ const _: () = {
     assert!(offset_of!(ServerInfo, state) == 0);
     assert!(offset_of!(ServerInfo, generation) == 4);
     assert!(offset_of!(ServerInfo, participant) == 20);
+    assert!(offset_of!(ServerInfo, serial) == 36);
 
     assert!(size_of::<Participant>() == 64);
     assert!(offset_of!(Participant, kind) == 0);
     assert!(offset_of!(Participant, queue) == 24);
     assert!(offset_of!(Participant, bell) == 28);
     assert!(offset_of!(Participant, keepalive) == 32);
+    assert!(offset_of!(Participant, serial) == 44);
     assert!(size_of::<Doorbell>() == 128);
     assert!(offset_of!(Doorbell, os) == 64);
     assert!(size_of::<QueueHeader>() == 192);
     assert!(offset_of!(QueueHeader, tail) == 0);
     assert!(offset_of!(QueueHeader, head) == 64);
     assert!(offset_of!(QueueHeader, capacity) == 128);
-    assert!(size_of::<QueueSlot>() == 16);
+    assert!(size_of::<QueueSlot>() == 32);
     assert!(offset_of!(QueueSlot, from) == 12);
+    assert!(offset_of!(QueueSlot, from_serial) == 16);
     assert!(size_of::<MessageHeader>() == 16);
 };
 
@@ -172,6 +180,9 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     size_of::<Doorbell>(),
     size_of::<QueueHeader>(),
     size_of::<QueueSlot>(),
+    offset_of!(QueueSlot, from_serial),
+    offset_of!(ServerInfo, serial),
+    offset_of!(Participant, serial),
     size_of::<MessageHeader>(),
     size_of::<HeapState>(),
     size_of::<BlockHeader>(),

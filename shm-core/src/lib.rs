@@ -49,6 +49,7 @@ pub mod error;
 pub mod global_alloc;
 pub mod header;
 pub mod heap;
+mod ids;
 pub mod journal;
 pub mod layout;
 pub mod lock;
@@ -63,8 +64,8 @@ pub mod testkit;
 
 pub use error::{AttachError, Corruption, CorruptionKind, Error};
 pub use heap::{CheckReport, Heap, HeapConfig, HeapStats, ProcessInfo, ReclaimReport};
+pub use ids::{Incarnation, Member, ProcSlot};
 pub use offset::Offset;
-pub use owners::ProcSlot;
 #[cfg(feature = "critical-section")]
 pub use platform::CriticalSectionPlatform;
 pub use platform::{Platform, ProcessId, Processes, SpinPlatform, WaitNotify, WaitOutcome};

@@ -23,15 +23,7 @@ use crate::error::{corrupt, CorruptionKind, Error};
 use crate::layout::{MAX_CELLS, NO_CELL};
 use crate::region::ShmSafe;
 
-/// Index of a registered process in the process table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ProcSlot(pub u16);
-
-impl core::fmt::Display for ProcSlot {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+pub use crate::ids::ProcSlot;
 
 /// A registered process: identity, owner-array bookkeeping, reserve. Its owner cells
 /// follow it in the same block.

@@ -36,6 +36,7 @@ use crate::platform::{Platform, ProcessId};
 use crate::queue::{queue_bytes, Entry, OffsetQueue, NO_SENDER};
 use crate::region::ShmSafe;
 use crate::Offset;
+use crate::{Incarnation, Member};
 
 /// Participant kind: the server.
 pub const KIND_SERVER: u32 = 1;
@@ -116,8 +117,10 @@ pub struct ServerInfo {
     pub max_missed: AtomicU32,
     /// Keepalive packets sent (wrapping).
     pub keepalive_seq: AtomicU32,
+    /// The server's registration serial (with `slot`, its incarnation).
+    pub serial: AtomicU32,
     /// Reserved, zero.
-    pub reserved: [AtomicU32; 23],
+    pub reserved: [AtomicU32; 22],
 }
 
 // SAFETY: repr(C), only AtomicU32, no padding.
@@ -149,8 +152,11 @@ pub struct Participant {
     pub keepalive_seen: AtomicU32,
     /// Consecutive heartbeats that found the mailbox still full.
     pub keepalive_missed: AtomicU32,
+    /// The owner's registration serial (with `slot`, its incarnation). A participant whose
+    /// owner's slot holds another serial is stale and is never sent to.
+    pub serial: AtomicU32,
     /// Reserved, zero. (Messages received are counted by the queue itself.)
-    pub reserved: [AtomicU32; 5],
+    pub reserved: [AtomicU32; 4],
 }
 
 // SAFETY: repr(C), only AtomicU32, no padding.
@@ -185,16 +191,29 @@ pub struct KeepAlive {
 // SAFETY: repr(C), two AtomicU32.
 unsafe impl ShmSafe for KeepAlive {}
 
-/// Bytes of a participant block payload for a queue of `capacity` slots: the record, up
-/// to 63 bytes to align the doorbell to 64, the doorbell, the queue.
+/// Bytes of a participant block payload for a queue of `capacity` slots (at most
+/// 2^20): the record, up to 63 bytes to align the doorbell to 64, the doorbell, the queue.
 pub const fn participant_bytes(capacity: u32) -> u32 {
     size_of::<Participant>() as u32 + 63 + size_of::<Doorbell>() as u32 + queue_bytes(capacity)
 }
 
-/// Where the doorbell and the queue of the participant at `at` are.
-const fn participant_layout(at: u32) -> (u32, u32) {
-    let bell = (at + size_of::<Participant>() as u32 + 63) & !63;
-    (bell, bell + size_of::<Doorbell>() as u32)
+/// Where the doorbell and the queue of the participant at `at` are; `None` when they
+/// would not fit below 4 GiB (only a hostile offset near the top of the region does that).
+fn participant_layout(at: u32) -> Option<(u32, u32)> {
+    let bell = at.checked_add(size_of::<Participant>() as u32 + 63)? & !63;
+    Some((bell, bell.checked_add(size_of::<Doorbell>() as u32)?))
+}
+
+/// Where a participant is and whose it is: what a sender names a receiver by. The
+/// offset alone is reused when its owner is reclaimed; the incarnation is not, so a send
+/// to a participant whose owner is gone fails with [`Error::PeerGone`] instead of reaching
+/// whoever holds the block now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParticipantId {
+    /// Its offset.
+    pub at: Offset,
+    /// The incarnation that owns it.
+    pub owner: Incarnation,
 }
 
 /// A validated participant.
@@ -210,8 +229,52 @@ pub struct ParticipantRef<'m> {
     pub queue: OffsetQueue<'m>,
     /// The owning process.
     pub slot: ProcSlot,
+    /// The owning incarnation (slot and serial).
+    pub owner: Incarnation,
     /// Its kind.
     pub kind: u32,
+}
+
+impl ParticipantRef<'_> {
+    /// Its address and owner, for sending to it.
+    pub fn id(&self) -> ParticipantId {
+        ParticipantId {
+            at: self.at,
+            owner: self.owner,
+        }
+    }
+
+    /// A snapshot of its state, as plain values.
+    pub fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id(),
+            kind: self.kind,
+            state: self.rec.state.load(Relaxed),
+            generation: self.rec.generation.load(Relaxed),
+            queue_len: self.queue.len(),
+            queue_capacity: self.queue.capacity(),
+            keepalive_missed: self.rec.keepalive_missed.load(Relaxed),
+        }
+    }
+}
+
+/// A participant's state at one moment (see [`ParticipantRef::info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// Where it is and whose it is.
+    pub id: ParticipantId,
+    /// [`KIND_SERVER`] or [`KIND_CLIENT`].
+    pub kind: u32,
+    /// One of the `P_*` states.
+    pub state: u32,
+    /// The server generation it belongs to.
+    pub generation: u32,
+    /// Entries waiting in its queue.
+    pub queue_len: u32,
+    /// Slots in its queue.
+    pub queue_capacity: u32,
+    /// Consecutive keepalives it missed.
+    pub keepalive_missed: u32,
 }
 
 /// A snapshot of [`ServerInfo`].
@@ -223,6 +286,8 @@ pub struct ServerStatus {
     pub generation: u32,
     /// Its process slot.
     pub slot: ProcSlot,
+    /// Its incarnation.
+    pub owner: Incarnation,
     /// Its process.
     pub id: ProcessId,
     /// Its participant.
@@ -253,8 +318,8 @@ pub enum Received {
         block: Offset,
         /// The sender's tag.
         tag: u32,
-        /// The sender's process slot (recorded by the core, not claimed by the sender).
-        from: ProcSlot,
+        /// The sender (recorded by the core, not claimed by the sender).
+        from: Incarnation,
     },
     /// A protocol control entry about `participant`.
     Control {
@@ -297,7 +362,17 @@ impl<'m> Space<'m> {
         if owner.map(|o| o.slot) != Some(slot.0) || h.link.load(Relaxed) != 1 {
             return Err(bad);
         }
-        let (bell_at, queue_at) = participant_layout(at.get());
+        // The block is owned by that slot; the slot must still hold the incarnation that
+        // made the participant (a stale record left by a reclaimed process is refused).
+        let owner = Incarnation {
+            slot,
+            serial: rec.serial.load(Relaxed),
+        };
+        if self.record(slot).map(|r| r.rec.serial.load(Relaxed)) != Ok(owner.serial) {
+            return Err(Error::PeerGone);
+        }
+        let (bell_at, queue_at) = participant_layout(at.get())
+            .ok_or_else(|| corrupt(at.get(), CorruptionKind::BadProtocol))?;
         if rec.bell.load(Relaxed) != bell_at || rec.queue.load(Relaxed) != queue_at {
             return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
         }
@@ -313,8 +388,33 @@ impl<'m> Space<'m> {
             bell: self.region.get(bell_at)?,
             queue,
             slot,
+            owner,
             kind,
         })
+    }
+
+    /// The participant `id` names, checked to still belong to that incarnation.
+    pub(crate) fn participant_of(&self, id: ParticipantId) -> Result<ParticipantRef<'m>, Error> {
+        match self.participant(id.at) {
+            Ok(p) if p.owner == id.owner => Ok(p),
+            Ok(_) | Err(Error::BadOffset { .. } | Error::PeerGone) => Err(Error::PeerGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks that `me`'s own participant, if it has one, has not been disconnected: a
+    /// client that the server gave up on (for example after it stopped answering
+    /// keepalives) must not go on sending as if connected.
+    fn sender_connected(&self, me: ProcSlot) -> Result<(), Error> {
+        let mine = self.record(me)?.rec.app[APP_PARTICIPANT].load(Relaxed);
+        if mine == 0 {
+            return Ok(());
+        }
+        let p = self.participant(Offset::new(mine))?;
+        match p.rec.state.load(Relaxed) {
+            P_CONNECTING | P_CONNECTED => Ok(()),
+            _ => Err(Error::Disconnected),
+        }
     }
 
     fn server_status(&self) -> ServerStatus {
@@ -323,6 +423,10 @@ impl<'m> Space<'m> {
             running: s.state.load(Relaxed) == SERVER_RUNNING,
             generation: s.generation.load(Relaxed),
             slot: ProcSlot(s.slot.load(Relaxed) as u16),
+            owner: Incarnation {
+                slot: ProcSlot(s.slot.load(Relaxed) as u16),
+                serial: s.serial.load(Relaxed),
+            },
             id: ProcessId {
                 pid: s.pid.load(Relaxed),
                 tag: s.tag.load(Relaxed),
@@ -372,7 +476,8 @@ fn ring(bell: &Doorbell, wake: impl FnOnce(&Doorbell)) {
 }
 
 impl<'m, P: Platform> Heap<'m, P> {
-    /// The participant at `at`, validated.
+    /// The participant at `at`, validated (its owner's slot must still hold the
+    /// incarnation that made it: [`Error::PeerGone`] otherwise).
     pub fn participant(&self, at: Offset) -> Result<ParticipantRef<'m>, Error> {
         self.space().participant(at)
     }
@@ -384,10 +489,10 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Creates a participant block for `me`: record, doorbell (zeroed; the platform
     /// initialises its object afterwards) and a queue of `capacity` slots (a power of
-    /// two). Service memory from the high end, owned by `me`.
+    /// two, 2 to 2^20). Service memory from the high end, owned by `me`.
     pub fn create_participant(
         &self,
-        me: ProcSlot,
+        me: Member,
         kind: u32,
         capacity: u32,
     ) -> Result<ParticipantRef<'m>, Error> {
@@ -401,16 +506,26 @@ impl<'m, P: Platform> Heap<'m, P> {
                 requested: u64::from(capacity),
             });
         }
-        let id = self.process(me)?.id;
+        // One cell for the block, taken now: growing a full owner array inside the
+        // operation below would journal its fresh cells (and could overflow the journal).
+        let cells = self.process(me.slot())?.blocks;
+        self.reserve_cells(me, cells.saturating_add(1))?;
         let at = self.op(OpCode::Participant, |tx, s| {
-            let at = s.alloc(tx, me, participant_bytes(capacity), Placement::High)?;
+            let slot = s.member(me)?;
+            let r = s.record(slot)?;
+            let id = ProcessId {
+                pid: r.rec.pid.load(Relaxed),
+                tag: r.rec.tag.load(Relaxed),
+            };
+            let at = s.alloc(tx, slot, participant_bytes(capacity), Placement::High)?;
             let region = &s.region;
             let rec: &Participant = region.get(at.get())?;
-            let (bell_at, queue_at) = participant_layout(at.get());
+            let (bell_at, queue_at) = participant_layout(at.get())
+                .ok_or_else(|| corrupt(at.get(), CorruptionKind::BadProtocol))?;
             // The block was carved in this operation: nobody else can reach it yet.
             let words = [
                 (&rec.kind, kind),
-                (&rec.slot, u32::from(me.0)),
+                (&rec.slot, u32::from(slot.0)),
                 (&rec.pid, id.pid),
                 (&rec.tag, id.tag),
                 (&rec.generation, 0),
@@ -420,9 +535,13 @@ impl<'m, P: Platform> Heap<'m, P> {
                 (&rec.keepalive, 0),
                 (&rec.keepalive_seen, 0),
                 (&rec.keepalive_missed, 0),
+                (&rec.serial, me.serial()),
             ];
             for (w, v) in words {
                 tx.set_fresh(w, v)?;
+            }
+            for w in &rec.reserved {
+                tx.set_fresh(w, 0)?;
             }
             let mut o = bell_at;
             while o < queue_at {
@@ -437,37 +556,39 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Frees `me`'s participant (after the caller drained its queue), clearing the
     /// application words that point at it.
-    pub fn destroy_participant(&self, me: ProcSlot, at: Offset) -> Result<(), Error> {
+    pub fn destroy_participant(&self, me: Member, at: Offset) -> Result<(), Error> {
         self.op(OpCode::Participant, |tx, s| {
+            let slot = s.member(me)?;
             let p = s.participant(at)?;
-            if p.slot != me {
+            if p.owner != me.incarnation() {
                 return Err(Error::NotOwner {
                     offset: at,
-                    process: me,
+                    process: slot,
                 });
             }
-            let r = s.record(me)?;
+            let r = s.record(slot)?;
             if r.rec.app[APP_PARTICIPANT].load(Relaxed) == at.get() {
-                s.detach(tx, me)?;
+                s.detach(tx, slot)?;
             }
             tx.set(&p.rec.state, P_DISCONNECTED)?;
-            s.free(tx, me, at)
+            s.free(tx, slot, at)
         })
     }
 
     /// Registers `me`, with participant `server`, as the server: a new generation. Fails
-    /// with [`Error::ServerRunning`] if a live server is registered; a dead one is replaced.
+    /// with [`Error::ServerRunning`] unless the registered server (if any) is known to be
+    /// dead: "cannot tell" counts as alive.
     pub fn start_server(
         &self,
-        me: ProcSlot,
+        me: Member,
         server: Offset,
         heartbeat_ms: u32,
         max_missed: u32,
     ) -> Result<u32, Error> {
         let current = self.server_status();
         let old_alive = current.running && self.platform().is_alive(current.id);
-        let id = self.process(me)?.id;
         self.op(OpCode::Server, |tx, s| {
+            let slot = s.member(me)?;
             let st = s.server_status();
             if st.running && st != current {
                 return Err(Error::ServerRunning); // someone else got there first
@@ -476,18 +597,23 @@ impl<'m, P: Platform> Heap<'m, P> {
                 return Err(Error::ServerRunning);
             }
             let p = s.participant(server)?;
-            if p.slot != me || p.kind != KIND_SERVER {
+            if p.owner != me.incarnation() || p.kind != KIND_SERVER {
                 return Err(Error::BadOffset { offset: server });
             }
             let gen = st.generation.wrapping_add(1);
-            let r = s.record(me)?;
+            let r = s.record(slot)?;
+            let id = ProcessId {
+                pid: r.rec.pid.load(Relaxed),
+                tag: r.rec.tag.load(Relaxed),
+            };
             tx.set(&r.rec.app[APP_PARTICIPANT], server.get())?;
             tx.set(&r.rec.app[APP_KIND], KIND_SERVER)?;
             tx.set(&p.rec.generation, gen)?;
             tx.set(&p.rec.state, P_CONNECTED)?;
             let si = &s.hdr.server;
             tx.set(&si.generation, gen)?;
-            tx.set(&si.slot, u32::from(me.0))?;
+            tx.set(&si.slot, u32::from(slot.0))?;
+            tx.set(&si.serial, me.serial())?;
             tx.set(&si.pid, id.pid)?;
             tx.set(&si.tag, id.tag)?;
             tx.set(&si.participant, server.get())?;
@@ -499,12 +625,12 @@ impl<'m, P: Platform> Heap<'m, P> {
     }
 
     /// Withdraws the server entry, if `me` is the registered server.
-    pub fn stop_server(&self, me: ProcSlot) -> Result<(), Error> {
+    pub fn stop_server(&self, me: Member) -> Result<(), Error> {
         self.op(OpCode::Server, |tx, s| {
-            let si = &s.hdr.server;
-            if si.state.load(Relaxed) == SERVER_RUNNING && si.slot.load(Relaxed) == u32::from(me.0)
-            {
-                tx.set(&si.state, SERVER_NONE)?;
+            s.member(me)?;
+            let st = s.server_status();
+            if st.running && st.owner == me.incarnation() {
+                tx.set(&s.hdr.server.state, SERVER_NONE)?;
             }
             Ok(())
         })
@@ -512,14 +638,15 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Client side: announces participant `client` to the running server (a `Connect`
     /// entry in its queue). Returns the server generation. Fails with
-    /// [`Error::NoServer`] when no live server is registered.
+    /// [`Error::NoServer`] when no server is registered, or the registered one is known
+    /// to be dead.
     ///
     /// `wake` is called, under the region lock, with the receiver's doorbell when the
     /// receiver sleeps; the platform posts its wait object there. The same holds for every
     /// sending operation below.
     pub fn connect(
         &self,
-        me: ProcSlot,
+        me: Member,
         client: Offset,
         wake: impl FnOnce(&Doorbell),
     ) -> Result<u32, Error> {
@@ -530,13 +657,14 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.op_publish(
             OpCode::Connect,
             |tx, s| {
+                let slot = s.member(me)?;
                 let server = s.server_participant()?;
                 let p = s.participant(client)?;
-                if p.slot != me || p.kind != KIND_CLIENT {
+                if p.owner != me.incarnation() || p.kind != KIND_CLIENT {
                     return Err(Error::BadOffset { offset: client });
                 }
                 let gen = s.hdr.server.generation.load(Relaxed);
-                let r = s.record(me)?;
+                let r = s.record(slot)?;
                 tx.set(&r.rec.app[APP_PARTICIPANT], client.get())?;
                 tx.set(&r.rec.app[APP_KIND], KIND_CLIENT)?;
                 tx.set(&p.rec.generation, gen)?;
@@ -549,6 +677,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                         offset: client,
                         tag: Control::Connect as u32,
                         from: NO_SENDER,
+                        from_serial: 0,
                     },
                 )?;
                 Ok(((gen, server.bell), Some(publish)))
@@ -562,15 +691,16 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// `Connected` in its queue. Returns the client.
     pub fn accept(
         &self,
-        me: ProcSlot,
+        me: Member,
         client: Offset,
         wake: impl FnOnce(&Doorbell),
     ) -> Result<ParticipantRef<'m>, Error> {
         self.op_publish(
             OpCode::Connect,
             |tx, s| {
+                s.member(me)?;
                 let st = s.server_status();
-                if !st.running || st.slot != me {
+                if !st.running || st.owner != me.incarnation() {
                     return Err(Error::NoServer);
                 }
                 let p = s.participant(client)?;
@@ -582,6 +712,9 @@ impl<'m, P: Platform> Heap<'m, P> {
                 if p.rec.generation.load(Relaxed) != st.generation {
                     return Err(Error::ServerRestarted);
                 }
+                if p.rec.state.load(Relaxed) != P_CONNECTING {
+                    return Err(Error::NotConnected);
+                }
                 tx.set(&p.rec.state, P_CONNECTED)?;
                 let publish = p.queue.push(
                     tx,
@@ -590,6 +723,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                         offset: client,
                         tag: Control::Connected as u32,
                         from: NO_SENDER,
+                        from_serial: 0,
                     },
                 )?;
                 Ok((p, Some(publish)))
@@ -598,11 +732,13 @@ impl<'m, P: Platform> Heap<'m, P> {
         )
     }
 
-    /// Sends a control entry about `about` to participant `to`; marks `to` disconnected
-    /// first for [`Control::Disconnected`].
+    /// Sends a control entry about `about` from `me` to participant `to`; marks `to`
+    /// disconnected first for [`Control::Disconnected`]. A participant whose owner is gone
+    /// gives [`Error::PeerGone`].
     pub fn send_control(
         &self,
-        to: Offset,
+        me: Member,
+        to: ParticipantId,
         control: Control,
         about: Offset,
         wake: impl FnOnce(&Doorbell),
@@ -610,7 +746,8 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.op_publish(
             OpCode::Send,
             |tx, s| {
-                let p = s.participant(to)?;
+                s.member(me)?;
+                let p = s.participant_of(to)?;
                 if control == Control::Disconnected {
                     tx.set(&p.rec.state, P_DISCONNECTED)?;
                 }
@@ -621,6 +758,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                         offset: about,
                         tag: control as u32,
                         from: NO_SENDER,
+                        from_serial: 0,
                     },
                 )?;
                 Ok((p.bell, Some(publish)))
@@ -633,13 +771,15 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Sends `block` with `tag` from `me` to participant `to`: in one operation the block
     /// moves to (or, with [`SendMode::Share`], is shared with) the receiver and the entry
     /// is enqueued; the entry becomes visible right after. A full queue fails with
-    /// [`Error::QueueFull`] and the block stays the sender's. `wake` as for
-    /// [`connect`](Heap::connect). Returns the entry's position in the receiver's queue
-    /// (see [`OffsetQueue::taken`]).
+    /// [`Error::QueueFull`] and the block stays the sender's; a receiver whose owner is
+    /// gone fails with [`Error::PeerGone`], one not connected with
+    /// [`Error::NotConnected`]; a sender whose own participant was disconnected fails with
+    /// [`Error::Disconnected`]. `wake` as for [`connect`](Heap::connect). Returns the
+    /// entry's position in the receiver's queue (see [`OffsetQueue::taken`]).
     pub fn send(
         &self,
-        me: ProcSlot,
-        to: Offset,
+        me: Member,
+        to: ParticipantId,
         block: Offset,
         tag: u32,
         mode: SendMode,
@@ -651,18 +791,21 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.op_publish(
             OpCode::Send,
             |tx, s| {
-                let p = s.participant(to)?;
+                let slot = s.member(me)?;
+                s.sender_connected(slot)?;
+                let p = s.participant_of(to)?;
                 if p.rec.state.load(Relaxed) != P_CONNECTED {
                     return Err(Error::NotConnected);
                 }
                 match mode {
-                    SendMode::Give => s.give(tx, me, block, p.slot)?,
-                    SendMode::Share => s.share(tx, me, block, p.slot)?,
+                    SendMode::Give => s.give(tx, slot, block, p.slot)?,
+                    SendMode::Share => s.share(tx, slot, block, p.slot)?,
                 }
                 let entry = Entry {
                     offset: block,
                     tag,
-                    from: u32::from(me.0),
+                    from: u32::from(slot.0),
+                    from_serial: me.serial(),
                 };
                 let publish = p.queue.push(tx, &s.region, entry)?;
                 Ok(((p.bell, publish.value.wrapping_sub(1)), Some(publish)))
@@ -686,7 +829,10 @@ impl<'m, P: Platform> Heap<'m, P> {
             None => Received::Message {
                 block: e.offset,
                 tag: e.tag,
-                from: ProcSlot(e.from as u16),
+                from: Incarnation {
+                    slot: ProcSlot(e.from as u16),
+                    serial: e.from_serial,
+                },
             },
         }))
     }
@@ -694,29 +840,30 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Server side: one heartbeat for `client`. If its mailbox is empty, puts a keepalive
     /// packet there (cut from the server's reserve, or allocated when the reserve is used
     /// up); otherwise counts a miss.
-    pub fn heartbeat(&self, me: ProcSlot, client: Offset) -> Result<Beat, Error> {
+    pub fn heartbeat(&self, me: Member, client: ParticipantId) -> Result<Beat, Error> {
         self.op(OpCode::Heartbeat, |tx, s| {
+            let slot = s.member(me)?;
             let st = s.server_status();
-            if !st.running || st.slot != me {
+            if !st.running || st.owner != me.incarnation() {
                 return Err(Error::NoServer);
             }
-            let p = s.participant(client)?;
+            let p = s.participant_of(client)?;
             if p.rec.keepalive.load(Relaxed) != 0 {
                 let missed = p.rec.keepalive_missed.load(Relaxed).wrapping_add(1);
                 tx.set(&p.rec.keepalive_missed, missed)?;
                 return Ok(Beat::Missed { missed });
             }
             let size = size_of::<KeepAlive>() as u32;
-            let packet = match s.alloc_from_reserve(tx, me, size) {
+            let packet = match s.alloc_from_reserve(tx, slot, size) {
                 Ok(b) => b,
-                Err(Error::ReserveTooSmall { .. }) => s.alloc(tx, me, size, Placement::Low)?,
+                Err(Error::ReserveTooSmall { .. }) => s.alloc(tx, slot, size, Placement::Low)?,
                 Err(e) => return Err(e),
             };
             let seq = st.keepalive_seq.wrapping_add(1);
             let ka: &KeepAlive = s.region.get(packet.get())?;
             tx.set(&ka.generation, st.generation)?;
             tx.set(&ka.seq, seq)?;
-            s.give(tx, me, packet, p.slot)?;
+            s.give(tx, slot, packet, p.slot)?;
             tx.set(&p.rec.keepalive, packet.get())?;
             tx.set(&p.rec.keepalive_missed, 0)?;
             tx.set(&s.hdr.server.keepalive_seq, seq)?;
@@ -726,13 +873,14 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Client side: takes and frees the keepalive packet in `me`'s mailbox, if any.
     /// Returns its sequence number.
-    pub fn take_keepalive(&self, me: ProcSlot, mine: Offset) -> Result<Option<u32>, Error> {
+    pub fn take_keepalive(&self, me: Member, mine: Offset) -> Result<Option<u32>, Error> {
         self.op(OpCode::Heartbeat, |tx, s| {
+            let slot = s.member(me)?;
             let p = s.participant(mine)?;
-            if p.slot != me {
+            if p.owner != me.incarnation() {
                 return Err(Error::NotOwner {
                     offset: mine,
-                    process: me,
+                    process: slot,
                 });
             }
             let packet = p.rec.keepalive.load(Relaxed);
@@ -747,21 +895,21 @@ impl<'m, P: Platform> Heap<'m, P> {
             let seq = ka.seq.load(Relaxed);
             tx.set(&p.rec.keepalive_seen, seq)?;
             tx.set(&p.rec.keepalive_missed, 0)?;
-            s.release(tx, me, Offset::new(packet))?;
+            s.release(tx, slot, Offset::new(packet))?;
             Ok(Some(seq))
         })
     }
 
-    /// The participants registered in the process table (offset, kind, slot), read
+    /// The participants registered in the process table (offset, kind, owner), read
     /// without the lock.
     pub fn participants(
         &self,
-    ) -> Result<impl Iterator<Item = (Offset, u32, ProcSlot)> + '_, Error> {
+    ) -> Result<impl Iterator<Item = (Offset, u32, Incarnation)> + '_, Error> {
         Ok(self.processes()?.filter_map(|info| {
             let info = info.ok()?;
             let at = info.app[APP_PARTICIPANT];
             let kind = info.app[APP_KIND];
-            (at != 0).then_some((Offset::new(at), kind, info.slot))
+            (at != 0).then_some((Offset::new(at), kind, info.incarnation()))
         }))
     }
 }

@@ -14,7 +14,7 @@
 //! for the sender at `pos`, `seq == pos + 1` means full for the receiver at `pos`.
 //!
 //! Layout: a 192-byte [`QueueHeader`] (sender line, receiver line, constants), then
-//! `capacity` 16-byte [`QueueSlot`]s. Everything read from it is validated: a corrupted
+//! `capacity` 32-byte [`QueueSlot`]s. Everything read from it is validated: a corrupted
 //! queue gives [`Error::Corrupted`], never a wild access.
 
 use core::mem::size_of;
@@ -63,14 +63,22 @@ pub struct QueueSlot {
     /// The sender's process slot, written by the core (not by the sender's code), so the
     /// receiver can trust it; [`NO_SENDER`] for control entries.
     pub from: AtomicU32,
+    /// The sender's registration serial (with `from`, its incarnation), so a reply never
+    /// reaches a newer process that took the sender's slot.
+    pub from_serial: AtomicU32,
+    /// Reserved, zero (keeps slots a power of two in size: 2 per cache line).
+    pub reserved: [AtomicU32; 3],
 }
+
+/// Bytes of one [`QueueSlot`].
+const SLOT_BYTES: u32 = size_of::<QueueSlot>() as u32;
 
 /// `from` of entries no process slot sent (control entries).
 pub const NO_SENDER: u32 = u32::MAX;
 
 // SAFETY: repr(C), only AtomicU32, no padding.
 unsafe impl ShmSafe for QueueHeader {}
-// SAFETY: repr(C), four AtomicU32.
+// SAFETY: repr(C), eight AtomicU32, no padding.
 unsafe impl ShmSafe for QueueSlot {}
 
 /// Bytes a queue of `capacity` slots needs.
@@ -95,6 +103,8 @@ pub struct Entry {
     pub tag: u32,
     /// The sender's slot, [`NO_SENDER`] for control entries.
     pub from: u32,
+    /// The sender's registration serial (0 for control entries).
+    pub from_serial: u32,
 }
 
 /// The store that makes a pushed entry visible; performed after commit.
@@ -128,11 +138,12 @@ impl<'m> OffsetQueue<'m> {
         tx.set_fresh(&hdr.capacity, capacity)?;
         tx.set_fresh(&hdr.slots, slots)?;
         for i in 0..capacity {
-            let s: &QueueSlot = region.get(slots + 16 * i)?;
+            let s: &QueueSlot = region.get(slots + SLOT_BYTES * i)?;
             tx.set_fresh(&s.seq, i)?;
             tx.set_fresh(&s.offset, 0)?;
             tx.set_fresh(&s.tag, 0)?;
             tx.set_fresh(&s.from, NO_SENDER)?;
+            tx.set_fresh(&s.from_serial, 0)?;
         }
         Ok(OffsetQueue {
             hdr,
@@ -198,7 +209,7 @@ impl<'m> OffsetQueue<'m> {
 
     #[inline]
     fn slot(&self, pos: u32, region: &Region<'m>) -> Result<&'m QueueSlot, Error> {
-        region.get(self.slots + 16 * (pos & (self.capacity - 1)))
+        region.get(self.slots + SLOT_BYTES * (pos & (self.capacity - 1)))
     }
 
     /// Sender side, under the region lock: writes the entry into the next slot and
@@ -229,6 +240,7 @@ impl<'m> OffsetQueue<'m> {
         tx.set(&slot.offset, entry.offset.get())?;
         tx.set(&slot.tag, entry.tag)?;
         tx.set(&slot.from, entry.from)?;
+        tx.set(&slot.from_serial, entry.from_serial)?;
         tx.set(&self.hdr.tail, pos.wrapping_add(1))?;
         tx.set(
             &self.hdr.enqueued,
@@ -253,6 +265,7 @@ impl<'m> OffsetQueue<'m> {
             offset: Offset::new(slot.offset.load(Relaxed)),
             tag: slot.tag.load(Relaxed),
             from: slot.from.load(Relaxed),
+            from_serial: slot.from_serial.load(Relaxed),
         };
         self.hdr.head.store(pos.wrapping_add(1), Relaxed);
         // Release: the sender that reuses the slot sees our reads done.
@@ -277,6 +290,7 @@ impl<'m> OffsetQueue<'m> {
                 offset: Offset::new(slot.offset.load(Relaxed)),
                 tag: slot.tag.load(Relaxed),
                 from: slot.from.load(Relaxed),
+                from_serial: slot.from_serial.load(Relaxed),
             });
         }
         Ok(())

@@ -6,11 +6,11 @@ mod common;
 use common::Fixture;
 use shm_core::testkit::{AlignedBuf, TestPlatform};
 use shm_core::{
-    AttachError, CorruptionKind, Error, Heap, HeapConfig, Offset, ProcSlot, ProcessId, RawRange,
-    Region, SpinPlatform,
+    AttachError, CorruptionKind, Error, Heap, HeapConfig, Incarnation, Member, Offset, ProcSlot,
+    ProcessId, RawRange, Region, SpinPlatform,
 };
 
-fn two_processes(f: &Fixture) -> (ProcSlot, ProcSlot) {
+fn two_processes(f: &Fixture) -> (Member, Member) {
     let a = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
     let b = f.heap.register_as(ProcessId::from_pid(101)).unwrap();
     (a, b)
@@ -97,7 +97,7 @@ fn free_errors_are_typed_and_harmless() {
         f.heap.free(b, x),
         Err(Error::NotOwner {
             offset: x,
-            process: b
+            process: b.slot()
         })
     );
     let bogus = Offset::new(x.get() + 16);
@@ -119,11 +119,13 @@ fn free_errors_are_typed_and_harmless() {
         f.heap.try_alloc(a, 1 << 30),
         Err(Error::TooLarge { .. })
     ));
+    let nobody = Incarnation {
+        slot: ProcSlot(40),
+        serial: 0,
+    };
     assert_eq!(
-        f.heap.try_alloc(ProcSlot(40), 8),
-        Err(Error::NotRegistered {
-            process: ProcSlot(40)
-        })
+        f.heap.try_alloc(Member::forged_for_tests(nobody), 8),
+        Err(Error::StaleMember { process: nobody })
     );
     f.heap.check().unwrap();
 }
@@ -137,7 +139,7 @@ fn give_share_release() {
     let c = f.heap.register_as(ProcessId::from_pid(102)).unwrap();
     let x = f.heap.try_alloc(a, 64).unwrap();
     f.heap.give(a, x, b).unwrap();
-    assert_eq!(f.heap.owner_of(x).unwrap(), Some(b));
+    assert_eq!(f.heap.owner_of(x).unwrap(), Some(b.slot()));
     assert!(matches!(f.heap.free(a, x), Err(Error::NotOwner { .. })));
     f.heap.share(b, x, c).unwrap();
     assert_eq!(f.heap.ref_count(x).unwrap(), 2);
@@ -166,11 +168,19 @@ fn reclaim_returns_everything_and_keeps_shared_blocks() {
     let shared = f.heap.try_alloc(d, 100).unwrap();
     f.heap.share(d, shared, a).unwrap();
     f.heap.reserve(d, 500).unwrap();
-    let rep = f.heap.reclaim(d).unwrap();
+    assert_eq!(
+        f.heap.reclaim(d.incarnation()),
+        Err(Error::StillAlive {
+            process: d.incarnation()
+        }),
+        "a process not known dead keeps its memory"
+    );
+    f.platform.kill(103);
+    let rep = f.heap.reclaim(d.incarnation()).unwrap();
     assert_eq!(rep.references, 42);
     assert_eq!(rep.blocks_freed, 41);
     assert_eq!(f.heap.ref_count(shared).unwrap(), 1);
-    assert_eq!(f.heap.owner_of(shared).unwrap(), Some(a));
+    assert_eq!(f.heap.owner_of(shared).unwrap(), Some(a.slot()));
     assert!(
         f.heap.free(d, owned[0]).is_err(),
         "a reclaimed process owns nothing"
@@ -189,8 +199,8 @@ fn reclaim_dead_uses_liveness() {
     f.heap.try_alloc(b, 10).unwrap();
     f.platform.kill(101);
     assert_eq!(f.heap.reclaim_dead().unwrap(), 1);
-    assert!(f.heap.process(b).is_err());
-    assert!(f.heap.process(a).is_ok());
+    assert!(f.heap.process(b.slot()).is_err());
+    assert!(f.heap.process(a.slot()).is_ok());
     f.heap.check().unwrap();
 }
 
@@ -201,7 +211,7 @@ fn owner_array_grows() {
     let f = Fixture::new(256 * 1024);
     let (a, b) = two_processes(&f);
     let blocks: Vec<Offset> = (0..100).map(|_| f.heap.try_alloc(a, 32).unwrap()).collect();
-    assert!(f.heap.process(a).unwrap().cell_capacity >= 100);
+    assert!(f.heap.process(a.slot()).unwrap().cell_capacity >= 100);
     f.heap.check().unwrap();
     for x in &blocks[..50] {
         f.heap.give(a, *x, b).unwrap();
@@ -449,18 +459,17 @@ fn process_table_capacity() {
             max_processes: 3,
         },
     );
-    for pid in 0..3 {
-        f.heap.register_as(ProcessId::from_pid(100 + pid)).unwrap();
-    }
+    let members: Vec<Member> = (0..3)
+        .map(|pid| f.heap.register_as(ProcessId::from_pid(100 + pid)).unwrap())
+        .collect();
     assert_eq!(
         f.heap.register_as(ProcessId::from_pid(200)),
         Err(Error::TooManyProcesses { capacity: 3 })
     );
-    f.heap.unregister(ProcSlot(1)).unwrap();
-    assert_eq!(
-        f.heap.register_as(ProcessId::from_pid(201)),
-        Ok(ProcSlot(1))
-    );
+    f.heap.unregister(members[1]).unwrap();
+    let again = f.heap.register_as(ProcessId::from_pid(201)).unwrap();
+    assert_eq!(again.slot(), ProcSlot(1));
+    assert_ne!(again, members[1], "a reused slot is a new incarnation");
     f.heap.check().unwrap();
 }
 

@@ -5,15 +5,16 @@
 mod common;
 
 use common::Fixture;
+use shm_core::protocol::ParticipantId;
 use shm_core::protocol::{Beat, KIND_CLIENT, KIND_SERVER, P_CONNECTED};
-use shm_core::{Control, Error, Offset, ProcSlot, ProcessId, Received, SendMode};
+use shm_core::{Control, Error, Member, Offset, ProcessId, Received, SendMode};
 
 struct Parties {
     f: Fixture,
-    server: ProcSlot,
-    server_p: Offset,
-    client: ProcSlot,
-    client_p: Offset,
+    server: Member,
+    server_p: ParticipantId,
+    client: Member,
+    client_p: ParticipantId,
 }
 
 /// A server and one connected client, each with a queue of `cap` slots.
@@ -43,8 +44,8 @@ fn connected(cap: u32) -> Parties {
         })
     );
     Parties {
-        server_p: sp.at,
-        client_p: cp.at,
+        server_p: sp.id(),
+        client_p: cp.id(),
         f,
         server,
         client,
@@ -57,7 +58,7 @@ fn connected(cap: u32) -> Parties {
 fn messages_arrive_in_order_and_change_owner() {
     let p = connected(4);
     let heap = &p.f.heap;
-    let sp = heap.participant(p.server_p).unwrap();
+    let sp = heap.participant(p.server_p.at).unwrap();
     for round in 0..25u32 {
         let blocks: Vec<Offset> = (0..3)
             .map(|_| heap.try_alloc(p.client, 40).unwrap())
@@ -72,7 +73,7 @@ fn messages_arrive_in_order_and_change_owner() {
                 |_| {},
             )
             .unwrap();
-            assert_eq!(heap.owner_of(*b).unwrap(), Some(p.server));
+            assert_eq!(heap.owner_of(*b).unwrap(), Some(p.server.slot()));
         }
         for (i, b) in blocks.iter().enumerate() {
             let got = heap.recv(&sp).unwrap();
@@ -81,7 +82,7 @@ fn messages_arrive_in_order_and_change_owner() {
                 Some(Received::Message {
                     block: *b,
                     tag: round * 10 + i as u32,
-                    from: p.client,
+                    from: p.client.incarnation(),
                 })
             );
             heap.free(p.server, *b).unwrap();
@@ -107,7 +108,7 @@ fn full_queue_keeps_the_block_with_the_sender() {
             .err(),
         Some(Error::QueueFull)
     );
-    assert_eq!(heap.owner_of(b).unwrap(), Some(p.client));
+    assert_eq!(heap.owner_of(b).unwrap(), Some(p.client.slot()));
     heap.check().unwrap();
 }
 
@@ -131,11 +132,11 @@ fn reserved_tags_and_unconnected_receivers_are_refused() {
     let other = heap.register_as(ProcessId::from_pid(102)).unwrap();
     let op = heap.create_participant(other, KIND_CLIENT, 4).unwrap();
     assert_eq!(
-        heap.send(p.client, op.at, b, 1, SendMode::Give, |_| {})
+        heap.send(p.client, op.id(), b, 1, SendMode::Give, |_| {})
             .err(),
         Some(Error::NotConnected)
     );
-    assert_eq!(heap.owner_of(b).unwrap(), Some(p.client));
+    assert_eq!(heap.owner_of(b).unwrap(), Some(p.client.slot()));
 }
 
 /// Broadcast: a shared send makes each receiver a co-owner; the block is freed when the
@@ -147,24 +148,24 @@ fn shared_send_counts_owners() {
     let c2 = heap.register_as(ProcessId::from_pid(102)).unwrap();
     let c2p = heap.create_participant(c2, KIND_CLIENT, 4).unwrap();
     heap.connect(c2, c2p.at, |_| {}).unwrap();
-    let sp = heap.participant(p.server_p).unwrap();
+    let sp = heap.participant(p.server_p.at).unwrap();
     heap.recv(&sp).unwrap();
     heap.accept(p.server, c2p.at, |_| {}).unwrap();
     heap.recv(&c2p).unwrap();
     let b = heap.try_alloc(p.server, 64).unwrap();
     heap.send(p.server, p.client_p, b, 7, SendMode::Share, |_| {})
         .unwrap();
-    heap.send(p.server, c2p.at, b, 7, SendMode::Share, |_| {})
+    heap.send(p.server, c2p.id(), b, 7, SendMode::Share, |_| {})
         .unwrap();
     assert_eq!(heap.ref_count(b).unwrap(), 3);
     heap.release(p.server, b).unwrap();
-    let cp = heap.participant(p.client_p).unwrap();
+    let cp = heap.participant(p.client_p.at).unwrap();
     assert_eq!(
         heap.recv(&cp).unwrap(),
         Some(Received::Message {
             block: b,
             tag: 7,
-            from: p.server
+            from: p.server.incarnation()
         })
     );
     assert_eq!(heap.release(p.client, b), Ok(false));
@@ -195,23 +196,23 @@ fn send_is_atomic_under_crashes_at_every_step() {
             assert!(r.is_ok(), "{:?}", r.err());
         }
         heap.check().unwrap();
-        let sp = heap.participant(p.server_p).unwrap();
+        let sp = heap.participant(p.server_p.at).unwrap();
         let owner = heap.owner_of(b).unwrap();
         let first = heap.recv(&sp).unwrap();
         let second = heap.recv(&sp).unwrap();
         assert_eq!(second, None, "at most one entry");
-        if owner == Some(p.server) {
+        if owner == Some(p.server.slot()) {
             assert_eq!(
                 first,
                 Some(Received::Message {
                     block: b,
                     tag: 9,
-                    from: p.client
+                    from: p.client.incarnation()
                 })
             );
             outcomes.1 += 1;
         } else {
-            assert_eq!(owner, Some(p.client));
+            assert_eq!(owner, Some(p.client.slot()));
             assert_eq!(first, None);
             outcomes.0 += 1;
         }
@@ -238,7 +239,7 @@ fn server_restart_changes_generation() {
     assert!(heap
         .send(p.client, p.server_p, b, 1, SendMode::Give, |_| {})
         .is_err());
-    let cp = heap.participant(p.client_p).unwrap();
+    let cp = heap.participant(p.client_p.at).unwrap();
     assert!(matches!(
         heap.connect(p.client, cp.at, |_| {}),
         Err(Error::NoServer)
@@ -294,7 +295,7 @@ fn heartbeat_counts_misses_and_survives_a_full_heap() {
             Beat::Sent { seq }
         );
         assert_eq!(
-            heap.take_keepalive(p.client, p.client_p).unwrap(),
+            heap.take_keepalive(p.client, p.client_p.at).unwrap(),
             Some(seq)
         );
     }
@@ -323,12 +324,12 @@ fn reclaiming_a_client_returns_its_queue_and_messages() {
     let c2 = heap.register_as(ProcessId::from_pid(105)).unwrap();
     let c2p = heap.create_participant(c2, KIND_CLIENT, 8).unwrap();
     heap.connect(c2, c2p.at, |_| {}).unwrap();
-    let sp = heap.participant(p.server_p).unwrap();
+    let sp = heap.participant(p.server_p.at).unwrap();
     heap.recv(&sp).unwrap();
     heap.accept(p.server, c2p.at, |_| {}).unwrap();
     for i in 0..5 {
         let b = heap.try_alloc(p.server, 100 + i).unwrap();
-        heap.send(p.server, c2p.at, b, i, SendMode::Give, |_| {})
+        heap.send(p.server, c2p.id(), b, i, SendMode::Give, |_| {})
             .unwrap();
     }
     let mine = heap.try_alloc(c2, 300).unwrap();
@@ -337,6 +338,9 @@ fn reclaiming_a_client_returns_its_queue_and_messages() {
     assert_eq!(heap.reclaim_dead().unwrap(), 1);
     heap.release(p.server, mine).unwrap();
     assert_eq!(heap.stats().unwrap().free_bytes, baseline);
-    assert!(heap.participants().unwrap().all(|(_, _, s)| s != c2));
+    assert!(heap
+        .participants()
+        .unwrap()
+        .all(|(_, _, s)| s != c2.incarnation()));
     heap.check().unwrap();
 }

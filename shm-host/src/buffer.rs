@@ -89,13 +89,13 @@ impl<S: System> Buffer<S> {
         let want = HEADER as usize + headroom as usize + policy_capacity(data);
         let size = u32::try_from(want).map_err(|_| HostError::BadSize { size: want as u64 })?;
         let heap = att.heap();
-        let block = match heap.try_alloc(att.me, size) {
+        let block = match heap.try_alloc(att.me(), size) {
             Err(Error::OutOfMemory { .. }) => {
                 // Memory may be held by dead processes: reclaim and try again.
                 heap.reclaim_dead()?;
                 match wait {
-                    None => heap.try_alloc(att.me, size)?,
-                    Some(t) => heap.alloc_timeout(att.me, size, Some(t))?,
+                    None => heap.try_alloc(att.me(), size)?,
+                    Some(t) => heap.alloc_timeout(att.me(), size, Some(t))?,
                 }
             }
             r => r?,
@@ -335,7 +335,7 @@ impl<S: System> Drop for Buffer<S> {
     fn drop(&mut self) {
         if self.owned {
             // NotOwner here means the process was reclaimed meanwhile; nothing to do.
-            let _ = self.att.heap().release(self.att.me, self.block);
+            let _ = self.att.heap().release(self.att.me(), self.block);
         }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shm_core::protocol::KIND_CLIENT;
-use shm_core::{Control, Error, Offset, Received, SendMode};
+use shm_core::protocol::{ParticipantId, KIND_CLIENT, P_DISCONNECTED};
+use shm_core::{Control, Error, Received, SendMode};
 
 use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
@@ -99,9 +99,9 @@ impl<S: System> Client<S> {
     /// for the answer. [`wait_connected`](Client::wait_connected) waits for it.
     pub fn connect_on(system: S, name: &str, opts: ClientOptions) -> Result<Self> {
         let name = SegmentName::new(name)?;
-        let seg = Segment::open(system.clone(), &name)?;
-        let st = seg.heap().server_status();
-        if !st.running || !system.is_alive(st.id) {
+        let seg = Segment::open(system, &name)?;
+        let st = seg.server_status();
+        if !st.running || !seg.is_alive(st.id) {
             return Err(Error::NoServer.into());
         }
         let att = Arc::new(Attachment::new(seg)?);
@@ -144,7 +144,7 @@ impl<S: System> Client<S> {
 
     /// This client's identity.
     pub fn id(&self) -> PeerId {
-        self.inner.ep.peer_of(self.inner.ep.att.me)
+        self.inner.ep.att.incarnation().into()
     }
 
     /// Server generation this client is connected to.
@@ -159,6 +159,7 @@ impl<S: System> Client<S> {
 
     /// A buffer for at least `size` bytes of data (growth policy and default headroom).
     pub fn alloc(&self, size: usize) -> Result<Buffer<S>> {
+        self.inner.still_connected()?;
         self.inner.ep.alloc(size)
     }
 
@@ -167,11 +168,13 @@ impl<S: System> Client<S> {
     /// [`shm_core::Error::Timeout`] when none comes, and at once with
     /// [`shm_core::Error::TooLarge`] for a request that can never fit.
     pub fn alloc_timeout(&self, size: usize, timeout: Duration) -> Result<Buffer<S>> {
+        self.inner.still_connected()?;
         self.inner.ep.alloc_timeout(size, timeout)
     }
 
     /// A buffer holding a copy of `data`.
     pub fn alloc_from(&self, data: &[u8]) -> Result<Buffer<S>> {
+        self.inner.still_connected()?;
         self.inner.ep.alloc_from(data)
     }
 
@@ -185,7 +188,7 @@ impl<S: System> Client<S> {
     /// from its queue (or `timeout` passes: [`HostError::Timeout`]).
     pub fn send_and_wait(&self, buffer: Buffer<S>, tag: u32, timeout: Duration) -> Result<()> {
         let (server, position) = self.send_at(buffer, tag)?;
-        let queue = self.inner.ep.att.heap().participant(server)?.queue;
+        let queue = self.inner.ep.att.heap().participant(server.at)?.queue;
         let deadline = Instant::now() + timeout;
         while !queue.taken(position) {
             if Instant::now() >= deadline {
@@ -196,14 +199,14 @@ impl<S: System> Client<S> {
         Ok(())
     }
 
-    fn send_at(&self, buffer: Buffer<S>, tag: u32) -> Result<(Offset, u32), SendError<S>> {
+    fn send_at(&self, buffer: Buffer<S>, tag: u32) -> Result<(ParticipantId, u32), SendError<S>> {
         let server = match self.inner.server() {
             Ok(s) => s,
             Err(error) => return Err(SendError { buffer, error }),
         };
         let ep = &self.inner.ep;
         match ep.att.heap().send(
-            ep.att.me,
+            ep.att.me(),
             server,
             buffer.offset(),
             tag,
@@ -221,10 +224,12 @@ impl<S: System> Client<S> {
         }
     }
 
-    /// Waits for the next message from the server.
+    /// Waits for the next message from the server. Returns an error once the server is
+    /// gone (stopped, restarted, or dead and reclaimed by the keepalive thread) or this
+    /// client was disconnected.
     pub fn recv(&self) -> Result<Message<S>> {
         loop {
-            if let Some(m) = self.recv_timeout(Duration::from_secs(3600))? {
+            if let Some(m) = self.inner.recv(None)? {
                 return Ok(m);
             }
         }
@@ -254,8 +259,19 @@ impl<S: System> Client<S> {
 }
 
 impl<S: System> Inner<S> {
+    /// Fails with [`HostError::Disconnected`] once the server disconnected this client
+    /// (for example after it stopped answering keepalives).
+    fn still_connected(&self) -> Result<()> {
+        let heap = self.ep.att.heap();
+        match heap.participant(self.ep.at()) {
+            Ok(p) if p.info().state != P_DISCONNECTED => Ok(()),
+            Ok(_) => Err(HostError::Disconnected),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The server's participant, if the server we connected to still runs.
-    fn server(&self) -> Result<Offset> {
+    fn server(&self) -> Result<ParticipantId> {
         let heap = self.ep.att.heap();
         let st = heap.server_status();
         if !st.running {
@@ -267,17 +283,20 @@ impl<S: System> Inner<S> {
         if self.state.load(Relaxed) == DISCONNECTED {
             return Err(HostError::Disconnected);
         }
-        Ok(st.participant)
+        Ok(ParticipantId {
+            at: st.participant,
+            owner: st.owner,
+        })
     }
 
     /// Puts a `Connect` request in the current server's queue.
     fn announce(&self) -> Result<()> {
         let heap = self.ep.att.heap();
         let st = heap.server_status();
-        if !st.running || !self.ep.att.seg.system().is_alive(st.id) {
+        if !st.running || !self.ep.att.seg.is_alive(st.id) {
             return Err(Error::NoServer.into());
         }
-        let gen = heap.connect(self.ep.att.me, self.ep.at(), self.ep.waker())?;
+        let gen = heap.connect(self.ep.att.me(), self.ep.at(), self.ep.waker())?;
         self.generation.store(gen, Relaxed);
         self.state.store(CONNECTING, Relaxed);
         Ok(())
@@ -307,16 +326,41 @@ impl<S: System> Inner<S> {
                 }) => return Err(HostError::Disconnected),
                 Some(Received::Message { block, .. }) => {
                     // Left over from a previous connection: ours now, not wanted.
-                    let _ = heap.release(self.ep.att.me, block);
+                    let _ = heap.release(self.ep.att.me(), block);
                 }
                 Some(Received::Control { .. }) => {}
             }
         }
     }
 
+    /// Receives, waiting at most `timeout` (`None`: until a message or an error). The wait
+    /// is cut into slices so that a server that went away is noticed: then the call fails
+    /// instead of waiting forever.
     fn recv(&self, timeout: Option<Duration>) -> Result<Option<Message<S>>> {
+        const SLICE: Duration = Duration::from_millis(100);
+        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let Some(r) = self.ep.next(timeout)? else {
+            let slice = match deadline {
+                None => SLICE,
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+            };
+            match self.recv_once(slice)? {
+                Some(m) => return Ok(Some(m)),
+                None => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                    // Nothing came: is there still a server to wait for?
+                    self.server()?;
+                    self.still_connected()?;
+                }
+            }
+        }
+    }
+
+    fn recv_once(&self, timeout: Duration) -> Result<Option<Message<S>>> {
+        loop {
+            let Some(r) = self.ep.next(Some(timeout))? else {
                 return Ok(None);
             };
             match r {
@@ -343,9 +387,9 @@ impl<S: System> Inner<S> {
     fn keepalive(&self) {
         let att = &self.ep.att;
         let heap = att.heap();
-        let _ = heap.take_keepalive(att.me, self.ep.at());
+        let _ = heap.take_keepalive(att.me(), self.ep.at());
         let st = heap.server_status();
-        if st.running && !att.seg.system().is_alive(st.id) {
+        if st.running && !att.seg.is_alive(st.id) {
             let _ = heap.reclaim_dead();
         }
     }
@@ -360,6 +404,7 @@ impl<S: System> Drop for Client<S> {
         let inner = &self.inner;
         if let Ok(server) = inner.server() {
             let _ = inner.ep.att.heap().send_control(
+                inner.ep.att.me(),
                 server,
                 Control::Disconnect,
                 inner.ep.at(),

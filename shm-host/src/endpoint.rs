@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shm_core::{Offset, ParticipantRef, ProcSlot, Received};
+use shm_core::{Incarnation, Offset, ParticipantRef, Received};
 
 use crate::buffer::{Buffer, DEFAULT_HEADROOM};
 use crate::peer::{Message, PeerId};
@@ -75,9 +75,9 @@ impl<S: System> Endpoint<S> {
         capacity: u32,
         mode: RecvMode,
     ) -> Result<Self> {
-        let p = att.heap().create_participant(att.me, kind, capacity)?;
+        let p = att.heap().create_participant(att.me(), kind, capacity)?;
         if let Err(e) = att.seg.bell_init(p.bell) {
-            let _ = att.heap().destroy_participant(att.me, p.at);
+            let _ = att.heap().destroy_participant(att.me(), p.at);
             return Err(e);
         }
         Ok(Endpoint {
@@ -166,27 +166,17 @@ impl<S: System> Endpoint<S> {
         Ok(b)
     }
 
-    /// The identity of the process in `slot` (its registration serial tells a reused slot
-    /// apart).
-    pub fn peer_of(&self, slot: ProcSlot) -> PeerId {
-        let serial = self.att.heap().process(slot).map_or(u32::MAX, |i| i.serial);
-        PeerId {
-            slot: slot.0,
-            serial,
-        }
-    }
-
     /// Turns a received block into a message. A block whose header does not describe
     /// data inside it is released (it is ours now) and reported.
-    pub fn message(&self, block: Offset, tag: u32, from: ProcSlot) -> Result<Message<S>> {
+    pub fn message(&self, block: Offset, tag: u32, from: Incarnation) -> Result<Message<S>> {
         match Buffer::received(&self.att, block) {
             Ok(buffer) => Ok(Message {
-                from: self.peer_of(from),
+                from: PeerId::from(from),
                 tag,
                 buffer,
             }),
             Err(e) => {
-                let _ = self.att.heap().release(self.att.me, block);
+                let _ = self.att.heap().release(self.att.me(), block);
                 Err(e)
             }
         }
@@ -209,7 +199,7 @@ impl<S: System> Endpoint<S> {
         self.att.seg.bell_destroy(self.p.bell);
         self.att
             .heap()
-            .destroy_participant(self.att.me, self.p.at)
+            .destroy_participant(self.att.me(), self.p.at)
             .map_err(HostError::from)
     }
 }

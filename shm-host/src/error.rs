@@ -51,6 +51,43 @@ pub enum HostError {
     Disconnected,
     /// The message payload's header is inconsistent (a corrupted or foreign message).
     BadMessage,
+    /// An existing segment of that name may not be taken over; says which rule failed.
+    TakeoverRefused {
+        /// The segment's name.
+        name: String,
+        /// Why.
+        why: Refusal,
+    },
+    /// The segment's object shrank under its mapping (someone with write access truncated
+    /// it). Touching the lost pages would kill the process with SIGBUS, so the server
+    /// stops using it.
+    Truncated {
+        /// Bytes mapped.
+        mapped: u64,
+        /// Bytes the object has now.
+        now: u64,
+    },
+}
+
+/// Why an existing segment may not be taken over by a new server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It belongs to another user.
+    OtherUser {
+        /// Its owner's user id.
+        owner: u32,
+        /// Ours.
+        me: u32,
+    },
+    /// Its permissions admit more than the new server asked for.
+    WiderMode {
+        /// Its permission bits.
+        found: u32,
+        /// The bits asked for.
+        asked: u32,
+    },
+    /// Its server is alive, or cannot be told dead.
+    ServerAlive,
 }
 
 impl HostError {
@@ -97,6 +134,24 @@ impl fmt::Display for HostError {
             HostError::Timeout => f.write_str("timed out"),
             HostError::Disconnected => f.write_str("disconnected by the server"),
             HostError::BadMessage => f.write_str("message header is inconsistent"),
+            HostError::TakeoverRefused { name, why } => match why {
+                Refusal::OtherUser { owner, me } => write!(
+                    f,
+                    "segment {name:?} belongs to user {owner}, not to this user ({me}); not taking it over"
+                ),
+                Refusal::WiderMode { found, asked } => write!(
+                    f,
+                    "segment {name:?} has mode {found:04o}, wider than the {asked:04o} asked for; not taking it over"
+                ),
+                Refusal::ServerAlive => write!(
+                    f,
+                    "segment {name:?} has a server that is alive (or cannot be told dead)"
+                ),
+            },
+            HostError::Truncated { mapped, now } => write!(
+                f,
+                "segment was truncated to {now} bytes under a {mapped}-byte mapping; stopped using it"
+            ),
         }
     }
 }
@@ -105,7 +160,10 @@ impl std::error::Error for HostError {}
 
 impl From<shm_core::Error> for HostError {
     fn from(e: shm_core::Error) -> Self {
-        HostError::Core(e)
+        match e {
+            shm_core::Error::Disconnected => HostError::Disconnected,
+            e => HostError::Core(e),
+        }
     }
 }
 

@@ -54,7 +54,7 @@ pub mod system;
 pub use buffer::Buffer;
 pub use client::{Client, ClientOptions};
 pub use endpoint::RecvMode;
-pub use error::{HostError, Result};
+pub use error::{HostError, Refusal, Result};
 pub use name::SegmentName;
 pub use peer::{Message, PeerId, SendError};
 pub use segment::Segment;
@@ -75,4 +75,4 @@ pub fn checksum(bytes: &[u8]) -> u32 {
 pub use sys::install_stop_handler;
 #[cfg(any(target_os = "linux", windows))]
 pub use sys::NativeSystem;
-pub use system::{CreateOptions, Mapping, System};
+pub use system::{CreateOptions, Mapping, SegmentPlatform, System};

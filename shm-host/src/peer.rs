@@ -16,6 +16,24 @@ pub struct PeerId {
     pub serial: u32,
 }
 
+impl From<shm_core::Incarnation> for PeerId {
+    fn from(i: shm_core::Incarnation) -> Self {
+        PeerId {
+            slot: i.slot.0,
+            serial: i.serial,
+        }
+    }
+}
+
+impl From<PeerId> for shm_core::Incarnation {
+    fn from(p: PeerId) -> Self {
+        shm_core::Incarnation {
+            slot: shm_core::ProcSlot(p.slot),
+            serial: p.serial,
+        }
+    }
+}
+
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}.{}", self.slot, self.serial)

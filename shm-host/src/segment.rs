@@ -3,18 +3,24 @@
 use std::time::Duration;
 
 use shm_core::doorbell::Doorbell;
-use shm_core::{Heap, HeapConfig, ProcSlot, Region, WaitOutcome};
+use shm_core::{
+    CheckReport, Heap, HeapConfig, HeapStats, Incarnation, Member, Offset, ProcessId, ProcessInfo,
+    Processes, Region, ServerStatus, WaitOutcome,
+};
 
 use crate::error::{HostError, Result};
 use crate::name::SegmentName;
-use crate::system::{CreateOptions, Mapping, System};
+use crate::system::{CreateOptions, Mapping, SegmentPlatform, System};
+
+/// The heap of a segment, with this attachment's platform.
+pub(crate) type SegmentHeap<S> = Heap<'static, SegmentPlatform<S>>;
 
 /// A mapped segment holding a region, attached as a heap.
 ///
 /// The heap refers to the mapping's memory, so it is declared first and dropped first;
 /// the `'static` lifetime it carries never leaves this type except shortened to `&self`.
 pub struct Segment<S: System> {
-    heap: Heap<'static, S>,
+    heap: SegmentHeap<S>,
     mapping: S::Mapping,
     name: SegmentName,
     system: S,
@@ -79,7 +85,10 @@ impl<S: System> Segment<S> {
         system: S,
         name: &SegmentName,
         mapping: S::Mapping,
-        make: impl FnOnce(Region<'static>, S) -> Result<Heap<'static, S>, shm_core::Error>,
+        make: impl FnOnce(
+            Region<'static>,
+            SegmentPlatform<S>,
+        ) -> Result<SegmentHeap<S>, shm_core::Error>,
     ) -> Result<Self> {
         let min = 4096u64;
         if (mapping.len() as u64) < min {
@@ -92,7 +101,10 @@ impl<S: System> Segment<S> {
         // the heap made from this region is stored next to the mapping and dropped first
         // (field order), and its 'static lifetime is never exposed beyond `&self`.
         let region = unsafe { Region::from_raw(mapping.as_ptr(), mapping.len()) }?;
-        let heap = make(region, system.clone())?;
+        // This attachment's presence mark: taken before anything in the region can name
+        // us, held until the heap (which owns it) is dropped.
+        let presence = system.enter(&mapping)?;
+        let heap = make(region, SegmentPlatform::new(system.clone(), presence))?;
         Ok(Segment {
             heap,
             mapping,
@@ -101,14 +113,111 @@ impl<S: System> Segment<S> {
         })
     }
 
-    /// The heap.
-    pub fn heap(&self) -> &Heap<'_, S> {
+    /// The heap itself, for code that needs the core's full API (firmware-style use of
+    /// a host segment, fault-injection tests).
+    ///
+    /// # Safety
+    ///
+    /// The heap's operations can name any offset, and [`Heap::payload`] hands out raw
+    /// pointers. The caller must act only as members it registered itself through this
+    /// heap, must not read or write the payload of a block it does not own (or co-own
+    /// read-only), and must not keep using a block's bytes after releasing or sending
+    /// it. The safe types ([`Server`](crate::Server), [`Client`](crate::Client),
+    /// [`Buffer`](crate::Buffer)) keep these rules themselves.
+    pub unsafe fn heap(&self) -> &Heap<'_, SegmentPlatform<S>> {
         &self.heap
     }
 
     /// The heap with the mapping's lifetime, for types that keep the segment alive.
-    pub(crate) fn heap_static(&self) -> &Heap<'static, S> {
+    pub(crate) fn heap_static(&self) -> &SegmentHeap<S> {
         &self.heap
+    }
+
+    /// This attachment's identity in the segment (the pid is for display; the tag is what
+    /// liveness is judged by).
+    pub fn me(&self) -> ProcessId {
+        self.heap.platform().current_process()
+    }
+
+    /// Whether the process `id` is alive, as this attachment can tell: `false` only on
+    /// evidence that it is gone.
+    pub fn is_alive(&self, id: ProcessId) -> bool {
+        self.heap.platform().is_alive(id)
+    }
+
+    /// Statistics, taken under the region lock.
+    pub fn stats(&self) -> Result<HeapStats> {
+        Ok(self.heap.stats()?)
+    }
+
+    /// Statistics read without the lock (may be inconsistent while others work).
+    pub fn stats_unlocked(&self) -> Result<HeapStats> {
+        Ok(self.heap.stats_unlocked()?)
+    }
+
+    /// Every invariant of the region, checked under the region lock.
+    pub fn check(&self) -> Result<CheckReport> {
+        Ok(self.heap.check()?)
+    }
+
+    /// Like [`check`](Self::check) without the lock: for a segment whose lock holder is
+    /// stopped. Concurrent operations make it report spurious problems.
+    pub fn check_unlocked(&self) -> Result<CheckReport> {
+        Ok(self.heap.check_unlocked()?)
+    }
+
+    /// The registered processes (a snapshot read without the lock).
+    pub fn processes(&self) -> Result<Vec<ProcessInfo>> {
+        let mut v = Vec::new();
+        for p in self.heap.processes()? {
+            v.push(p?);
+        }
+        Ok(v)
+    }
+
+    /// The participants (offset, kind, owner), read without the lock.
+    pub fn participants(&self) -> Result<Vec<(Offset, u32, Incarnation)>> {
+        Ok(self.heap.participants()?.collect())
+    }
+
+    /// A snapshot of one participant.
+    pub fn participant(&self, at: Offset) -> Result<shm_core::protocol::ParticipantInfo> {
+        Ok(self.heap.participant(at)?.info())
+    }
+
+    /// The server entry.
+    pub fn server_status(&self) -> ServerStatus {
+        self.heap.server_status()
+    }
+
+    /// The region lock's holder, if it is taken.
+    pub fn lock_holder(&self) -> Option<ProcessId> {
+        self.heap.header().lock.holder()
+    }
+
+    /// Words in the undo journal (non-zero only while an operation runs, or after its
+    /// process died in one).
+    pub fn journal_len(&self) -> u32 {
+        self.heap
+            .header()
+            .journal
+            .len
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Block alignment in bytes.
+    pub fn align(&self) -> u32 {
+        self.heap.align()
+    }
+
+    /// Usable payload bytes of a used block.
+    pub fn block_len(&self, block: Offset) -> Result<u32> {
+        Ok(self.heap.block_len(block)?)
+    }
+
+    /// Calls `f` with every block in address order (read without the lock).
+    pub fn for_each_block(&self, f: impl FnMut(shm_core::heap::BlockInfo)) -> Result<()> {
+        Ok(self.heap.for_each_block(f)?)
     }
 
     /// The segment's name.
@@ -154,28 +263,64 @@ impl<S: System> Segment<S> {
     }
 }
 
-/// A segment plus this process's slot in it. Dropping the last handle unregisters the
-/// process, which returns everything it still owns.
+/// A segment plus this process's registration in it. Dropping the last handle unregisters
+/// the process, which returns everything it still owns.
 pub(crate) struct Attachment<S: System> {
     pub seg: Segment<S>,
-    pub me: ProcSlot,
+    /// The registration; private so that it is used only through [`Attachment::me`].
+    member: Member,
+    /// The fork generation at registration: a forked child is another process and must
+    /// not act as this one.
+    forks: u32,
 }
 
 impl<S: System> Attachment<S> {
     pub fn new(seg: Segment<S>) -> Result<Self> {
-        let me = seg.heap().register()?;
-        Ok(Attachment { seg, me })
+        let member = seg.heap_static().register()?;
+        let forks = seg.system().fork_generation();
+        Ok(Attachment { seg, member, forks })
     }
 
-    pub fn heap(&self) -> &Heap<'static, S> {
+    /// The member to act as. In a forked child (another process, which shares the
+    /// mapping but not the registration) every operation fails with
+    /// [`shm_core::Error::StaleMember`].
+    pub fn me(&self) -> Member {
+        if self.seg.system().fork_generation() == self.forks {
+            self.member
+        } else {
+            // A member whose serial cannot match: every core operation refuses it.
+            self.member_of_another_process()
+        }
+    }
+
+    /// The registration, for display and for comparing with what the region says.
+    pub fn incarnation(&self) -> Incarnation {
+        self.member.incarnation()
+    }
+
+    fn member_of_another_process(&self) -> Member {
+        // The core checks slot and serial under the lock; a forked child shares both
+        // numbers with its parent, so it must not pass them on. Registering again is the
+        // child's way in; until then its operations fail.
+        self.member.revoked()
+    }
+
+    pub fn heap(&self) -> &SegmentHeap<S> {
         self.seg.heap_static()
     }
 }
 
 impl<S: System> Drop for Attachment<S> {
     fn drop(&mut self) {
+        if self.seg.system().fork_generation() != self.forks {
+            return; // a forked child's copy: the registration is the parent's
+        }
+        let mapped = self.seg.mapping().len() as u64;
+        if matches!(self.seg.system().object_size(self.seg.mapping()), Ok(now) if now < mapped) {
+            return; // truncated under us: touching the lost pages would raise SIGBUS
+        }
         // Errors cannot be reported from drop; a failure leaves the slot to the watchdog of
         // another process once this one has exited.
-        let _ = self.seg.heap().unregister(self.me);
+        let _ = self.seg.heap_static().unregister(self.member);
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shm_core::protocol::{Beat, KIND_SERVER};
-use shm_core::{Control, Error, HeapConfig, Offset, ProcSlot, ProcessId, Received, SendMode};
+use shm_core::protocol::{Beat, ParticipantId, KIND_SERVER};
+use shm_core::{Control, Error, HeapConfig, Incarnation, Offset, Received, SendMode};
 
 use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
@@ -16,7 +16,7 @@ use crate::error::{HostError, Result};
 use crate::name::SegmentName;
 use crate::peer::{Message, PeerId, SendError};
 use crate::segment::{Attachment, Segment};
-use crate::system::{CreateOptions, System};
+use crate::system::{CreateOptions, Mapping, System};
 
 /// Server settings.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +25,8 @@ pub struct ServerOptions {
     pub size: usize,
     /// Heartbeat interval.
     pub heartbeat: Duration,
-    /// Missed heartbeats after which a client is declared dead.
+    /// Missed heartbeats after which a client is declared unresponsive and disconnected
+    /// (its memory stays its own until its process is gone).
     pub max_missed: u32,
     /// Slots in the server's queue (a power of two).
     pub queue_capacity: u32,
@@ -62,13 +63,11 @@ impl Default for ServerOptions {
 /// Why a client was declared dead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeathReason {
-    /// Its process is gone.
+    /// Its process is gone (the operating system says so).
     ProcessGone,
-    /// It stopped taking keepalives.
-    Unresponsive {
-        /// Consecutive misses.
-        missed: u32,
-    },
+    /// Its participant disappeared without a `Disconnect`: another process's watchdog
+    /// reclaimed it first.
+    Reclaimed,
 }
 
 /// Something that happened to a client.
@@ -78,6 +77,15 @@ pub enum ServerEvent {
     Connected(PeerId),
     /// A client disconnected cleanly.
     Disconnected(PeerId),
+    /// A client stopped taking keepalives: the server disconnected it and delivers nothing
+    /// more to it. Its memory stays its own until its process is gone (then a `Died`
+    /// event follows... or, if another process's watchdog gets there first, nothing).
+    Unresponsive {
+        /// The client.
+        client: PeerId,
+        /// Consecutive keepalives it missed.
+        missed: u32,
+    },
     /// A client was declared dead; its memory was reclaimed.
     Died {
         /// The client.
@@ -98,10 +106,25 @@ pub struct BroadcastReport {
     pub failed: Vec<(PeerId, HostError)>,
 }
 
+/// A connected client, as the server tracks it.
+#[derive(Clone, Copy, Debug)]
+struct ClientEntry {
+    /// Its participant and owner.
+    participant: ParticipantId,
+    /// Heartbeats that found its participant gone; the first one waits for the
+    /// `Disconnect` that a clean exit leaves in our queue.
+    gone_beats: u32,
+}
+
 struct Inner<S: System> {
     ep: Endpoint<S>,
     opts: ServerOptions,
-    clients: Mutex<HashMap<PeerId, Offset>>,
+    clients: Mutex<HashMap<PeerId, ClientEntry>>,
+    /// Clients disconnected for missing keepalives whose processes still live: watched
+    /// until they die, to report it.
+    unresponsive: Mutex<HashMap<PeerId, Incarnation>>,
+    /// Set when the segment can no longer be used (truncated under the mapping).
+    broken: std::sync::OnceLock<(u64, u64)>,
     events_tx: Mutex<Sender<ServerEvent>>,
     events_rx: Mutex<Receiver<ServerEvent>>,
     generation: u32,
@@ -154,6 +177,10 @@ impl Server<crate::NativeSystem> {
 
 impl<S: System> Server<S> {
     /// Creates or takes over segment `name` on `system`.
+    ///
+    /// An existing segment of that name is taken over only when it belongs to the same
+    /// user, its permissions are no wider than `opts.create.mode`, and its server is known
+    /// to be dead; otherwise [`HostError::TakeoverRefused`] says which rule failed.
     pub fn create_on(system: S, name: &str, opts: ServerOptions) -> Result<Self> {
         let name = SegmentName::new(name)?;
         let seg = match Segment::create(system.clone(), &name, opts.size, opts.create, opts.heap) {
@@ -161,11 +188,15 @@ impl<S: System> Server<S> {
             Err(HostError::Exists { .. }) => {
                 // A previous server's segment: take it over if that server is dead.
                 let s = Segment::open(system.clone(), &name)?;
-                let st = s.heap().server_status();
-                if st.running && system.is_alive(st.id) {
-                    return Err(Error::ServerRunning.into());
+                system.check_takeover(&name, s.mapping(), &opts.create)?;
+                let st = s.server_status();
+                if st.running && s.is_alive(st.id) {
+                    return Err(HostError::TakeoverRefused {
+                        name: name.as_str().to_owned(),
+                        why: crate::Refusal::ServerAlive,
+                    });
                 }
-                s.heap().reclaim_dead()?;
+                s.heap_static().reclaim_dead()?;
                 s
             }
             Err(e) => return Err(e),
@@ -179,7 +210,7 @@ impl<S: System> Server<S> {
         )?;
         let heap = att.heap();
         let heartbeat_ms = u32::try_from(opts.heartbeat.as_millis()).unwrap_or(u32::MAX);
-        let generation = match heap.start_server(att.me, ep.at(), heartbeat_ms, opts.max_missed) {
+        let generation = match heap.start_server(att.me(), ep.at(), heartbeat_ms, opts.max_missed) {
             Ok(g) => g,
             Err(e) => {
                 let _ = ep.close();
@@ -188,13 +219,15 @@ impl<S: System> Server<S> {
         };
         // Sized up front so holding messages never moves the owner array; keepalives come
         // from the reserve (without it they still work until the heap fills).
-        let _ = heap.reserve_cells(att.me, opts.owner_cells);
-        let _ = heap.reserve(att.me, opts.keepalive_reserve);
+        let _ = heap.reserve_cells(att.me(), opts.owner_cells);
+        let _ = heap.reserve(att.me(), opts.keepalive_reserve);
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             ep,
             opts,
             clients: Mutex::new(HashMap::new()),
+            unresponsive: Mutex::new(HashMap::new()),
+            broken: std::sync::OnceLock::new(),
             events_tx: Mutex::new(tx),
             events_rx: Mutex::new(rx),
             generation,
@@ -225,13 +258,14 @@ impl<S: System> Server<S> {
         self.inner.generation
     }
 
-    /// This server's process slot.
-    pub fn slot(&self) -> ProcSlot {
-        self.inner.ep.att.me
+    /// This server's identity in the segment.
+    pub fn id(&self) -> PeerId {
+        self.inner.ep.att.incarnation().into()
     }
 
     /// A buffer for at least `size` bytes of data (growth policy and default headroom).
     pub fn alloc(&self, size: usize) -> Result<Buffer<S>> {
+        self.inner.usable()?;
         self.inner.ep.alloc(size)
     }
 
@@ -240,6 +274,7 @@ impl<S: System> Server<S> {
     /// [`shm_core::Error::Timeout`] when none comes, and at once with
     /// [`shm_core::Error::TooLarge`] for a request that can never fit.
     pub fn alloc_timeout(&self, size: usize, timeout: Duration) -> Result<Buffer<S>> {
+        self.inner.usable()?;
         self.inner.ep.alloc_timeout(size, timeout)
     }
 
@@ -260,7 +295,7 @@ impl<S: System> Server<S> {
     pub fn available_bytes(&self) -> Result<u64> {
         let heap = self.inner.ep.att.heap();
         let free = u64::from(heap.stats()?.free_bytes);
-        let reserve = heap.process(self.slot())?.reserve;
+        let reserve = heap.process(self.inner.ep.att.incarnation().slot)?.reserve;
         let reserve_block = if reserve == 0 {
             0
         } else {
@@ -298,7 +333,10 @@ impl<S: System> Server<S> {
     /// Sends `buffer` to `client` with `tag`: ownership moves, nothing is copied. On
     /// failure (full queue, client gone) the buffer comes back inside the error.
     pub fn send(&self, client: PeerId, buffer: Buffer<S>, tag: u32) -> Result<(), SendError<S>> {
-        let Some(at) = self.inner.lock_clients().get(&client).copied() else {
+        if let Err(error) = self.inner.usable() {
+            return Err(SendError { buffer, error });
+        }
+        let Some(entry) = self.inner.lock_clients().get(&client).copied() else {
             return Err(SendError {
                 buffer,
                 error: Error::NotConnected.into(),
@@ -306,8 +344,8 @@ impl<S: System> Server<S> {
         };
         let ep = &self.inner.ep;
         match ep.att.heap().send(
-            ep.att.me,
-            at,
+            ep.att.me(),
+            entry.participant,
             buffer.offset(),
             tag,
             SendMode::Give,
@@ -328,17 +366,25 @@ impl<S: System> Server<S> {
     /// co-owner of the block, which is freed when the last owner drops it. The server
     /// keeps its own reference (writing to it afterwards copies it first).
     pub fn broadcast(&self, buffer: &Buffer<S>, tag: u32) -> BroadcastReport {
-        let clients: Vec<(PeerId, Offset)> = self
+        let clients: Vec<(PeerId, ParticipantId)> = self
             .inner
             .lock_clients()
             .iter()
-            .map(|(k, v)| (*k, *v))
+            .map(|(k, v)| (*k, v.participant))
             .collect();
         let ep = &self.inner.ep;
         let mut report = BroadcastReport::default();
+        if let Some(&(mapped, now)) = self.inner.broken.get() {
+            for (id, _) in clients {
+                report
+                    .failed
+                    .push((id, HostError::Truncated { mapped, now }));
+            }
+            return report;
+        }
         for (id, at) in clients {
             match ep.att.heap().send(
-                ep.att.me,
+                ep.att.me(),
                 at,
                 buffer.offset(),
                 tag,
@@ -381,8 +427,20 @@ impl<S: System> Server<S> {
 }
 
 impl<S: System> Inner<S> {
-    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Offset>> {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, ClientEntry>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_unresponsive(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Incarnation>> {
+        self.unresponsive.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fails once the segment was found truncated.
+    fn usable(&self) -> Result<()> {
+        match self.broken.get() {
+            Some(&(mapped, now)) => Err(HostError::Truncated { mapped, now }),
+            None => Ok(()),
+        }
     }
 
     fn event(&self, e: ServerEvent) {
@@ -396,6 +454,7 @@ impl<S: System> Inner<S> {
     fn recv(&self, timeout: Option<Duration>) -> Result<Option<Message<S>>> {
         let heap = self.ep.att.heap();
         loop {
+            self.usable()?;
             let Some(r) = self.ep.next(timeout)? else {
                 return Ok(None);
             };
@@ -407,9 +466,15 @@ impl<S: System> Inner<S> {
                     control: Control::Connect,
                     participant,
                 } => {
-                    if let Ok(p) = heap.accept(self.ep.att.me, participant, self.ep.waker()) {
-                        let id = self.ep.peer_of(p.slot);
-                        self.lock_clients().insert(id, participant);
+                    if let Ok(p) = heap.accept(self.ep.att.me(), participant, self.ep.waker()) {
+                        let id = PeerId::from(p.owner);
+                        self.lock_clients().insert(
+                            id,
+                            ClientEntry {
+                                participant: p.id(),
+                                gone_beats: 0,
+                            },
+                        );
                         self.event(ServerEvent::Connected(id));
                     }
                 }
@@ -421,7 +486,7 @@ impl<S: System> Inner<S> {
                         let mut clients = self.lock_clients();
                         let id = clients
                             .iter()
-                            .find(|(_, at)| **at == participant)
+                            .find(|(_, c)| c.participant.at == participant)
                             .map(|(id, _)| *id);
                         if let Some(id) = id {
                             clients.remove(&id);
@@ -446,64 +511,119 @@ impl<S: System> Inner<S> {
         }
     }
 
-    /// One heartbeat: keepalives to every client, death for the dead and the silent,
-    /// reclaim of any other dead process, reserve top-up.
+    /// One heartbeat: the segment's size, keepalives to every client, disconnection of the
+    /// silent, reclaim of the dead, reserve top-up.
+    ///
+    /// A client is reclaimed only when the operating system says its process is gone. One
+    /// that stops taking keepalives (stopped, or stuck) is only disconnected: it gets no
+    /// more messages, its own operations fail with `Disconnected`, and its memory stays
+    /// its own until it is dead.
     fn tick(&self) {
         let att = &self.ep.att;
         let heap = att.heap();
-        let system = att.seg.system();
-        let clients: Vec<(PeerId, Offset)> =
+        if self.broken.get().is_none() {
+            let mapped = att.seg.mapping().len() as u64;
+            match att.seg.system().object_size(att.seg.mapping()) {
+                Ok(now) if now < mapped => {
+                    let _ = self.broken.set((mapped, now));
+                }
+                _ => {}
+            }
+        }
+        if self.broken.get().is_some() {
+            return;
+        }
+        let clients: Vec<(PeerId, ClientEntry)> =
             self.lock_clients().iter().map(|(k, v)| (*k, *v)).collect();
-        for (id, at) in clients {
-            let (slot, pid) = match heap.participant(at) {
-                Ok(p) => (
-                    p.slot,
-                    ProcessId {
-                        pid: p.rec.pid.load(std::sync::atomic::Ordering::Relaxed),
-                        tag: p.rec.tag.load(std::sync::atomic::Ordering::Relaxed),
-                    },
-                ),
-                Err(_) => {
-                    // Someone else's watchdog reclaimed it already.
-                    self.lock_clients().remove(&id);
+        for (id, entry) in clients {
+            let p = match heap.participant(entry.participant.at) {
+                Ok(p) if p.owner == entry.participant.owner => p,
+                _ => {
+                    // Gone without our noticing its death: a clean exit whose `Disconnect`
+                    // is still in our queue (wait one beat for `recv` to take it), or
+                    // another process's watchdog reclaimed it.
+                    let mut clients = self.lock_clients();
+                    let Some(c) = clients.get_mut(&id) else {
+                        continue;
+                    };
+                    if c.gone_beats == 0 {
+                        c.gone_beats = 1;
+                        continue;
+                    }
+                    clients.remove(&id);
+                    drop(clients);
                     self.event(ServerEvent::Died {
                         client: id,
-                        reason: DeathReason::ProcessGone,
+                        reason: DeathReason::Reclaimed,
                         bytes_freed: 0,
                     });
                     continue;
                 }
             };
-            let reason = if !system.is_alive(pid) {
-                Some(DeathReason::ProcessGone)
-            } else {
-                match heap.heartbeat(att.me, at) {
-                    Ok(Beat::Missed { missed }) if missed > self.opts.max_missed => {
-                        let _ = heap.send_control(at, Control::Disconnected, at, self.ep.waker());
-                        Some(DeathReason::Unresponsive { missed })
-                    }
-                    _ => None,
-                }
-            };
-            if let Some(reason) = reason {
+            let pid = p.info().id.owner;
+            let process = heap
+                .processes()
+                .ok()
+                .and_then(|mut ps| ps.find_map(|i| i.ok().filter(|i| i.incarnation() == pid)));
+            let alive = process.is_none_or(|i| att.seg.is_alive(i.id));
+            if !alive {
                 self.lock_clients().remove(&id);
-                let bytes_freed = heap.reclaim(slot).map_or(0, |r| r.bytes_freed);
+                let bytes_freed = heap.reclaim(pid).map_or(0, |r| r.bytes_freed);
                 self.event(ServerEvent::Died {
                     client: id,
-                    reason,
+                    reason: DeathReason::ProcessGone,
                     bytes_freed,
                 });
+                continue;
+            }
+            if let Ok(Beat::Missed { missed }) = heap.heartbeat(att.me(), entry.participant) {
+                if missed > self.opts.max_missed {
+                    // Unresponsive is not dead: disconnect, keep watching, reclaim nothing.
+                    let _ = heap.send_control(
+                        att.me(),
+                        entry.participant,
+                        Control::Disconnected,
+                        entry.participant.at,
+                        self.ep.waker(),
+                    );
+                    self.lock_clients().remove(&id);
+                    self.lock_unresponsive().insert(id, pid);
+                    self.event(ServerEvent::Unresponsive { client: id, missed });
+                }
+            }
+        }
+        // Unresponsive clients whose processes have since died.
+        let watched: Vec<(PeerId, Incarnation)> = self
+            .lock_unresponsive()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for (id, inc) in watched {
+            match heap.reclaim(inc) {
+                Ok(r) => {
+                    self.lock_unresponsive().remove(&id);
+                    self.event(ServerEvent::Died {
+                        client: id,
+                        reason: DeathReason::ProcessGone,
+                        bytes_freed: r.bytes_freed,
+                    });
+                }
+                Err(Error::StillAlive { .. }) => {}
+                Err(_) => {
+                    // Reclaimed by someone else, or gone some other way.
+                    self.lock_unresponsive().remove(&id);
+                }
             }
         }
         let _ = heap.reclaim_dead();
         let low = heap
-            .process(att.me)
+            .process(att.incarnation().slot)
             .ok()
             .filter(|i| i.reserve != 0)
             .and_then(|i| heap.block_len(Offset::new(i.reserve)).ok())
             .is_none_or(|len| len < self.opts.keepalive_reserve / 2);
         if low {
-            let _ = heap.reserve(att.me, self.opts.keepalive_reserve);
+            let _ = heap.reserve(att.me(), self.opts.keepalive_reserve);
         }
     }
 }
@@ -516,11 +636,26 @@ impl<S: System> Drop for Server<S> {
         }
         let inner = &self.inner;
         let att = &inner.ep.att;
+        if inner.broken.get().is_some() {
+            // The mapping is shorter than it looks: touch nothing; just withdraw the name.
+            let _ = att.seg.system().unlink(att.seg.name());
+            return;
+        }
         let heap = att.heap();
-        let _ = heap.stop_server(att.me);
-        let clients: Vec<Offset> = inner.lock_clients().values().copied().collect();
+        let _ = heap.stop_server(att.me());
+        let clients: Vec<ParticipantId> = inner
+            .lock_clients()
+            .values()
+            .map(|c| c.participant)
+            .collect();
         for at in clients {
-            let _ = heap.send_control(at, Control::ServerStopping, at, inner.ep.waker());
+            let _ = heap.send_control(
+                att.me(),
+                at,
+                Control::ServerStopping,
+                at.at,
+                inner.ep.waker(),
+            );
         }
         let _ = inner.ep.close();
         let _ = att.seg.system().unlink(att.seg.name());

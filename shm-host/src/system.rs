@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::AtomicU32;
+
 use shm_core::doorbell::Doorbell;
-use shm_core::{Region, WaitOutcome};
+use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
 
 use crate::error::Result;
 use crate::name::SegmentName;
@@ -41,9 +43,47 @@ impl Default for CreateOptions {
 }
 
 /// An operating system, as the host layer uses it.
-pub trait System: shm_core::Platform + Clone + Send + Sync + 'static {
+///
+/// Identity and liveness are per attachment ([`System::Presence`]), not per system: on
+/// Linux the evidence that a process lives is a lock the kernel holds for it on the
+/// segment itself, which works across PID namespaces and users and cannot outlive it.
+pub trait System: WaitNotify + Clone + Send + Sync + 'static {
     /// Its mapping type.
     type Mapping: Mapping;
+
+    /// How one attachment of a segment shows that it lives, and tells whether others do.
+    /// [`Processes::is_alive`] must answer `false` only on evidence that the process is
+    /// gone; "cannot tell" (no permission, another PID namespace, a failed query) is
+    /// alive.
+    type Presence: Processes + Send + Sync + 'static;
+
+    /// Enters segment `m`: takes this attachment's presence mark there (for as long as the
+    /// returned value lives) and returns the identity it acts under.
+    fn enter(&self, m: &Self::Mapping) -> Result<Self::Presence>;
+
+    /// Refuses to take over an existing segment that belongs to another user or whose
+    /// permissions are wider than `opts` asks for (where the system can tell).
+    fn check_takeover(
+        &self,
+        name: &SegmentName,
+        m: &Self::Mapping,
+        opts: &CreateOptions,
+    ) -> Result<()> {
+        let _ = (name, m, opts);
+        Ok(())
+    }
+
+    /// The size the segment's object has now (it can shrink under a mapping on systems
+    /// where a process with write access may truncate it).
+    fn object_size(&self, m: &Self::Mapping) -> Result<u64> {
+        Ok(m.len() as u64)
+    }
+
+    /// A number that changes in a forked child (0 where processes do not fork). A handle
+    /// made before a fork refuses to act in the child: the child is another process.
+    fn fork_generation(&self) -> u32 {
+        0
+    }
 
     /// Creates a new segment of `size` bytes; fails with
     /// [`HostError::Exists`](crate::HostError::Exists) if the name is taken.
@@ -78,3 +118,56 @@ pub trait System: shm_core::Platform + Clone + Send + Sync + 'static {
     /// Releases the wait object in `bell` (its owner, when leaving).
     fn bell_destroy(&self, m: &Self::Mapping, region: &Region<'_>, bell: &Doorbell);
 }
+
+/// The core's platform for one attachment of a segment: the system's waiting and
+/// notification, and the attachment's own identity and liveness probes.
+pub struct SegmentPlatform<S: System> {
+    system: S,
+    presence: S::Presence,
+}
+
+impl<S: System> std::fmt::Debug for SegmentPlatform<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentPlatform")
+            .field("me", &self.presence.current_process())
+            .finish()
+    }
+}
+
+impl<S: System> SegmentPlatform<S> {
+    /// Pairs a system with an attachment's presence.
+    pub fn new(system: S, presence: S::Presence) -> Self {
+        SegmentPlatform { system, presence }
+    }
+
+    /// The system.
+    pub fn system(&self) -> &S {
+        &self.system
+    }
+}
+
+impl<S: System> Processes for SegmentPlatform<S> {
+    fn current_process(&self) -> ProcessId {
+        self.presence.current_process()
+    }
+    fn is_alive(&self, id: ProcessId) -> bool {
+        self.presence.is_alive(id)
+    }
+}
+
+impl<S: System> WaitNotify for SegmentPlatform<S> {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+        self.system.wait(word, expected, timeout)
+    }
+    fn notify_all(&self, word: &AtomicU32) {
+        self.system.notify_all(word)
+    }
+    fn relax(&self, round: u32) {
+        self.system.relax(round)
+    }
+    fn now(&self) -> Option<Duration> {
+        self.system.now()
+    }
+}
+
+impl<S: System> Platform for SegmentPlatform<S> {}

@@ -94,13 +94,13 @@ fn broadcast_shares_and_copies_on_write() {
     assert_eq!(&m2.buffer[..], b"to all");
     assert_eq!(&b[..], b"to all");
     assert_eq!(b.owners().unwrap(), 2);
-    let heap = s.segment().heap();
+    let seg = s.segment();
     let shared = b.offset();
     drop(b);
     drop(m2);
-    assert!(heap.ref_count(shared).is_err(), "freed with its last owner");
+    assert!(seg.block_len(shared).is_err(), "freed with its last owner");
     drop(m1);
-    heap.check().unwrap();
+    seg.check().unwrap();
 }
 
 /// A full queue refuses the send and hands the buffer back untouched; after the receiver
@@ -193,14 +193,41 @@ fn events_report_connects_and_disconnects() {
     assert!(s.clients().is_empty());
 }
 
-/// A second server on a segment whose server lives is refused.
+/// A second server on a segment whose server lives is refused, and says why.
 #[test]
 fn one_live_server_per_segment() {
     let s = server("two");
     let second = Server::create(&name("two"), 8 << 20);
     assert!(matches!(
         second.err(),
-        Some(HostError::Core(shm_core::Error::ServerRunning))
+        Some(HostError::TakeoverRefused {
+            why: shm_host::Refusal::ServerAlive,
+            ..
+        })
+    ));
+    drop(s);
+}
+
+/// A segment whose mode is wider than the new server asks for is not taken over (the
+/// mode is checked before the server's liveness).
+#[test]
+fn a_wider_segment_is_not_taken_over() {
+    let opts = |mode| ServerOptions {
+        size: 1 << 20,
+        create: shm_host::CreateOptions {
+            mode,
+            ..Default::default()
+        },
+        ..ServerOptions::default()
+    };
+    let s = Server::create_with(&name("wide"), opts(0o666)).unwrap();
+    let second = Server::create_with(&name("wide"), opts(0o600));
+    assert!(matches!(
+        second.err(),
+        Some(HostError::TakeoverRefused {
+            why: shm_host::Refusal::WiderMode { asked: 0o600, .. },
+            ..
+        })
     ));
     drop(s);
 }

@@ -46,6 +46,13 @@ impl Platform for QnxSystem {}
 
 impl System for QnxSystem {
     type Mapping = PosixMapping;
+    // QNX has no PID namespaces: the pid with its start-time tag, checked with
+    // `DCMD_PROC_INFO`, is the evidence (process.rs); a failed query counts as alive.
+    type Presence = QnxSystem;
+
+    fn enter(&self, _m: &PosixMapping) -> Result<QnxSystem> {
+        Ok(*self)
+    }
 
     fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<PosixMapping> {
         segment::sys::create(&name.prefixed(), size, opts)

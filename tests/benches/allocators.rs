@@ -5,7 +5,7 @@
 //! * `shm-core`: this workspace's heap_5-style allocator (blocks tiling the region, immediate
 //!   coalescing, a TLSF-style size-class index over the free blocks, owner table and undo
 //!   journal per operation, one lock word), through [`Heap::try_alloc`] / [`Heap::free`] with
-//!   one registered process and the host platform (`shm_host::NativeSystem`).
+//!   one registered process on `SpinPlatform`, uncontended (the lock protocol is the same).
 //! * `rlsf`: TLSF (two-level segregated fit, O(1) alloc and free).
 //! * `rlsf + lock`: rlsf with each call inside the lock protocol shm-core uses for a shared
 //!   region (compare-and-swap of a 64-bit word to the caller's pid and tag, release by a
@@ -101,8 +101,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use shm_core::layout::MAX_CELLS;
-use shm_core::{Error, Heap, HeapConfig, Offset, ProcSlot, Processes, Region};
-use shm_host::NativeSystem;
+use shm_core::{Error, Heap, HeapConfig, Member, Offset, Region, SpinPlatform};
 
 /// Size of the one region every allocator works in.
 const REGION_BYTES: usize = 64 << 20;
@@ -419,11 +418,15 @@ fn layout(size: u32) -> Option<Layout> {
 
 // shm-core ---------------------------------------------------------------------------------------
 
+fn process_id() -> u32 {
+    std::process::id()
+}
+
 struct ShmCore;
 
 struct ShmCoreAlloc<'a> {
-    heap: Heap<'a, NativeSystem>,
-    me: ProcSlot,
+    heap: Heap<'a, SpinPlatform>,
+    me: Member,
     error: Option<Error>,
 }
 
@@ -435,10 +438,15 @@ impl Contender for ShmCore {
         // its `len` bytes are valid for reads and writes and nothing else touches them.
         let region = unsafe { Region::from_raw(arena.ptr.as_ptr(), arena.len) }
             .expect("shm-core accepts the 64 MiB region");
-        // The host platform, as `shm_host::Server` and `Client` use it: the lock names this
-        // process; no interrupt masking (`SpinPlatform` would take a global mutex here).
-        let heap = Heap::init(region, HeapConfig::default(), NativeSystem)
-            .expect("shm-core formats the region");
+        // One process, uncontended: the lock names this process, no interrupt masking.
+        // (The host's per-segment platform adds only liveness probes, which an
+        // uncontended lock never makes.)
+        let heap = Heap::init(
+            region,
+            HeapConfig::default(),
+            SpinPlatform::new(process_id()),
+        )
+        .expect("shm-core formats the region");
         let me = heap
             .register()
             .expect("shm-core registers the benchmark process");
@@ -503,7 +511,7 @@ impl BenchAlloc for ShmCoreAlloc<'_> {
             .map_err(|e| format!("Heap::stats: {e:?}"))?;
         let me = self
             .heap
-            .process(self.me)
+            .process(self.me.slot())
             .map_err(|e| format!("Heap::process: {e:?}"))?;
         let want = (me.blocks + s.free_blocks + PROBE_CELL_MARGIN).min(MAX_CELLS);
         if want <= me.cell_capacity {
@@ -598,7 +606,7 @@ struct RlsfLockedAlloc<'a> {
 impl RlsfLockedAlloc<'_> {
     #[inline]
     fn locked<R>(&mut self, f: impl FnOnce(&mut RlsfAlloc<'_>) -> R) -> R {
-        let me = NativeSystem.current_process();
+        let me = shm_core::ProcessId::from_pid(process_id());
         let word = u64::from(me.pid) | (u64::from(me.tag) << 32);
         while self
             .lock

@@ -67,7 +67,7 @@ fn killed_clients_give_back_all_memory() {
         // The survivor kept going the whole time; stop it too, then the echo loop.
         survivor.kill();
         eventually(Duration::from_secs(30), "all clients reclaimed", || {
-            let procs = server.segment().heap().processes().unwrap().count();
+            let procs = server.segment().processes().unwrap().len();
             (procs == 1).then_some(())
         });
         stop.store(true, Ordering::Relaxed);
@@ -83,7 +83,7 @@ fn killed_clients_give_back_all_memory() {
             (server.available_bytes().unwrap() == baseline).then_some(())
         },
     );
-    server.segment().heap().check().unwrap();
+    server.segment().check().unwrap();
 }
 
 /// A process killed while it holds the region lock, halfway through an allocation, does
@@ -93,13 +93,10 @@ fn killed_clients_give_back_all_memory() {
 fn lock_held_by_a_killed_process_is_broken() {
     let name = unique_name("kill-lock");
     let server = server(&name);
-    let heap = server.segment().heap();
+    let heap = server.segment();
     let mut holder = Peer::spawn(peer_exe!(), &["hold-lock", &name]);
     assert_eq!(holder.read_line(), "holding");
-    assert!(
-        heap.header().lock.holder().is_some(),
-        "the peer holds the lock"
-    );
+    assert!(heap.lock_holder().is_some(), "the peer holds the lock");
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         // This allocation waits for the lock...
@@ -122,7 +119,7 @@ fn lock_held_by_a_killed_process_is_broken() {
     heap.check().unwrap();
     // The dead holder's registration is reclaimed by the watchdog.
     server.watchdog().unwrap();
-    assert_eq!(heap.processes().unwrap().count(), 1);
+    assert_eq!(heap.processes().unwrap().len(), 1);
     heap.check().unwrap();
 }
 
@@ -169,9 +166,9 @@ fn clients_survive_a_server_restart() {
         .unwrap();
     assert_eq!((&echo.buffer[..], echo.tag), (&b"lost"[..], 3));
     drop(echo);
-    let heap = client.segment().heap();
+    let heap = client.segment();
     // Registered now: the new server and this client; the old server was reclaimed.
-    assert_eq!(heap.processes().unwrap().count(), 2);
+    assert_eq!(heap.processes().unwrap().len(), 2);
     heap.check().unwrap();
     drop(client);
     s2.kill();

@@ -54,6 +54,7 @@ use crate::platform::{Platform, ProcessId, WaitOutcome};
 use crate::queue::{self, Publish};
 use crate::region::Region;
 use crate::Offset;
+use crate::{Incarnation, Member};
 
 /// Options for formatting a region with [`Heap::init`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,9 +220,10 @@ pub(crate) enum OpCode {
 
 /// A heap over a region, used by one process (which may use it from several threads).
 ///
-/// Operations name the acting process by its [`ProcSlot`], obtained from
-/// [`register`](Heap::register). A process normally registers once; tests and simulators
-/// may register several slots from one address space.
+/// Operations name the acting process by a [`Member`], obtained from
+/// [`register`](Heap::register) and checked under the lock at every operation (a member
+/// whose registration ended gets [`Error::StaleMember`]). A process normally registers
+/// once; firmware, tests and simulators may register several members in one program.
 #[derive(Debug)]
 pub struct Heap<'m, P: Platform> {
     space: Space<'m>,
@@ -557,13 +559,16 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     // ----- process registration -------------------------------------------------------
 
-    /// Registers the calling process (as the platform identifies it) and returns its slot.
-    pub fn register(&self) -> Result<ProcSlot, Error> {
+    /// Registers the calling process (as the platform identifies it) and returns the
+    /// member handle to act as it.
+    pub fn register(&self) -> Result<Member, Error> {
         self.register_as(self.platform.current_process())
     }
 
-    /// Registers a process with the given identity and returns its slot.
-    pub fn register_as(&self, id: ProcessId) -> Result<ProcSlot, Error> {
+    /// Registers a member whose liveness the platform answers under `id` (firmware tasks,
+    /// simulated processes in tests). The member is reclaimed by others once the platform
+    /// reports `id` dead.
+    pub fn register_as(&self, id: ProcessId) -> Result<Member, Error> {
         if id.pid == 0 {
             return Err(Error::InvalidSize { requested: 0 });
         }
@@ -572,8 +577,8 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Unregisters `process`: everything it owns is released (shared blocks stay alive for
     /// their other owners) and its slot is freed.
-    pub fn unregister(&self, process: ProcSlot) -> Result<ReclaimReport, Error> {
-        self.reclaim(process)
+    pub fn unregister(&self, me: Member) -> Result<ReclaimReport, Error> {
+        self.reclaim_incarnation(me.incarnation(), false)
     }
 
     // ----- allocation ------------------------------------------------------------------
@@ -581,21 +586,23 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Allocates `size` bytes for `me`: from the front of the smallest free block whose
     /// size class fits (see [`index`]). Fails at once with [`Error::OutOfMemory`] when no
     /// free block is large enough.
-    pub fn try_alloc(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::Alloc, |tx, s| s.alloc(tx, me, size, Placement::Low))
+    pub fn try_alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
+        self.op(OpCode::Alloc, |tx, s| {
+            s.alloc(tx, s.member(me)?, size, Placement::Low)
+        })
     }
 
     /// Allocates `size` bytes of long-lived service data for `me`, from the high end, so
     /// that it fragments the heap only when the heap is nearly full.
-    pub fn try_alloc_service(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+    pub fn try_alloc_service(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.op(OpCode::Alloc, |tx, s| {
-            s.alloc(tx, me, size, Placement::High)
+            s.alloc(tx, s.member(me)?, size, Placement::High)
         })
     }
 
     /// Allocates `size` bytes for `me`, waiting for other processes to free memory when
     /// none fits. Fails with [`Error::TooLarge`] at once if the request can never fit.
-    pub fn alloc(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+    pub fn alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.alloc_timeout(me, size, None)
     }
 
@@ -603,7 +610,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// (measured with the platform's clock; without one, after the platform's bounded wait).
     pub fn alloc_timeout(
         &self,
-        me: ProcSlot,
+        me: Member,
         size: u32,
         timeout: Option<Duration>,
     ) -> Result<Offset, Error> {
@@ -616,7 +623,7 @@ impl<'m, P: Platform> Heap<'m, P> {
             // and one that ran before it left memory this attempt would have found.
             let mut epoch = None;
             let r = self.op(OpCode::Alloc, |tx, s| {
-                let r = s.alloc(tx, me, size, Placement::Low);
+                let r = s.alloc(tx, s.member(me)?, size, Placement::Low);
                 if let Err(Error::OutOfMemory { .. }) = r {
                     // Not journaled: the registration outlives the operation's undo.
                     hdr.waiters.fetch_add(1, SeqCst);
@@ -646,21 +653,23 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Allocates a block for `me` whose payload starts exactly at `offset`, holding at
     /// least `size` bytes. Fails with [`Error::Unavailable`] unless that range lies in one
     /// free block with room for a block header in front of it.
-    pub fn alloc_at(&self, me: ProcSlot, offset: Offset, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::AllocAt, |tx, s| s.alloc_at(tx, me, offset, size))
+    pub fn alloc_at(&self, me: Member, offset: Offset, size: u32) -> Result<Offset, Error> {
+        self.op(OpCode::AllocAt, |tx, s| {
+            s.alloc_at(tx, s.member(me)?, offset, size)
+        })
     }
 
     /// Frees a block `me` owns alone.
-    pub fn free(&self, me: ProcSlot, block: Offset) -> Result<(), Error> {
-        self.op(OpCode::Free, |tx, s| s.free(tx, me, block))?;
+    pub fn free(&self, me: Member, block: Offset) -> Result<(), Error> {
+        self.op(OpCode::Free, |tx, s| s.free(tx, s.member(me)?, block))?;
         self.freed();
         Ok(())
     }
 
     /// Sets aside a reserve of `size` bytes for `me`, from the high end, replacing any
     /// reserve `me` had. Returns the reserve's payload offset.
-    pub fn reserve(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
-        let r = self.op(OpCode::Reserve, |tx, s| s.reserve(tx, me, size));
+    pub fn reserve(&self, me: Member, size: u32) -> Result<Offset, Error> {
+        let r = self.op(OpCode::Reserve, |tx, s| s.reserve(tx, s.member(me)?, size));
         self.freed();
         r
     }
@@ -668,48 +677,84 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Allocates `size` bytes for `me` out of its reserve. Succeeds whenever the reserve
     /// is large enough, however full the heap is: the block is cut from the front of the
     /// reserve and the rest stays reserved.
-    pub fn alloc_from_reserve(&self, me: ProcSlot, size: u32) -> Result<Offset, Error> {
+    pub fn alloc_from_reserve(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.op(OpCode::AllocFromReserve, |tx, s| {
-            s.alloc_from_reserve(tx, me, size)
+            s.alloc_from_reserve(tx, s.member(me)?, size)
         })
     }
 
     /// Hands `me`'s reference to `block` over to process `to` (how a buffer changes hands
     /// on send). If `block` is shared, only `me`'s reference moves.
-    pub fn give(&self, me: ProcSlot, block: Offset, to: ProcSlot) -> Result<(), Error> {
-        self.op(OpCode::Give, |tx, s| s.give(tx, me, block, to))
+    pub fn give(&self, me: Member, block: Offset, to: Member) -> Result<(), Error> {
+        self.op(OpCode::Give, |tx, s| {
+            s.give(tx, s.member(me)?, block, s.member(to)?)
+        })
     }
 
     /// Makes process `with` a co-owner of `block`, which `me` owns or co-owns. The block
     /// is freed when its last owner releases it.
-    pub fn share(&self, me: ProcSlot, block: Offset, with: ProcSlot) -> Result<(), Error> {
-        self.op(OpCode::Share, |tx, s| s.share(tx, me, block, with))
+    pub fn share(&self, me: Member, block: Offset, with: Member) -> Result<(), Error> {
+        self.op(OpCode::Share, |tx, s| {
+            s.share(tx, s.member(me)?, block, s.member(with)?)
+        })
     }
 
     /// Drops `me`'s reference to `block`; frees the block if it was the last. Returns
     /// whether the block was freed.
-    pub fn release(&self, me: ProcSlot, block: Offset) -> Result<bool, Error> {
-        let freed = self.op(OpCode::Release, |tx, s| s.release(tx, me, block))?;
+    pub fn release(&self, me: Member, block: Offset) -> Result<bool, Error> {
+        let freed = self.op(OpCode::Release, |tx, s| s.release(tx, s.member(me)?, block))?;
         if freed {
             self.freed();
         }
         Ok(freed)
     }
 
-    /// Returns everything `process` owned and frees its slot. First its application words
-    /// (and, if it is the registered server, the server entry) are cleared, so nobody finds
-    /// its participant any more; then blocks it owned alone are
+    /// Returns everything the dead process `process` owned and frees its slot. First its
+    /// application words (and, if it is the registered server, the server entry) are
+    /// cleared, so nobody finds its participant any more; then blocks it owned alone are
     /// freed, its references to shared blocks are dropped (a block still held by someone
     /// else stays alive), its reserve is freed. Works in steps of one block, each its own
     /// journaled operation, so a crash midway leaves a consistent heap and a later
     /// `reclaim` finishes the job.
-    pub fn reclaim(&self, process: ProcSlot) -> Result<ReclaimReport, Error> {
+    ///
+    /// Every step checks under the lock that the slot still holds `process` (a slot that
+    /// moved on to a newer process fails with [`Error::StaleMember`] and is not touched),
+    /// and the first step that the platform reports the process dead
+    /// ([`Error::StillAlive`] otherwise): "cannot tell" is alive.
+    pub fn reclaim(&self, process: Incarnation) -> Result<ReclaimReport, Error> {
+        self.reclaim_incarnation(process, true)
+    }
+
+    /// `reclaim` and `unregister`: the latter acts for the caller itself, alive.
+    fn reclaim_incarnation(
+        &self,
+        process: Incarnation,
+        must_be_dead: bool,
+    ) -> Result<ReclaimReport, Error> {
         let mut report = ReclaimReport::default();
         let mut cursor = 0u32;
+        let mut first = true;
         loop {
             let step = self.op(OpCode::Reclaim, |tx, s| {
-                s.reclaim_step(tx, process, &mut cursor)
-            })?;
+                let r = s.incarnation(process)?;
+                if first && must_be_dead {
+                    let id = ProcessId {
+                        pid: r.rec.pid.load(Relaxed),
+                        tag: r.rec.tag.load(Relaxed),
+                    };
+                    if id.pid != 0 && self.platform.is_alive(id) {
+                        return Err(Error::StillAlive { process });
+                    }
+                }
+                s.reclaim_step(tx, process.slot, &mut cursor)
+            });
+            let step = match step {
+                Ok(step) => step,
+                // Someone else finished reclaiming it between two of our steps.
+                Err(Error::StaleMember { .. }) if !first => break,
+                Err(e) => return Err(e),
+            };
+            first = false;
             match step {
                 ReclaimStep::Released { bytes, freed } => {
                     report.references += 1;
@@ -727,15 +772,20 @@ impl<'m, P: Platform> Heap<'m, P> {
     }
 
     /// Reclaims every registered process the platform reports dead (except the caller).
-    /// Returns how many were reclaimed.
+    /// Returns how many were reclaimed. The table is read without the lock; each
+    /// reclaim re-checks its incarnation and liveness under it, so a slot that changed
+    /// hands meanwhile is left alone.
     pub fn reclaim_dead(&self) -> Result<u32, Error> {
         let me = self.platform.current_process();
         let mut count = 0;
         for info in self.processes()? {
             let info = info?;
             if info.id != me && !self.platform.is_alive(info.id) {
-                self.reclaim(info.slot)?;
-                count += 1;
+                match self.reclaim(info.incarnation()) {
+                    Ok(_) => count += 1,
+                    Err(Error::StaleMember { .. } | Error::StillAlive { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(count)
@@ -744,15 +794,17 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Makes `me`'s owner array hold at least `cells` cells now, so that owning up to that
     /// many blocks never moves it (a move allocates service memory while the lock is held,
     /// and a full heap makes it fail). Returns the capacity.
-    pub fn reserve_cells(&self, me: ProcSlot, cells: u32) -> Result<u32, Error> {
-        self.op(OpCode::Reserve, |tx, s| s.reserve_cells(tx, me, cells))
+    pub fn reserve_cells(&self, me: Member, cells: u32) -> Result<u32, Error> {
+        self.op(OpCode::Reserve, |tx, s| {
+            s.reserve_cells(tx, s.member(me)?, cells)
+        })
     }
 
     /// Stores `value` in application word `index` (0..3) of `process`'s record, a place
     /// for the layer above to find per-process data.
-    pub fn set_app_word(&self, process: ProcSlot, index: usize, value: u32) -> Result<(), Error> {
+    pub fn set_app_word(&self, me: Member, index: usize, value: u32) -> Result<(), Error> {
         self.op(OpCode::SetApp, |tx, s| {
-            let r = s.record(process)?;
+            let r = s.incarnation(me.incarnation())?;
             let w = r.rec.app.get(index).ok_or(Error::InvalidSize {
                 requested: index as u64,
             })?;

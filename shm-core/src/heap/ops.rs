@@ -12,13 +12,13 @@ use crate::error::{corrupt, CorruptionKind, Error};
 use crate::heap::freelist::{Found, Piece};
 use crate::heap::{Placement, ReclaimStep, Space};
 use crate::journal::{FaultInjector, Tx};
-use crate::layout::{NO_CELL, NO_OWNER};
+use crate::layout::{MAX_SLOTS, NO_CELL, NO_OWNER};
 use crate::owners::{
     grown_capacity, record_bytes, validate_record, OwnerCell, ProcSlot, ProcessRecord, RecordRef,
     INITIAL_CELLS,
 };
 use crate::platform::ProcessId;
-use crate::Offset;
+use crate::{Incarnation, Member, Offset};
 
 /// A system block (process table or record): service data with no owner cell.
 fn system_piece(at: u32, size: u32) -> Piece {
@@ -142,6 +142,28 @@ impl<'m> Space<'m> {
         Ok(RecordRef { at, rec, slot })
     }
 
+    /// The record of the incarnation `inc`: its slot must still hold that registration.
+    /// Every operation that acts as or on a process goes through here, under the lock, so
+    /// a handle that outlived its registration never reaches the slot's next occupant.
+    pub(crate) fn incarnation(&self, inc: Incarnation) -> Result<RecordRef<'m>, Error> {
+        let stale = Error::StaleMember { process: inc };
+        let r = match self.record(inc.slot) {
+            Ok(r) => r,
+            Err(Error::NotRegistered { .. }) => return Err(stale),
+            Err(e) => return Err(e),
+        };
+        if r.rec.serial.load(Relaxed) != inc.serial {
+            return Err(stale);
+        }
+        Ok(r)
+    }
+
+    /// The slot of member `m`, checked to hold its incarnation (see [`Self::incarnation`]).
+    #[inline]
+    pub(crate) fn member(&self, m: Member) -> Result<ProcSlot, Error> {
+        self.incarnation(m.incarnation()).map(|r| r.slot)
+    }
+
     /// Cell `index` of a validated record.
     fn cell(&self, r: &RecordRef<'m>, index: u32) -> Result<&'m OwnerCell, Error> {
         if index >= r.rec.cell_capacity.load(Relaxed) {
@@ -158,7 +180,7 @@ impl<'m> Space<'m> {
     }
 
     /// Registers a process: a record with a fresh owner array, from the high end.
-    pub(crate) fn register(&self, tx: &mut Tx<'_, 'm>, id: ProcessId) -> Result<ProcSlot, Error> {
+    pub(crate) fn register(&self, tx: &mut Tx<'_, 'm>, id: ProcessId) -> Result<Member, Error> {
         let h = &self.hdr.heap;
         let cap = h.proc_capacity.load(Relaxed);
         let mut slot = None;
@@ -182,7 +204,8 @@ impl<'m> Space<'m> {
         tx.set_fresh(&rec.pid, id.pid)?;
         tx.set_fresh(&rec.tag, id.tag)?;
         tx.set_fresh(&rec.slot, u32::from(slot.0))?;
-        tx.set_fresh(&rec.serial, h.registrations.load(Relaxed))?;
+        let serial = h.registrations.load(Relaxed);
+        tx.set_fresh(&rec.serial, serial)?;
         tx.set_fresh(&rec.cell_capacity, INITIAL_CELLS)?;
         tx.set_fresh(&rec.cells_used, 0)?;
         tx.set_fresh(&rec.free_cell, NO_CELL)?; // empty list; format_free_cells fills it
@@ -204,7 +227,7 @@ impl<'m> Space<'m> {
             &h.registrations,
             h.registrations.load(Relaxed).wrapping_add(1),
         )?;
-        Ok(slot)
+        Ok(Member::new(Incarnation { slot, serial }))
     }
 
     /// Writes cells `from..to` of a record that is not live yet as a free-cell chain ending
@@ -353,7 +376,10 @@ impl<'m> Space<'m> {
         mut visit: impl FnMut(ChainPos<'m>),
     ) -> Result<(), Error> {
         let refs = h.link.load(Relaxed);
-        if refs > self.hdr.heap.proc_capacity.load(Relaxed) {
+        // Bounded by a process-local limit too: `proc_capacity` is read from the region,
+        // and a hostile value (u32::MAX) must not make this walk long under the lock. A
+        // process holds one cell per block, and slots are 16-bit.
+        if refs > self.hdr.heap.proc_capacity.load(Relaxed) || refs > MAX_SLOTS {
             return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
         }
         let mut link: &'m AtomicU32 = &h.owner;

@@ -59,6 +59,16 @@ pub struct ProcessInfo {
     pub app: [u32; 3],
 }
 
+impl ProcessInfo {
+    /// The registration this record belongs to.
+    pub fn incarnation(&self) -> crate::Incarnation {
+        crate::Incarnation {
+            slot: self.slot,
+            serial: self.serial,
+        }
+    }
+}
+
 /// One block, as [`Heap::for_each_block`](crate::Heap::for_each_block) reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockInfo {

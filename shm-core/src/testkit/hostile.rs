@@ -75,7 +75,19 @@ pub fn run(data: &[u8]) -> u32 {
             count(p.is_ok());
         }
     }
-    let slot = |w: u8| ProcSlot(u16::from(w % 8));
+    // Act as whatever record the image holds in the slot (its serial read back), or, for
+    // an empty slot, as a made-up incarnation: both must give results, never harm.
+    let inc = |w: u8| {
+        let slot = ProcSlot(u16::from(w % 8));
+        heap.process(slot).map_or(
+            crate::Incarnation {
+                slot,
+                serial: u32::from(w),
+            },
+            |i| i.incarnation(),
+        )
+    };
+    let slot = |w: u8| crate::Member::forged_for_tests(inc(w));
     let off = |p: u16| Offset::new(u32::from(p) * 16);
     for _ in 0..256 {
         let Some(op) = ops.op() else { break };
@@ -96,7 +108,7 @@ pub fn run(data: &[u8]) -> u32 {
                 who, pick, with, ..
             } => heap.share(slot(who), off(pick), slot(with)).is_ok(),
             Op::Release { who, pick, .. } => heap.release(slot(who), off(pick)).is_ok(),
-            Op::Reclaim { who } => heap.reclaim(slot(who)).is_ok(),
+            Op::Reclaim { who } => heap.reclaim(inc(who)).is_ok(),
             Op::Kill { .. } => heap.reclaim_dead().is_ok(),
             Op::Write { pick } => heap.owners(off(pick), |_| {}).is_ok(),
             Op::Relocate => heap.check().is_ok(),

@@ -27,7 +27,7 @@ use crate::platform::ProcessId;
 use crate::region::{RawRange, Region};
 use crate::testkit::ops::{Decoder, Op, Pick, Setup, Who};
 use crate::testkit::{AlignedBuf, TestPlatform};
-use crate::Offset;
+use crate::{Member, Offset};
 
 /// A live block in the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct BlockModel {
 pub struct ProcModel {
     /// Its pid.
     pub pid: u32,
+    /// The handle registration gave it.
+    pub member: Member,
     /// Its reserve, if any.
     pub reserve: Option<u32>,
 }
@@ -208,6 +210,14 @@ impl Runner {
             .keys()
             .nth(usize::from(w) % n)
             .map(|&s| ProcSlot(s))
+    }
+
+    /// The member handle of a registered slot in the model.
+    fn m(&self, slot: ProcSlot) -> Member {
+        match self.model.procs.get(&slot.0) {
+            Some(p) => p.member,
+            None => self.fail(&format!("no member for {slot}")),
+        }
     }
 
     fn pick(&self, p: Pick) -> Option<u32> {
@@ -416,7 +426,13 @@ impl Runner {
         match op {
             Op::Reclaim { who } | Op::Kill { who } => {
                 if let Some(slot) = self.who(*who) {
-                    match self.heap().reclaim(slot) {
+                    let m = self.m(slot);
+                    let r = if matches!(op, Op::Kill { .. }) {
+                        self.heap().reclaim(m.incarnation())
+                    } else {
+                        self.heap().unregister(m)
+                    };
+                    match r {
                         Ok(_) => {
                             self.model_reclaim(slot);
                         }
@@ -453,10 +469,15 @@ impl Runner {
                 counted_ok(r.is_ok(), &mut self.stats);
                 let full = self.model.procs.len() >= usize::from(self.setup.max_processes);
                 match r {
-                    Ok(slot) if !full && !self.model.procs.contains_key(&slot.0) => {
-                        self.model
-                            .procs
-                            .insert(slot.0, ProcModel { pid, reserve: None });
+                    Ok(member) if !full && !self.model.procs.contains_key(&member.slot().0) => {
+                        self.model.procs.insert(
+                            member.slot().0,
+                            ProcModel {
+                                pid,
+                                member,
+                                reserve: None,
+                            },
+                        );
                     }
                     Err(Error::TooManyProcesses { .. }) if full => {}
                     Err(Error::OutOfMemory { .. }) if largest < record_bytes(INITIAL_CELLS) => {
@@ -472,9 +493,9 @@ impl Runner {
                 let largest = self.largest_alloc();
                 let cells_full = self.cells_full(me);
                 let r = crash_or!(if matches!(op, Op::Alloc { .. }) {
-                    self.heap().try_alloc(me, size)
+                    self.heap().try_alloc(self.m(me), size)
                 } else {
-                    self.heap().try_alloc_service(me, size)
+                    self.heap().try_alloc_service(self.m(me), size)
                 });
                 counted_ok(r.is_ok(), &mut self.stats);
                 self.expect_size_errors(size, &r);
@@ -506,7 +527,7 @@ impl Runner {
                 };
                 let live = self.model.blocks.contains_key(&target);
                 let cells_full = self.cells_full(me);
-                let r = crash_or!(self.heap().alloc_at(me, Offset::new(target), size));
+                let r = crash_or!(self.heap().alloc_at(self.m(me), Offset::new(target), size));
                 counted_ok(r.is_ok(), &mut self.stats);
                 self.expect_size_errors(size, &r);
                 match r {
@@ -532,7 +553,7 @@ impl Runner {
                     return false;
                 };
                 let owners = self.model.blocks[&p].owners.clone();
-                let r = crash_or!(self.heap().free(me, Offset::new(p)));
+                let r = crash_or!(self.heap().free(self.m(me), Offset::new(p)));
                 counted_ok(r.is_ok(), &mut self.stats);
                 let sole = owners.len() == 1 && owners.contains(&me.0);
                 match r {
@@ -559,7 +580,7 @@ impl Runner {
                 if self.model.blocks.contains_key(&target) {
                     return false;
                 }
-                let r = crash_or!(self.heap().free(me, Offset::new(target)));
+                let r = crash_or!(self.heap().free(self.m(me), Offset::new(target)));
                 match r {
                     Err(Error::BadOffset { .. }) | Err(Error::DoubleFree { .. }) => {}
                     r => self.fail(&format!("free of non-block {target:#x}: {r:?}")),
@@ -572,7 +593,7 @@ impl Runner {
                 let largest = self.largest_alloc();
                 let old = self.model.procs[&me.0].reserve;
                 let cells_full = self.cells_full(me);
-                let r = crash_or!(self.heap().reserve(me, size));
+                let r = crash_or!(self.heap().reserve(self.m(me), size));
                 counted_ok(r.is_ok(), &mut self.stats);
                 self.expect_size_errors(size, &r);
                 match r {
@@ -599,7 +620,7 @@ impl Runner {
                     return false;
                 };
                 let reserve = self.model.procs[&me.0].reserve;
-                let r = crash_or!(self.heap().alloc_from_reserve(me, size));
+                let r = crash_or!(self.heap().alloc_from_reserve(self.m(me), size));
                 counted_ok(r.is_ok(), &mut self.stats);
                 let Some(res) = reserve else {
                     match r {
@@ -664,7 +685,7 @@ impl Runner {
                 };
                 let owners = self.model.blocks[&p].owners.clone();
                 let to_full = self.cells_full(to);
-                let r = crash_or!(self.heap().give(me, Offset::new(p), to));
+                let r = crash_or!(self.heap().give(self.m(me), Offset::new(p), self.m(to)));
                 counted_ok(r.is_ok(), &mut self.stats);
                 let mine = owners.contains(&me.0);
                 match r {
@@ -697,7 +718,7 @@ impl Runner {
                 };
                 let owners = self.model.blocks[&p].owners.clone();
                 let with_full = self.cells_full(with);
-                let r = crash_or!(self.heap().share(me, Offset::new(p), with));
+                let r = crash_or!(self.heap().share(self.m(me), Offset::new(p), self.m(with)));
                 counted_ok(r.is_ok(), &mut self.stats);
                 let mine = owners.contains(&me.0);
                 match r {
@@ -731,7 +752,7 @@ impl Runner {
                     return false;
                 };
                 let owners = self.model.blocks[&p].owners.clone();
-                let r = crash_or!(self.heap().release(me, Offset::new(p)));
+                let r = crash_or!(self.heap().release(self.m(me), Offset::new(p)));
                 counted_ok(r.is_ok(), &mut self.stats);
                 match r {
                     Ok(freed) if owners.contains(&me.0) && freed == (owners.len() == 1) => {
@@ -747,7 +768,7 @@ impl Runner {
                 let Some(me) = self.who(who) else {
                     return false;
                 };
-                let r = crash_or!(self.heap().reclaim(me));
+                let r = crash_or!(self.heap().unregister(self.m(me)));
                 counted_ok(r.is_ok(), &mut self.stats);
                 match r {
                     Ok(rep) => {

@@ -2,17 +2,31 @@
 //! descriptor (a file or a memfd).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 use crate::error::{HostError, Result};
 use crate::system::{CreateOptions, Mapping};
 
-/// A shared mapping, unmapped on drop.
+/// A shared mapping, unmapped on drop. It keeps its own descriptor of the object (the
+/// same open file description it was mapped from): liveness marks are locks on it, and
+/// the server checks its size through it.
 #[derive(Debug)]
 pub struct PosixMapping {
     ptr: NonNull<u8>,
     len: usize,
+    fd: OwnedFd,
+}
+
+/// Owner, permission bits and size of a segment's object (`fstat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// Owning user id.
+    pub uid: u32,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 // SAFETY: the mapping is plain shared memory; the pointer is only an address, and all
@@ -61,11 +75,16 @@ const POPULATE: libc::c_int = libc::MAP_POPULATE;
 const POPULATE: libc::c_int = 0;
 
 impl PosixMapping {
-    /// Maps `len` bytes of `fd` shared, read-write.
+    /// Maps `len` bytes of `fd` shared, read-write. The mapping keeps a duplicate of
+    /// `fd` (close-on-exec; the same open file description).
     pub fn map_fd(fd: BorrowedFd<'_>, len: usize, prefault: bool) -> Result<Self> {
         if len == 0 {
             return Err(HostError::BadSize { size: 0 });
         }
+        let own = fd.try_clone_to_owned().map_err(|e| HostError::Os {
+            call: "fcntl(F_DUPFD_CLOEXEC)",
+            code: e.raw_os_error().unwrap_or(0),
+        })?;
         let flags = libc::MAP_SHARED | if prefault { POPULATE } else { 0 };
         // SAFETY: a fresh mapping of an open descriptor; the kernel picks the address.
         let p = unsafe {
@@ -85,7 +104,27 @@ impl PosixMapping {
             call: "mmap",
             code: 0,
         })?;
-        Ok(PosixMapping { ptr, len })
+        Ok(PosixMapping { ptr, len, fd: own })
+    }
+
+    /// The descriptor of the mapped object.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Owner, permissions and current size of the mapped object.
+    pub fn stat(&self) -> Result<ObjectStat> {
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten by `fstat`.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is open and `st` is a valid out-pointer.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(HostError::last_os("fstat"));
+        }
+        Ok(ObjectStat {
+            uid: st.st_uid,
+            mode: st.st_mode as u32 & 0o7777,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+        })
     }
 
     /// Creates the shared-memory object `/NAME` (`O_EXCL`) of `size` bytes with

@@ -98,7 +98,8 @@ fn hold_lock(name: &str) -> Result<(), String> {
         &SegmentName::new(name).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let heap = seg.heap();
+    // SAFETY: acts only as the member it registers here and touches no payload.
+    let heap = unsafe { seg.heap() };
     let me = heap.register().map_err(|e| e.to_string())?;
     // Stop at the third journaled write: lock held, journal half written.
     heap.faults().arm(3);

@@ -1,7 +1,6 @@
 //! `shmipc clean`: removes segments whose participants are all dead (the classic shared
 //! memory leak after crashes).
 
-use shm_core::Processes;
 use shm_host::{NativeSystem, Segment, System};
 
 /// Arguments of `clean`.
@@ -33,18 +32,17 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for name in names {
         let verdict = match Segment::open(system, &name) {
             Ok(seg) => {
-                let heap = seg.heap();
+                let heap = &seg;
                 let mut total = 0;
                 let mut alive = Vec::new();
                 for p in heap.processes()? {
-                    let p = p?;
                     total += 1;
-                    if system.is_alive(p.id) {
+                    if seg.is_alive(p.id) {
                         alive.push(p.id.pid);
                     }
                 }
                 let st = heap.server_status();
-                if st.running && system.is_alive(st.id) && !alive.contains(&st.id.pid) {
+                if st.running && seg.is_alive(st.id) && !alive.contains(&st.id.pid) {
                     alive.push(st.id.pid);
                 }
                 if total == 0 && !st.running && !args.force {

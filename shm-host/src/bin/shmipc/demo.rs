@@ -156,7 +156,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..ServerOptions::default()
         },
     )?;
-    let heap = server.segment().heap();
+    let heap = server.segment();
     // Free bytes plus the server's unused reserve: see Server::available_bytes.
     let baseline = server.available_bytes()?;
     println!(

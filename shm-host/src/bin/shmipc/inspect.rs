@@ -2,11 +2,9 @@
 //! (alive or dead, owned blocks and bytes, queue depth), free-list summary, statistics and
 //! the result of `check()`. Reads without registering and without taking the lock.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use shm_core::layout::{FORMAT_VERSION, LAYOUT_FINGERPRINT};
 use shm_core::protocol::{KIND_CLIENT, KIND_SERVER};
-use shm_core::{Offset, Processes};
+use shm_core::Offset;
 use shm_host::{Mapping, NativeSystem, Segment, SegmentName};
 
 use crate::util::{human_bytes, Json};
@@ -38,19 +36,17 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let system = NativeSystem;
     let name = SegmentName::new(&args.name)?;
     let seg = Segment::open(system, &name)?;
-    let heap = seg.heap();
-    let hdr = heap.header();
-    let lock = hdr.lock.holder();
-    let journal = hdr.journal.len.load(Relaxed);
+    let heap = &seg;
+    let lock = heap.lock_holder();
+    let journal = heap.journal_len();
     let st = heap.server_status();
     let stats = heap.stats_unlocked();
     let check = heap.check_unlocked();
 
-    let roles: Vec<(Offset, u32, shm_core::ProcSlot)> = heap.participants()?.collect();
+    let roles: Vec<(Offset, u32, shm_core::Incarnation)> = heap.participants()?;
     let mut procs = Vec::new();
     for p in heap.processes()? {
-        let p = p?;
-        let part = roles.iter().find(|(_, _, s)| *s == p.slot);
+        let part = roles.iter().find(|(_, _, s)| *s == p.incarnation());
         let (role, queue, missed) = match part {
             Some((at, kind, _)) => {
                 let role = match *kind {
@@ -61,8 +57,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 match heap.participant(*at) {
                     Ok(pr) => (
                         role,
-                        Some((pr.queue.len(), pr.queue.capacity())),
-                        (*kind == KIND_CLIENT).then(|| pr.rec.keepalive_missed.load(Relaxed)),
+                        Some((pr.queue_len, pr.queue_capacity)),
+                        (*kind == KIND_CLIENT).then_some(pr.keepalive_missed),
                     ),
                     Err(_) => (role, None, None),
                 }
@@ -77,7 +73,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         procs.push(Proc {
             slot: p.slot.0,
             pid: p.id.pid,
-            alive: system.is_alive(p.id),
+            alive: seg.is_alive(p.id),
             role,
             blocks: p.blocks,
             bytes: p.bytes,
@@ -141,7 +137,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     None => Json::Null,
                     Some(id) => Json::obj([
                         ("pid", Json::from(id.pid)),
-                        ("alive", Json::from(system.is_alive(id))),
+                        ("alive", Json::from(seg.is_alive(id))),
                     ]),
                 },
             ),
@@ -150,7 +146,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "server",
                 Json::obj([
                     ("running", Json::from(st.running)),
-                    ("alive", Json::from(st.running && system.is_alive(st.id))),
+                    ("alive", Json::from(st.running && seg.is_alive(st.id))),
                     ("generation", Json::from(st.generation)),
                     ("pid", Json::from(st.id.pid)),
                     ("heartbeat_ms", Json::from(st.heartbeat_ms)),
@@ -224,7 +220,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(id) => println!(
             "lock: held by pid {} ({}){}",
             id.pid,
-            if system.is_alive(id) {
+            if seg.is_alive(id) {
                 "alive"
             } else {
                 "dead: the next operation breaks it"
@@ -241,11 +237,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "server: generation {}, pid {} ({}), heartbeat {} ms, {} keepalives sent",
             st.generation,
             st.id.pid,
-            if system.is_alive(st.id) {
-                "alive"
-            } else {
-                "dead"
-            },
+            if seg.is_alive(st.id) { "alive" } else { "dead" },
             st.heartbeat_ms,
             st.keepalive_seq
         );

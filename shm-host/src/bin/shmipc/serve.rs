@@ -68,5 +68,8 @@ fn print_event(ev: ServerEvent) {
             reason,
             bytes_freed,
         } => println!("died {client} ({reason:?}), {bytes_freed} bytes reclaimed"),
+        ServerEvent::Unresponsive { client, missed } => println!(
+            "unresponsive {client}: missed {missed} keepalives; disconnected, memory kept until it exits"
+        ),
     }
 }

@@ -1,4 +1,5 @@
-//! Linux: POSIX shared memory and semaphores, futex waits, liveness from `/proc`.
+//! Linux: POSIX shared memory and semaphores, futex waits, liveness from open-file-
+//! description locks on the segment (see `process.rs`).
 
 mod bell;
 mod process;
@@ -10,7 +11,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use shm_core::doorbell::Doorbell;
-use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
+use shm_core::{Region, WaitNotify, WaitOutcome};
 
 use crate::error::Result;
 use crate::name::SegmentName;
@@ -21,15 +22,6 @@ use crate::system::{CreateOptions, System};
 /// The Linux system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeSystem;
-
-impl Processes for NativeSystem {
-    fn current_process(&self) -> ProcessId {
-        process::current()
-    }
-    fn is_alive(&self, id: ProcessId) -> bool {
-        process::is_alive(id)
-    }
-}
 
 impl WaitNotify for NativeSystem {
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
@@ -46,10 +38,46 @@ impl WaitNotify for NativeSystem {
     }
 }
 
-impl Platform for NativeSystem {}
-
 impl System for NativeSystem {
     type Mapping = PosixMapping;
+    type Presence = process::Presence;
+
+    fn enter(&self, m: &PosixMapping) -> Result<process::Presence> {
+        process::Presence::enter(m.fd())
+    }
+
+    fn fork_generation(&self) -> u32 {
+        process::fork_generation()
+    }
+
+    fn check_takeover(
+        &self,
+        name: &SegmentName,
+        m: &PosixMapping,
+        opts: &CreateOptions,
+    ) -> Result<()> {
+        let st = m.stat()?;
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let refuse = |why| crate::HostError::TakeoverRefused {
+            name: name.as_str().to_owned(),
+            why,
+        };
+        if st.uid != me {
+            return Err(refuse(crate::Refusal::OtherUser { owner: st.uid, me }));
+        }
+        if st.mode & !opts.mode != 0 {
+            return Err(refuse(crate::Refusal::WiderMode {
+                found: st.mode,
+                asked: opts.mode,
+            }));
+        }
+        Ok(())
+    }
+
+    fn object_size(&self, m: &PosixMapping) -> Result<u64> {
+        Ok(m.stat()?.size)
+    }
 
     fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<PosixMapping> {
         PosixMapping::create(&name.prefixed(), size, opts)

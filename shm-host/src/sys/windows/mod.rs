@@ -64,6 +64,13 @@ impl Platform for NativeSystem {}
 
 impl System for NativeSystem {
     type Mapping = WinMapping;
+    // Windows has no PID namespaces: a process handle checked against the creation time
+    // (process.rs) is the evidence; access denied counts as alive.
+    type Presence = NativeSystem;
+
+    fn enter(&self, _m: &WinMapping) -> Result<NativeSystem> {
+        Ok(*self)
+    }
 
     fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<WinMapping> {
         WinMapping::create(name, size, opts)
