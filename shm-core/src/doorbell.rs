@@ -7,7 +7,7 @@
 //! count stays bounded (at most one post per sleep, plus one stale post that causes one
 //! spurious wake-up).
 
-use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use core::sync::atomic::{fence, AtomicU32, Ordering::SeqCst};
 
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::region::{Region, ShmSafe};
@@ -44,6 +44,14 @@ impl Doorbell {
     /// before sleeping.
     pub fn prepare_wait(&self) {
         self.waiting.store(1, SeqCst);
+        // Store `waiting`, then load the queue; the sender publishes, then reads `waiting`.
+        // That is the store-buffering pattern: without a SeqCst fence between the store
+        // and the (Acquire) queue load on this side, and one in `should_ring` on the
+        // other, both sides may miss each other's write (the receiver sees an empty
+        // queue, the sender sees no waiter) and the receiver sleeps on a published
+        // message. With both fences, one of them precedes the other in the single total
+        // order, so either the re-check sees the message or the sender sees `waiting`.
+        fence(SeqCst);
     }
 
     /// Receiver side: no longer sleeping.
@@ -52,8 +60,14 @@ impl Doorbell {
     }
 
     /// Sender side, after publishing: whether the receiver must be woken (the platform
-    /// then posts its object). At most one sender gets `true` per sleep.
+    /// then posts its object). At most one sender gets `true` per sleep. Must be called
+    /// after the publication it rings for (the fence inside relies on that order).
     pub fn should_ring(&self) -> bool {
+        // Pairs with the fence in `prepare_wait`: orders the caller's (Release) publish
+        // before this read of `waiting`, so a receiver whose re-check missed the message
+        // is seen waiting here. The SeqCst swap alone does not order the earlier Release
+        // store of another location.
+        fence(SeqCst);
         if self.waiting.swap(0, SeqCst) != 0 {
             self.rings.fetch_add(1, SeqCst);
             true
