@@ -57,7 +57,10 @@ pub fn post(region: &Region<'_>, bell: &Doorbell) -> Result<()> {
     Ok(())
 }
 
-/// `sem_wait` / `sem_timedwait`, retrying on `EINTR`.
+/// `sem_wait` / a timed wait, retrying on `EINTR`. On glibc the timed wait is
+/// `sem_clockwait` on `CLOCK_MONOTONIC`, so setting the wall clock neither stretches nor
+/// cuts the timeout; elsewhere (QNX, other libcs) it stays `sem_timedwait` on
+/// `CLOCK_REALTIME`.
 pub fn wait(
     region: &Region<'_>,
     bell: &Doorbell,
@@ -67,20 +70,20 @@ pub fn wait(
     let sem = sem_ptr(region, bell)?;
     let deadline = match timeout {
         None => None,
-        Some(t) => Some(realtime_deadline(t)?),
+        Some(t) => Some(deadline(WAIT_CLOCK, t)?),
     };
     loop {
         let r = match &deadline {
             // SAFETY: `sem` is initialised (os_ready) and mapped.
             None => unsafe { libc::sem_wait(sem) },
-            // SAFETY: as above; `ts` is a valid timespec.
-            Some(ts) => unsafe { libc::sem_timedwait(sem, ts) },
+            // SAFETY: as above; `ts` is a valid timespec on WAIT_CLOCK.
+            Some(ts) => unsafe { timed_wait(sem, ts) },
         };
         if r == 0 {
             return Ok(WaitOutcome::Woken);
         }
         let e = HostError::last_os(if deadline.is_some() {
-            "sem_timedwait"
+            TIMED_WAIT
         } else {
             "sem_wait"
         });
@@ -90,6 +93,52 @@ pub fn wait(
             _ => return Err(e),
         }
     }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod clock {
+    // The libc crate does not bind `sem_clockwait` for linux-gnu; glibc has it since 2.30.
+    extern "C" {
+        pub fn sem_clockwait(
+            sem: *mut libc::sem_t,
+            clock: libc::clockid_t,
+            abstime: *const libc::timespec,
+        ) -> libc::c_int;
+    }
+}
+
+/// The clock the timed wait's absolute deadline is on.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const WAIT_CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+const WAIT_CLOCK: libc::clockid_t = libc::CLOCK_REALTIME;
+
+/// The timed wait's name in errors.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TIMED_WAIT: &str = "sem_clockwait";
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+const TIMED_WAIT: &str = "sem_timedwait";
+
+/// Waits on `sem` until the absolute time `ts` on [`WAIT_CLOCK`].
+///
+/// # Safety
+/// `sem` is an initialised, mapped `sem_t`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe fn timed_wait(sem: *mut libc::sem_t, ts: &libc::timespec) -> libc::c_int {
+    // SAFETY: the caller guarantees `sem`; `ts` is a valid timespec; CLOCK_MONOTONIC is
+    // one of the two clocks sem_clockwait accepts.
+    unsafe { clock::sem_clockwait(sem, WAIT_CLOCK, ts) }
+}
+
+/// Waits on `sem` until the absolute time `ts` on [`WAIT_CLOCK`].
+///
+/// # Safety
+/// `sem` is an initialised, mapped `sem_t`.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+unsafe fn timed_wait(sem: *mut libc::sem_t, ts: &libc::timespec) -> libc::c_int {
+    // SAFETY: the caller guarantees `sem`; `ts` is a valid timespec on CLOCK_REALTIME,
+    // the clock sem_timedwait measures against.
+    unsafe { libc::sem_timedwait(sem, ts) }
 }
 
 /// `sem_destroy`.
@@ -103,12 +152,12 @@ pub fn destroy(region: &Region<'_>, bell: &Doorbell) {
     }
 }
 
-/// Now plus `t` on `CLOCK_REALTIME`, as `sem_timedwait` wants it.
-fn realtime_deadline(t: Duration) -> Result<libc::timespec> {
+/// Now plus `t` on `clock`, the absolute deadline the timed wait wants.
+fn deadline(clock: libc::clockid_t, t: Duration) -> Result<libc::timespec> {
     // SAFETY: an all-zero timespec is valid; clock_gettime overwrites it.
     let mut now: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: valid clock id and out-pointer.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) } != 0 {
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
         return Err(HostError::last_os("clock_gettime"));
     }
     let nanos = now.tv_nsec as u64 + u64::from(t.subsec_nanos());
@@ -119,4 +168,58 @@ fn realtime_deadline(t: Duration) -> Result<libc::timespec> {
         tv_sec: secs.min(i64::MAX as u64) as libc::time_t,
         tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now(clock: libc::clockid_t) -> libc::timespec {
+        // SAFETY: an all-zero timespec is valid; clock_gettime overwrites it.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: valid clock id and out-pointer.
+        assert_eq!(unsafe { libc::clock_gettime(clock, &mut ts) }, 0);
+        ts
+    }
+
+    fn nanos(ts: &libc::timespec) -> i128 {
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    }
+
+    /// On glibc the timed wait's deadline is on CLOCK_MONOTONIC (immune to wall-clock
+    /// steps): it lies between the monotonic clock read before and `t` after the clock
+    /// read after computing it. A CLOCK_REALTIME deadline would be decades off.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn timed_wait_deadline_is_monotonic() {
+        assert_eq!(WAIT_CLOCK, libc::CLOCK_MONOTONIC);
+        let t = Duration::from_secs(5);
+        let before = nanos(&now(libc::CLOCK_MONOTONIC));
+        let d = nanos(&deadline(WAIT_CLOCK, t).expect("deadline"));
+        let after = nanos(&now(libc::CLOCK_MONOTONIC));
+        assert!(
+            d >= before + t.as_nanos() as i128,
+            "deadline before now + t"
+        );
+        assert!(d <= after + t.as_nanos() as i128, "deadline after now + t");
+    }
+
+    /// The monotonic timed wait really waits on the semaphore: a posted semaphore is
+    /// taken at once, an unposted one reports a timeout (ETIMEDOUT, not EINVAL: the
+    /// symbol and the clock are accepted).
+    #[test]
+    fn timed_wait_takes_a_post_and_times_out() {
+        let mut sem = std::mem::MaybeUninit::<libc::sem_t>::uninit();
+        // SAFETY: `sem` is writable, aligned storage for a sem_t; process-private.
+        assert_eq!(unsafe { libc::sem_init(sem.as_mut_ptr(), 0, 1) }, 0);
+        let ts = deadline(WAIT_CLOCK, Duration::from_millis(1)).expect("deadline");
+        // SAFETY: initialised above.
+        assert_eq!(unsafe { timed_wait(sem.as_mut_ptr(), &ts) }, 0);
+        // SAFETY: as above.
+        let r = unsafe { timed_wait(sem.as_mut_ptr(), &ts) };
+        let e = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((r, e), (-1, Some(libc::ETIMEDOUT)));
+        // SAFETY: initialised, no waiters.
+        unsafe { libc::sem_destroy(sem.as_mut_ptr()) };
+    }
 }
