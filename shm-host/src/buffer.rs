@@ -181,9 +181,20 @@ impl<S: System> Buffer<S> {
         Ok(self.att.heap().ref_count(self.block)?)
     }
 
-    /// Removes all data (headroom stays).
-    pub fn clear(&mut self) {
+    /// Removes all data (headroom stays). Copy-on-write like the other mutators: the
+    /// length lives in the shared block's header, so clearing a block other processes
+    /// co-own (a broadcast) would empty their copies too; such a buffer moves to a fresh
+    /// empty block of the same size instead (no copy: the data is being dropped).
+    pub fn clear(&mut self) -> Result<()> {
+        if self.owners()? > 1 {
+            let (start, len) = self.bounds();
+            let mut fresh = Self::alloc(&self.att, len as usize, start - HEADER)?;
+            std::mem::swap(self, &mut fresh);
+            drop(fresh); // releases this process's share of the old block
+            return Ok(());
+        }
         self.header().data_len.store(0, Relaxed);
+        Ok(())
     }
 
     /// Makes the buffer this process's alone, copying it if it is shared.

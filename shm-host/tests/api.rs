@@ -45,7 +45,7 @@ fn buffers_grow_by_the_policy() {
     assert_eq!(&b[200..], &[2u8; 1000][..]);
     b.resize(10).unwrap();
     assert_eq!(b.len(), 10);
-    b.clear();
+    b.clear().unwrap();
     assert!(b.is_empty());
 }
 
@@ -230,4 +230,33 @@ fn a_wider_segment_is_not_taken_over() {
         })
     ));
     drop(s);
+}
+
+/// Clearing a broadcast buffer is copy-on-write: the clearing client gets an empty buffer
+/// of its own, while the other receivers and the sender still see the original data in
+/// the shared block (which keeps one owner fewer).
+#[test]
+fn clear_after_broadcast_leaves_other_owners_intact() {
+    let s = server("bclear");
+    let c1 = Client::connect(&name("bclear")).unwrap();
+    let c2 = Client::connect(&name("bclear")).unwrap();
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert_eq!(s.clients().len(), 2);
+    let b = s.alloc_from(b"keep me").unwrap();
+    let report = s.broadcast(&b, 3);
+    assert_eq!((report.sent.len(), report.failed.len()), (2, 0));
+    let mut m1 = c1.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let m2 = c2.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(m1.buffer.offset(), b.offset());
+    m1.buffer.clear().unwrap();
+    assert!(m1.buffer.is_empty());
+    assert_ne!(m1.buffer.offset(), b.offset(), "cleared copy is private");
+    assert_eq!(&m2.buffer[..], b"keep me");
+    assert_eq!(&b[..], b"keep me");
+    assert_eq!(b.owners().unwrap(), 2);
+    m1.buffer.write_all(b"new").unwrap();
+    assert_eq!(&m1.buffer[..], b"new");
+    assert_eq!(&m2.buffer[..], b"keep me");
+    drop((b, m1, m2));
+    s.segment().heap().check().unwrap();
 }
