@@ -125,7 +125,14 @@ unsafe impl<P: Platform + Send + Sync + 'static> GlobalAlloc for RegionAllocator
             };
         }
         // Over-aligned: room to slide the pointer, plus 4 bytes for the block's offset.
-        let Some(padded) = size.checked_add(align as u32 + 4) else {
+        // An alignment that does not fit in u32 cannot be provided by a heap whose
+        // offsets are u32 (a plain `as u32` would turn 2^32 into 0 and the shift below
+        // would leave the block).
+        let Some(padded) = u32::try_from(align)
+            .ok()
+            .and_then(|a| a.checked_add(4))
+            .and_then(|extra| size.checked_add(extra))
+        else {
             return ptr::null_mut();
         };
         let Ok((base, _)) = heap.try_alloc(*me, padded).and_then(|b| heap.payload(b)) else {
