@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shm_host::{checksum, Mapping, RecvMode, Server, ServerEvent, ServerOptions};
+use shm_host::{
+    checksum, Mapping, NativeSystem, RecvMode, Server, ServerEvent, ServerOptions, System,
+};
 
 use crate::util::parse_size;
 
@@ -54,9 +56,28 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     while let Some(ev) = server.try_event() {
         print_event(ev);
     }
+    let system = NativeSystem;
+    let segment = server.segment().name().clone();
+    // Dropping the server unlinks the segment but cannot report a failure, so look for the
+    // name afterwards. (Where a segment vanishes with its last handle, `list` is empty:
+    // nothing can be left behind.)
     drop(server);
-    println!("stopped; segment {} removed", args.name);
-    Ok(())
+    match system.list() {
+        Ok(names) if names.contains(&segment) => Err(format!(
+            "stopped, but segment {} was not removed (`shmipc clean` removes it once unused)",
+            args.name
+        )
+        .into()),
+        Ok(_) => {
+            println!("stopped; segment {} removed", args.name);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "stopped, but could not check that segment {} was removed: {e}",
+            args.name
+        )
+        .into()),
+    }
 }
 
 fn print_event(ev: ServerEvent) {
