@@ -1,7 +1,7 @@
 //! `shmipc clean`: removes segments whose participants are all dead (the classic shared
 //! memory leak after crashes).
 
-use shm_host::{NativeSystem, Segment, System};
+use shm_host::{NativeSystem, Segment, SegmentName, System};
 
 /// Arguments of `clean`.
 #[derive(clap::Args, Debug)]
@@ -28,7 +28,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "removed"
     };
-    let (mut removed, mut kept) = (0, 0);
+    let mut kept = 0;
+    let mut victims = Vec::new();
     for name in names {
         let verdict = match Segment::open(system, &name) {
             Ok(seg) => {
@@ -65,16 +66,74 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         match verdict {
-            Some(why) => {
-                if !args.dry_run {
-                    system.unlink(&name)?;
-                }
-                println!("{verb} {name}: {why}");
-                removed += 1;
-            }
+            Some(why) => victims.push((name, why)),
             None => kept += 1,
         }
     }
-    println!("{removed} {verb}, {kept} kept");
-    Ok(())
+    let (removed, failed) = remove_all(&victims, verb, |name| {
+        if args.dry_run {
+            Ok(())
+        } else {
+            system.unlink(name)
+        }
+    });
+    if failed == 0 {
+        println!("{removed} {verb}, {kept} kept");
+        return Ok(());
+    }
+    println!("{removed} {verb}, {kept} kept, {failed} failed");
+    Err(format!("{failed} segment(s) could not be removed").into())
+}
+
+/// Unlinks every victim, going on after a failure so that one stuck segment does not
+/// shield the others; reports each outcome (failures on stderr). Returns (removed,
+/// failed).
+fn remove_all(
+    victims: &[(SegmentName, String)],
+    verb: &str,
+    mut unlink: impl FnMut(&SegmentName) -> shm_host::Result<()>,
+) -> (usize, usize) {
+    let (mut removed, mut failed) = (0, 0);
+    for (name, why) in victims {
+        match unlink(name) {
+            Ok(()) => {
+                println!("{verb} {name}: {why}");
+                removed += 1;
+            }
+            Err(e) => {
+                eprintln!("failed to remove {name} ({why}): {e}");
+                failed += 1;
+            }
+        }
+    }
+    (removed, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed unlink does not stop the others: every victim is tried once, and the
+    /// counts say how many were removed and how many failed.
+    #[test]
+    fn remove_all_goes_on_after_a_failure() {
+        let victims: Vec<(SegmentName, String)> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| (SegmentName::new(n).expect("valid name"), "dead".into()))
+            .collect();
+        let mut tried = Vec::new();
+        let (removed, failed) = remove_all(&victims, "removed", |name| {
+            tried.push(name.as_str().to_owned());
+            if name.as_str() == "a" || name.as_str() == "c" {
+                Err(shm_host::HostError::Os {
+                    call: "shm_unlink",
+                    code: 13,
+                })
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(tried, ["a", "b", "c", "d"]);
+        assert_eq!((removed, failed), (2, 2));
+    }
 }
