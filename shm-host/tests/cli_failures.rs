@@ -92,7 +92,7 @@ fn inspect_checks_a_busy_segment_under_the_lock() {
                 i = i.wrapping_add(1);
             }
             drop(held);
-            server.segment().heap().check().unwrap();
+            server.segment().check().unwrap();
         });
         // Stops the worker however this thread leaves the scope (a panic included), so a
         // failure cannot hang the test on the scope's join.
