@@ -8,13 +8,34 @@
 //! - `server NAME`: a server that echoes every message; prints `serving GEN`.
 //! - `send-one NAME TAG`: connects, sends one message with TAG, prints `sent`, waits for the
 //!   echo and prints `echo TAG`, then waits for a line on stdin before exiting.
+//! - `collector NAME [--heartbeat MS] [--max-missed N] [--hold BYTES]`: a server (default
+//!   options unless given: 16 MiB) printing `serving GEN`, then one line per message,
+//!   `msg FROM TAG LEN CHECKSUM CLIENT SEQ HLEN` (the last three from a churn header, `-`
+//!   without one), and per event, `event connected|disconnected|died|other DEBUG`.
+//!   Messages whose tag has bit 31 set are echoed to their sender; others are kept (up to
+//!   BYTES and 128 messages, oldest dropped first; all dropped when idle) so the segment
+//!   fills up.
+//!   Commands on stdin: `stats` -> `available N min_free M check ok|FAILED ...`; `clients`
+//!   -> `clients ID...`; `procs` -> `procs PID:BYTES:BLOCKS...` (registered processes);
+//!   `quit` (or the end of stdin) drops the server, prints `bye` and exits.
+//! - `churn-client NAME ID COUNT`: connects, prints `connected PEER`, waits for a line on
+//!   stdin, then sends COUNT churn messages (`shm_tests::churn`) with tag SEQ, each with a
+//!   blocking allocation and `send_and_wait`, printing `ok ID SEQ CHECKSUM` after each.
+//! - `driven NAME`: a client driven by stdin lines, answering each with one line (see
+//!   `driven`): `hold SIZE BYTE`, `verify`, `write BYTE`, `sendheld TAG`, `alloc SIZE`,
+//!   `send SIZE TAG`, `echo SIZE TAG`, `quit`.
 #![allow(clippy::unwrap_used)] // a test helper: any failure ends it with a message
 
 use std::collections::VecDeque;
+use std::io::BufRead;
+use std::sync::mpsc;
 use std::time::Duration;
 
-use shm_host::{Client, Segment, SegmentName, Server, ServerOptions};
-use shm_tests::wire;
+use shm_host::{Client, Segment, SegmentName, Server, ServerEvent, ServerOptions};
+use shm_tests::{churn, wire};
+
+/// Tag bit asking the collector to echo a message back.
+const ECHO: u32 = 1 << 31;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +52,9 @@ fn main() {
         "hold-lock" => hold_lock(arg(1)),
         "server" => server(arg(1)),
         "send-one" => send_one(arg(1), arg(2).parse().unwrap()),
+        "collector" => collector(arg(1), &args[2..]),
+        "churn-client" => churn_client(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
+        "driven" => driven(arg(1)),
         other => Err(format!("unknown role {other:?}")),
     };
     if let Err(e) = result {
@@ -150,5 +174,297 @@ fn send_one(name: &str, tag: u32) -> Result<(), String> {
     println!("echo {}", msg.tag);
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
+}
+
+/// Lines of stdin, read on a thread (so a loop can poll for commands); the channel ends
+/// with stdin.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line.trim().to_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn collector(name: &str, opts: &[String]) -> Result<(), String> {
+    let mut options = ServerOptions::default();
+    let mut hold_limit = 0usize;
+    let mut it = opts.iter();
+    while let Some(flag) = it.next() {
+        let value: u64 = it
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{flag} needs a number"))?;
+        match flag.as_str() {
+            "--heartbeat" => options.heartbeat = Duration::from_millis(value),
+            "--max-missed" => options.max_missed = value as u32,
+            "--hold" => hold_limit = value as usize,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    let server = Server::create_with(name, options).map_err(|e| format!("server: {e}"))?;
+    println!("serving {}", server.generation());
+    let commands = stdin_lines();
+    let mut held: VecDeque<shm_host::Message<shm_host::NativeSystem>> = VecDeque::new();
+    let mut held_bytes = 0usize;
+    loop {
+        while let Some(ev) = server.try_event() {
+            // Not an exhaustive `match`: events the library may add print as `other`.
+            let kind = if matches!(ev, ServerEvent::Connected(_)) {
+                "connected"
+            } else if matches!(ev, ServerEvent::Disconnected(_)) {
+                "disconnected"
+            } else if matches!(ev, ServerEvent::Died { .. }) {
+                "died"
+            } else {
+                "other"
+            };
+            println!("event {kind} {ev:?}");
+        }
+        match server.recv_timeout(Duration::from_millis(20)) {
+            Ok(Some(msg)) => {
+                let sum = shm_host::checksum(&msg.buffer);
+                let head = churn::header(&msg.buffer)
+                    .map_or("- - -".to_owned(), |(c, s, l)| format!("{c} {s} {l}"));
+                println!(
+                    "msg {} {} {} {sum:#010x} {head}",
+                    msg.from,
+                    msg.tag,
+                    msg.buffer.len()
+                );
+                if msg.tag & ECHO != 0 {
+                    if let Err(e) = server.send(msg.from, msg.buffer, msg.tag) {
+                        println!("echo-failed {} {}", msg.from, e.error);
+                    }
+                } else if hold_limit > 0 {
+                    held_bytes += msg.buffer.len();
+                    held.push_back(msg);
+                    while held_bytes > hold_limit || held.len() > 128 {
+                        let Some(old) = held.pop_front() else { break };
+                        held_bytes -= old.buffer.len();
+                    }
+                }
+            }
+            Ok(None) => {
+                held.clear();
+                held_bytes = 0;
+            }
+            Err(e) => println!("error recv: {e}"),
+        }
+        loop {
+            let cmd = match commands.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => "quit".to_owned(),
+            };
+            match cmd.as_str() {
+                "stats" => {
+                    held.clear();
+                    held_bytes = 0;
+                    let heap = server.segment().heap();
+                    let available = server
+                        .available_bytes()
+                        .map_or_else(|e| format!("error({e})"), |a| a.to_string());
+                    let min_free = heap.stats().map_or_else(
+                        |e| format!("error({e})"),
+                        |s| s.min_ever_free_bytes.to_string(),
+                    );
+                    let check = match heap.check() {
+                        Ok(_) => "ok".to_owned(),
+                        Err(e) => format!("FAILED {e:?}"),
+                    };
+                    println!("available {available} min_free {min_free} check {check}");
+                }
+                "clients" => {
+                    let ids: Vec<String> = server.clients().iter().map(|c| c.to_string()).collect();
+                    println!("clients {}", ids.join(" "));
+                }
+                "procs" => {
+                    let mut out = String::from("procs");
+                    match server.segment().heap().processes() {
+                        Ok(procs) => {
+                            for p in procs {
+                                match p {
+                                    Ok(p) => {
+                                        out += &format!(" {}:{}:{}", p.id.pid, p.bytes, p.blocks)
+                                    }
+                                    Err(e) => out += &format!(" error({e:?})"),
+                                }
+                            }
+                        }
+                        Err(e) => out += &format!(" error({e:?})"),
+                    }
+                    println!("{out}");
+                }
+                "quit" => {
+                    drop(held);
+                    drop(server);
+                    println!("bye");
+                    return Ok(());
+                }
+                "" => {}
+                other => println!("unknown command {other:?}"),
+            }
+        }
+    }
+}
+
+fn churn_client(name: &str, id: u32, count: u32) -> Result<(), String> {
+    let c = Client::connect(name).map_err(|e| format!("connect: {e}"))?;
+    c.wait_connected(Duration::from_secs(30))
+        .map_err(|e| format!("wait_connected: {e}"))?;
+    println!("connected {}", c.id());
+    let mut go = String::new();
+    std::io::stdin()
+        .read_line(&mut go)
+        .map_err(|e| format!("stdin: {e}"))?;
+    for seq in 0..count {
+        let len = churn::len(id, seq);
+        let mut buf = c
+            .alloc_timeout(len, Duration::from_secs(30))
+            .map_err(|e| format!("alloc {seq} ({len} bytes): {e}"))?;
+        buf.resize(len).map_err(|e| format!("resize {seq}: {e}"))?;
+        let bytes = buf
+            .as_mut_slice()
+            .map_err(|e| format!("as_mut_slice: {e}"))?;
+        churn::fill(bytes, id, seq);
+        let sum = shm_host::checksum(bytes);
+        c.send_and_wait(buf, seq, Duration::from_secs(30))
+            .map_err(|e| format!("send {seq}: {e}"))?;
+        println!("ok {id} {seq} {sum:#010x}");
+    }
+    Ok(())
+}
+
+/// One reply line per command; errors are printed as `err DEBUG | DISPLAY` (the test
+/// matches the `Debug` form, e.g. `err Disconnected | ...`), never ending the process.
+fn driven(name: &str) -> Result<(), String> {
+    fn err(e: &shm_host::HostError) -> String {
+        format!("err {e:?} | {e}")
+    }
+    fn pattern(b: &mut [u8], byte: u8) {
+        b.fill(byte);
+    }
+    let c = Client::connect(name).map_err(|e| format!("connect: {e}"))?;
+    c.wait_connected(Duration::from_secs(30))
+        .map_err(|e| format!("wait_connected: {e}"))?;
+    println!("connected {} {}", c.id(), std::process::id());
+    let mut held: Option<(shm_host::Buffer<shm_host::NativeSystem>, u8)> = None;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("stdin: {e}"))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| -> usize {
+            words
+                .get(i)
+                .and_then(|w| {
+                    w.strip_prefix("0x")
+                        .map_or_else(|| w.parse().ok(), |h| usize::from_str_radix(h, 16).ok())
+                })
+                .unwrap_or(0)
+        };
+        let reply = match words.first().copied().unwrap_or("") {
+            "hold" => match c.alloc(num(1)) {
+                Ok(mut b) => {
+                    let byte = num(2) as u8;
+                    match b
+                        .resize(num(1))
+                        .and_then(|()| b.as_mut_slice().map(|s| pattern(s, byte)))
+                    {
+                        Ok(()) => {
+                            held = Some((b, byte));
+                            "hold ok".to_owned()
+                        }
+                        Err(e) => format!("hold {}", err(&e)),
+                    }
+                }
+                Err(e) => format!("hold {}", err(&e)),
+            },
+            "verify" => match &held {
+                None => "verify nothing held".to_owned(),
+                Some((b, byte)) => match b.iter().position(|x| x != byte) {
+                    None => format!("verify ok {}", b.len()),
+                    Some(i) => format!("verify bad at {i}: {:#04x}, expected {byte:#04x}", b[i]),
+                },
+            },
+            "write" => match held.as_mut() {
+                None => "write nothing held".to_owned(),
+                Some((b, byte)) => {
+                    *byte = num(1) as u8;
+                    let v = *byte;
+                    match b.as_mut_slice() {
+                        Ok(s) => {
+                            pattern(s, v);
+                            "write ok".to_owned()
+                        }
+                        Err(e) => format!("write {}", err(&e)),
+                    }
+                }
+            },
+            "sendheld" => match held.take() {
+                None => "sendheld nothing held".to_owned(),
+                Some((b, byte)) => match c.send(b, num(1) as u32) {
+                    Ok(()) => "sendheld ok".to_owned(),
+                    Err(e) => {
+                        // The buffer comes back with the error: still held.
+                        let reply = format!("sendheld {}", err(&e.error));
+                        held = Some((e.buffer, byte));
+                        reply
+                    }
+                },
+            },
+            "alloc" => match c.alloc(num(1)) {
+                Ok(b) => {
+                    drop(b);
+                    "alloc ok".to_owned()
+                }
+                Err(e) => format!("alloc {}", err(&e)),
+            },
+            "send" => match c.alloc(num(1)) {
+                Ok(mut b) => {
+                    let _ = b.resize(num(1));
+                    match c.send_and_wait(b, num(2) as u32, Duration::from_secs(10)) {
+                        Ok(()) => "send ok".to_owned(),
+                        Err(e) => format!("send {}", err(&e)),
+                    }
+                }
+                Err(e) => format!("send alloc-{}", err(&e)),
+            },
+            "echo" => {
+                let size = num(1);
+                let tag = num(2) as u32 | ECHO;
+                let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
+                match c.alloc_from(&data) {
+                    Err(e) => format!("echo alloc-{}", err(&e)),
+                    Ok(b) => match c.send(b, tag) {
+                        Err(e) => format!("echo {}", err(&e.error)),
+                        Ok(()) => match c.recv_timeout(Duration::from_secs(30)) {
+                            Ok(Some(m)) if m.tag == tag && m.buffer[..] == data[..] => {
+                                "echo ok".to_owned()
+                            }
+                            Ok(Some(m)) => format!(
+                                "echo wrong reply: tag {:#x}, {} bytes",
+                                m.tag,
+                                m.buffer.len()
+                            ),
+                            Ok(None) => "echo no reply".to_owned(),
+                            Err(e) => format!("echo recv-{}", err(&e)),
+                        },
+                    },
+                }
+            }
+            "quit" => {
+                println!("bye");
+                return Ok(());
+            }
+            other => format!("unknown command {other:?}"),
+        };
+        println!("{reply}");
+    }
     Ok(())
 }
