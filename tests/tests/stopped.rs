@@ -1,0 +1,303 @@
+//! A client stopped with SIGSTOP past the heartbeat limit is unresponsive, not dead: the
+//! server disconnects it but its memory stays its own until it exits, and after SIGCONT
+//! every operation it tries fails with `Disconnected` instead of landing in another
+//! client's memory.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::time::{Duration, Instant};
+
+use shm_tests::{peer_exe, unique_name, Lines, Peer, SegmentGuard};
+
+const HEARTBEAT_MS: u64 = 20;
+const MAX_MISSED: u64 = 5;
+/// Bytes each client holds, with a pattern of its own.
+const HELD: usize = 65536;
+/// Hang guard for one answer.
+const ANSWER: Duration = Duration::from_secs(60);
+
+/// A peer driven over stdin/stdout lines.
+struct Driven {
+    peer: Peer,
+    lines: Lines,
+    who: &'static str,
+}
+
+impl Driven {
+    /// Sends `cmd`, returns the first line starting with `reply` (other lines - the
+    /// collector's messages and events - are shown on stderr).
+    fn ask(&mut self, cmd: &str, reply: &str) -> String {
+        self.peer.write_line(cmd);
+        let who = self.who;
+        let line = self.lines.expect(
+            ANSWER,
+            &format!("{who}: answer to {cmd:?}"),
+            |l| l.starts_with(reply),
+            |l| eprintln!("{who}: {l}"),
+        );
+        eprintln!("{who}: {cmd} -> {line}");
+        line
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.peer.child.id() as libc::pid_t
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: a signal to our own child process (not yet reaped: the `Peer` owns it).
+        let r = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(r, 0, "kill({}, {sig})", self.pid());
+    }
+}
+
+fn driven(name: &str, who: &'static str) -> (Driven, String) {
+    let mut peer = Peer::spawn_captured(peer_exe!(), &["driven", name]);
+    let lines = peer.lines();
+    let first = lines
+        .next_within(ANSWER)
+        .unwrap_or_else(|| panic!("{who} did not connect"));
+    let w: Vec<&str> = first.split_whitespace().collect();
+    assert!(w.len() == 3 && w[0] == "connected", "{who}: {first}");
+    (Driven { peer, lines, who }, w[1].to_owned())
+}
+
+/// `available N min_free M check ...` -> (N, check text).
+fn stats(c: &mut Driven) -> (u64, String) {
+    let line = c.ask("stats", "available ");
+    let w: Vec<&str> = line.splitn(6, ' ').collect();
+    assert_eq!(w.len(), 6, "{line}");
+    (w[1].parse().unwrap(), w[5].to_owned())
+}
+
+/// Bytes the segment records for process `pid`, if it is registered.
+fn held_by(c: &mut Driven, pid: libc::pid_t) -> Option<u64> {
+    let line = c.ask("procs", "procs");
+    line.split_whitespace().skip(1).find_map(|p| {
+        let f: Vec<&str> = p.split(':').collect();
+        (f.len() == 3 && f[0] == pid.to_string()).then(|| f[1].parse().unwrap())
+    })
+}
+
+/// Client A holds 64 KiB with a known pattern and is SIGSTOPped for far longer than
+/// heartbeat x max_missed; meanwhile client B connects, exchanges messages and holds 64 KiB
+/// of its own. Invariants:
+/// - the server stops treating A as a client (it is unresponsive), but A's memory is not
+///   reclaimed while A is stopped: A stays registered with its bytes, and the server's
+///   available bytes do not go back up;
+/// - after SIGCONT, A's held buffer still has its own content, and writing to it changes
+///   nothing of B's; every operation of A (send of the buffer it holds, alloc, alloc + send)
+///   fails with `Disconnected`;
+/// - B's buffer is unchanged and B keeps working (echo, send) throughout;
+/// - A's memory comes back only after A exits; once A and B are gone, available bytes are
+///   back to the value from before any client connected and `check()` passes; after the
+///   server quits, its segment is gone from `/dev/shm`.
+#[test]
+fn stopped_client_is_unresponsive_not_dead() {
+    let name = unique_name("stopped");
+    let _guard = SegmentGuard(name.clone());
+    let mut failures: Vec<String> = Vec::new();
+    let mut expect = |ok: bool, what: String| {
+        if !ok {
+            eprintln!("FAILED: {what}");
+            failures.push(what);
+        }
+    };
+
+    let mut server = {
+        let mut peer = Peer::spawn(
+            peer_exe!(),
+            &[
+                "collector",
+                &name,
+                "--heartbeat",
+                &HEARTBEAT_MS.to_string(),
+                "--max-missed",
+                &MAX_MISSED.to_string(),
+            ],
+        );
+        let lines = peer.lines();
+        let first = lines.next_within(ANSWER).expect("server started");
+        assert_eq!(first, "serving 1");
+        Driven {
+            peer,
+            lines,
+            who: "server",
+        }
+    };
+    let (start, check) = stats(&mut server);
+    assert_eq!(check, "ok");
+
+    // A connects and holds a buffer.
+    let (mut a, a_id) = driven(&name, "A");
+    assert_eq!(a.ask(&format!("hold {HELD} 0x5a"), "hold"), "hold ok");
+    assert_eq!(a.ask("verify", "verify"), format!("verify ok {HELD}"));
+    let (with_a, _) = stats(&mut server);
+    assert!(start - with_a >= HELD as u64, "A's buffer is counted");
+    let a_pid = a.pid();
+    let a_bytes = held_by(&mut server, a_pid).expect("A registered");
+    assert!(a_bytes >= HELD as u64);
+
+    // A stops, for well past heartbeat x max_missed; the server gives up on it.
+    a.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(10 * HEARTBEAT_MS * MAX_MISSED));
+    let end = Instant::now() + ANSWER;
+    loop {
+        let clients = server.ask("clients", "clients");
+        if !clients.split_whitespace().any(|c| c == a_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the server still lists the stopped client A ({a_id}) as a client"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Its memory is still its own.
+    let (stopped, _) = stats(&mut server);
+    expect(
+        stopped <= with_a,
+        format!("while A is stopped, available bytes rose from {with_a} to {stopped} (A's memory was reclaimed)"),
+    );
+    let a_now = held_by(&mut server, a_pid);
+    expect(
+        a_now.is_some_and(|b| b >= HELD as u64),
+        format!("while A is stopped, the segment records {a_now:?} bytes for it (held {a_bytes})"),
+    );
+
+    // B works meanwhile.
+    let (mut b, _) = driven(&name, "B");
+    expect(
+        b.ask("echo 4096 1", "echo") == "echo ok",
+        "B's first echo".into(),
+    );
+    assert_eq!(b.ask(&format!("hold {HELD} 0xb7"), "hold"), "hold ok");
+    expect(
+        b.ask("verify", "verify") == format!("verify ok {HELD}"),
+        "B's buffer right after filling it".into(),
+    );
+    let (both, _) = stats(&mut server);
+    expect(
+        both + HELD as u64 <= with_a,
+        format!(
+            "with A stopped and B holding {HELD} bytes: available {both}, with A alone {with_a}"
+        ),
+    );
+    let a_now = held_by(&mut server, a_pid);
+    expect(
+        a_now.is_some_and(|b| b >= HELD as u64),
+        format!("after B came, the segment records {a_now:?} bytes for the stopped A"),
+    );
+
+    // A resumes. Its own buffer is as it left it, and writing to it touches nobody else.
+    a.signal(libc::SIGCONT);
+    let got = a.ask("verify", "verify");
+    expect(
+        got == format!("verify ok {HELD}"),
+        format!("resumed A's own buffer: {got:?} (its memory was given to someone else)"),
+    );
+    let got = a.ask("write 0xee", "write");
+    expect(
+        got == "write ok",
+        format!("resumed A writing its buffer: {got:?}"),
+    );
+    let got = b.ask("verify", "verify");
+    expect(
+        got == format!("verify ok {HELD}"),
+        format!("B's buffer after the resumed A wrote its own: {got:?}"),
+    );
+    // It is disconnected, whatever it tries.
+    for (cmd, reply) in [
+        ("sendheld 5", "sendheld"),
+        ("alloc 100", "alloc"),
+        ("send 100 6", "send"),
+    ] {
+        let got = a.ask(cmd, reply);
+        expect(
+            got.starts_with(&format!("{reply} err Disconnected"))
+                || got.starts_with(&format!("{reply} alloc-err Disconnected")),
+            format!("resumed A: {cmd:?} gave {got:?}, expected Disconnected"),
+        );
+    }
+    let got = b.ask("echo 4096 2", "echo");
+    expect(
+        got == "echo ok",
+        format!("B's echo after A resumed: {got:?}"),
+    );
+    let got = b.ask("send 1000 3", "send");
+    expect(
+        got == "send ok",
+        format!("B's send after A resumed: {got:?}"),
+    );
+    let a_now = held_by(&mut server, a_pid);
+    expect(
+        a_now.is_some_and(|b| b >= HELD as u64),
+        format!("resumed (disconnected, alive) A: the segment records {a_now:?} bytes for it"),
+    );
+
+    // A exits: now, and only now, its memory comes back.
+    assert_eq!(a.ask("quit", "bye"), "bye");
+    let st = a.peer.wait(ANSWER);
+    let (_, a_err) = a.peer.finish_output();
+    expect(
+        st.success() && a_err.trim().is_empty(),
+        format!("A's exit: {st}, stderr {a_err:?}"),
+    );
+    let mut polls = 0;
+    while held_by(&mut server, a_pid).is_some() && polls < 600 {
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    expect(polls < 600, "A is still registered after exiting".into());
+    let got = b.ask("verify", "verify");
+    expect(
+        got == format!("verify ok {HELD}"),
+        format!("B's buffer after A exited: {got:?}"),
+    );
+    let got = b.ask("echo 4096 4", "echo");
+    expect(
+        got == "echo ok",
+        format!("B's echo after A exited: {got:?}"),
+    );
+    assert_eq!(b.ask("quit", "bye"), "bye");
+    let st = b.peer.wait(ANSWER);
+    let (_, b_err) = b.peer.finish_output();
+    expect(
+        st.success() && b_err.trim().is_empty(),
+        format!("B's exit: {st}, stderr {b_err:?}"),
+    );
+
+    let mut polls = 0;
+    let (end_avail, check) = loop {
+        let (avail, check) = stats(&mut server);
+        polls += 1;
+        if avail == start || polls >= 600 {
+            break (avail, check);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    expect(
+        end_avail == start,
+        format!("after A and B exited: available {end_avail}, before any client {start}"),
+    );
+    expect(check == "ok", format!("check at the end: {check}"));
+
+    assert_eq!(server.ask("quit", "bye"), "bye");
+    expect(
+        server.peer.wait(ANSWER).success(),
+        "server exit status".into(),
+    );
+    #[cfg(target_os = "linux")]
+    {
+        let path = shm_tests::shm_path(&name);
+        expect(
+            !path.exists(),
+            format!("{} remains after the server quit", path.display()),
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
