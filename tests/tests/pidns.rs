@@ -212,7 +212,7 @@ fn server_in_another_pid_namespace_is_alive_from_outside() {
         .unwrap_or("")
         .to_owned();
     expect(
-        out.status.success() && server_line.contains("(alive)"),
+        out.status.success() && server_line.contains("alive?: yes"),
         format!(
             "inspect from outside: {}: server line {server_line:?}\n{report}",
             out.status

@@ -267,7 +267,7 @@ fn collector(name: &str, opts: &[String]) -> Result<(), String> {
                 "stats" => {
                     held.clear();
                     held_bytes = 0;
-                    let heap = server.segment().heap();
+                    let heap = server.segment();
                     let available = server
                         .available_bytes()
                         .map_or_else(|e| format!("error({e})"), |a| a.to_string());
@@ -287,15 +287,10 @@ fn collector(name: &str, opts: &[String]) -> Result<(), String> {
                 }
                 "procs" => {
                     let mut out = String::from("procs");
-                    match server.segment().heap().processes() {
+                    match server.segment().processes() {
                         Ok(procs) => {
                             for p in procs {
-                                match p {
-                                    Ok(p) => {
-                                        out += &format!(" {}:{}:{}", p.id.pid, p.bytes, p.blocks)
-                                    }
-                                    Err(e) => out += &format!(" error({e:?})"),
-                                }
+                                out += &format!(" {}:{}:{}", p.id.pid, p.bytes, p.blocks)
                             }
                         }
                         Err(e) => out += &format!(" error({e:?})"),
