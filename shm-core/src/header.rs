@@ -110,8 +110,12 @@ pub struct RegionHeader {
     /// Whoever finds it set under the lock rebuilds that state from the blocks (see
     /// [`journal`](crate::journal)).
     pub derived_dirty: AtomicU32,
+    /// The receiver's doorbell (offset) for the deferred publication in `publish`, 0 when
+    /// none: whoever completes a dead sender's publication rings it too, so the receiver
+    /// does not sleep on a message that is there.
+    pub publish_bell: AtomicU32,
     /// Reserved, zero.
-    pub reserved1: [AtomicU32; 6],
+    pub reserved1: [AtomicU32; 5],
     /// Allocator state.
     pub heap: HeapState,
     /// The server, at its fixed place.

@@ -105,6 +105,7 @@ const _: () = {
     assert!(offset_of!(RegionHeader, free_epoch) == 156);
     assert!(offset_of!(RegionHeader, waiters) == 160);
     assert!(offset_of!(RegionHeader, derived_dirty) == 164);
+    assert!(offset_of!(RegionHeader, publish_bell) == 168);
     assert!(offset_of!(RegionHeader, heap) == 192);
     assert!(offset_of!(RegionHeader, server) == 256);
     assert!(offset_of!(RegionHeader, journal_entries) == 384);
@@ -169,6 +170,7 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     offset_of!(RegionHeader, heap),
     offset_of!(RegionHeader, publish),
     offset_of!(RegionHeader, derived_dirty),
+    offset_of!(RegionHeader, publish_bell),
     offset_of!(RegionHeader, server),
     offset_of!(RegionHeader, journal_entries),
     offset_of!(RegionHeader, index),

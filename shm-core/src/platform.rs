@@ -5,6 +5,9 @@
 use core::sync::atomic::AtomicU32;
 use core::time::Duration;
 
+use crate::doorbell::Doorbell;
+use crate::region::Region;
+
 /// Identifies a process for as long as it lives.
 ///
 /// `pid` alone is not enough: operating systems reuse process ids, so a dead lock holder's
@@ -87,6 +90,14 @@ pub trait Platform: Processes + WaitNotify {
     fn critical<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
+
+    /// Wakes the owner of `bell`, which sleeps on the platform's object in it. Called when
+    /// this process completes another (dead) process's send, so the receiver does not
+    /// sleep on a message that is there. Platforms whose receivers never sleep on a
+    /// doorbell (they poll) need not do anything.
+    fn ring(&self, region: &Region<'_>, bell: &Doorbell) {
+        let _ = (region, bell);
+    }
 }
 
 impl<T: Processes + ?Sized> Processes for &T {
@@ -118,6 +129,9 @@ impl<T: WaitNotify + ?Sized> WaitNotify for &T {
 impl<T: Platform> Platform for &T {
     fn critical<R>(&self, f: impl FnOnce() -> R) -> R {
         (**self).critical(f)
+    }
+    fn ring(&self, region: &Region<'_>, bell: &Doorbell) {
+        (**self).ring(region, bell)
     }
 }
 

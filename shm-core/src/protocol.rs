@@ -468,6 +468,23 @@ impl<'m> Space<'m> {
     }
 }
 
+impl<'m> ParticipantRef<'m> {
+    /// Enqueues `entry` (see [`OffsetQueue::push`]); the publication it returns names this
+    /// participant's doorbell, so whoever completes it also wakes the receiver.
+    fn push_ringing(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        region: &crate::region::Region<'m>,
+        entry: Entry,
+    ) -> Result<crate::queue::Publish, Error> {
+        let publish = self.queue.push(tx, region, entry)?;
+        Ok(crate::queue::Publish {
+            bell: region.offset_of(&self.bell.waiting)?,
+            ..publish
+        })
+    }
+}
+
 /// Calls `wake` if the doorbell's owner sleeps.
 fn ring(bell: &Doorbell, wake: impl FnOnce(&Doorbell)) {
     if bell.should_ring() {
@@ -670,7 +687,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                 tx.set(&p.rec.generation, gen)?;
                 tx.set(&p.rec.state, P_CONNECTING)?;
                 tx.set(&p.rec.keepalive_missed, 0)?;
-                let publish = server.queue.push(
+                let publish = server.push_ringing(
                     tx,
                     &s.region,
                     Entry {
@@ -716,7 +733,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                     return Err(Error::NotConnected);
                 }
                 tx.set(&p.rec.state, P_CONNECTED)?;
-                let publish = p.queue.push(
+                let publish = p.push_ringing(
                     tx,
                     &s.region,
                     Entry {
@@ -751,7 +768,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                 if control == Control::Disconnected {
                     tx.set(&p.rec.state, P_DISCONNECTED)?;
                 }
-                let publish = p.queue.push(
+                let publish = p.push_ringing(
                     tx,
                     &s.region,
                     Entry {
@@ -807,7 +824,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                     from: u32::from(slot.0),
                     from_serial: me.serial(),
                 };
-                let publish = p.queue.push(tx, &s.region, entry)?;
+                let publish = p.push_ringing(tx, &s.region, entry)?;
                 Ok(((p.bell, publish.value.wrapping_sub(1)), Some(publish)))
             },
             |&(bell, _)| ring(bell, wake),

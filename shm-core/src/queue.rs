@@ -114,6 +114,8 @@ pub struct Publish {
     pub at: u32,
     /// Value to store there.
     pub value: u32,
+    /// Offset of the receiver's doorbell, to ring after publishing; 0 when none.
+    pub bell: u32,
 }
 
 impl<'m> OffsetQueue<'m> {
@@ -249,6 +251,7 @@ impl<'m> OffsetQueue<'m> {
         Ok(Publish {
             at: region.offset_of(&slot.seq)?,
             value: pos.wrapping_add(1),
+            bell: 0,
         })
     }
 
@@ -309,10 +312,12 @@ pub(crate) fn publish(region: &Region<'_>, p: Publish) -> Result<(), Error> {
 }
 
 /// The deferred publication recorded in the header, if one is pending.
-pub(crate) fn pending(words: &[AtomicU32; 2]) -> Option<Publish> {
-    let at = words[0].load(Acquire);
+pub(crate) fn pending(words: &[AtomicU32; 2], bell: &AtomicU32) -> Option<Publish> {
+    let [at, value] = words;
+    let at = at.load(Acquire);
     (at != 0).then(|| Publish {
         at,
-        value: words[1].load(Relaxed),
+        value: value.load(Relaxed),
+        bell: bell.load(Relaxed),
     })
 }

@@ -21,7 +21,7 @@ pub(crate) type SegmentHeap<S> = Heap<'static, SegmentPlatform<S>>;
 /// the `'static` lifetime it carries never leaves this type except shortened to `&self`.
 pub struct Segment<S: System> {
     heap: SegmentHeap<S>,
-    mapping: S::Mapping,
+    mapping: std::sync::Arc<S::Mapping>,
     name: SegmentName,
     system: S,
 }
@@ -104,7 +104,11 @@ impl<S: System> Segment<S> {
         // This attachment's presence mark: taken before anything in the region can name
         // us, held until the heap (which owns it) is dropped.
         let presence = system.enter(&mapping)?;
-        let heap = make(region, SegmentPlatform::new(system.clone(), presence))?;
+        let mapping = std::sync::Arc::new(mapping);
+        let heap = make(
+            region,
+            SegmentPlatform::new(system.clone(), presence, std::sync::Arc::clone(&mapping)),
+        )?;
         Ok(Segment {
             heap,
             mapping,

@@ -124,6 +124,8 @@ pub trait System: WaitNotify + Clone + Send + Sync + 'static {
 pub struct SegmentPlatform<S: System> {
     system: S,
     presence: S::Presence,
+    /// The mapping, shared with the segment, for ringing doorbells from inside the core.
+    mapping: std::sync::Arc<S::Mapping>,
 }
 
 impl<S: System> std::fmt::Debug for SegmentPlatform<S> {
@@ -135,9 +137,13 @@ impl<S: System> std::fmt::Debug for SegmentPlatform<S> {
 }
 
 impl<S: System> SegmentPlatform<S> {
-    /// Pairs a system with an attachment's presence.
-    pub fn new(system: S, presence: S::Presence) -> Self {
-        SegmentPlatform { system, presence }
+    /// Pairs a system with an attachment's presence in `mapping`.
+    pub fn new(system: S, presence: S::Presence, mapping: std::sync::Arc<S::Mapping>) -> Self {
+        SegmentPlatform {
+            system,
+            presence,
+            mapping,
+        }
     }
 
     /// The system.
@@ -170,4 +176,9 @@ impl<S: System> WaitNotify for SegmentPlatform<S> {
     }
 }
 
-impl<S: System> Platform for SegmentPlatform<S> {}
+impl<S: System> Platform for SegmentPlatform<S> {
+    fn ring(&self, region: &Region<'_>, bell: &Doorbell) {
+        // A failed post only costs the receiver a wait until its timeout.
+        let _ = self.system.bell_ring(&self.mapping, region, bell);
+    }
+}

@@ -42,6 +42,7 @@ pub use check::CheckReport;
 pub use stats::{BlockInfo, HeapStats, ProcessInfo};
 
 use crate::block::{BlockHeader, END, USED};
+use crate::doorbell::Doorbell;
 use crate::error::{corrupt, AttachError, CorruptionKind, Error};
 use crate::header::RegionHeader;
 use crate::journal::{self, FaultInjector, Tx};
@@ -171,8 +172,9 @@ impl<'m> Space<'m> {
     }
 
     /// Header words outside the allocator state that operations journal.
-    pub(crate) fn journaled_header_words(&self) -> [&'m AtomicU32; 2] {
-        [&self.hdr.publish[0], &self.hdr.publish[1]]
+    pub(crate) fn journaled_header_words(&self) -> [&'m AtomicU32; 3] {
+        let [at, value] = &self.hdr.publish;
+        [at, value, &self.hdr.publish_bell]
     }
 
     fn new(
@@ -472,8 +474,10 @@ impl<'m, P: Platform> Heap<'m, P> {
             let mut tx = self.space.begin(code as u32, &self.faults);
             let result = f(&mut tx, &self.space).and_then(|(v, publish)| {
                 if let Some(p) = publish {
-                    tx.set(&hdr.publish[0], p.at)?;
-                    tx.set(&hdr.publish[1], p.value)?;
+                    let [at, value] = &hdr.publish;
+                    tx.set(at, p.at)?;
+                    tx.set(value, p.value)?;
+                    tx.set(&hdr.publish_bell, p.bell)?;
                 }
                 Ok((v, publish))
             });
@@ -486,7 +490,8 @@ impl<'m, P: Platform> Heap<'m, P> {
                     if let Some(p) = publish {
                         self.faults.step()?;
                         queue::publish(&self.space.region, p)?;
-                        hdr.publish[0].store(0, Release);
+                        let [at, _] = &hdr.publish;
+                        at.store(0, Release);
                     }
                     after(&v);
                     hdr.lock.release();
@@ -534,13 +539,22 @@ impl<'m, P: Platform> Heap<'m, P> {
                 return Err(e);
             }
         }
-        // A sender that died after committing but before publishing its entry.
-        if let Some(p) = queue::pending(&hdr.publish) {
+        // A sender that died after committing but before publishing its entry: publish
+        // it, and wake the receiver, which may sleep on the doorbell for it.
+        if let Some(p) = queue::pending(&hdr.publish, &hdr.publish_bell) {
             let done = queue::publish(&self.space.region, p);
-            hdr.publish[0].store(0, Release);
+            let [at, _] = &hdr.publish;
+            at.store(0, Release);
             if let Err(e) = done {
                 hdr.lock.release();
                 return Err(e);
+            }
+            if p.bell != 0 {
+                if let Ok(bell) = self.space.region.get::<Doorbell>(p.bell) {
+                    if bell.should_ring() {
+                        self.platform.ring(&self.space.region, bell);
+                    }
+                }
             }
         }
         Ok(())

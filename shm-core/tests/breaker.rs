@@ -1,0 +1,129 @@
+//! The lock breaker finishes a dead sender's send completely: the entry becomes visible and
+//! the receiver, asleep on its doorbell, is woken.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shm_core::doorbell::Doorbell;
+use shm_core::protocol::{KIND_CLIENT, KIND_SERVER};
+use shm_core::testkit::{AlignedBuf, TestPlatform};
+use shm_core::{
+    Control, Error, Heap, HeapConfig, Platform, ProcessId, Processes, Received, Region, SendMode,
+    WaitNotify, WaitOutcome,
+};
+
+/// The test platform, recording which doorbells it was asked to ring (by offset).
+#[derive(Clone)]
+struct RingSpy {
+    inner: TestPlatform,
+    rung: Arc<AtomicU32>,
+}
+
+impl Processes for RingSpy {
+    fn current_process(&self) -> ProcessId {
+        self.inner.current_process()
+    }
+    fn is_alive(&self, id: ProcessId) -> bool {
+        self.inner.is_alive(id)
+    }
+}
+
+impl WaitNotify for RingSpy {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+        self.inner.wait(word, expected, timeout)
+    }
+    fn notify_all(&self, word: &AtomicU32) {
+        self.inner.notify_all(word)
+    }
+}
+
+impl Platform for RingSpy {
+    fn ring(&self, region: &Region<'_>, bell: &Doorbell) {
+        let at = region.offset_of(&bell.waiting).unwrap();
+        self.rung.store(at, Relaxed);
+    }
+}
+
+/// A sender that dies after its send committed but before the entry was published leaves
+/// the publication to whoever breaks its lock; that process publishes the entry and rings
+/// the receiver's doorbell, because the receiver may be asleep on it.
+#[test]
+fn lock_breaker_publishes_and_wakes_the_receiver() {
+    let mut completed = 0;
+    for steps in 1..=200 {
+        let buf = AlignedBuf::new(256 * 1024);
+        let spy = RingSpy {
+            inner: TestPlatform::new(1),
+            rung: Arc::new(AtomicU32::new(0)),
+        };
+        // SAFETY: `buf` outlives `heap` (dropped at the end of the iteration, after it).
+        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+        let heap = Heap::init(region, HeapConfig::default(), spy.clone()).unwrap();
+        let server = heap.register_as(ProcessId::from_pid(100)).unwrap();
+        let client = heap.register_as(ProcessId::from_pid(101)).unwrap();
+        let sp = heap.create_participant(server, KIND_SERVER, 4).unwrap();
+        heap.start_server(server, sp.at, 100, 3).unwrap();
+        let cp = heap.create_participant(client, KIND_CLIENT, 4).unwrap();
+        heap.connect(client, cp.at, |_| {}).unwrap();
+        assert!(matches!(
+            heap.recv(&sp).unwrap(),
+            Some(Received::Control {
+                control: Control::Connect,
+                ..
+            })
+        ));
+        let block = heap.try_alloc(client, 64).unwrap();
+        // The server sleeps on its doorbell.
+        sp.bell.prepare_wait();
+        heap.faults().arm(steps);
+        let r = heap.send(client, sp.id(), block, 5, SendMode::Give, |_| {});
+        heap.faults().arm(0);
+        if r.is_ok() {
+            // Past the last step: every crash point was tried.
+            assert!(
+                completed > 0,
+                "no crash fell between commit and publication"
+            );
+            drop(heap);
+            drop(buf);
+            return;
+        }
+        assert_eq!(r.err(), Some(Error::InjectedCrash));
+        // Committed (journal empty) with the publication still recorded: the window.
+        let hdr = heap.header();
+        let pending = hdr.publish[0].load(Relaxed) != 0 && hdr.journal.len.load(Relaxed) == 0;
+        // The sender is dead; another process's next operation breaks its lock.
+        spy.inner.kill(1);
+        spy.inner.set_pid(2);
+        heap.check().unwrap();
+        let got = heap.recv(&sp).unwrap();
+        if pending {
+            // Committed, unpublished: the breaker published it and rang the server.
+            assert_eq!(
+                got,
+                Some(Received::Message {
+                    block,
+                    tag: 5,
+                    from: client.incarnation()
+                })
+            );
+            let bell_at = heap.region().offset_of(&sp.bell.waiting).unwrap();
+            assert_eq!(
+                spy.rung.load(Relaxed),
+                bell_at,
+                "the sleeping receiver was woken (crash at step {steps})"
+            );
+            assert_eq!(sp.bell.waiting.load(Relaxed), 0);
+            completed += 1;
+        } else {
+            // Undone: nothing to publish, nobody to wake.
+            assert_eq!(got, None);
+            assert_eq!(spy.rung.load(Relaxed), 0);
+        }
+        drop(heap);
+        drop(buf);
+    }
+    panic!("the send never completed within 200 steps");
+}
