@@ -70,7 +70,8 @@ const _: () = {
     assert!(offset_of!(OwnerCell, block) == 0);
     assert!(offset_of!(OwnerCell, next) == 4);
 
-    assert!(size_of::<ProcessRecord>() == 48);
+    assert!(size_of::<ProcessRecord>() == 56);
+    assert!(offset_of!(ProcessRecord, waiting) == 48);
     assert!(offset_of!(ProcessRecord, pid) == 0);
     assert!(offset_of!(ProcessRecord, tag) == 4);
     assert!(offset_of!(ProcessRecord, slot) == 8);

@@ -57,6 +57,11 @@ pub struct ProcessRecord {
     pub owned_bytes: AtomicU32,
     /// Words for the layer above (the protocol keeps its client record offset here).
     pub app: [AtomicU32; 3],
+    /// Allocations of this process blocked waiting for memory (its share of the header's
+    /// `waiters`, given back when a dead process is reclaimed).
+    pub waiting: AtomicU32,
+    /// Reserved, zero (keeps the cells that follow 8-aligned).
+    pub reserved: AtomicU32,
 }
 
 // SAFETY: repr(C), only AtomicU32, no padding.

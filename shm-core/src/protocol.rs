@@ -402,6 +402,40 @@ impl<'m> Space<'m> {
         }
     }
 
+    /// `me`'s participant at `at`, checked to be `me`'s.
+    fn own_participant(
+        &self,
+        me: Member,
+        at: Offset,
+    ) -> Result<(ProcSlot, ParticipantRef<'m>), Error> {
+        let slot = self.member(me)?;
+        let p = self.participant(at)?;
+        if p.owner != me.incarnation() {
+            return Err(Error::NotOwner {
+                offset: at,
+                process: slot,
+            });
+        }
+        Ok((slot, p))
+    }
+
+    /// See [`Heap::retire_participant`].
+    fn retire(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        slot: ProcSlot,
+        p: &ParticipantRef<'m>,
+    ) -> Result<(), Error> {
+        let r = self.record(slot)?;
+        if r.rec.app[APP_PARTICIPANT].load(Relaxed) == p.at.get() {
+            self.detach(tx, slot)?;
+        }
+        if p.rec.state.load(Relaxed) != P_DISCONNECTED {
+            tx.set(&p.rec.state, P_DISCONNECTED)?;
+        }
+        Ok(())
+    }
+
     /// Checks that `me`'s own participant, if it has one, has not been disconnected: a
     /// client that the server gave up on (for example after it stopped answering
     /// keepalives) must not go on sending as if connected.
@@ -571,23 +605,25 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.participant(at)
     }
 
-    /// Frees `me`'s participant (after the caller drained its queue), clearing the
-    /// application words that point at it.
+    /// Makes `me`'s participant unreachable without freeing it: clears the application
+    /// words that point at it (and the server entry, for a server) and marks it
+    /// disconnected, so no operation that starts afterwards sends to it or rings its
+    /// doorbell. Its owner then releases the doorbell's platform object and calls
+    /// [`destroy_participant`](Self::destroy_participant): in that order, nobody can ring
+    /// a destroyed semaphore.
+    pub fn retire_participant(&self, me: Member, at: Offset) -> Result<(), Error> {
+        self.op(OpCode::Participant, |tx, s| {
+            let (slot, p) = s.own_participant(me, at)?;
+            s.retire(tx, slot, &p)
+        })
+    }
+
+    /// Frees `me`'s participant (after the caller drained its queue), retiring it first
+    /// if it was not.
     pub fn destroy_participant(&self, me: Member, at: Offset) -> Result<(), Error> {
         self.op(OpCode::Participant, |tx, s| {
-            let slot = s.member(me)?;
-            let p = s.participant(at)?;
-            if p.owner != me.incarnation() {
-                return Err(Error::NotOwner {
-                    offset: at,
-                    process: slot,
-                });
-            }
-            let r = s.record(slot)?;
-            if r.rec.app[APP_PARTICIPANT].load(Relaxed) == at.get() {
-                s.detach(tx, slot)?;
-            }
-            tx.set(&p.rec.state, P_DISCONNECTED)?;
+            let (slot, p) = s.own_participant(me, at)?;
+            s.retire(tx, slot, &p)?;
             s.free(tx, slot, at)
         })
     }
@@ -765,6 +801,10 @@ impl<'m, P: Platform> Heap<'m, P> {
             |tx, s| {
                 s.member(me)?;
                 let p = s.participant_of(to)?;
+                if p.rec.state.load(Relaxed) == P_DISCONNECTED {
+                    // Retired (its owner may be destroying its doorbell) or already told.
+                    return Err(Error::NotConnected);
+                }
                 if control == Control::Disconnected {
                     tx.set(&p.rec.state, P_DISCONNECTED)?;
                 }

@@ -127,3 +127,79 @@ fn lock_breaker_publishes_and_wakes_the_receiver() {
     }
     panic!("the send never completed within 200 steps");
 }
+
+/// A platform whose waits block until the test opens a gate, so an allocator can be held
+/// "blocked" while the test declares its process dead.
+#[derive(Clone)]
+struct Gate {
+    inner: TestPlatform,
+    open: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Processes for Gate {
+    fn current_process(&self) -> ProcessId {
+        self.inner.current_process()
+    }
+    fn is_alive(&self, id: ProcessId) -> bool {
+        self.inner.is_alive(id)
+    }
+}
+
+impl WaitNotify for Gate {
+    fn wait(&self, _word: &AtomicU32, _expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+        let (lock, cv) = &*self.open;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        WaitOutcome::TimedOut
+    }
+    fn notify_all(&self, _word: &AtomicU32) {}
+}
+
+impl Platform for Gate {}
+
+/// An allocator that dies while blocked for memory does not leave the region believing
+/// someone waits: reclaiming its process gives its registration back (`waiters` returns to
+/// 0, so frees skip the wake-up again), and the count never goes below zero.
+#[test]
+fn a_dead_blocked_allocator_is_no_longer_counted_as_waiting() {
+    let buf = AlignedBuf::new(64 * 1024);
+    let gate = Gate {
+        inner: TestPlatform::new(1),
+        open: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+    };
+    // SAFETY: `buf` outlives `heap` (dropped at the end, after it).
+    let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+    let heap = Heap::init(region, HeapConfig::default(), gate.clone()).unwrap();
+    let hog = heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let waiter = heap.register_as(ProcessId::from_pid(101)).unwrap();
+    while heap.try_alloc(hog, 256).is_ok() {}
+    let waiters = || heap.header().waiters.load(Relaxed);
+    std::thread::scope(|s| {
+        let blocked = s.spawn(|| heap.alloc_timeout(waiter, 4096, Some(Duration::from_secs(60))));
+        while waiters() == 0 {
+            std::thread::yield_now();
+        }
+        // Its process dies while blocked; a watchdog reclaims it.
+        gate.inner.kill(101);
+        assert_eq!(heap.reclaim_dead().unwrap(), 1);
+        assert_eq!(
+            waiters(),
+            0,
+            "the dead waiter's registration was given back"
+        );
+        // Were it still running, its next step finds its registration gone.
+        let (lock, cv) = &*gate.open;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+        assert!(matches!(
+            blocked.join().unwrap(),
+            Err(Error::StaleMember { .. } | Error::Timeout)
+        ));
+    });
+    assert_eq!(waiters(), 0, "never below zero");
+    heap.check().unwrap();
+    drop(heap);
+    drop(buf);
+}

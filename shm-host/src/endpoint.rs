@@ -194,12 +194,20 @@ impl<S: System> Endpoint<S> {
         }
     }
 
-    /// Leaves: releases the doorbell's wait object and frees the participant.
+    /// Leaves: makes the participant unreachable (no sender rings it from then on),
+    /// releases the doorbell's wait object, frees the participant.
     pub fn close(&self) -> Result<()> {
-        self.att.seg.bell_destroy(self.p.bell);
-        self.att
-            .heap()
-            .destroy_participant(self.att.me(), self.p.at)
+        let heap = self.att.heap();
+        let me = self.att.me();
+        let retired = heap.retire_participant(me, self.p.at);
+        if retired.is_ok() {
+            self.att.seg.bell_destroy(self.p.bell);
+        }
+        // If retiring failed (the process was reclaimed meanwhile), the doorbell's object
+        // is left alone: someone may still ring it, and a leaked semaphore in shared
+        // memory costs nothing once the block is reused.
+        retired
+            .and_then(|()| heap.destroy_participant(me, self.p.at))
             .map_err(HostError::from)
     }
 }

@@ -172,9 +172,9 @@ impl<'m> Space<'m> {
     }
 
     /// Header words outside the allocator state that operations journal.
-    pub(crate) fn journaled_header_words(&self) -> [&'m AtomicU32; 3] {
+    pub(crate) fn journaled_header_words(&self) -> [&'m AtomicU32; 4] {
         let [at, value] = &self.hdr.publish;
-        [at, value, &self.hdr.publish_bell]
+        [at, value, &self.hdr.publish_bell, &self.hdr.waiters]
     }
 
     fn new(
@@ -630,6 +630,10 @@ impl<'m, P: Platform> Heap<'m, P> {
     ) -> Result<Offset, Error> {
         let hdr = self.space.hdr;
         let deadline = timeout.and_then(|t| self.platform.now().and_then(|n| n.checked_add(t)));
+        // Whether this call is registered as a waiter (in the header's `waiters` and in its
+        // own record's `waiting`, so that a reclaim gives the count back if it dies here).
+        // Registration and deregistration both happen under the lock.
+        let mut registered = false;
         loop {
             // On failure the allocator registers as a waiter and reads the epoch inside
             // the failed operation, under the lock: a free that runs after it sees the
@@ -637,10 +641,19 @@ impl<'m, P: Platform> Heap<'m, P> {
             // and one that ran before it left memory this attempt would have found.
             let mut epoch = None;
             let r = self.op(OpCode::Alloc, |tx, s| {
-                let r = s.alloc(tx, s.member(me)?, size, Placement::Low);
+                let slot = s.member(me)?;
+                if registered {
+                    unregister_waiter(s, slot);
+                    registered = false;
+                }
+                let r = s.alloc(tx, slot, size, Placement::Low);
                 if let Err(Error::OutOfMemory { .. }) = r {
                     // Not journaled: the registration outlives the operation's undo.
                     hdr.waiters.fetch_add(1, SeqCst);
+                    if let Ok(rec) = s.record(slot) {
+                        rec.rec.waiting.fetch_add(1, SeqCst);
+                    }
+                    registered = true;
                     epoch = Some(hdr.free_epoch.load(SeqCst));
                 }
                 r
@@ -649,7 +662,7 @@ impl<'m, P: Platform> Heap<'m, P> {
             let remaining = match (timeout, deadline, self.platform.now()) {
                 (Some(_), Some(d), Some(now)) => {
                     if now >= d {
-                        hdr.waiters.fetch_sub(1, SeqCst);
+                        self.stop_waiting(me);
                         return Err(Error::Timeout);
                     }
                     Some(d - now)
@@ -657,11 +670,19 @@ impl<'m, P: Platform> Heap<'m, P> {
                 (t, _, _) => t,
             };
             let outcome = self.platform.wait(&hdr.free_epoch, epoch, remaining);
-            hdr.waiters.fetch_sub(1, SeqCst);
             if outcome == WaitOutcome::TimedOut && deadline.is_none() {
+                self.stop_waiting(me);
                 return Err(Error::Timeout);
             }
         }
+    }
+
+    /// Deregisters a waiter of `me` that gives up (under the lock, as it registered).
+    fn stop_waiting(&self, me: Member) {
+        let _ = self.op(OpCode::Alloc, |_, s| {
+            unregister_waiter(s, s.member(me)?);
+            Ok(())
+        });
     }
 
     /// Allocates a block for `me` whose payload starts exactly at `offset`, holding at
@@ -1003,6 +1024,18 @@ fn heap_ranges(
             .map_err(|_| AttachError::BadConfig)?;
     }
     Ok(ranges)
+}
+
+/// Takes one blocked allocation of `slot` off the waiter counts (under the lock). Both
+/// counts saturate: a registration lost to an undone owner-array move (the record it was
+/// counted in was rolled back) must not wrap them.
+fn unregister_waiter(s: &Space<'_>, slot: ProcSlot) {
+    let all = &s.hdr.waiters;
+    all.store(all.load(SeqCst).saturating_sub(1), SeqCst);
+    if let Ok(r) = s.record(slot) {
+        let mine = &r.rec.waiting;
+        mine.store(mine.load(SeqCst).saturating_sub(1), SeqCst);
+    }
 }
 
 /// Zeroes `len` bytes (a multiple of 4) at `off`.

@@ -214,6 +214,8 @@ impl<'m> Space<'m> {
         for w in &rec.app {
             tx.set_fresh(w, 0)?;
         }
+        tx.set_fresh(&rec.waiting, 0)?;
+        tx.set_fresh(&rec.reserved, 0)?;
         let r = RecordRef {
             at: rec_at,
             rec,
@@ -814,6 +816,12 @@ impl<'m> Space<'m> {
             *cursor += 1;
         }
         let h = &self.hdr.heap;
+        // Allocations it was blocked in when it died will never unregister as waiters.
+        let waiting = r.rec.waiting.load(Relaxed);
+        if waiting != 0 {
+            let all = &self.hdr.waiters;
+            tx.set(all, all.load(Relaxed).saturating_sub(waiting))?;
+        }
         tx.set(self.table_entry(slot)?, 0)?;
         tx.set(&h.proc_count, h.proc_count.load(Relaxed).wrapping_sub(1))?;
         tx.set(&h.reclaims, h.reclaims.load(Relaxed).wrapping_add(1))?;
