@@ -42,6 +42,11 @@ pub struct ServerOptions {
     /// received and not yet dropped, buffers it allocated) before its owner array has to
     /// move to a larger block.
     pub owner_cells: u32,
+    /// Kill a client that stopped answering keepalives, where the system can confirm which
+    /// process it is (Linux: the process with its pid in this PID namespace holds its
+    /// liveness mark). Its memory comes back once it is dead. Off by default: an
+    /// unresponsive client is only disconnected.
+    pub kill_unresponsive: bool,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +61,7 @@ impl Default for ServerOptions {
             heap: HeapConfig::default(),
             keepalive_reserve: 16 * 1024,
             owner_cells: 4096,
+            kill_unresponsive: false,
         }
     }
 }
@@ -85,6 +91,8 @@ pub enum ServerEvent {
         client: PeerId,
         /// Consecutive keepalives it missed.
         missed: u32,
+        /// Whether the server killed it ([`ServerOptions::kill_unresponsive`]).
+        killed: bool,
     },
     /// A client was declared dead; its memory was reclaimed.
     Died {
@@ -588,7 +596,18 @@ impl<S: System> Inner<S> {
                     );
                     self.lock_clients().remove(&id);
                     self.lock_unresponsive().insert(id, pid);
-                    self.event(ServerEvent::Unresponsive { client: id, missed });
+                    let killed = self.opts.kill_unresponsive
+                        && process.is_some_and(|p| {
+                            matches!(
+                                att.seg.system().terminate(att.seg.mapping(), p.id),
+                                Ok(true)
+                            )
+                        });
+                    self.event(ServerEvent::Unresponsive {
+                        client: id,
+                        missed,
+                        killed,
+                    });
                 }
             }
         }

@@ -73,6 +73,13 @@ pub trait System: WaitNotify + Clone + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Kills the process `id` (a participant of segment `m`) if the system can confirm
+    /// that it is that participant; returns whether it did. The default cannot.
+    fn terminate(&self, m: &Self::Mapping, id: ProcessId) -> Result<bool> {
+        let _ = (m, id);
+        Ok(false)
+    }
+
     /// The size the segment's object has now (it can shrink under a mapping on systems
     /// where a process with write access may truncate it).
     fn object_size(&self, m: &Self::Mapping) -> Result<u64> {

@@ -301,3 +301,61 @@ fn stopped_client_is_unresponsive_not_dead() {
         failures.join("\n")
     );
 }
+
+/// With `ServerOptions::kill_unresponsive`, a client stopped past the heartbeat limit is
+/// killed by the server (Linux confirms it is the process holding the client's liveness
+/// mark before signalling), and its memory comes back once it is dead: available bytes
+/// return to their value from before it connected.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unresponsive_client_is_killed_when_asked() {
+    let name = unique_name("killed");
+    let _guard = SegmentGuard(name.clone());
+    let mut server = {
+        let mut peer = Peer::spawn(
+            peer_exe!(),
+            &[
+                "collector",
+                &name,
+                "--heartbeat",
+                &HEARTBEAT_MS.to_string(),
+                "--max-missed",
+                &MAX_MISSED.to_string(),
+                "--kill-unresponsive",
+                "1",
+            ],
+        );
+        let lines = peer.lines();
+        let first = lines.next_within(ANSWER).expect("server started");
+        assert_eq!(first, "serving 1");
+        Driven {
+            peer,
+            lines,
+            who: "server",
+        }
+    };
+    let (start, _) = stats(&mut server);
+    let (mut a, _) = driven(&name, "A");
+    assert_eq!(a.ask(&format!("hold {HELD} 0x5a"), "hold"), "hold ok");
+    a.signal(libc::SIGSTOP);
+    let status = a.peer.wait(ANSWER);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the stopped client was killed: {status}"
+    );
+    let mut polls = 0;
+    let (end, check) = loop {
+        let (avail, check) = stats(&mut server);
+        polls += 1;
+        if avail == start || polls >= 600 {
+            break (avail, check);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(end, start, "the killed client's memory came back");
+    assert_eq!(check, "ok");
+    assert_eq!(server.ask("quit", "bye"), "bye");
+    assert!(server.peer.wait(ANSWER).success());
+}

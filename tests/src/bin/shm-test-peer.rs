@@ -8,7 +8,7 @@
 //! - `server NAME`: a server that echoes every message; prints `serving GEN`.
 //! - `send-one NAME TAG`: connects, sends one message with TAG, prints `sent`, waits for the
 //!   echo and prints `echo TAG`, then waits for a line on stdin before exiting.
-//! - `collector NAME [--heartbeat MS] [--max-missed N] [--hold BYTES]`: a server (default
+//! - `collector NAME [--heartbeat MS] [--max-missed N] [--hold BYTES] [--kill-unresponsive 0|1]`: a server (default
 //!   options unless given: 16 MiB) printing `serving GEN`, then one line per message,
 //!   `msg FROM TAG LEN CHECKSUM CLIENT SEQ HLEN` (the last three from a churn header, `-`
 //!   without one), and per event, `event connected|disconnected|died|other DEBUG`.
@@ -205,6 +205,7 @@ fn collector(name: &str, opts: &[String]) -> Result<(), String> {
             "--heartbeat" => options.heartbeat = Duration::from_millis(value),
             "--max-missed" => options.max_missed = value as u32,
             "--hold" => hold_limit = value as usize,
+            "--kill-unresponsive" => options.kill_unresponsive = value != 0,
             other => return Err(format!("unknown option {other}")),
         }
     }

@@ -89,8 +89,13 @@ fn print_event(ev: ServerEvent) {
             reason,
             bytes_freed,
         } => println!("died {client} ({reason:?}), {bytes_freed} bytes reclaimed"),
-        ServerEvent::Unresponsive { client, missed } => println!(
-            "unresponsive {client}: missed {missed} keepalives; disconnected, memory kept until it exits"
+        ServerEvent::Unresponsive {
+            client,
+            missed,
+            killed,
+        } => println!(
+            "unresponsive {client}: missed {missed} keepalives; disconnected{}, memory kept until it exits",
+            if killed { " and killed" } else { "" }
         ),
     }
 }

@@ -75,6 +75,10 @@ impl System for NativeSystem {
         Ok(())
     }
 
+    fn terminate(&self, m: &PosixMapping, id: shm_core::ProcessId) -> Result<bool> {
+        process::terminate(m.fd(), id)
+    }
+
     fn object_size(&self, m: &PosixMapping) -> Result<u64> {
         Ok(m.stat()?.size)
     }

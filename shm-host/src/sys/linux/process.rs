@@ -91,6 +91,73 @@ fn held(f: impl FnOnce(&mut HashSet<u32>) -> bool) -> bool {
     f(g.get_or_insert_with(HashSet::new))
 }
 
+/// Kills process `id` with SIGKILL, but only if the process that now has pid `id.pid` in
+/// this PID namespace is the one holding mark `id.tag` on the object behind `object`: the
+/// pid alone could name another process (reused, or the pid is from another namespace).
+/// The kernel lists each description's locks in `/proc/PID/fdinfo/FD`; the check is made
+/// after `pidfd_open` pinned the process, so it cannot be replaced between the check and
+/// the signal. Returns whether the signal was sent; `Ok(false)` when the holder cannot be
+/// confirmed (then nothing is done).
+pub fn terminate(object: BorrowedFd<'_>, id: ProcessId) -> Result<bool> {
+    let Ok(pid) = libc::pid_t::try_from(id.pid) else {
+        return Ok(false);
+    };
+    if pid <= 0 || id.tag == 0 {
+        return Ok(false);
+    }
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten by `fstat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open and `st` is a valid out-pointer.
+    if unsafe { libc::fstat(object.as_raw_fd(), &mut st) } != 0 {
+        return Err(HostError::last_os("fstat"));
+    }
+    let start = MARK_BASE + i64::from(id.tag);
+    let wanted = format!(
+        "{:02x}:{:02x}:{} {start} {start}",
+        libc::major(st.st_dev),
+        libc::minor(st.st_dev),
+        st.st_ino
+    );
+    // SAFETY: plain system call with integer arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Ok(false); // gone already, or not visible from here
+    }
+    let Ok(raw) = libc::c_int::try_from(pidfd) else {
+        return Ok(false);
+    };
+    // SAFETY: `pidfd_open` returned a new descriptor that we own.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    if !holds_lock(pid, &wanted) {
+        return Ok(false);
+    }
+    // SAFETY: plain system call on our pidfd; a null siginfo is allowed.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Ok(sent == 0)
+}
+
+/// Whether one of `pid`'s descriptors holds an OFD lock described by `wanted` ("dev:ino
+/// start end", as `/proc/PID/fdinfo` prints it).
+fn holds_lock(pid: libc::pid_t, wanted: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        std::fs::read_to_string(e.path()).is_ok_and(|text| {
+            text.lines()
+                .any(|l| l.contains("OFDLCK") && l.trim_end().ends_with(wanted))
+        })
+    })
+}
+
 /// One attachment's presence in a segment: its mark, held on a descriptor of the same open
 /// file description as the mapping's.
 #[derive(Debug)]
