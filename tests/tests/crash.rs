@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shm_core::Error;
-use shm_host::{Client, HostError, Server, ServerEvent, ServerOptions};
+use shm_host::{Client, ClientOptions, HostError, RecvMode, Server, ServerEvent, ServerOptions};
 use shm_tests::{eventually, peer_exe, unique_name, Peer};
 
 fn server(name: &str) -> Server<shm_host::NativeSystem> {
@@ -186,5 +186,50 @@ fn no_server_is_a_clear_error() {
     match Client::connect(&name) {
         Err(HostError::NotFound { .. }) => {}
         other => panic!("expected NotFound, got {:?}", other.err()),
+    }
+}
+
+/// A client blocked in `recv` when its server is SIGKILLed does not wait forever: in every
+/// receive mode, `recv` returns an error once the server is gone (the keepalive thread
+/// reclaims the dead server, and the receive loop notices between its waits).
+#[test]
+fn recv_returns_when_the_server_is_killed() {
+    for mode in [RecvMode::Blocking, RecvMode::default(), RecvMode::BusyPoll] {
+        let name = unique_name(&format!("recv-dead-{mode}"));
+        let mut s = Peer::spawn(peer_exe!(), &["server", &name]);
+        assert_eq!(s.read_line(), "serving 1");
+        let client = Client::connect_with(
+            &name,
+            ClientOptions {
+                recv_mode: mode,
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        client.wait_connected(Duration::from_secs(10)).unwrap();
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| client.recv());
+            std::thread::sleep(Duration::from_millis(50));
+            s.kill();
+            // The hang guard: a recv that never returns fails the test instead.
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            while !waiting.is_finished() {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "recv ({mode}) still waiting after the server died"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let got = waiting.join().unwrap();
+            assert!(
+                got.is_err(),
+                "recv ({mode}) returned a message from a dead server"
+            );
+        });
+        drop(client);
+        let _ = shm_host::System::unlink(
+            &shm_host::NativeSystem,
+            &shm_host::SegmentName::new(&name).unwrap(),
+        );
     }
 }
