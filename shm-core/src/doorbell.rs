@@ -86,7 +86,11 @@ impl Doorbell {
     ) -> Result<*mut u8, Error> {
         let at = region.offset_of(&self.os[0])?;
         let ptr = region.ptr(crate::Offset::new(at), OS_AREA_BYTES as u32)?;
-        if size > OS_AREA_BYTES || align > OS_AREA_ALIGN || ptr.as_ptr() as usize % align != 0 {
+        // An `align` of 0 (the caller's) is refused like a misaligned area, not a panic.
+        if size > OS_AREA_BYTES
+            || align > OS_AREA_ALIGN
+            || (ptr.as_ptr() as usize).checked_rem(align) != Some(0)
+        {
             return Err(corrupt(at, CorruptionKind::Misaligned));
         }
         Ok(ptr.as_ptr())

@@ -142,8 +142,17 @@ unsafe impl<P: Platform + Send + Sync + 'static> GlobalAlloc for RegionAllocator
             .region()
             .offset_of_ptr(base.as_ptr())
             .map_or(0, Offset::get);
-        let addr = base.as_ptr() as usize + 4;
-        let shift = (align - addr % align) % align + 4;
+        // The first multiple of `align` at least 4 bytes into the payload.
+        let base_addr = base.as_ptr() as usize;
+        let Some(shift) = base_addr
+            .checked_add(4)
+            .and_then(|a| a.checked_next_multiple_of(align))
+            .and_then(|a| a.checked_sub(base_addr))
+        else {
+            // Only at the very top of the address space, where no heap lies.
+            let _ = heap.free(*me, Offset::new(block));
+            return ptr::null_mut();
+        };
         // SAFETY: `shift <= align + 3 < padded - size`, so the aligned pointer and the
         // `size` bytes after it stay inside the block.
         let aligned = unsafe { base.as_ptr().add(shift) };

@@ -108,7 +108,7 @@ impl FaultInjector {
                 return Err(Error::InjectedCrash);
             }
             if fuel > 1 {
-                self.fuel.store(fuel - 1, Relaxed);
+                self.fuel.store(fuel.saturating_sub(1), Relaxed);
             }
         }
         Ok(())
@@ -164,9 +164,11 @@ impl<'a, 'm> Tx<'a, 'm> {
         // and headers a power of two apart over different bits.
         let bit = 1u64 << ((offset / 4).wrapping_mul(0x9E37_79B9) >> 26);
         let logged = self.seen & bit != 0
-            && self.journal.entries[..self.len as usize]
-                .iter()
-                .any(|e| e.offset.load(Relaxed) == offset);
+            && self
+                .journal
+                .entries
+                .get(..self.len as usize)
+                .is_some_and(|logged| logged.iter().any(|e| e.offset.load(Relaxed) == offset));
         if !logged {
             self.seen |= bit;
             self.faults.step()?;
@@ -175,9 +177,10 @@ impl<'a, 'm> Tx<'a, 'm> {
                 .entries
                 .get(self.len as usize)
                 .ok_or(Error::JournalFull)?;
+            let len = self.len.checked_add(1).ok_or(Error::JournalFull)?;
             slot.offset.store(offset, Relaxed);
             slot.old.store(word.load(Relaxed), Relaxed);
-            self.len += 1;
+            self.len = len;
             // Release: a recoverer that sees the new length sees the entry.
             self.journal.head.len.store(self.len, Release);
         }
@@ -265,15 +268,18 @@ pub(crate) fn recover(
     also: &[&AtomicU32],
 ) -> Result<u32, Error> {
     let len = journal.head.len.load(Acquire);
-    if len as usize > JOURNAL_CAPACITY {
+    let Some(entries) = journal.entries.get(..len as usize) else {
+        // A length over the capacity.
         let at = region.offset_of(&journal.head.len).unwrap_or(0);
         return Err(corrupt(at, CorruptionKind::BadJournal));
-    }
+    };
     // Validate every entry before touching anything: it must name a word of live metadata,
     // never the identity part of the header, the lock, or the journal itself.
     let entries_start = region.offset_of(&journal.entries[0].offset)?;
-    let entries_end = entries_start + core::mem::size_of::<JournalEntries>() as u32;
-    for e in &journal.entries[..len as usize] {
+    let entries_end = entries_start
+        .checked_add(core::mem::size_of::<JournalEntries>() as u32)
+        .ok_or_else(|| corrupt(entries_start, CorruptionKind::BadJournal))?;
+    for e in entries {
         let off = e.offset.load(Relaxed);
         let bad = || {
             corrupt(
@@ -291,7 +297,7 @@ pub(crate) fn recover(
         }
         region.word(off).map_err(|_| bad())?;
     }
-    for e in journal.entries[..len as usize].iter().rev() {
+    for e in entries.iter().rev() {
         let word = region.word(e.offset.load(Relaxed))?;
         word.store(e.old.load(Relaxed), Relaxed);
     }

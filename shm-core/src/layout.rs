@@ -59,6 +59,9 @@ pub const NO_CELL: u32 = 0xFFFF;
 pub const MAX_CELLS: u32 = 0xFFFF;
 
 // Compile-time layout assertions: the numbers are part of the format.
+// The sums below are evaluated at compile time, on small constants: an overflow would be a
+// build error, never a panic at run time.
+#[allow(clippy::arithmetic_side_effects)]
 const _: () = {
     assert!(size_of::<BlockHeader>() == 16);
     assert!(offset_of!(BlockHeader, size_flags) == 0);
@@ -145,16 +148,15 @@ const _: () = {
 /// FNV-1a over a list of numbers, usable in constant context.
 const fn fnv1a(values: &[usize]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
-    let mut i = 0;
-    while i < values.len() {
-        let bytes = (values[i] as u32).to_le_bytes();
-        let mut j = 0;
-        while j < 4 {
-            hash ^= bytes[j] as u32;
+    let mut rest = values;
+    while let [value, tail @ ..] = rest {
+        let mut bytes: &[u8] = &(*value as u32).to_le_bytes();
+        while let [byte, more @ ..] = bytes {
+            hash ^= *byte as u32;
             hash = hash.wrapping_mul(0x0100_0193);
-            j += 1;
+            bytes = more;
         }
-        i += 1;
+        rest = tail;
     }
     hash
 }

@@ -84,9 +84,12 @@ unsafe impl ShmSafe for OwnerCell {}
 /// Cells in a new owner array.
 pub const INITIAL_CELLS: u32 = 16;
 
-/// Bytes of payload a process block with `cells` cells needs.
+/// Bytes of payload a process block with `cells` cells needs. Saturates at `u32::MAX` for
+/// a count too large to fit (no block is that large).
 pub const fn record_bytes(cells: u32) -> u32 {
-    size_of::<ProcessRecord>() as u32 + cells * size_of::<OwnerCell>() as u32
+    cells
+        .saturating_mul(size_of::<OwnerCell>() as u32)
+        .saturating_add(size_of::<ProcessRecord>() as u32)
 }
 
 /// The next capacity when an owner array of `cells` is full, or `None` at the limit.
@@ -96,7 +99,7 @@ pub const fn grown_capacity(cells: u32) -> Option<u32> {
     } else if cells >= MAX_CELLS / 2 {
         Some(MAX_CELLS)
     } else {
-        Some(cells * 2)
+        cells.checked_mul(2)
     }
 }
 
@@ -112,10 +115,11 @@ pub(crate) struct RecordRef<'m> {
 }
 
 impl<'m> RecordRef<'m> {
-    /// Offset of cell `index` (unchecked against the capacity).
+    /// Offset of cell `index` (unchecked against the capacity). Saturates at `u32::MAX`,
+    /// which is no word's offset (misaligned, past every range): reading there fails.
     #[inline]
     pub(crate) fn cell_offset(&self, index: u32) -> u32 {
-        self.at + record_bytes(index)
+        self.at.saturating_add(record_bytes(index))
     }
 
     /// The owner reference naming cell `index` of this process.
@@ -147,7 +151,11 @@ pub(crate) fn validate_record(
     if cap == 0 || cap > MAX_CELLS || used > cap || (free != NO_CELL && free >= cap) {
         return Err(bad());
     }
-    if block.size() < header_size + record_bytes(cap) || !block.is_used() {
+    if header_size
+        .checked_add(record_bytes(cap))
+        .is_none_or(|need| block.size() < need)
+        || !block.is_used()
+    {
         return Err(bad());
     }
     Ok(())

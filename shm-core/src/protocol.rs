@@ -193,14 +193,21 @@ unsafe impl ShmSafe for KeepAlive {}
 
 /// Bytes of a participant block payload for a queue of `capacity` slots (at most
 /// 2^20): the record, up to 63 bytes to align the doorbell to 64, the doorbell, the queue.
+/// Saturates at `u32::MAX` (no block is that large) for a capacity too large to fit.
 pub const fn participant_bytes(capacity: u32) -> u32 {
-    size_of::<Participant>() as u32 + 63 + size_of::<Doorbell>() as u32 + queue_bytes(capacity)
+    queue_bytes(capacity)
+        .saturating_add(size_of::<Participant>() as u32)
+        .saturating_add(63)
+        .saturating_add(size_of::<Doorbell>() as u32)
 }
 
 /// Where the doorbell and the queue of the participant at `at` are; `None` when they
 /// would not fit below 4 GiB (only a hostile offset near the top of the region does that).
 fn participant_layout(at: u32) -> Option<(u32, u32)> {
-    let bell = at.checked_add(size_of::<Participant>() as u32 + 63)? & !63;
+    let bell = at
+        .checked_add(size_of::<Participant>() as u32)?
+        .checked_add(63)?
+        & !63;
     Some((bell, bell.checked_add(size_of::<Doorbell>() as u32)?))
 }
 
@@ -377,8 +384,9 @@ impl<'m> Space<'m> {
             return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
         }
         let queue = OffsetQueue::open(&self.region, queue_at)?;
-        if u64::from(queue_at) + u64::from(queue_bytes(queue.capacity()))
-            > u64::from(b) + u64::from(h.size())
+        // Sums of two u32 in a u64: they cannot saturate.
+        if u64::from(queue_at).saturating_add(u64::from(queue_bytes(queue.capacity())))
+            > u64::from(b).saturating_add(u64::from(h.size()))
         {
             return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
         }
@@ -594,10 +602,8 @@ impl<'m, P: Platform> Heap<'m, P> {
             for w in &rec.reserved {
                 tx.set_fresh(w, 0)?;
             }
-            let mut o = bell_at;
-            while o < queue_at {
+            for o in (bell_at..queue_at).step_by(4) {
                 tx.set_fresh(region.word(o)?, 0)?;
-                o += 4;
             }
             OffsetQueue::format(tx, region, queue_at, capacity)?;
             Ok(at)

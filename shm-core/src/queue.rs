@@ -81,9 +81,12 @@ unsafe impl ShmSafe for QueueHeader {}
 // SAFETY: repr(C), eight AtomicU32, no padding.
 unsafe impl ShmSafe for QueueSlot {}
 
-/// Bytes a queue of `capacity` slots needs.
+/// Bytes a queue of `capacity` slots needs. Saturates at `u32::MAX` for a capacity too
+/// large to fit (no block is that large, so allocating it fails).
 pub const fn queue_bytes(capacity: u32) -> u32 {
-    size_of::<QueueHeader>() as u32 + capacity * size_of::<QueueSlot>() as u32
+    capacity
+        .saturating_mul(SLOT_BYTES)
+        .saturating_add(size_of::<QueueHeader>() as u32)
 }
 
 /// A validated view of a queue in a region.
@@ -133,14 +136,21 @@ impl<'m> OffsetQueue<'m> {
             });
         }
         let hdr: &'m QueueHeader = region.get(at)?;
-        let slots = at + size_of::<QueueHeader>() as u32;
+        let out = || corrupt(at, CorruptionKind::OutOfBounds);
+        let slots = at
+            .checked_add(size_of::<QueueHeader>() as u32)
+            .ok_or_else(out)?;
         tx.set_fresh(&hdr.tail, 0)?;
         tx.set_fresh(&hdr.enqueued, 0)?;
         tx.set_fresh(&hdr.head, 0)?;
         tx.set_fresh(&hdr.capacity, capacity)?;
         tx.set_fresh(&hdr.slots, slots)?;
         for i in 0..capacity {
-            let s: &QueueSlot = region.get(slots + SLOT_BYTES * i)?;
+            let s_at = SLOT_BYTES
+                .checked_mul(i)
+                .and_then(|o| slots.checked_add(o))
+                .ok_or_else(out)?;
+            let s: &QueueSlot = region.get(s_at)?;
             tx.set_fresh(&s.seq, i)?;
             tx.set_fresh(&s.offset, 0)?;
             tx.set_fresh(&s.tag, 0)?;
@@ -162,8 +172,10 @@ impl<'m> OffsetQueue<'m> {
         let bad = || corrupt(at, CorruptionKind::BadQueue);
         if !capacity.is_power_of_two()
             || !(2..=(1 << 24)).contains(&capacity)
-            || slots != at + size_of::<QueueHeader>() as u32
-            || !region.contains(slots, capacity * size_of::<QueueSlot>() as u32)
+            || Some(slots) != at.checked_add(size_of::<QueueHeader>() as u32)
+            || !capacity
+                .checked_mul(SLOT_BYTES)
+                .is_some_and(|bytes| region.contains(slots, bytes))
         {
             return Err(bad());
         }
@@ -211,7 +223,14 @@ impl<'m> OffsetQueue<'m> {
 
     #[inline]
     fn slot(&self, pos: u32, region: &Region<'m>) -> Result<&'m QueueSlot, Error> {
-        region.get(self.slots + SLOT_BYTES * (pos & (self.capacity - 1)))
+        // The capacity is a power of two of at least 2 (checked by `format` and `open`), so
+        // this is the mask of its low bits; were it 0, the checks below still catch it.
+        let index = pos & self.capacity.wrapping_sub(1);
+        let at = index
+            .checked_mul(SLOT_BYTES)
+            .and_then(|o| self.slots.checked_add(o))
+            .ok_or_else(|| corrupt(self.slots, CorruptionKind::BadQueue))?;
+        region.get(at)
     }
 
     /// Sender side, under the region lock: writes the entry into the next slot and

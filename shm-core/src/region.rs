@@ -116,7 +116,9 @@ impl<'m> Region<'m> {
             let ptr = NonNull::new(r.ptr).ok_or(AttachError::BadConfig)?;
             let addr = r.ptr as usize;
             let start = addr.checked_sub(base).ok_or(AttachError::BadConfig)? as u64;
-            let end = start + r.len as u64;
+            let end = start
+                .checked_add(r.len as u64)
+                .ok_or(AttachError::BadConfig)?;
             if end > u64::from(u32::MAX) {
                 return Err(AttachError::TooLarge { supplied: end }.into());
             }
@@ -160,7 +162,11 @@ impl<'m> Region<'m> {
 
     /// Total bytes over all ranges.
     pub fn total_len(&self) -> u64 {
-        self.ranges.iter().map(|r| u64::from(r.end - r.start)).sum()
+        // `end > start` for every range (checked when the view was built).
+        self.ranges
+            .iter()
+            .map(|r| u64::from(r.end.saturating_sub(r.start)))
+            .sum()
     }
 
     /// The pointer to `len` bytes at `offset`, if they lie inside one range.
@@ -174,10 +180,13 @@ impl<'m> Region<'m> {
             .checked_add(len)
             .ok_or_else(|| corrupt(off, CorruptionKind::OutOfBounds))?;
         for r in &self.ranges {
-            if off >= r.start && end <= r.end {
-                // SAFETY: `off - r.start < r.end - r.start`, the length of the range that
-                // `r.ptr` points into, so the result stays inside the same allocation.
-                return Ok(unsafe { r.ptr.add((off - r.start) as usize) });
+            if end > r.end {
+                continue;
+            }
+            if let Some(rel) = off.checked_sub(r.start) {
+                // SAFETY: `rel = off - r.start < r.end - r.start`, the length of the range
+                // that `r.ptr` points into, so the result stays inside the same allocation.
+                return Ok(unsafe { r.ptr.add(rel as usize) });
             }
         }
         Err(corrupt(off, CorruptionKind::OutOfBounds))
@@ -187,7 +196,7 @@ impl<'m> Region<'m> {
     /// alignment. The reference lives as long as the mapping.
     #[inline]
     pub fn get<T: ShmSafe>(&self, offset: u32) -> Result<&'m T, Error> {
-        if offset as usize % align_of::<T>() != 0 {
+        if (offset as usize).checked_rem(align_of::<T>()) != Some(0) {
             return Err(corrupt(offset, CorruptionKind::Misaligned));
         }
         let p = self.ptr(Offset::new(offset), size_of::<T>() as u32)?;
@@ -212,9 +221,16 @@ impl<'m> Region<'m> {
         let addr = word as *const AtomicU32 as usize;
         for r in &self.ranges {
             let start = r.ptr.as_ptr() as usize;
-            let len = (r.end - r.start) as usize;
-            if addr >= start && addr + 4 <= start + len {
-                return Ok(r.start + (addr - start) as u32);
+            // `end > start` (checked when the view was built).
+            let len = r.end.saturating_sub(r.start) as usize;
+            let Some(rel) = addr.checked_sub(start) else {
+                continue;
+            };
+            if rel.checked_add(4).is_some_and(|e| e <= len) {
+                // `rel < len`, so `rel` fits in u32 and `r.start + rel < r.end`.
+                if let Some(off) = r.start.checked_add(rel as u32) {
+                    return Ok(off);
+                }
             }
         }
         Err(corrupt(0, CorruptionKind::OutOfBounds))
@@ -225,9 +241,11 @@ impl<'m> Region<'m> {
         let addr = ptr as usize;
         self.ranges.iter().find_map(|r| {
             let start = r.ptr.as_ptr() as usize;
-            let len = (r.end - r.start) as usize;
-            (addr >= start && addr < start + len)
-                .then(|| Offset::new(r.start + (addr - start) as u32))
+            // `end > start` (checked when the view was built).
+            let len = r.end.saturating_sub(r.start) as usize;
+            let rel = addr.checked_sub(start).filter(|rel| *rel < len)?;
+            // `rel < len`, so `rel` fits in u32 and `r.start + rel < r.end`.
+            r.start.checked_add(rel as u32).map(Offset::new)
         })
     }
 
