@@ -62,7 +62,7 @@ impl<'m> Space<'m> {
             return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
         }
         let ph = self.block(p)?;
-        if ph.size() != b - p {
+        if Some(ph.size()) != b.checked_sub(p) {
             return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
         }
         Ok(Some((p, ph)))
@@ -76,7 +76,9 @@ impl<'m> Space<'m> {
         for r in self.ranges.iter().rev() {
             let mut cur = self.prev_phys(r.hi, self.block(r.hi)?, r.lo)?;
             while let Some((b, h)) = cur {
-                steps += 1;
+                steps = steps
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt(b, CorruptionKind::Cycle))?;
                 if steps > self.walk_limit() {
                     return Err(corrupt(b, CorruptionKind::Cycle));
                 }
@@ -104,12 +106,17 @@ impl<'m> Space<'m> {
         let mut x = r.lo;
         let mut steps = 0u32;
         while x < r.hi {
-            steps += 1;
+            steps = steps
+                .checked_add(1)
+                .ok_or_else(|| corrupt(x, CorruptionKind::Cycle))?;
             if steps > self.walk_limit() {
                 return Err(corrupt(x, CorruptionKind::Cycle));
             }
             let h = self.block(x)?;
-            let next = x + h.size(); // `block` checked that this stays in the range
+            // `block` checked that this stays in the range, but the size is read again.
+            let next = x
+                .checked_add(h.size())
+                .ok_or_else(|| corrupt(x, CorruptionKind::BadBlockSize))?;
             if next > b {
                 let fits = !h.is_used() && end <= next;
                 return Ok(fits.then_some(Found {
@@ -124,16 +131,22 @@ impl<'m> Space<'m> {
 
     /// Where in free block `f` a block of `need` bytes goes for `placement`, and its final
     /// size (a remainder too small to be a block is absorbed).
-    pub(crate) fn place(&self, f: Found, need: u32, placement: Placement) -> (u32, u32) {
-        let spare = f.size - need;
-        if spare < self.geo.min_block {
+    pub(crate) fn place(
+        &self,
+        f: Found,
+        need: u32,
+        placement: Placement,
+    ) -> Result<(u32, u32), Error> {
+        let bad = || corrupt(f.at, CorruptionKind::BadBlockSize);
+        let spare = f.size.checked_sub(need).ok_or_else(bad)?;
+        Ok(if spare < self.geo.min_block {
             (f.at, f.size)
         } else {
             match placement {
                 Placement::Low => (f.at, need),
-                Placement::High => (f.at + spare, need),
+                Placement::High => (f.at.checked_add(spare).ok_or_else(bad)?, need),
             }
-        }
+        })
     }
 
     /// Carves the used block `piece` out of free block `f`, which must contain it with a
@@ -148,11 +161,14 @@ impl<'m> Space<'m> {
             owner,
         } = piece;
         let fh = self.free_block(f.at)?;
-        let front = at - f.at;
-        let back = f.at + f.size - (at + size);
+        let bad = || corrupt(f.at, CorruptionKind::BadBlockSize);
+        let f_end = f.at.checked_add(f.size).ok_or_else(bad)?;
+        let piece_end = at.checked_add(size).ok_or_else(bad)?;
+        let front = at.checked_sub(f.at).ok_or_else(bad)?;
+        let back = f_end.checked_sub(piece_end).ok_or_else(bad)?;
         debug_assert!(front == 0 || front >= self.geo.min_block);
         debug_assert!(back == 0 || back >= self.geo.min_block);
-        let next_phys = self.block(f.at + f.size)?;
+        let next_phys = self.block(f_end)?;
         let heap = &self.hdr.heap;
         self.index_remove(tx, f.at, fh, f.size)?;
 
@@ -176,7 +192,7 @@ impl<'m> Space<'m> {
         }
         // The remainder after the piece, if any, becomes a free block (in `f`'s payload).
         if back > 0 {
-            let rest_at = at + size;
+            let rest_at = piece_end;
             let rest: &'m BlockHeader = self.region.get(rest_at)?;
             tx.set_fresh(&rest.size_flags, back)?;
             tx.set_fresh(&rest.prev_phys, at)?;
@@ -195,7 +211,7 @@ impl<'m> Space<'m> {
         if free_bytes < heap.min_free_bytes.load(Relaxed) {
             tx.set(&heap.min_free_bytes, free_bytes)?;
         }
-        let gaps = u32::from(front > 0) + u32::from(back > 0);
+        let gaps = u32::from(front > 0).saturating_add(u32::from(back > 0)); // 0..=2
         if gaps != 1 {
             let blocks = heap.free_blocks.load(Relaxed);
             tx.set_derived(&heap.free_blocks, blocks.wrapping_add(gaps).wrapping_sub(1))?;
@@ -223,7 +239,8 @@ impl<'m> Space<'m> {
         let before = self
             .prev_phys(b, h, range.lo)?
             .filter(|(_, ph)| !ph.is_used());
-        let np_at = b + size;
+        let bad_size = |at| corrupt(at, CorruptionKind::BadBlockSize);
+        let np_at = b.checked_add(size).ok_or_else(|| bad_size(b))?;
         let np = self.block(np_at)?;
         if np.prev_phys.load(Relaxed) != b {
             return Err(corrupt(np_at, CorruptionKind::BadBoundaryTag));
@@ -242,15 +259,15 @@ impl<'m> Space<'m> {
             tx.set(&h.size_flags, size)?;
             start = p;
             head = ph;
-            total += psize;
+            total = total.checked_add(psize).ok_or_else(|| bad_size(p))?;
             blocks = blocks.wrapping_sub(1);
         }
         let mut after = np;
         if merge_next {
             let nsize = np.size();
             self.index_remove(tx, np_at, np, nsize)?;
-            after = self.block(np_at + nsize)?;
-            total += nsize;
+            after = self.block(np_at.checked_add(nsize).ok_or_else(|| bad_size(np_at))?)?;
+            total = total.checked_add(nsize).ok_or_else(|| bad_size(np_at))?;
             blocks = blocks.wrapping_sub(1);
         }
         if after.prev_phys.load(Relaxed) != start {

@@ -69,9 +69,10 @@ pub const fn class_of(size: u32) -> (usize, usize) {
     if size < (1 << LINEAR_LOG) {
         (0, (size >> 3) as usize)
     } else {
-        let msb = 31 - size.leading_zeros();
-        let fl = (msb - LINEAR_LOG + 1) as usize;
-        let sl = ((size >> (msb - SL_LOG)) as usize) & (SL_COUNT - 1);
+        // `size >= 256`: `msb` is 8..=31, so none of these subtractions saturates.
+        let msb = 31u32.saturating_sub(size.leading_zeros());
+        let fl = msb.saturating_sub(LINEAR_LOG - 1) as usize;
+        let sl = ((size >> msb.saturating_sub(SL_LOG)) as usize) & (SL_COUNT - 1);
         (fl, sl)
     }
 }
@@ -83,10 +84,11 @@ pub const fn search_class(size: u32) -> Option<(usize, usize)> {
     if size < (1 << LINEAR_LOG) {
         return Some(class_of(size));
     }
-    let msb = 31 - size.leading_zeros();
-    let step = 1u32 << (msb - SL_LOG);
-    match size.checked_add(step - 1) {
-        Some(up) => Some(class_of(up & !(step - 1))),
+    // `size >= 256`: `msb` is 8..=31 and `step` at least 8, so nothing below saturates.
+    let msb = 31u32.saturating_sub(size.leading_zeros());
+    let step = 1u32 << msb.saturating_sub(SL_LOG);
+    match size.checked_add(step.saturating_sub(1)) {
+        Some(up) => Some(class_of(up & !step.saturating_sub(1))),
         None => None,
     }
 }
@@ -104,8 +106,14 @@ impl<'m> Space<'m> {
 
     /// The head word of list `(fl, sl)`.
     #[inline]
-    fn head(&self, fl: usize, sl: usize) -> &'m AtomicU32 {
-        &self.hdr.index.heads[fl][sl]
+    fn head(&self, fl: usize, sl: usize) -> Result<&'m AtomicU32, Error> {
+        let idx = &self.hdr.index;
+        idx.heads.get(fl).and_then(|l| l.get(sl)).ok_or_else(|| {
+            corrupt(
+                self.region.offset_of(&idx.fl_bitmap).unwrap_or(0),
+                CorruptionKind::BadFreeList,
+            )
+        })
     }
 
     /// Adds the free block `b` (header `h`, `size` bytes, already marked free) to its
@@ -124,7 +132,7 @@ impl<'m> Space<'m> {
     ) -> Result<(), Error> {
         let (fl, sl) = class_of(size);
         let idx = &self.hdr.index;
-        let head_word = self.head(fl, sl);
+        let head_word = self.head(fl, sl)?;
         let head = head_word.load(Relaxed);
         let (prev, next) = if head == 0 || b < head {
             (None, head)
@@ -150,8 +158,12 @@ impl<'m> Space<'m> {
         }
         tx.set_derived(head_word, b)?;
         if head == 0 {
-            let slm = idx.sl_bitmap[fl].load(Relaxed);
-            tx.set_derived(&idx.sl_bitmap[fl], slm | (1 << sl))?;
+            let sl_word = idx
+                .sl_bitmap
+                .get(fl)
+                .ok_or_else(|| corrupt(b, CorruptionKind::BadFreeList))?;
+            let slm = sl_word.load(Relaxed);
+            tx.set_derived(sl_word, slm | (1 << sl))?;
             if slm == 0 {
                 tx.set_derived(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) | (1 << fl))?;
             }
@@ -180,14 +192,18 @@ impl<'m> Space<'m> {
             tx.set_derived(&nh.owner, prev)?;
         }
         if prev == 0 {
-            let head_word = self.head(fl, sl);
+            let head_word = self.head(fl, sl)?;
             if head_word.load(Relaxed) != b {
                 return Err(corrupt(b, CorruptionKind::LostFreeBlock));
             }
             tx.set_derived(head_word, next)?;
             if next == 0 {
-                let slm = idx.sl_bitmap[fl].load(Relaxed) & !(1 << sl);
-                tx.set_derived(&idx.sl_bitmap[fl], slm)?;
+                let sl_word = idx
+                    .sl_bitmap
+                    .get(fl)
+                    .ok_or_else(|| corrupt(b, CorruptionKind::BadFreeList))?;
+                let slm = sl_word.load(Relaxed) & !(1 << sl);
+                tx.set_derived(sl_word, slm)?;
                 if slm == 0 {
                     tx.set_derived(&idx.fl_bitmap, idx.fl_bitmap.load(Relaxed) & !(1 << fl))?;
                 }
@@ -217,7 +233,7 @@ impl<'m> Space<'m> {
     pub(crate) fn index_push_front(&self, b: u32, h: &BlockHeader) -> Result<(), Error> {
         let (fl, sl) = class_of(h.size());
         let idx = &self.hdr.index;
-        let head_word = self.head(fl, sl);
+        let head_word = self.head(fl, sl)?;
         let head = head_word.load(Relaxed);
         if head != 0 {
             self.free_block(head)?.owner.store(b, Relaxed);
@@ -225,7 +241,10 @@ impl<'m> Space<'m> {
         h.link.store(head, Relaxed);
         h.owner.store(0, Relaxed);
         head_word.store(b, Relaxed);
-        idx.sl_bitmap[fl].fetch_or(1 << sl, Relaxed);
+        idx.sl_bitmap
+            .get(fl)
+            .ok_or_else(|| corrupt(b, CorruptionKind::BadFreeList))?
+            .fetch_or(1 << sl, Relaxed);
         idx.fl_bitmap.fetch_or(1 << fl, Relaxed);
         Ok(())
     }
@@ -235,11 +254,20 @@ impl<'m> Space<'m> {
     fn next_listed(&self, fl: usize, sl: usize) -> Result<Option<(usize, usize)>, Error> {
         let idx = &self.hdr.index;
         let at = || self.region.offset_of(&idx.fl_bitmap).unwrap_or(0);
-        let here = idx.sl_bitmap[fl].load(Relaxed) & (u32::MAX << sl);
+        let here = idx
+            .sl_bitmap
+            .get(fl)
+            .ok_or_else(|| corrupt(at(), CorruptionKind::BadFreeList))?
+            .load(Relaxed)
+            & (u32::MAX << sl);
         if here != 0 {
             return Ok(Some((fl, here.trailing_zeros() as usize)));
         }
-        let above = idx.fl_bitmap.load(Relaxed) & u32::MAX.checked_shl(fl as u32 + 1).unwrap_or(0);
+        let above = idx.fl_bitmap.load(Relaxed)
+            & (fl as u32)
+                .checked_add(1)
+                .and_then(|s| u32::MAX.checked_shl(s))
+                .unwrap_or(0);
         if above == 0 {
             return Ok(None);
         }
@@ -271,7 +299,7 @@ impl<'m> Space<'m> {
             // The heads of the first few non-empty classes that fit: take the lowest.
             let mut classes = 0u32;
             while let Some((fl, sl)) = self.next_listed(class.0, class.1)? {
-                let at = self.head(fl, sl).load(Relaxed);
+                let at = self.head(fl, sl)?.load(Relaxed);
                 let h = self.free_block(at)?;
                 let size = h.size();
                 if size < need {
@@ -280,14 +308,14 @@ impl<'m> Space<'m> {
                 if found.is_none_or(|f: Found| at < f.at) {
                     found = Some(Found { at, size });
                 }
-                classes += 1;
+                classes = classes.saturating_add(1); // at most CLASS_PROBE
                 if classes == CLASS_PROBE {
                     break;
                 }
-                class = if sl + 1 < SL_COUNT {
-                    (fl, sl + 1)
-                } else if fl + 1 < FL_COUNT {
-                    (fl + 1, 0)
+                class = if let Some(sl) = sl.checked_add(1).filter(|&s| s < SL_COUNT) {
+                    (fl, sl)
+                } else if let Some(fl) = fl.checked_add(1).filter(|&f| f < FL_COUNT) {
+                    (fl, 0)
                 } else {
                     break;
                 };
@@ -314,7 +342,7 @@ impl<'m> Space<'m> {
         let mut found = None;
         let mut seen = 0u32;
         self.walk_list(fl, sl, &mut |f| {
-            seen += 1;
+            seen = seen.saturating_add(1); // at most the walk limit
             if f.size >= need {
                 found = Some(f);
             }
@@ -333,10 +361,12 @@ impl<'m> Space<'m> {
         visit: &mut dyn FnMut(Found) -> Result<bool, Error>,
     ) -> Result<u32, Error> {
         let mut prev = 0u32;
-        let mut cur = self.head(fl, sl).load(Relaxed);
+        let mut cur = self.head(fl, sl)?.load(Relaxed);
         let mut steps = 0u32;
         while cur != 0 {
-            steps += 1;
+            steps = steps
+                .checked_add(1)
+                .ok_or_else(|| corrupt(cur, CorruptionKind::Cycle))?;
             if steps > self.walk_limit() {
                 return Err(corrupt(cur, CorruptionKind::Cycle));
             }
@@ -375,7 +405,7 @@ impl<'m> Space<'m> {
                 }
                 if total > self.walk_limit() {
                     return Err(corrupt(
-                        self.head(fl, sl).load(Relaxed),
+                        self.head(fl, sl).map_or(0, |w| w.load(Relaxed)),
                         CorruptionKind::Cycle,
                     ));
                 }
@@ -396,8 +426,8 @@ impl<'m> Space<'m> {
         }
         let mut count = 0u32;
         let mut bytes = 0u64;
-        for fl in 0..FL_COUNT {
-            let slm = idx.sl_bitmap[fl].load(Relaxed);
+        for (fl, sl_word) in idx.sl_bitmap.iter().enumerate() {
+            let slm = sl_word.load(Relaxed);
             if (slm != 0) != (flm & (1 << fl) != 0) {
                 return Err(bad());
             }
@@ -408,7 +438,8 @@ impl<'m> Space<'m> {
                         wrong_class = Some(f.at);
                         return Ok(true);
                     }
-                    bytes += u64::from(f.size);
+                    // At most the walk limit (< 2^32) sizes below 2^32: no saturation.
+                    bytes = bytes.saturating_add(u64::from(f.size));
                     Ok(false)
                 })?;
                 if let Some(b) = wrong_class {
@@ -428,6 +459,8 @@ impl<'m> Space<'m> {
 }
 
 #[cfg(test)]
+// Test code: a panic on overflow is a test failure, which is what a test should do.
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

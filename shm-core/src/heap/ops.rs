@@ -8,7 +8,7 @@
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::block::{BlockHeader, OwnerRef, SERVICE, USED};
-use crate::error::{corrupt, CorruptionKind, Error};
+use crate::error::{corrupt, AttachError, CorruptionKind, Error};
 use crate::heap::freelist::{Found, Piece};
 use crate::heap::{Placement, ReclaimStep, Space};
 use crate::journal::{FaultInjector, Tx};
@@ -85,7 +85,8 @@ impl<'m> Space<'m> {
         let mut tx = self.begin(0, &faults);
         for r in &self.ranges {
             let h = self.region.get(r.lo)?;
-            self.index_insert(&mut tx, r.lo, h, r.hi - r.lo, false)?;
+            let size = r.hi.checked_sub(r.lo).ok_or(AttachError::BadConfig)?;
+            self.index_insert(&mut tx, r.lo, h, size, false)?;
         }
         tx.commit().map(|_| ())
     }
@@ -94,15 +95,19 @@ impl<'m> Space<'m> {
     pub(crate) fn init_process_table(&self, capacity: u16) -> Result<(), Error> {
         let faults = FaultInjector::default();
         let mut tx = self.begin(0, &faults);
-        let bytes = u32::from(capacity) * 4;
+        let bytes = u32::from(capacity)
+            .checked_mul(4)
+            .ok_or(AttachError::BadConfig)?;
         let need = self.geo.block_size(bytes)?;
         let f = self
             .last_fit(need)?
             .ok_or(Error::OutOfMemory { requested: bytes })?;
-        let (at, size) = self.place(f, need, Placement::High);
-        let table = at + self.geo.hsize;
-        for i in 0..u32::from(capacity) {
-            tx.set_fresh(self.region.word(table + 4 * i)?, 0)?;
+        let (at, size) = self.place(f, need, Placement::High)?;
+        let bad = || corrupt(at, CorruptionKind::BadBlockSize);
+        let table = at.checked_add(self.geo.hsize).ok_or_else(bad)?;
+        let table_end = table.checked_add(bytes).ok_or_else(bad)?;
+        for o in (table..table_end).step_by(4) {
+            tx.set_fresh(self.region.word(o)?, 0)?;
         }
         self.carve(&mut tx, f, system_piece(at, size))?;
         let h = &self.hdr.heap;
@@ -198,8 +203,10 @@ impl<'m> Space<'m> {
         let f = self
             .last_fit(need)?
             .ok_or(Error::OutOfMemory { requested: bytes })?;
-        let (at, size) = self.place(f, need, Placement::High);
-        let rec_at = at + self.geo.hsize;
+        let (at, size) = self.place(f, need, Placement::High)?;
+        let rec_at = at
+            .checked_add(self.geo.hsize)
+            .ok_or_else(|| corrupt(at, CorruptionKind::BadBlockSize))?;
         let rec: &'m ProcessRecord = self.region.get(rec_at)?;
         tx.set_fresh(&rec.pid, id.pid)?;
         tx.set_fresh(&rec.tag, id.tag)?;
@@ -245,7 +252,8 @@ impl<'m> Space<'m> {
         for i in from..to {
             let c: &OwnerCell = self.region.get(r.cell_offset(i))?;
             tx.set_fresh(&c.block, 0)?;
-            tx.set_fresh(&c.next, if i + 1 < to { i + 1 } else { tail })?;
+            let next = i.checked_add(1).filter(|&n| n < to).unwrap_or(tail);
+            tx.set_fresh(&c.next, next)?;
         }
         tx.set_fresh(&r.rec.free_cell, from)
     }
@@ -289,14 +297,15 @@ impl<'m> Space<'m> {
         let f = self
             .last_fit(need)?
             .ok_or(Error::OutOfMemory { requested: bytes })?;
-        let (at, size) = self.place(f, need, Placement::High);
-        let new_at = at + self.geo.hsize;
+        let (at, size) = self.place(f, need, Placement::High)?;
+        let out = |at| corrupt(at, CorruptionKind::OutOfBounds);
+        let new_at = at.checked_add(self.geo.hsize).ok_or_else(|| out(at))?;
         // Copy record and used cells into the free block, then add the new free cells.
-        let mut off = 0;
-        while off < record_bytes(cap) {
-            let v = self.region.word(old.at + off)?.load(Relaxed);
-            tx.set_fresh(self.region.word(new_at + off)?, v)?;
-            off += 4;
+        for off in (0..record_bytes(cap)).step_by(4) {
+            let from = old.at.checked_add(off).ok_or_else(|| out(old.at))?;
+            let v = self.region.word(from)?.load(Relaxed);
+            let to = new_at.checked_add(off).ok_or_else(|| out(new_at))?;
+            tx.set_fresh(self.region.word(to)?, v)?;
         }
         let new = RecordRef {
             at: new_at,
@@ -307,7 +316,11 @@ impl<'m> Space<'m> {
         self.format_free_cells(tx, &new, cap, new_cap)?;
         self.carve(tx, f, system_piece(at, size))?;
         tx.set(self.table_entry(slot)?, new_at)?;
-        self.free_block_at(tx, old.at - self.geo.hsize)?;
+        let old_b = old
+            .at
+            .checked_sub(self.geo.hsize)
+            .ok_or_else(|| corrupt(old.at, CorruptionKind::BadProcessTable))?;
+        self.free_block_at(tx, old_b)?;
         self.record(slot)
     }
 
@@ -428,7 +441,12 @@ impl<'m> Space<'m> {
 
     /// Largest block any range can hold.
     pub(crate) fn max_block(&self) -> u32 {
-        self.ranges.iter().map(|r| r.hi - r.lo).max().unwrap_or(0)
+        // `hi > lo` for every range (process-local, see `heap_ranges`).
+        self.ranges
+            .iter()
+            .map(|r| r.hi.saturating_sub(r.lo))
+            .max()
+            .unwrap_or(0)
     }
 
     /// `alloc` and `alloc_service`.
@@ -453,7 +471,7 @@ impl<'m> Space<'m> {
             Placement::High => self.last_fit(need)?,
         }
         .ok_or(Error::OutOfMemory { requested: size })?;
-        let (at, bsize) = self.place(f, need, placement);
+        let (at, bsize) = self.place(f, need, placement)?;
         let flags = if placement == Placement::High {
             SERVICE
         } else {
@@ -461,7 +479,9 @@ impl<'m> Space<'m> {
         };
         let owner = r.owner_ref(index).pack();
         self.carve(tx, f, owned_piece(at, bsize, flags, owner))?;
-        let p = at + self.geo.hsize;
+        let p = at
+            .checked_add(self.geo.hsize)
+            .ok_or_else(|| corrupt(at, CorruptionKind::BadBlockSize))?;
         tx.set(&cell.block, p)?;
         tx.set(&cell.next, NO_OWNER)?;
         owned(tx, &r, bsize, true)?;
@@ -483,7 +503,7 @@ impl<'m> Space<'m> {
             .get()
             .checked_sub(self.geo.hsize)
             .ok_or(unavailable)?;
-        if b % self.geo.align != 0 {
+        if b.checked_rem(self.geo.align) != Some(0) {
             return Err(unavailable);
         }
         let range = self.range_of(b).ok_or(unavailable)?;
@@ -492,13 +512,18 @@ impl<'m> Space<'m> {
         }
         let (r, index, cell) = self.take_cell(tx, me)?;
         let f: Found = self.containing(b, need)?.ok_or(unavailable)?;
-        let front = b - f.at;
+        // `containing` found `f` around `[b, b + need)`.
+        let bad = || corrupt(f.at, CorruptionKind::BadBlockSize);
+        let front = b.checked_sub(f.at).ok_or_else(bad)?;
         if front != 0 && front < self.geo.min_block {
             return Err(unavailable);
         }
-        let back = f.at + f.size - (b + need);
+        let back = b
+            .checked_add(need)
+            .and_then(|end| f.at.checked_add(f.size)?.checked_sub(end))
+            .ok_or_else(bad)?;
         let bsize = if back < self.geo.min_block {
-            need + back
+            need.checked_add(back).ok_or_else(bad)?
         } else {
             need
         };
@@ -735,14 +760,17 @@ impl<'m> Space<'m> {
         if need > total {
             return Err(Error::ReserveTooSmall {
                 requested: size,
-                available: total - self.geo.hsize,
+                available: total.saturating_sub(self.geo.hsize),
             });
         }
         // Split only if the rest can be a block and can get an owner cell. When the heap
         // is too full to grow the owner array (which writes nothing before failing), the
         // whole reserve is handed out instead: a reserve must work on a full heap.
         let mut split = false;
-        if total - need >= self.geo.min_block {
+        if total
+            .checked_sub(need)
+            .is_some_and(|rest| rest >= self.geo.min_block)
+        {
             match self.take_cell(tx, me) {
                 Ok(cell) => {
                     self.split_reserve(tx, b, h, need, cell)?;
@@ -770,16 +798,18 @@ impl<'m> Space<'m> {
         (r, index, cell): (RecordRef<'m>, u32, &'m OwnerCell),
     ) -> Result<(), Error> {
         let total = h.size();
-        let rest_at = b + need;
-        let next_phys = self.block(b + total)?;
+        let bad = || corrupt(b, CorruptionKind::BadBlockSize);
+        let rest_at = b.checked_add(need).ok_or_else(bad)?;
+        let next_phys = self.block(b.checked_add(total).ok_or_else(bad)?)?;
         let rest: &'m BlockHeader = self.region.get(rest_at)?;
-        tx.set(&rest.size_flags, (total - need) | USED | SERVICE)?;
+        let rest_size = total.checked_sub(need).ok_or_else(bad)?;
+        tx.set(&rest.size_flags, rest_size | USED | SERVICE)?;
         tx.set(&rest.prev_phys, b)?;
         tx.set(&rest.link, 1)?;
         tx.set(&rest.owner, r.owner_ref(index).pack())?;
         tx.set(&next_phys.prev_phys, rest_at)?;
         tx.set(&h.size_flags, need | h.flags())?;
-        let rest_p = rest_at + self.geo.hsize;
+        let rest_p = rest_at.checked_add(self.geo.hsize).ok_or_else(bad)?;
         tx.set(&cell.block, rest_p)?;
         tx.set(&cell.next, NO_OWNER)?;
         tx.set(&r.rec.reserve, rest_p)?;
@@ -813,7 +843,7 @@ impl<'m> Space<'m> {
                 let freed = self.release(tx, slot, Offset::new(p))?;
                 return Ok(ReclaimStep::Released { bytes, freed });
             }
-            *cursor += 1;
+            *cursor = cursor.saturating_add(1); // below `cap`
         }
         let h = &self.hdr.heap;
         // Allocations it was blocked in when it died will never unregister as waiters.
@@ -825,7 +855,10 @@ impl<'m> Space<'m> {
         tx.set(self.table_entry(slot)?, 0)?;
         tx.set(&h.proc_count, h.proc_count.load(Relaxed).wrapping_sub(1))?;
         tx.set(&h.reclaims, h.reclaims.load(Relaxed).wrapping_add(1))?;
-        self.free_block_at(tx, r.at - self.geo.hsize)?;
+        let b =
+            r.at.checked_sub(self.geo.hsize)
+                .ok_or_else(|| corrupt(r.at, CorruptionKind::BadProcessTable))?;
+        self.free_block_at(tx, b)?;
         Ok(ReclaimStep::Done)
     }
 }
