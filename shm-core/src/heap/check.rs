@@ -45,17 +45,22 @@ impl<'m> Space<'m> {
             .used_block(Offset::new(table))
             .map_err(|_| table_bad())?;
         if th.owner.load(Relaxed) != NO_OWNER
-            || u64::from(th.size()) < u64::from(self.geo.hsize) + 4 * u64::from(cap)
+            // u32 values in a u64: cannot saturate.
+            || u64::from(th.size())
+                < u64::from(self.geo.hsize).saturating_add(u64::from(cap).saturating_mul(4))
             || cap > u32::from(u16::MAX)
         {
             return Err(table_bad());
         }
+        // The counts below are bounded by `cap` or by the walk limit, and the sums are of
+        // at most that many u32 values in a u64: saturating never happens.
         let mut cell_capacity: u64 = 0;
         for slot in 0..cap {
             match self.record(ProcSlot(slot as u16)) {
                 Ok(r) => {
-                    rep.processes += 1;
-                    cell_capacity += u64::from(r.rec.cell_capacity.load(Relaxed));
+                    rep.processes = rep.processes.saturating_add(1);
+                    cell_capacity =
+                        cell_capacity.saturating_add(u64::from(r.rec.cell_capacity.load(Relaxed)));
                 }
                 Err(Error::NotRegistered { .. }) => {}
                 Err(e) => return Err(e),
@@ -75,7 +80,9 @@ impl<'m> Space<'m> {
             let mut prev = 0u32;
             let mut prev_free = false;
             while b < r.hi {
-                steps += 1;
+                steps = steps
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt(b, CorruptionKind::Cycle))?;
                 if steps > self.walk_limit() {
                     return Err(corrupt(b, CorruptionKind::Cycle));
                 }
@@ -87,34 +94,41 @@ impl<'m> Space<'m> {
                     return Err(corrupt(b, CorruptionKind::BadBoundaryTag));
                 }
                 let size = h.size();
-                rep.blocks += 1;
+                rep.blocks = rep.blocks.saturating_add(1);
                 if h.is_used() {
                     prev_free = false;
-                    rep.used_blocks += 1;
+                    rep.used_blocks = rep.used_blocks.saturating_add(1);
                     let refs = h.link.load(Relaxed);
                     if h.owner.load(Relaxed) == NO_OWNER {
                         if refs != 0 {
                             return Err(corrupt(b, CorruptionKind::BadRefCount));
                         }
-                        system += 1;
+                        system = system.saturating_add(1);
                     } else {
-                        ref_sum += u64::from(refs);
+                        ref_sum = ref_sum.saturating_add(u64::from(refs));
                         if ref_sum > cell_capacity {
                             return Err(corrupt(b, CorruptionKind::BadRefCount));
                         }
-                        self.check_chain(Offset::new(b + self.geo.hsize), refs)?;
+                        let p = b
+                            .checked_add(self.geo.hsize)
+                            .ok_or_else(|| corrupt(b, CorruptionKind::BadBlockSize))?;
+                        self.check_chain(Offset::new(p), refs)?;
                     }
                 } else {
                     if prev_free {
                         return Err(corrupt(b, CorruptionKind::Uncoalesced));
                     }
                     prev_free = true;
-                    rep.free_blocks += 1;
-                    rep.free_bytes += u64::from(size);
+                    rep.free_blocks = rep.free_blocks.saturating_add(1);
+                    rep.free_bytes = rep.free_bytes.saturating_add(u64::from(size));
                 }
-                total += u64::from(size);
+                total = total.saturating_add(u64::from(size));
                 prev = b;
-                b += size; // `block` checked that this stays within the range
+                // `block` checked that this stays within the range, but the size is read
+                // again (and `check_unlocked` runs beside other processes).
+                b = b
+                    .checked_add(size)
+                    .ok_or_else(|| corrupt(b, CorruptionKind::BadBlockSize))?;
             }
             if b != r.hi {
                 return Err(corrupt(b, CorruptionKind::BadTiling));
@@ -147,12 +161,14 @@ impl<'m> Space<'m> {
         // 4. Owner tables.
         for slot in 0..cap {
             if let Ok(r) = self.record(ProcSlot(slot as u16)) {
-                rep.owner_cells += u64::from(self.check_record(&r)?);
+                rep.owner_cells = rep
+                    .owner_cells
+                    .saturating_add(u64::from(self.check_record(&r)?));
             }
         }
         // System blocks are exactly the table and the records; owner cells are exactly
         // the references counted in the blocks.
-        if system != 1 + rep.processes {
+        if Some(system) != rep.processes.checked_add(1) {
             return Err(corrupt(table, CorruptionKind::BadOwner));
         }
         if ref_sum != rep.owner_cells {
@@ -189,7 +205,7 @@ impl<'m> Space<'m> {
         let mut free = 0u32;
         let mut next = r.rec.free_cell.load(Relaxed);
         while next != NO_CELL {
-            free += 1;
+            free = free.saturating_add(1); // stops past `cap` below
             if next >= cap || free > cap {
                 return Err(bad());
             }
@@ -211,7 +227,7 @@ impl<'m> Space<'m> {
             if p == 0 {
                 continue;
             }
-            used += 1;
+            used = used.saturating_add(1); // at most `cap`
             let (h, _) = self
                 .used_block(Offset::new(p))
                 .map_err(|_| corrupt(r.cell_offset(i), CorruptionKind::BadOwner))?;
@@ -222,7 +238,7 @@ impl<'m> Space<'m> {
             reserve_found |= p == reserve;
         }
         if used != r.rec.cells_used.load(Relaxed)
-            || used + free != cap
+            || used.checked_add(free) != Some(cap)
             || bytes != r.rec.owned_bytes.load(Relaxed)
             || !reserve_found
         {

@@ -94,7 +94,7 @@ impl Geometry {
             return Err(AttachError::BadConfig.into());
         }
         // Offsets are aligned relative to the base, so the base must be aligned too.
-        if base_addr % align as usize != 0 {
+        if base_addr.checked_rem(align as usize) != Some(0) {
             return Err(AttachError::Misaligned.into());
         }
         let hsize =
@@ -102,7 +102,7 @@ impl Geometry {
         Ok(Geometry {
             align,
             hsize,
-            min_block: 2 * hsize,
+            min_block: hsize.checked_mul(2).ok_or(AttachError::BadConfig)?,
         })
     }
 
@@ -125,8 +125,11 @@ impl Geometry {
 /// Rounds up to a multiple of a power of two, `None` on overflow.
 #[inline]
 pub(crate) const fn align_up(v: u32, align: u32) -> Option<u32> {
-    match v.checked_add(align - 1) {
-        Some(x) => Some(x & !(align - 1)),
+    let Some(mask) = align.checked_sub(1) else {
+        return None;
+    };
+    match v.checked_add(mask) {
+        Some(x) => Some(x & !mask),
         None => None,
     }
 }
@@ -185,7 +188,12 @@ impl<'m> Space<'m> {
     ) -> Self {
         let max_blocks = ranges
             .iter()
-            .map(|r| (r.hi - r.lo) / geo.min_block + 1)
+            .map(|r| {
+                // A bound: saturating only makes it looser (`hi > lo`, `min_block > 0`).
+                r.hi.saturating_sub(r.lo)
+                    .checked_div(geo.min_block)
+                    .map_or(u32::MAX, |n| n.saturating_add(1))
+            })
             .fold(1u32, u32::saturating_add);
         Space {
             region,
@@ -247,11 +255,15 @@ impl<'m, P: Platform> Heap<'m, P> {
             return Err(AttachError::BadConfig.into());
         }
         let hdr_len = size_of::<RegionHeader>() as u32;
-        let needed = u64::from(hdr_len) + u64::from(geo.align) + 4 * u64::from(geo.min_block);
+        // u32 values in a u64: these cannot saturate.
+        let needed = u64::from(hdr_len)
+            .saturating_add(u64::from(geo.align))
+            .saturating_add(u64::from(geo.min_block).saturating_mul(4));
         let (r0_start, r0_end) = region.range(0).ok_or(AttachError::BadConfig)?;
-        if u64::from(r0_end - r0_start) < needed {
+        let r0_len = u64::from(r0_end.checked_sub(r0_start).ok_or(AttachError::BadConfig)?);
+        if r0_len < needed {
             return Err(AttachError::TooSmall {
-                supplied: u64::from(r0_end - r0_start),
+                supplied: r0_len,
                 needed,
             }
             .into());
@@ -265,7 +277,7 @@ impl<'m, P: Platform> Heap<'m, P> {
         let ranges = heap_ranges(&region, &geo)?;
         if ranges.first().map(|r| r.lo) != align_up(hdr_len, geo.align) {
             return Err(AttachError::TooSmall {
-                supplied: u64::from(r0_end - r0_start),
+                supplied: r0_len,
                 needed,
             }
             .into());
@@ -279,14 +291,18 @@ impl<'m, P: Platform> Heap<'m, P> {
         hdr.range_count.store(region.range_count() as u32, Relaxed);
         for i in 0..region.range_count() {
             let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
-            hdr.ranges[i].start.store(start, Relaxed);
-            hdr.ranges[i].len.store(end - start, Relaxed);
+            let d = hdr.ranges.get(i).ok_or(AttachError::BadConfig)?;
+            d.start.store(start, Relaxed);
+            d.len.store(
+                end.checked_sub(start).ok_or(AttachError::BadConfig)?,
+                Relaxed,
+            );
         }
 
         // One free block per range, each with its end marker.
         let mut heap_bytes = 0u32;
         for r in &ranges {
-            let size = r.hi - r.lo;
+            let size = r.hi.checked_sub(r.lo).ok_or(AttachError::BadConfig)?;
             let b: &BlockHeader = region.get(r.lo)?;
             b.size_flags.store(size, Relaxed);
             b.prev_phys.store(0, Relaxed);
@@ -329,9 +345,10 @@ impl<'m, P: Platform> Heap<'m, P> {
     pub fn attach(region: Region<'m>, platform: P) -> Result<Self, Error> {
         let hdr_len = size_of::<RegionHeader>() as u64;
         let (s0, e0) = region.range(0).ok_or(AttachError::BadConfig)?;
-        if u64::from(e0 - s0) < hdr_len {
+        let r0_len = u64::from(e0.checked_sub(s0).ok_or(AttachError::BadConfig)?);
+        if r0_len < hdr_len {
             return Err(AttachError::TooSmall {
-                supplied: u64::from(e0 - s0),
+                supplied: r0_len,
                 needed: hdr_len,
             }
             .into());
@@ -374,11 +391,12 @@ impl<'m, P: Platform> Heap<'m, P> {
         }
         for i in 0..count {
             let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
-            let d = &hdr.ranges[i];
-            if d.start.load(Relaxed) != start || d.len.load(Relaxed) != end - start {
+            let d = hdr.ranges.get(i).ok_or(AttachError::BadConfig)?;
+            let len = end.checked_sub(start).ok_or(AttachError::BadConfig)?;
+            if d.start.load(Relaxed) != start || d.len.load(Relaxed) != len {
                 return Err(AttachError::SizeMismatch {
                     recorded: u64::from(d.len.load(Relaxed)),
-                    supplied: u64::from(end - start),
+                    supplied: u64::from(len),
                 }
                 .into());
             }
@@ -660,13 +678,14 @@ impl<'m, P: Platform> Heap<'m, P> {
             });
             let Some(epoch) = epoch else { return r };
             let remaining = match (timeout, deadline, self.platform.now()) {
-                (Some(_), Some(d), Some(now)) => {
-                    if now >= d {
+                (Some(_), Some(d), Some(now)) => match d.checked_sub(now) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        // `now >= d`: the deadline has passed.
                         self.stop_waiting(me);
                         return Err(Error::Timeout);
                     }
-                    Some(d - now)
-                }
+                },
                 (t, _, _) => t,
             };
             let outcome = self.platform.wait(&hdr.free_epoch, epoch, remaining);
@@ -791,11 +810,12 @@ impl<'m, P: Platform> Heap<'m, P> {
             };
             first = false;
             match step {
+                // Counts for the caller's information: saturating is harmless.
                 ReclaimStep::Released { bytes, freed } => {
-                    report.references += 1;
+                    report.references = report.references.saturating_add(1);
                     if freed {
-                        report.blocks_freed += 1;
-                        report.bytes_freed += u64::from(bytes);
+                        report.blocks_freed = report.blocks_freed.saturating_add(1);
+                        report.bytes_freed = report.bytes_freed.saturating_add(u64::from(bytes));
                     }
                 }
                 ReclaimStep::Detached => {}
@@ -812,12 +832,12 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// hands meanwhile is left alone.
     pub fn reclaim_dead(&self) -> Result<u32, Error> {
         let me = self.platform.current_process();
-        let mut count = 0;
+        let mut count = 0u32;
         for info in self.processes()? {
             let info = info?;
             if info.id != me && !self.platform.is_alive(info.id) {
                 match self.reclaim(info.incarnation()) {
-                    Ok(_) => count += 1,
+                    Ok(_) => count = count.saturating_add(1), // at most the slots
                     Err(Error::StaleMember { .. } | Error::StillAlive { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -851,8 +871,11 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Usable payload bytes of a used block (at least what was asked for).
     pub fn block_len(&self, block: Offset) -> Result<u32, Error> {
-        let (b, _) = self.space.used_block(block)?;
-        Ok(b.size() - self.space.geo.hsize)
+        let (b, at) = self.space.used_block(block)?;
+        // `used_block` checked the size, but another process may have changed it since.
+        b.size()
+            .checked_sub(self.space.geo.hsize)
+            .ok_or_else(|| corrupt(at, CorruptionKind::BadBlockSize))
     }
 
     /// A pointer to the payload of a used block and its usable length.
@@ -963,7 +986,7 @@ impl<'m> Space<'m> {
     /// inside the same range. End markers are returned as they are.
     #[inline]
     pub(crate) fn block(&self, b: u32) -> Result<&'m BlockHeader, Error> {
-        if b % self.geo.align != 0 {
+        if b.checked_rem(self.geo.align) != Some(0) {
             return Err(corrupt(b, CorruptionKind::Misaligned));
         }
         let r = self
@@ -977,8 +1000,9 @@ impl<'m> Space<'m> {
             }
         } else if h.flags() & END != 0
             || size < self.geo.min_block
-            || size % self.geo.align != 0
-            || size > r.hi - b
+            || size.checked_rem(self.geo.align) != Some(0)
+            // `b <= r.hi` (from `range_of`): the room never saturates.
+            || size > r.hi.saturating_sub(b)
         {
             return Err(corrupt(b, CorruptionKind::BadBlockSize));
         }
@@ -1015,8 +1039,9 @@ fn heap_ranges(
         let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
         let lo = align_up(if i == 0 { hdr_len } else { start }, geo.align)
             .ok_or(AttachError::BadConfig)?;
-        let hi = (end & !(geo.align - 1)).saturating_sub(geo.hsize);
-        if hi < lo || hi - lo < geo.min_block {
+        let mask = geo.align.checked_sub(1).ok_or(AttachError::BadConfig)?;
+        let hi = (end & !mask).saturating_sub(geo.hsize);
+        if hi.checked_sub(lo).is_none_or(|len| len < geo.min_block) {
             continue;
         }
         ranges
@@ -1040,10 +1065,11 @@ fn unregister_waiter(s: &Space<'_>, slot: ProcSlot) {
 
 /// Zeroes `len` bytes (a multiple of 4) at `off`.
 fn zero_words(region: &Region<'_>, off: u32, len: u32) -> Result<(), Error> {
-    let mut o = off;
-    while o < off + len {
+    let end = off
+        .checked_add(len)
+        .ok_or_else(|| corrupt(off, CorruptionKind::OutOfBounds))?;
+    for o in (off..end).step_by(4) {
         region.word(o)?.store(0, Relaxed);
-        o += 4;
     }
     Ok(())
 }

@@ -31,7 +31,9 @@ impl<'m> Space<'m> {
             let mut prev = 0u32;
             let mut prev_free = false;
             while x < r.hi {
-                steps += 1;
+                steps = steps
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt(x, CorruptionKind::Cycle))?;
                 if steps > self.walk_limit() {
                     return Err(corrupt(x, CorruptionKind::Cycle));
                 }
@@ -45,11 +47,14 @@ impl<'m> Space<'m> {
                         return Err(corrupt(x, CorruptionKind::Uncoalesced));
                     }
                     free_bytes = free_bytes.wrapping_add(h.size());
-                    free_blocks += 1;
+                    free_blocks = free_blocks.wrapping_add(1);
                     prev_free = true;
                 }
                 prev = x;
-                x += h.size();
+                // `block` checked the size against the range, but it is read again.
+                x = x
+                    .checked_add(h.size())
+                    .ok_or_else(|| corrupt(x, CorruptionKind::BadBlockSize))?;
             }
             self.block(r.hi)?.prev_phys.store(prev, Relaxed);
         }
@@ -61,7 +66,9 @@ impl<'m> Space<'m> {
         for r in self.ranges.iter().rev() {
             let mut x = self.block(r.hi)?.prev_phys.load(Relaxed);
             while x >= r.lo && x < r.hi {
-                steps += 1;
+                steps = steps
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt(x, CorruptionKind::Cycle))?;
                 if steps > self.walk_limit() {
                     return Err(corrupt(x, CorruptionKind::Cycle));
                 }

@@ -95,7 +95,9 @@ impl<'m> Space<'m> {
         for r in &self.ranges {
             let mut b = r.lo;
             while b < r.hi {
-                steps += 1;
+                steps = steps
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt(b, CorruptionKind::Cycle))?;
                 if steps > self.walk_limit() {
                     return Err(corrupt(b, CorruptionKind::Cycle));
                 }
@@ -115,7 +117,11 @@ impl<'m> Space<'m> {
                         None
                     },
                 });
-                b += h.size();
+                // Read again after `block` checked it (and after `f`): another process, or
+                // `f`, may have changed it since.
+                b = b
+                    .checked_add(h.size())
+                    .ok_or_else(|| corrupt(b, CorruptionKind::BadBlockSize))?;
             }
         }
         Ok(())
@@ -136,7 +142,7 @@ impl<'m> Space<'m> {
         };
         let mut smallest = u32::MAX;
         self.walk_free(|f| {
-            s.free_blocks += 1;
+            s.free_blocks = s.free_blocks.saturating_add(1); // at most the walk limit
             s.largest_free_block = s.largest_free_block.max(f.size);
             smallest = smallest.min(f.size);
             Ok(false)
@@ -198,7 +204,7 @@ impl Iterator for Processes<'_, '_> {
     fn next(&mut self) -> Option<Self::Item> {
         while self.next < self.cap {
             let slot = ProcSlot(self.next as u16);
-            self.next += 1;
+            self.next = self.next.saturating_add(1); // below `cap`
             match self.space.process_info(slot) {
                 Err(Error::NotRegistered { .. }) => continue,
                 other => return Some(other),
