@@ -737,3 +737,31 @@ fn index_damage_is_reported() {
     }
     f.heap.check().unwrap();
 }
+
+/// A block's size changed while `for_each_block` walks the blocks (here by the visitor,
+/// standing in for another process writing the region between the check and the step)
+/// is reported as corruption. The walk used to step by the size read again after the
+/// check, unchecked: a size near 4 GiB overflowed the offset (a panic with overflow checks,
+/// a wrapped offset without).
+#[test]
+fn block_walk_reports_a_size_changed_under_it() {
+    use shm_core::block::BlockHeader;
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = Fixture::new(32 * 1024);
+    let (a, _) = two_processes(&f);
+    let x = f.heap.try_alloc(a, 64).unwrap();
+    let xb = x.get() - f.heap.block_header_size();
+    let h: &BlockHeader = f.heap.region().get(xb).unwrap();
+    let saved = h.size_flags.load(Relaxed);
+    let r = f.heap.for_each_block(|info| {
+        if info.offset == xb {
+            h.size_flags.store(0xffff_fff0 | (saved & 7), Relaxed);
+        }
+    });
+    assert!(
+        matches!(r, Err(Error::Corrupted(c)) if c.kind == CorruptionKind::BadBlockSize),
+        "{r:?}"
+    );
+    h.size_flags.store(saved, Relaxed);
+    f.heap.check().unwrap();
+}
