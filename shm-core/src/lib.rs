@@ -37,6 +37,11 @@
 //! - [`platform`]: the traits a platform implements.
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Offsets, lengths and counts in a region are untrusted (another process, or hostile
+// bytes, may have written anything): arithmetic on them is checked (an `Err`, never a
+// panic, which would leave the region lock held for good), wrapping where wrapping is
+// meant, and every index is bounds-checked.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "testkit")]
