@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use shm_core::layout::{FORMAT_VERSION, LAYOUT_FINGERPRINT};
-use shm_core::protocol::{KIND_CLIENT, KIND_SERVER};
+use shm_core::protocol::{KIND_CLIENT, KIND_SERVER, P_DISCONNECTED};
 use shm_core::Offset;
 use shm_host::{Mapping, NativeSystem, Segment, SegmentName};
 
@@ -69,7 +69,13 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 };
                 match heap.participant(*at) {
                     Ok(pr) => (
-                        role,
+                        // A client the server gave up on (unresponsive) keeps its memory
+                        // until it exits: shown, with the bytes it holds.
+                        if pr.state == P_DISCONNECTED && *kind == KIND_CLIENT {
+                            "client (disconnected)"
+                        } else {
+                            role
+                        },
                         Some((pr.queue_len, pr.queue_capacity)),
                         (*kind == KIND_CLIENT).then_some(pr.keepalive_missed),
                     ),
@@ -264,12 +270,12 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("server: none (last generation {})", st.generation);
     }
     println!(
-        "processes:\n  {:>4}  {:>8}  {:>6}  {:<6}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
+        "processes:\n  {:>4}  {:>8}  {:>6}  {:<21}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
         "slot", "pid", "alive?", "role", "blocks", "bytes", "reserve", "queue", "missed"
     );
     for p in &procs {
         println!(
-            "  {:>4}  {:>8}  {:>6}  {:<6}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
+            "  {:>4}  {:>8}  {:>6}  {:<21}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
             p.slot,
             p.pid,
             if p.alive { "yes" } else { "NO" },
