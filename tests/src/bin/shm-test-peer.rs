@@ -55,12 +55,61 @@ fn main() {
         "collector" => collector(arg(1), &args[2..]),
         "churn-client" => churn_client(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
         "driven" => driven(arg(1)),
+        #[cfg(unix)]
+        "fork-alloc" => fork_alloc(arg(1)),
         other => Err(format!("unknown role {other:?}")),
     };
     if let Err(e) = result {
         eprintln!("shm-test-peer {args:?}: {e}");
         std::process::exit(1);
     }
+}
+
+/// `fork-alloc NAME`: connects, forks; the child (another process sharing the mapping and
+/// the parent's handles) tries to allocate and send with the parent's client and exits 0
+/// if both were refused as a stale registration, 1 if either succeeded, 2 on any other
+/// error; the parent prints `child CODE`, then allocates and sends itself and prints
+/// `parent ok`. The child makes no heap allocation of this process (it may have been
+/// forked while another thread held the allocator's lock) and leaves with `_exit`.
+#[cfg(unix)]
+fn fork_alloc(name: &str) -> Result<(), String> {
+    use shm_core::Error;
+    use shm_host::HostError;
+    let c = Client::connect(name).map_err(|e| format!("connect: {e}"))?;
+    c.wait_connected(Duration::from_secs(20))
+        .map_err(|e| format!("wait_connected: {e}"))?;
+    let held = c.alloc(64).map_err(|e| format!("alloc: {e}"))?;
+    // SAFETY: the child only runs the code below and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    if pid == 0 {
+        let stale = |e: &HostError| matches!(e, HostError::Core(Error::StaleMember { .. }));
+        let code = match (c.alloc(64), c.send(held, 1)) {
+            (Err(a), Err(s)) if stale(&a) && stale(&s.error) => 0,
+            (Ok(_), _) | (_, Ok(())) => 1,
+            _ => 2,
+        };
+        // SAFETY: ends the child without running destructors (they are the parent's).
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child we forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    println!("child {code}");
+    let mut b = c.alloc(64).map_err(|e| format!("parent alloc: {e}"))?;
+    b.extend_from_slice(b"parent")
+        .map_err(|e| format!("parent write: {e}"))?;
+    c.send(b, 2).map_err(|e| format!("parent send: {e}"))?;
+    drop(held);
+    println!("parent ok");
+    Ok(())
 }
 
 fn client(name: &str, id: u32, count: u32, window: usize, announce: bool) -> Result<(), String> {

@@ -1,0 +1,49 @@
+//! A forked child is another process: it shares the parent's mapping and handles, but it
+//! cannot act as the parent's registration.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::time::Duration;
+
+use shm_host::{Server, ServerOptions};
+use shm_tests::{peer_exe, unique_name, Peer};
+
+/// A child forked from a connected client gets `StaleMember` when it allocates or sends
+/// with the parent's client (nothing it does lands in the region as the parent), and the
+/// parent goes on working: its send arrives.
+#[test]
+fn a_forked_child_cannot_act_as_its_parent() {
+    let name = unique_name("fork");
+    let server = Server::create_with(
+        &name,
+        ServerOptions {
+            size: 1 << 20,
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let mut peer = Peer::spawn(peer_exe!(), &["fork-alloc", &name]);
+    // The server accepts the connection while it receives.
+    let mut lines = Vec::new();
+    let mut got = None;
+    for _ in 0..600 {
+        if let Some(m) = server.recv_timeout(Duration::from_millis(100)).unwrap() {
+            got = Some((m.tag, m.buffer.to_vec()));
+            break;
+        }
+    }
+    lines.push(peer.read_line());
+    lines.push(peer.read_line());
+    assert_eq!(
+        lines,
+        ["child 0", "parent ok"],
+        "child refused, parent works"
+    );
+    assert_eq!(
+        got,
+        Some((2, b"parent".to_vec())),
+        "only the parent's send arrived"
+    );
+    assert!(peer.wait(Duration::from_secs(60)).success());
+    server.segment().check().unwrap();
+}
