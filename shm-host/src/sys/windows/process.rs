@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 
 use shm_core::ProcessId;
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_ACCESS_DENIED, FILETIME, HANDLE, STILL_ACTIVE, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    GetLastError, ERROR_ACCESS_DENIED, ERROR_INVALID_PARAMETER, FILETIME, HANDLE, STILL_ACTIVE,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, GetCurrentProcessId, GetExitCodeProcess, GetProcessTimes, OpenProcess,
@@ -86,9 +87,14 @@ fn query(pid: u32) -> Query {
     if h.is_null() {
         // SAFETY: no preconditions.
         let err = unsafe { GetLastError() };
-        if err != ERROR_ACCESS_DENIED {
-            // ERROR_INVALID_PARAMETER: no process with this pid.
+        if err == ERROR_INVALID_PARAMETER {
+            // What OpenProcess reports for a pid no process has: the evidence of death.
             return Query::NoSuchProcess;
+        }
+        if err != ERROR_ACCESS_DENIED {
+            // Anything else (out of resources, ...) says nothing about the process: a
+            // failed query must not make a live process dead.
+            return Query::Unknown;
         }
         // SAFETY: as above.
         h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
