@@ -21,8 +21,8 @@ pub struct PosixMapping {
 /// Owner, permission bits and size of a segment's object (`fstat`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObjectStat {
-    /// Owning user id.
-    pub uid: u32,
+    /// Owning user id (`uid_t`: `u32` on Linux, `i32` on QNX).
+    pub uid: libc::uid_t,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
     /// Size in bytes.
