@@ -4,8 +4,9 @@
 //! What it demonstrates:
 //! - one 64 KiB static array formatted as a shm-core heap, which is at the same time the
 //!   `#[global_allocator]` (the latency log below is an ordinary `alloc::vec::Vec`);
-//! - the main loop and the SysTick handler as two process slots of that heap, each with a
-//!   participant (an offset queue): the main loop is the server, the handler a client;
+//! - the main loop and the SysTick handler as two members (registrations) of that heap,
+//!   each acting through its own `Member` and with a participant (an offset queue): the
+//!   main loop is the server, the handler a client;
 //! - buffers passed back and forth with `Heap::send(.., SendMode::Give)`: ownership follows
 //!   every buffer, so at the end the heap shows that none was lost;
 //! - `CriticalSectionPlatform`: every heap operation runs inside `critical_section::with`,
@@ -50,10 +51,10 @@ use cortex_m_semihosting::{debug, hprintln};
 use critical_section::Mutex;
 use shm_core::doorbell::Doorbell;
 use shm_core::global_alloc::RegionAllocator;
-use shm_core::protocol::{KIND_CLIENT, KIND_SERVER};
+use shm_core::protocol::{ParticipantId, KIND_CLIENT, KIND_SERVER};
 use shm_core::{
-    Control, CriticalSectionPlatform, Error, Heap, HeapConfig, HeapStats, Offset, ParticipantRef,
-    ProcSlot, ProcessId, Received, SendMode,
+    Control, CriticalSectionPlatform, Error, Heap, HeapConfig, HeapStats, Incarnation, Member,
+    Offset, ParticipantRef, ProcSlot, ProcessId, Received, SendMode,
 };
 
 /// Bytes of RAM given to shm-core.
@@ -89,14 +90,15 @@ struct Ram([u8; REGION_BYTES]);
 
 static mut RAM: Ram = Ram([0; REGION_BYTES]);
 
-/// What the SysTick handler needs to know: its own slot and participant, and the main
-/// loop's. Only slot numbers and offsets: the handler re-validates its participant.
+/// What the SysTick handler needs to know: the member it acts as and its participant, and
+/// the main loop's incarnation and participant. Only plain values: the handler re-validates
+/// its participant, and the core checks the member under the lock.
 #[derive(Clone, Copy)]
 struct Link {
-    me: ProcSlot,
+    me: Member,
     mine: Offset,
-    main: ProcSlot,
-    main_at: Offset,
+    main: Incarnation,
+    main_at: ParticipantId,
 }
 
 /// Set by the main loop once the handler may start serving; `None` stops it.
@@ -200,7 +202,7 @@ fn halt() -> ! {
 /// The whole run: set up, exchange buffers, show that everything came back. Returns the
 /// number of blocks leaked (0, or it fails).
 fn run() -> Result<u64, Failure> {
-    let (heap, main_p, isr_p) = setup()?;
+    let (heap, main, isr, main_p, isr_p) = setup()?;
     let before = Snapshot::take(heap, &main_p, &isr_p)?;
     hprintln!(
         "before traffic: {} live allocations, {} free bytes",
@@ -211,10 +213,10 @@ fn run() -> Result<u64, Failure> {
     // Hand the handler its link, then let SysTick fire every TICK_CYCLES cycles.
     critical_section::with(|cs| {
         LINK.borrow(cs).set(Some(Link {
-            me: isr_p.slot,
+            me: isr,
             mine: isr_p.at,
-            main: main_p.slot,
-            main_at: main_p.at,
+            main: main.incarnation(),
+            main_at: main_p.id(),
         }));
     });
     let mut core = cortex_m::Peripherals::take().ok_or(Failure::Other("peripherals taken"))?;
@@ -224,7 +226,7 @@ fn run() -> Result<u64, Failure> {
     core.SYST.enable_counter();
     core.SYST.enable_interrupt();
 
-    let traffic = exchange(heap, &main_p, &isr_p);
+    let traffic = exchange(heap, main, &main_p, &isr_p);
 
     core.SYST.disable_interrupt();
     core.SYST.disable_counter();
@@ -247,8 +249,9 @@ fn run() -> Result<u64, Failure> {
 }
 
 /// Formats the region, registers the SysTick handler as a second process and connects
-/// its participant to the main loop's. Returns the heap and the two participants.
-fn setup() -> Result<(&'static Shm, Participant, Participant), Failure> {
+/// its participant to the main loop's. Returns the heap, the members of the main loop and
+/// the handler, and their participants.
+fn setup() -> Result<(&'static Shm, Member, Member, Participant, Participant), Failure> {
     // SAFETY: `setup` is called once, from the entry point, before any interrupt is
     // enabled, and this is the only place that names RAM: this is the only reference
     // ever made to it.
@@ -298,14 +301,14 @@ fn setup() -> Result<(&'static Shm, Participant, Participant), Failure> {
     heap.accept(main, isr_p.at, no_doorbell)
         .context("accepting")?;
     hprintln!(
-        "setup: main loop = slot {} (server, participant {}), SysTick = slot {} (client, participant {}), queues of {}",
-        main.0,
+        "setup: main loop = member {} (server, participant {}), SysTick = member {} (client, participant {}), queues of {}",
+        main,
         main_p.at,
-        isr.0,
+        isr,
         isr_p.at,
         QUEUE_SLOTS
     );
-    Ok((heap, main_p, isr_p))
+    Ok((heap, main, isr, main_p, isr_p))
 }
 
 /// A participant of the static heap.
@@ -392,10 +395,12 @@ impl Snapshot {
 /// ticks the whole exchange took.
 fn exchange(
     heap: &'static Shm,
+    main: Member,
     main_p: &Participant,
     isr_p: &Participant,
 ) -> Result<(Vec<u32>, u32), Failure> {
-    let (main, isr) = (main_p.slot, isr_p.slot);
+    // Who answers: the handler's incarnation, as the core records it on every message.
+    let isr = isr_p.owner;
     // An ordinary Vec: its memory comes from the same region, through the global allocator.
     let mut latencies = Vec::new();
     let start = TICKS.load(Relaxed);
@@ -430,7 +435,7 @@ fn exchange(
                 }
             };
             let now = TICKS.load(Relaxed);
-            let latency = with_payload(heap, main, block, |bytes| {
+            let latency = with_payload(heap, main.slot(), block, |bytes| {
                 packet::check_answer(bytes, tag, now)
             })?;
             heap.free(main, block).context("freeing a buffer")?;
@@ -457,11 +462,11 @@ fn exchange(
                 .try_alloc(main, packet::HEADER + len)
                 .context("allocating a buffer")?;
             let now = TICKS.load(Relaxed);
-            with_payload(heap, main, block, |bytes| {
+            with_payload(heap, main.slot(), block, |bytes| {
                 packet::fill(bytes, sent, len, now)
             })?;
             // The buffer's ownership moves to the handler's slot with the message.
-            if let Err(e) = heap.send(main, isr_p.at, block, sent, SendMode::Give, no_doorbell) {
+            if let Err(e) = heap.send(main, isr_p.id(), block, sent, SendMode::Give, no_doorbell) {
                 // Not sent: the buffer is still ours. Free it before reporting.
                 let _ = heap.free(main, block);
                 return Err(Failure::Heap("sending a buffer", e));
@@ -569,7 +574,9 @@ fn serve(link: Link) -> Result<(), Failure> {
                         "the SysTick handler got a buffer from a stranger",
                     ));
                 }
-                with_payload(heap, link.me, block, |bytes| packet::answer(bytes, tag))?;
+                with_payload(heap, link.me.slot(), block, |bytes| {
+                    packet::answer(bytes, tag)
+                })?;
                 heap.send(
                     link.me,
                     link.main_at,
