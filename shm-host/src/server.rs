@@ -339,15 +339,19 @@ impl<S: System> Server<S> {
     }
 
     /// Sends `buffer` to `client` with `tag`: ownership moves, nothing is copied. On
-    /// failure (full queue, client gone) the buffer comes back inside the error.
+    /// failure the buffer comes back inside the error: `QueueFull` when the client is
+    /// behind, `PeerGone` when that client (that incarnation: a newer process in the same
+    /// slot is another client) is no longer connected.
     pub fn send(&self, client: PeerId, buffer: Buffer<S>, tag: u32) -> Result<(), SendError<S>> {
         if let Err(error) = self.inner.usable() {
             return Err(SendError { buffer, error });
         }
         let Some(entry) = self.inner.lock_clients().get(&client).copied() else {
+            // Ids come from connections and messages: one not connected now has left, was
+            // reclaimed or was disconnected. Its slot may hold someone else already.
             return Err(SendError {
                 buffer,
-                error: Error::NotConnected.into(),
+                error: Error::PeerGone.into(),
             });
         };
         let ep = &self.inner.ep;

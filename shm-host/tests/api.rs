@@ -263,3 +263,43 @@ fn clear_after_broadcast_leaves_other_owners_intact() {
     drop((b, m1, m2));
     s.segment().check().unwrap();
 }
+
+/// A client id names one incarnation: after that client left, a send to its id fails with
+/// `PeerGone` and hands the buffer back, even when a newer client took the same slot; the
+/// newer client receives nothing.
+#[test]
+fn a_departed_clients_id_never_reaches_its_successor() {
+    let s = server("successor");
+    let c1 = Client::connect(&name("successor")).unwrap();
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    let old = c1.id();
+    drop(c1);
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert_eq!(s.try_event(), Some(ServerEvent::Connected(old)));
+    assert_eq!(s.try_event(), Some(ServerEvent::Disconnected(old)));
+    let c2 = Client::connect(&name("successor")).unwrap();
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    let new = c2.id();
+    assert_eq!(new.slot, old.slot, "the slot was reused");
+    assert_ne!(new, old, "by another incarnation");
+    let back = s
+        .send(old, s.alloc_from(b"for c1").unwrap(), 1)
+        .unwrap_err();
+    assert!(matches!(
+        back.error,
+        HostError::Core(shm_core::Error::PeerGone)
+    ));
+    assert_eq!(&back.buffer[..], b"for c1");
+    assert!(c2
+        .recv_timeout(Duration::from_millis(50))
+        .unwrap()
+        .is_none());
+    s.send(new, back.buffer, 2).unwrap();
+    assert_eq!(
+        c2.recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .unwrap()
+            .tag,
+        2
+    );
+}
