@@ -53,7 +53,8 @@ impl Platform for RingSpy {
 fn lock_breaker_publishes_and_wakes_the_receiver() {
     let mut completed = 0;
     for steps in 1..=200 {
-        let buf = AlignedBuf::new(256 * 1024);
+        // Small: the loop formats a region per crash point (slow under miri otherwise).
+        let buf = AlignedBuf::new(24 * 1024);
         let spy = RingSpy {
             inner: TestPlatform::new(1),
             rung: Arc::new(AtomicU32::new(0)),
@@ -164,7 +165,7 @@ impl Platform for Gate {}
 /// 0, so frees skip the wake-up again), and the count never goes below zero.
 #[test]
 fn a_dead_blocked_allocator_is_no_longer_counted_as_waiting() {
-    let buf = AlignedBuf::new(64 * 1024);
+    let buf = AlignedBuf::new(24 * 1024);
     let gate = Gate {
         inner: TestPlatform::new(1),
         open: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),

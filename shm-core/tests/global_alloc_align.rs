@@ -9,14 +9,27 @@ use shm_core::{HeapConfig, SpinPlatform};
 #[repr(C, align(64))]
 struct Memory([u8; 64 * 1024]);
 
-/// An initialised allocator over 64 KiB of leaked memory.
-fn allocator() -> &'static RegionAllocator<SpinPlatform> {
-    let alloc: &'static RegionAllocator<SpinPlatform> = Box::leak(Box::new(RegionAllocator::new()));
-    let memory: &'static mut [u8] = &mut Box::leak(Box::new(Memory([0; 64 * 1024]))).0;
+/// Initialises `alloc` over `memory`. Each test passes statics of its own (no leaked boxes:
+/// miri reports leaks).
+fn allocator(
+    alloc: &'static RegionAllocator<SpinPlatform>,
+    memory: &'static mut Memory,
+) -> &'static RegionAllocator<SpinPlatform> {
     alloc
-        .init(memory, HeapConfig::default(), SpinPlatform::new(1))
+        .init(&mut memory.0, HeapConfig::default(), SpinPlatform::new(1))
         .unwrap();
     alloc
+}
+
+/// A fresh allocator with its own memory, for one test.
+macro_rules! fresh_allocator {
+    () => {{
+        static ALLOC: RegionAllocator<SpinPlatform> = RegionAllocator::new();
+        static mut MEMORY: Memory = Memory([0; 64 * 1024]);
+        // SAFETY: this macro expands once per test function, so the static is borrowed
+        // mutably exactly once, for the rest of the program.
+        allocator(&ALLOC, unsafe { &mut *core::ptr::addr_of_mut!(MEMORY) })
+    }};
 }
 
 /// An alignment of 2^32 or more cannot be provided by a heap with u32 offsets: `alloc`
@@ -25,7 +38,7 @@ fn allocator() -> &'static RegionAllocator<SpinPlatform> {
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn alignment_beyond_u32_is_refused() {
-    let a = allocator();
+    let a = fresh_allocator!();
     for shift in [32u32, 33, 40] {
         let layout = Layout::from_size_align(16, 1usize << shift).unwrap();
         // SAFETY: non-zero size; nothing is returned to free.
@@ -39,7 +52,7 @@ fn alignment_beyond_u32_is_refused() {
 /// freed by `dealloc` (the heap returns to one free block, and `check` passes).
 #[test]
 fn over_aligned_allocation_round_trips() {
-    let a = allocator();
+    let a = fresh_allocator!();
     let heap = a.heap().unwrap();
     let before = heap.stats().unwrap().free_bytes;
     let layout = Layout::from_size_align(100, 4096).unwrap();
@@ -59,7 +72,7 @@ fn over_aligned_allocation_round_trips() {
 /// An alignment larger than the whole region cannot be met: null, nothing leaked.
 #[test]
 fn alignment_larger_than_the_region_is_refused() {
-    let a = allocator();
+    let a = fresh_allocator!();
     let layout = Layout::from_size_align(16, 1 << 20).unwrap();
     // SAFETY: non-zero size; nothing is returned to free.
     let p = unsafe { a.alloc(layout) };
