@@ -4,12 +4,14 @@
 //!
 //! heap_ops seeds are operation streams from a fixed generator, one per region shape;
 //! attach_bytes seeds are formatted regions after some traffic (every other one with its
-//! derived state flagged for a rebuild), followed by operations.
+//! derived state flagged for a rebuild), followed by operations; protocol seeds are
+//! operation streams for the well-formed scenario and protocol region images (intact or
+//! with bytes flipped) for the hostile one (see `shm_core::testkit::protocol_ops`).
 #![allow(clippy::unwrap_used)] // an example: failures end it with a message
 
 use std::path::PathBuf;
 
-use shm_core::testkit::{hostile, AlignedBuf, TestPlatform};
+use shm_core::testkit::{hostile, protocol_ops, AlignedBuf, TestPlatform};
 use shm_core::{Heap, HeapConfig, ProcessId, Region};
 
 fn stream(seed: u64, setup: u8, len: usize) -> Vec<u8> {
@@ -89,6 +91,31 @@ fn main() {
             hostile::encode(&img, &tail),
         )
         .unwrap();
+    }
+    let proto_dir = dir.join("protocol");
+    std::fs::create_dir_all(&proto_dir).unwrap();
+    let mut n = 0;
+    let mut seed = |bytes: Vec<u8>| {
+        std::fs::write(proto_dir.join(format!("seed-{n}")), bytes).unwrap();
+        n += 1;
+    };
+    for (i, setup) in [0x00u8, 0x15, 0x2a, 0x31].into_iter().enumerate() {
+        let ops = stream(0x9a07_0c01 + i as u64, 0, 500 + 200 * i);
+        seed(protocol_ops::encode_formed(setup, &ops[1..]));
+    }
+    for (i, len) in [16384usize, 24576].into_iter().enumerate() {
+        let mut img = protocol_ops::sample_image(len);
+        let ops = stream(0x0b57_11e0 + i as u64, 0, 300);
+        seed(protocol_ops::encode_hostile(&img, &ops[1..]));
+        // A few flipped bytes in the server entry and the participants.
+        for k in 0..6 {
+            let at = (core::mem::offset_of!(shm_core::header::RegionHeader, server) + 4 * k)
+                .min(img.len() - 1);
+            img[at] ^= 0x5a;
+        }
+        let last = img.len() - 1024;
+        img[last] ^= 0xff;
+        seed(protocol_ops::encode_hostile(&img, &ops[1..]));
     }
     println!("seeds written to {}", dir.display());
 }

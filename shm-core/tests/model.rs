@@ -83,8 +83,13 @@ fn seed_image(ops: usize) -> Vec<u8> {
     buf.bytes().to_vec()
 }
 
-/// Every operation, crashed at every journal step it has, leaves the heap as it was before
-/// the operation once another process breaks the lock (the runner checks state and model).
+/// Every operation, crashed at every journal step it has - from the first to the last,
+/// whatever its length - leaves the heap as it was before the operation once another
+/// process breaks the lock (the runner checks state and model; a reclaim is finished by
+/// another reclaim). The test asserts that the crash fired at each step 1..=N and that
+/// step N+1 let the operation complete and change the model, so the crash loop always
+/// covers the whole operation (it fails if an operation never crashes, or keeps crashing
+/// past a runaway bound).
 #[test]
 fn crash_at_every_step_of_every_operation() {
     let script = |who| {
@@ -100,10 +105,12 @@ fn crash_at_every_step_of_every_operation() {
                 with: who + 1,
                 by_owner: true,
             },
+            // Block 1 belongs to process 1 (the prefix alternates): a give to process 0,
+            // not to itself.
             Op::Give {
                 who,
                 pick: 1,
-                to: who + 1,
+                to: who,
                 by_owner: true,
             },
             Op::Free {
@@ -123,6 +130,7 @@ fn crash_at_every_step_of_every_operation() {
                 size: 20,
             },
             Op::Reclaim { who: who + 1 },
+            Op::Kill { who: who + 1 },
         ]
     };
     let setup = Setup {
@@ -131,36 +139,67 @@ fn crash_at_every_step_of_every_operation() {
         max_processes: 6,
         ranges: 2,
     };
-    let mut fired = 0;
     let ops = script(0);
-    // Under miri (slow) a sample: every third operation, two crash points each.
-    let (every, step_list): (usize, Vec<u16>) = if cfg!(miri) {
-        (3, vec![2, 9])
-    } else {
-        (1, (1..=48).collect())
-    };
-    for target in (0..ops.len()).step_by(every) {
-        for &steps in &step_list {
-            let mut r = Runner::new(setup);
-            r.step(&Op::Register);
-            r.step(&Op::Register);
-            // Enough blocks that growth of an owner array happens inside the script.
-            for i in 0..15 {
-                r.step(&Op::Alloc {
-                    who: i % 2,
-                    size: 24,
-                });
-            }
-            for (i, op) in ops.iter().enumerate() {
-                if i == target {
-                    r.step(&Op::Crash { steps });
-                }
+    // Runs the prefix and the script with a crash armed at `steps` for operation
+    // `target`; returns whether it fired and whether the operation changed the model.
+    let run = |target: usize, steps: u16| -> (bool, bool) {
+        let mut r = Runner::new(setup);
+        r.step(&Op::Register);
+        r.step(&Op::Register);
+        // Enough blocks that growth of an owner array happens inside the script.
+        for i in 0..15 {
+            r.step(&Op::Alloc {
+                who: i % 2,
+                size: 24,
+            });
+        }
+        let mut out = (false, false);
+        for (i, op) in ops.iter().enumerate() {
+            if i == target {
+                let crashes = r.stats().crashes;
+                let before = (r.model().blocks.clone(), r.model().procs.clone());
+                r.step(&Op::Crash { steps });
+                r.step(op);
+                let fired = r.stats().crashes > crashes;
+                let changed = before != (r.model().blocks.clone(), r.model().procs.clone());
+                out = (fired, changed);
+            } else {
                 r.step(op);
             }
-            fired += r.stats().crashes;
         }
+        out
+    };
+    let mut fired = 0;
+    let mut lengths = Vec::new();
+    for (target, op) in ops.iter().enumerate() {
+        if cfg!(miri) {
+            // Slow: every fourth operation, two crash points each.
+            if target % 4 == 0 {
+                for steps in [2, 9] {
+                    fired += u32::from(run(target, steps).0);
+                }
+            }
+            continue;
+        }
+        let mut steps = 1u16;
+        loop {
+            let (crashed, changed) = run(target, steps);
+            if !crashed {
+                assert!(
+                    changed,
+                    "{op:?} completed at step {steps} but changed nothing"
+                );
+                break;
+            }
+            fired += 1;
+            assert!(steps < 4000, "{op:?} still crashing after {steps} steps");
+            steps += 1;
+        }
+        assert!(steps > 1, "{op:?}: the crash never fired");
+        lengths.push(format!("{op:?}: {} steps", steps - 1));
     }
-    let expected = if cfg!(miri) { 6 } else { 200 };
+    println!("{}", lengths.join("\n"));
+    let expected = if cfg!(miri) { 4 } else { 500 };
     assert!(fired >= expected, "only {fired} injected crashes fired");
 }
 

@@ -344,3 +344,69 @@ fn reclaiming_a_client_returns_its_queue_and_messages() {
         .all(|(_, _, s)| s != c2.incarnation()));
     heap.check().unwrap();
 }
+
+/// Bytes from a fixed xorshift generator.
+fn stream(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The protocol fuzz target's interpreter (`testkit::protocol_ops`) on fixed inputs: on a
+/// well-formed region, long operation streams (crashes included) keep `check()` passing,
+/// never report corruption, and deliver every message to a receiver that owns it; the
+/// runs reach every part of the protocol (guards against an interpreter that silently
+/// stopped doing something).
+#[test]
+fn protocol_interpreter_on_fixed_inputs() {
+    use shm_core::testkit::protocol_ops::{self, ProtoStats};
+    let (runs, len) = if cfg!(miri) { (1, 300) } else { (24, 1200) };
+    let mut total = ProtoStats::default();
+    for seed in 0..runs {
+        let ops = stream(0x5eed_0000 + seed, len);
+        let s = protocol_ops::run(&protocol_ops::encode_formed(seed as u8, &ops));
+        total.ops += s.ops;
+        total.ok += s.ok;
+        total.messages += s.messages;
+        total.accepted += s.accepted;
+        total.keepalives += s.keepalives;
+        total.crashes += s.crashes;
+        total.reclaimed += s.reclaimed;
+    }
+    println!("{total:?}");
+    assert!(total.ok > total.ops / 4, "{total:?}");
+    if !cfg!(miri) {
+        assert!(total.messages > 20, "{total:?}");
+        assert!(total.accepted > 5, "{total:?}");
+        assert!(total.keepalives > 5, "{total:?}");
+        assert!(total.crashes > 20, "{total:?}");
+        assert!(total.reclaimed > 5, "{total:?}");
+    }
+}
+
+/// The interpreter's hostile scenario on fixed inputs: a protocol region image (intact,
+/// then with bytes flipped) attached and driven by forged members: every call returns.
+/// The intact image must let operations through (the scenario reaches past `attach`).
+#[test]
+fn protocol_interpreter_on_hostile_images() {
+    use shm_core::testkit::protocol_ops;
+    let img = protocol_ops::sample_image(16 * 1024);
+    let ops = stream(0xbad, if cfg!(miri) { 200 } else { 1500 });
+    let s = protocol_ops::run(&protocol_ops::encode_hostile(&img, &ops));
+    assert!(s.ok > 10, "{s:?}");
+    let flips = if cfg!(miri) { 2 } else { 40 };
+    for i in 0..flips {
+        let mut bad = img.clone();
+        for (j, b) in stream(i + 1, 6).chunks(2).enumerate() {
+            let at = (usize::from(b[0]) << 6 | usize::from(b[1])) * (j + 1) % bad.len();
+            bad[at] ^= 1 << (b[1] % 8);
+        }
+        protocol_ops::run(&protocol_ops::encode_hostile(&bad, &ops));
+    }
+}

@@ -18,6 +18,8 @@
 pub mod hostile;
 pub mod model;
 pub mod ops;
+pub mod protocol_ops;
+pub mod snapshot;
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::sync::Arc;
