@@ -442,12 +442,19 @@ fn crash_at_every_step_of_every_operation_truly() {
     let before = Snapshot::take(&attach(&w.image).heap).unwrap();
     let all = ops();
     let mut report = Vec::new();
-    for (i, op) in all.iter().enumerate() {
+    for op in &all {
         let (n, late) = if cfg!(miri) {
-            if i % 4 != 0 {
+            // Slow: one heap, one reclaiming and one protocol operation, one crash each.
+            if ![
+                "give (to another member)",
+                "reclaim client (all steps)",
+                "send (give)",
+            ]
+            .contains(&op.name)
+            {
                 continue;
             }
-            crash_every_step(&w, &before, op, Some(&[1, 5]))
+            crash_every_step(&w, &before, op, Some(&[3]))
         } else {
             crash_every_step(&w, &before, op, None)
         };

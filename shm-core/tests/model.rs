@@ -173,11 +173,9 @@ fn crash_at_every_step_of_every_operation() {
     let mut lengths = Vec::new();
     for (target, op) in ops.iter().enumerate() {
         if cfg!(miri) {
-            // Slow: every fourth operation, two crash points each.
-            if target % 4 == 0 {
-                for steps in [2, 9] {
-                    fired += u32::from(run(target, steps).0);
-                }
+            // Slow: the give and the reclaim, one crash point each.
+            if matches!(op, Op::Give { .. } | Op::Reclaim { .. }) {
+                fired += u32::from(run(target, 9).0);
             }
             continue;
         }
@@ -199,7 +197,7 @@ fn crash_at_every_step_of_every_operation() {
         lengths.push(format!("{op:?}: {} steps", steps - 1));
     }
     println!("{}", lengths.join("\n"));
-    let expected = if cfg!(miri) { 4 } else { 500 };
+    let expected = if cfg!(miri) { 2 } else { 500 };
     assert!(fired >= expected, "only {fired} injected crashes fired");
 }
 

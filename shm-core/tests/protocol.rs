@@ -366,7 +366,7 @@ fn stream(seed: u64, len: usize) -> Vec<u8> {
 #[test]
 fn protocol_interpreter_on_fixed_inputs() {
     use shm_core::testkit::protocol_ops::{self, ProtoStats};
-    let (runs, len) = if cfg!(miri) { (1, 300) } else { (24, 1200) };
+    let (runs, len) = if cfg!(miri) { (1, 120) } else { (24, 1200) };
     let mut total = ProtoStats::default();
     for seed in 0..runs {
         let ops = stream(0x5eed_0000 + seed, len);
@@ -397,10 +397,10 @@ fn protocol_interpreter_on_fixed_inputs() {
 fn protocol_interpreter_on_hostile_images() {
     use shm_core::testkit::protocol_ops;
     let img = protocol_ops::sample_image(16 * 1024);
-    let ops = stream(0xbad, if cfg!(miri) { 200 } else { 1500 });
+    let ops = stream(0xbad, if cfg!(miri) { 120 } else { 1500 });
     let s = protocol_ops::run(&protocol_ops::encode_hostile(&img, &ops));
     assert!(s.ok > 10, "{s:?}");
-    let flips = if cfg!(miri) { 2 } else { 40 };
+    let flips = if cfg!(miri) { 1 } else { 40 };
     for i in 0..flips {
         let mut bad = img.clone();
         for (j, b) in stream(i + 1, 6).chunks(2).enumerate() {
