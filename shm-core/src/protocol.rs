@@ -630,6 +630,10 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.op(OpCode::Participant, |tx, s| {
             let (slot, p) = s.own_participant(me, at)?;
             s.retire(tx, slot, &p)?;
+            // The freed bytes must not read as a participant if their owner allocates the
+            // same block again: a stale id would then pass validation and be written to.
+            tx.set(&p.rec.kind, 0)?;
+            tx.set(&p.rec.serial, 0)?;
             s.free(tx, slot, at)
         })
     }

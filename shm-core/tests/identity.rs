@@ -370,7 +370,6 @@ fn unregister_is_the_live_process_cleanup() {
 /// record bytes in that block as a live participant and writing a queue entry and a
 /// keepalive word into the owner's data.
 #[test]
-#[ignore = "library bug: destroy_participant leaves the record valid (protocol.rs, see report)"]
 fn destroyed_participant_id_is_stale_even_if_its_memory_is_reused() {
     let p = connected(Fixture::new(64 * 1024), 100, 101);
     let heap = &p.f.heap;
