@@ -46,51 +46,51 @@ impl Platform for RingSpy {
     }
 }
 
-/// A sender that dies after its send committed but before the entry was published leaves
-/// the publication to whoever breaks its lock; that process publishes the entry and rings
-/// the receiver's doorbell, because the receiver may be asleep on it.
-#[test]
-fn lock_breaker_publishes_and_wakes_the_receiver() {
-    let mut completed = 0;
-    for steps in 1..=200 {
-        // Small: the loop formats a region per crash point (slow under miri otherwise).
-        let buf = AlignedBuf::new(24 * 1024);
-        let spy = RingSpy {
-            inner: TestPlatform::new(1),
-            rung: Arc::new(AtomicU32::new(0)),
-        };
-        // SAFETY: `buf` outlives `heap` (dropped at the end of the iteration, after it).
-        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
-        let heap = Heap::init(region, HeapConfig::default(), spy.clone()).unwrap();
-        let server = heap.register_as(ProcessId::from_pid(100)).unwrap();
-        let client = heap.register_as(ProcessId::from_pid(101)).unwrap();
-        let sp = heap.create_participant(server, KIND_SERVER, 4).unwrap();
-        heap.start_server(server, sp.at, 100, 3).unwrap();
-        let cp = heap.create_participant(client, KIND_CLIENT, 4).unwrap();
-        heap.connect(client, cp.at, |_| {}).unwrap();
-        assert!(matches!(
-            heap.recv(&sp).unwrap(),
-            Some(Received::Control {
-                control: Control::Connect,
-                ..
-            })
-        ));
-        let block = heap.try_alloc(client, 64).unwrap();
-        // The server sleeps on its doorbell.
-        sp.bell.prepare_wait();
-        heap.faults().arm(steps);
-        let r = heap.send(client, sp.id(), block, 5, SendMode::Give, |_| {});
-        heap.faults().arm(0);
-        if r.is_ok() {
-            // Past the last step: every crash point was tried.
-            assert!(
-                completed > 0,
-                "no crash fell between commit and publication"
-            );
-            drop(heap);
-            drop(buf);
-            return;
-        }
+/// What a send crashed at one step left, once another process broke its lock.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The send finished: the step is past its end.
+    Completed,
+    /// Committed, unpublished: the breaker published it and rang the receiver.
+    Published,
+    /// Undone: nothing queued, nobody rung.
+    Undone,
+}
+
+/// Sends one message with a crash injected at `steps`, recovers as another process, and
+/// checks what recovery left (see [`Outcome`]).
+fn send_crashed_at(steps: u32) -> Outcome {
+    // Small: one region is formatted per crash point (slow under miri otherwise).
+    let buf = AlignedBuf::new(24 * 1024);
+    let spy = RingSpy {
+        inner: TestPlatform::new(1),
+        rung: Arc::new(AtomicU32::new(0)),
+    };
+    // SAFETY: `buf` outlives `heap` (dropped at the end, after it).
+    let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+    let heap = Heap::init(region, HeapConfig::default(), spy.clone()).unwrap();
+    let server = heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let client = heap.register_as(ProcessId::from_pid(101)).unwrap();
+    let sp = heap.create_participant(server, KIND_SERVER, 4).unwrap();
+    heap.start_server(server, sp.at, 100, 3).unwrap();
+    let cp = heap.create_participant(client, KIND_CLIENT, 4).unwrap();
+    heap.connect(client, cp.at, |_| {}).unwrap();
+    assert!(matches!(
+        heap.recv(&sp).unwrap(),
+        Some(Received::Control {
+            control: Control::Connect,
+            ..
+        })
+    ));
+    let block = heap.try_alloc(client, 64).unwrap();
+    // The server sleeps on its doorbell.
+    sp.bell.prepare_wait();
+    heap.faults().arm(steps);
+    let r = heap.send(client, sp.id(), block, 5, SendMode::Give, |_| {});
+    heap.faults().arm(0);
+    let outcome = if r.is_ok() {
+        Outcome::Completed
+    } else {
         assert_eq!(r.err(), Some(Error::InjectedCrash));
         // Committed (journal empty) with the publication still recorded: the window.
         let hdr = heap.header();
@@ -101,7 +101,6 @@ fn lock_breaker_publishes_and_wakes_the_receiver() {
         heap.check().unwrap();
         let got = heap.recv(&sp).unwrap();
         if pending {
-            // Committed, unpublished: the breaker published it and rang the server.
             assert_eq!(
                 got,
                 Some(Received::Message {
@@ -117,16 +116,58 @@ fn lock_breaker_publishes_and_wakes_the_receiver() {
                 "the sleeping receiver was woken (crash at step {steps})"
             );
             assert_eq!(sp.bell.waiting.load(Relaxed), 0);
-            completed += 1;
+            Outcome::Published
         } else {
-            // Undone: nothing to publish, nobody to wake.
             assert_eq!(got, None);
             assert_eq!(spy.rung.load(Relaxed), 0);
+            Outcome::Undone
         }
-        drop(heap);
-        drop(buf);
+    };
+    drop(heap);
+    drop(buf);
+    outcome
+}
+
+/// A sender that dies after its send committed but before the entry was published leaves
+/// the publication to whoever breaks its lock; that process publishes the entry and rings
+/// the receiver's doorbell, because the receiver may be asleep on it. Every crash point of
+/// the send either is undone or ends published and rung, and at least one is the latter.
+#[test]
+fn lock_breaker_publishes_and_wakes_the_receiver() {
+    const LIMIT: u32 = 400;
+    if cfg!(miri) {
+        // A sample: find the send's length by bisection, then crash at its last step (the
+        // window between commit and publication), its first and its middle.
+        let (mut lo, mut hi) = (1, LIMIT);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if send_crashed_at(mid) == Outcome::Completed {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        assert!(lo > 1 && lo < LIMIT, "the send never completed");
+        assert_eq!(send_crashed_at(lo - 1), Outcome::Published);
+        assert_eq!(send_crashed_at(1), Outcome::Undone);
+        assert_ne!(send_crashed_at(lo / 2), Outcome::Completed);
+        return;
     }
-    panic!("the send never completed within 200 steps");
+    let mut published = 0;
+    for steps in 1..=LIMIT {
+        match send_crashed_at(steps) {
+            Outcome::Completed => {
+                assert!(
+                    published > 0,
+                    "no crash fell between commit and publication"
+                );
+                return;
+            }
+            Outcome::Published => published += 1,
+            Outcome::Undone => {}
+        }
+    }
+    panic!("the send never completed within {LIMIT} steps");
 }
 
 /// A platform whose waits block until the test opens a gate, so an allocator can be held
