@@ -19,7 +19,12 @@ struct Parties {
 
 /// A server and one connected client, each with a queue of `cap` slots.
 fn connected(cap: u32) -> Parties {
-    let f = Fixture::new(256 * 1024);
+    connected_in(256 * 1024, cap)
+}
+
+/// Like [`connected`], in a region of `size` bytes (small ones format faster under miri).
+fn connected_in(size: usize, cap: u32) -> Parties {
+    let f = Fixture::new(size);
     let server = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
     let client = f.heap.register_as(ProcessId::from_pid(101)).unwrap();
     let sp = f.heap.create_participant(server, KIND_SERVER, cap).unwrap();
@@ -181,7 +186,7 @@ fn shared_send_counts_owners() {
 fn send_is_atomic_under_crashes_at_every_step() {
     let mut outcomes = (0, 0);
     for steps in 1..=200 {
-        let p = connected(4);
+        let p = connected_in(24 * 1024, 4);
         let heap = &p.f.heap;
         let b = heap.try_alloc(p.client, 32).unwrap();
         heap.faults().arm(steps);
