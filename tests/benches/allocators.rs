@@ -601,13 +601,15 @@ struct RlsfLocked;
 struct RlsfLockedAlloc<'a> {
     inner: RlsfAlloc<'a>,
     lock: AtomicU64,
+    /// The holder word this process writes (pid and tag), computed once as shm-core's
+    /// platforms cache their identity.
+    word: u64,
 }
 
 impl RlsfLockedAlloc<'_> {
     #[inline]
     fn locked<R>(&mut self, f: impl FnOnce(&mut RlsfAlloc<'_>) -> R) -> R {
-        let me = shm_core::ProcessId::from_pid(process_id());
-        let word = u64::from(me.pid) | (u64::from(me.tag) << 32);
+        let word = self.word;
         while self
             .lock
             .compare_exchange(0, word, Ordering::Acquire, Ordering::Relaxed)
@@ -625,9 +627,11 @@ impl Contender for RlsfLocked {
     const NAME: &'static str = "rlsf + lock";
     type Alloc<'a> = RlsfLockedAlloc<'a>;
     fn init(arena: &mut Arena) -> RlsfLockedAlloc<'_> {
+        let me = shm_core::ProcessId::from_pid(process_id());
         RlsfLockedAlloc {
             inner: Rlsf::init(arena),
             lock: AtomicU64::new(0),
+            word: u64::from(me.pid) | (u64::from(me.tag) << 32),
         }
     }
 }
