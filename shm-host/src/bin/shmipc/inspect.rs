@@ -119,7 +119,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let class_label = |i: usize| {
         if i == classes.len() - 1 {
-            format!(">={}", human_bytes(64u64 << (2 * (i - 1) + 2)))
+            format!(">={}", human_bytes(64u64 << (2 * (i - 1))))
         } else {
             format!("<{}", human_bytes(64u64 << (2 * i)))
         }
