@@ -574,9 +574,9 @@ impl<S: System> Inner<S> {
             };
             let pid = p.info().id.owner;
             let process = heap
-                .processes()
+                .process(pid.slot)
                 .ok()
-                .and_then(|mut ps| ps.find_map(|i| i.ok().filter(|i| i.incarnation() == pid)));
+                .filter(|i| i.incarnation() == pid);
             let alive = process.is_none_or(|i| att.seg.is_alive(i.id));
             if !alive {
                 self.lock_clients().remove(&id);
