@@ -63,6 +63,32 @@ fn driven(name: &str, who: &'static str) -> (Driven, String) {
     (Driven { peer, lines, who }, w[1].to_owned())
 }
 
+/// A collector server on segment `name` with this file's heartbeat settings; with `kill`,
+/// it kills clients that stop answering keepalives.
+fn collector(name: &str, kill: bool) -> Driven {
+    let (beat, missed) = (HEARTBEAT_MS.to_string(), MAX_MISSED.to_string());
+    let mut args = vec![
+        "collector",
+        name,
+        "--heartbeat",
+        &beat,
+        "--max-missed",
+        &missed,
+    ];
+    if kill {
+        args.extend(["--kill-unresponsive", "1"]);
+    }
+    let mut peer = Peer::spawn(peer_exe!(), &args);
+    let lines = peer.lines();
+    let first = lines.next_within(ANSWER).expect("server started");
+    assert_eq!(first, "serving 1");
+    Driven {
+        peer,
+        lines,
+        who: "server",
+    }
+}
+
 /// `available N min_free M check ...` -> (N, check text).
 fn stats(c: &mut Driven) -> (u64, String) {
     let line = c.ask("stats", "available ");
@@ -105,27 +131,7 @@ fn stopped_client_is_unresponsive_not_dead() {
         }
     };
 
-    let mut server = {
-        let mut peer = Peer::spawn(
-            peer_exe!(),
-            &[
-                "collector",
-                &name,
-                "--heartbeat",
-                &HEARTBEAT_MS.to_string(),
-                "--max-missed",
-                &MAX_MISSED.to_string(),
-            ],
-        );
-        let lines = peer.lines();
-        let first = lines.next_within(ANSWER).expect("server started");
-        assert_eq!(first, "serving 1");
-        Driven {
-            peer,
-            lines,
-            who: "server",
-        }
-    };
+    let mut server = collector(&name, false);
     let (start, check) = stats(&mut server);
     assert_eq!(check, "ok");
 
@@ -313,29 +319,7 @@ fn stopped_client_is_unresponsive_not_dead() {
 fn an_unresponsive_client_is_killed_when_asked() {
     let name = unique_name("killed");
     let _guard = SegmentGuard(name.clone());
-    let mut server = {
-        let mut peer = Peer::spawn(
-            peer_exe!(),
-            &[
-                "collector",
-                &name,
-                "--heartbeat",
-                &HEARTBEAT_MS.to_string(),
-                "--max-missed",
-                &MAX_MISSED.to_string(),
-                "--kill-unresponsive",
-                "1",
-            ],
-        );
-        let lines = peer.lines();
-        let first = lines.next_within(ANSWER).expect("server started");
-        assert_eq!(first, "serving 1");
-        Driven {
-            peer,
-            lines,
-            who: "server",
-        }
-    };
+    let mut server = collector(&name, true);
     let (start, _) = stats(&mut server);
     let (mut a, _) = driven(&name, "A");
     assert_eq!(a.ask(&format!("hold {HELD} 0x5a"), "hold"), "hold ok");
