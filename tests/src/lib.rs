@@ -31,13 +31,35 @@ impl Peer {
     /// Starts `EXE ARGS...` (the helper binary, see [`peer_exe!`]) with stdin and stdout
     /// piped.
     pub fn spawn(exe: &str, args: &[&str]) -> Peer {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {exe} {args:?}: {e}"));
+        Peer::start(exe, args, Stdio::inherit)
+    }
+
+    /// Starts the peer with stdin and stdout piped and stderr as `stderr` makes it.
+    ///
+    /// A start that fails is tried again a few times before the test gives up: under Wine
+    /// `CreateProcess` fails now and then while many processes come and go ("Internal
+    /// error", os error 1359). A process that failed to start did nothing, so trying again
+    /// changes nothing the test observes.
+    fn start(exe: &str, args: &[&str], stderr: fn() -> Stdio) -> Peer {
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        let mut child = loop {
+            match Command::new(exe)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(stderr())
+                .spawn()
+            {
+                Ok(child) => break child,
+                Err(e) if attempt < ATTEMPTS => {
+                    eprintln!("spawning {exe} {args:?} (attempt {attempt}): {e}; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                Err(e) => panic!("spawning {exe} {args:?} ({ATTEMPTS} attempts): {e}"),
+            }
+        };
         let out = child.stdout.take().map(BufReader::new);
         Peer { child, out }
     }
@@ -219,15 +241,7 @@ impl Peer {
     /// Like [`spawn`](Peer::spawn), with stderr piped too (see
     /// [`finish_output`](Peer::finish_output)), for peers whose error output is checked.
     pub fn spawn_captured(exe: &str, args: &[&str]) -> Peer {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {exe} {args:?}: {e}"));
-        let out = child.stdout.take().map(BufReader::new);
-        Peer { child, out }
+        Peer::start(exe, args, Stdio::piped)
     }
 
     /// Moves the peer's stdout to a background reader (for peers that print a lot or
