@@ -83,7 +83,7 @@ fn main() {
         let mut img = image(len, align, ops);
         if i % 2 == 1 {
             // Derived state flagged stale: the first operation rebuilds it.
-            img[core::mem::offset_of!(shm_core::header::RegionHeader, derived_dirty)] = 1;
+            img[core::mem::offset_of!(shm_core::format::RegionHeader, derived_dirty)] = 1;
         }
         let tail = stream(0x51_7cc1 + i as u64, 0, 200);
         std::fs::write(
@@ -109,7 +109,7 @@ fn main() {
         seed(protocol_ops::encode_hostile(&img, &ops[1..]));
         // A few flipped bytes in the server entry and the participants.
         for k in 0..6 {
-            let at = (core::mem::offset_of!(shm_core::header::RegionHeader, server) + 4 * k)
+            let at = (core::mem::offset_of!(shm_core::format::RegionHeader, server) + 4 * k)
                 .min(img.len() - 1);
             img[at] ^= 0x5a;
         }

@@ -3,7 +3,8 @@
 
 use core::fmt;
 
-use crate::{Incarnation, Offset, ProcSlot};
+use crate::ids::{Incarnation, ProcSlot};
+use crate::offset::Offset;
 
 /// Why an operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +116,7 @@ pub enum Error {
     ServerRestarted,
     /// The receiver is not connected (never was, disconnected, or declared dead).
     NotConnected,
-    /// User tags must be below [`CONTROL_TAG_BASE`](crate::protocol::CONTROL_TAG_BASE).
+    /// User tags must be below [`CONTROL_TAG_BASE`](crate::format::CONTROL_TAG_BASE).
     ReservedTag {
         /// The tag given.
         tag: u32,

@@ -7,7 +7,7 @@
 //! in front of the aligned pointer.
 //!
 //! ```
-//! use shm_core::global_alloc::RegionAllocator;
+//! use shm_core::RegionAllocator;
 //! use shm_core::{HeapConfig, SpinPlatform};
 //! use core::alloc::{GlobalAlloc, Layout};
 //!
@@ -36,10 +36,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
-use crate::heap::{Heap, HeapConfig};
-use crate::platform::Platform;
-use crate::region::Region;
-use crate::{Error, Member, Offset};
+use crate::{Error, Heap, HeapConfig, Member, Offset, Platform, Region};
 
 /// A region used as the global allocator. Until [`init`](RegionAllocator::init) runs,
 /// every allocation fails (returns null).

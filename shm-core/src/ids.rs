@@ -1,4 +1,4 @@
-//! Who acts: [`ProcSlot`] (a place in the process table, reused), [`Incarnation`] (one
+//! Who acts: [`ProcessId`] (an operating-system process), [`ProcSlot`] (a place in the process table, reused), [`Incarnation`] (one
 //! registration in that place, never reused while the region lives) and [`Member`] (the
 //! right to act as one incarnation, handed out only by registering).
 //!
@@ -101,5 +101,32 @@ impl Member {
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.inc.fmt(f)
+    }
+}
+
+/// Identifies a process for as long as it lives.
+///
+/// `pid` alone is not enough: operating systems reuse process ids, so a dead lock holder's
+/// pid may belong to a new, live process. `tag` tells the two apart (on Linux a hash of the
+/// process start time, on Windows of its creation time); 0 means "unknown", and then only
+/// `pid` is compared. `pid` is never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    /// Operating-system process id (or task id on firmware); never 0.
+    pub pid: u32,
+    /// Distinguishes processes that had the same `pid` at different times; 0 if unknown.
+    pub tag: u32,
+}
+
+impl ProcessId {
+    /// A process id with an unknown tag.
+    pub const fn from_pid(pid: u32) -> Self {
+        ProcessId { pid, tag: 0 }
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.pid)
     }
 }

@@ -34,32 +34,8 @@ use core::sync::atomic::{
 };
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::layout::{JOURNALED_HEADER_START, JOURNAL_CAPACITY};
-use crate::region::{Region, ShmSafe};
-
-/// One journaled word: where it is and what it held before the operation.
-#[repr(C)]
-#[derive(Debug)]
-pub struct JournalEntry {
-    /// Offset of the word.
-    pub offset: AtomicU32,
-    /// Its value before the operation.
-    pub old: AtomicU32,
-}
-
-/// The journal's length and current operation, on the region's hot cache line next to
-/// the lock (both are written by every operation).
-#[repr(C)]
-#[derive(Debug)]
-pub struct JournalHead {
-    /// Number of valid entries; 0 when no operation is in progress.
-    pub len: AtomicU32,
-    /// Code of the operation in progress (for diagnostics).
-    pub op: AtomicU32,
-}
-
-/// The journal's entries.
-pub type JournalEntries = [JournalEntry; JOURNAL_CAPACITY];
+use crate::format::{JournalEntries, JournalHead, JOURNALED_HEADER_START};
+use crate::region::Region;
 
 /// The undo journal: its head and its entries (two places in the region header).
 #[derive(Clone, Copy, Debug)]
@@ -69,11 +45,6 @@ pub struct Journal<'m> {
     /// Entries.
     pub entries: &'m JournalEntries,
 }
-
-// SAFETY: repr(C), two AtomicU32.
-unsafe impl ShmSafe for JournalHead {}
-// SAFETY: repr(C), two AtomicU32.
-unsafe impl ShmSafe for JournalEntry {}
 
 /// Stops an operation after a set number of journal steps, as if its process had died.
 ///

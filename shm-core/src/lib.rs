@@ -29,12 +29,17 @@
 //! # Ok::<(), shm_core::Error>(())
 //! ```
 //!
-//! The modules, one concept each:
-//! - [`region`]: this process's view of the memory; the only place offsets become pointers.
-//! - [`header`], [`block`], [`owners`], [`journal`], [`lock`]: the `#[repr(C)]` structures
-//!   stored in a region, with their layouts asserted in [`layout`].
-//! - [`heap`]: the allocator and its operations.
-//! - [`platform`]: the traits a platform implements.
+//! The crate is built in layers, each using only the ones below it (see the README's
+//! architecture section):
+//! 1. [`Offset`], the identities ([`ProcessId`], [`ProcSlot`], [`Incarnation`],
+//!    [`Member`]), [`Error`], and what the core asks of an operating system
+//!    ([`Processes`], [`WaitNotify`]);
+//! 2. [`Region`]: the only place an offset becomes a pointer;
+//! 3. [`format`]: every structure stored in a region, the header, the layout fingerprint;
+//! 4. the journal, the lock, the [`OffsetQueue`] and the [`Platform`] trait;
+//! 5. the [`Heap`]: allocator, owner tables, recovery, checks;
+//! 6. the client/server protocol over the heap;
+//! 7. the `GlobalAlloc` adapter and the test kit.
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 // Offsets, lengths and counts in a region are untrusted (another process, or hostile
@@ -47,33 +52,40 @@
 #[cfg(feature = "testkit")]
 extern crate alloc;
 
-pub mod block;
-pub mod doorbell;
-pub mod error;
+mod error;
+pub mod format;
 #[cfg(feature = "global-alloc")]
-pub mod global_alloc;
-pub mod header;
-pub mod heap;
+mod global_alloc;
+mod heap;
 mod ids;
-pub mod journal;
-pub mod layout;
-pub mod lock;
+mod journal;
+mod lock;
 mod offset;
-pub mod owners;
-pub mod platform;
-pub mod protocol;
-pub mod queue;
-pub mod region;
+mod os;
+mod platform;
+mod protocol;
+mod queue;
+mod region;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use error::{AttachError, Corruption, CorruptionKind, Error};
-pub use heap::{CheckReport, Heap, HeapConfig, HeapStats, ProcessInfo, ReclaimReport};
-pub use ids::{Incarnation, Member, ProcSlot};
+pub use format::{Control, Doorbell, MessageHeader};
+#[cfg(feature = "global-alloc")]
+pub use global_alloc::RegionAllocator;
+pub use heap::{
+    BlockInfo, CheckReport, Heap, HeapConfig, HeapStats, ProcessInfo, ProcessIter, ReclaimReport,
+};
+pub use ids::{Incarnation, Member, ProcSlot, ProcessId};
+#[cfg(feature = "fault-injection")]
+pub use journal::FaultInjector;
 pub use offset::Offset;
+pub use os::{Processes, WaitNotify, WaitOutcome};
 #[cfg(feature = "critical-section")]
 pub use platform::CriticalSectionPlatform;
-pub use platform::{Platform, ProcessId, Processes, SpinPlatform, WaitNotify, WaitOutcome};
-pub use protocol::{Control, ParticipantRef, Received, SendMode, ServerStatus};
-pub use queue::OffsetQueue;
-pub use region::{RawRange, Region};
+pub use platform::{Platform, SpinPlatform};
+pub use protocol::{
+    Beat, ParticipantId, ParticipantInfo, ParticipantRef, Received, SendMode, ServerStatus,
+};
+pub use queue::{OffsetQueue, QueueEntry};
+pub use region::{RawRange, Region, ShmSafe};

@@ -1,37 +1,15 @@
-//! [`LockWord`]: the region lock, which records who holds it.
-//!
-//! Taking the lock is a compare-and-swap of 0 to the caller's [`ProcessId`]. A waiter
-//! that keeps finding the lock taken asks the platform, now and then, whether the holder
-//! still lives; if not, it swaps the dead holder's id for its own (only one waiter can win
-//! that swap) and undoes the dead holder's half-done operation from the journal.
-//!
-//! The holder is recorded as pid and tag in one 64-bit word, so a waiter never pairs one
-//! holder's pid with another's tag. Targets without 64-bit atomics (Cortex-M) record the
-//! pid only; there the lock is taken inside a critical section and never contended by
-//! another process.
+//! Taking the region lock ([`acquire`]): a compare-and-swap of 0 to the caller's
+//! [`ProcessId`]. A waiter that keeps finding the lock taken asks the platform, now and
+//! then, whether the holder still lives; if not, it swaps the dead holder's id for its own
+//! (only one waiter can win that swap) and the heap undoes the dead holder's half-done
+//! operation from the journal. The word itself is [`LockWord`].
 
-#[cfg(not(target_has_atomic = "64"))]
-use core::sync::atomic::AtomicU32;
-use core::sync::atomic::Ordering::Relaxed;
-
-use crate::platform::{Platform, ProcessId};
-use crate::region::ShmSafe;
+use crate::format::LockWord;
+use crate::ids::ProcessId;
+use crate::os::{Processes, WaitNotify};
 
 /// How often (in contended rounds) a waiter checks whether the holder is alive.
 const LIVENESS_EVERY: u32 = 64;
-
-/// The lock word in the region header: 0 when free, otherwise the holder.
-#[repr(C, align(8))]
-#[derive(Debug)]
-pub struct LockWord {
-    #[cfg(target_has_atomic = "64")]
-    word: core::sync::atomic::AtomicU64,
-    #[cfg(not(target_has_atomic = "64"))]
-    word: [AtomicU32; 2],
-}
-
-// SAFETY: repr(C), one AtomicU64 or two AtomicU32 (same size and 8-byte alignment).
-unsafe impl ShmSafe for LockWord {}
 
 /// How the caller got the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,83 +20,26 @@ pub(crate) enum Acquired {
     FromDead(ProcessId),
 }
 
-impl LockWord {
-    #[cfg(target_has_atomic = "64")]
-    fn pack(id: ProcessId) -> u64 {
-        u64::from(id.pid) | (u64::from(id.tag) << 32)
-    }
-
-    #[cfg(target_has_atomic = "64")]
-    fn cas(&self, from: ProcessId, to: ProcessId) -> bool {
-        use core::sync::atomic::Ordering::Acquire;
-        let from = Self::pack(from);
-        self.word
-            .compare_exchange(from, Self::pack(to), Acquire, Relaxed)
-            .is_ok()
-    }
-
-    #[cfg(not(target_has_atomic = "64"))]
-    fn cas(&self, from: ProcessId, to: ProcessId) -> bool {
-        use core::sync::atomic::Ordering::Acquire;
-        self.word[0]
-            .compare_exchange(from.pid, to.pid, Acquire, Relaxed)
-            .is_ok()
-    }
-
-    /// The current holder, if any: `None` exactly when the word is 0 (free). A non-zero
-    /// word with pid 0 (only corrupted bytes make one) is a holder that cannot be alive.
-    pub fn holder(&self) -> Option<ProcessId> {
-        #[cfg(target_has_atomic = "64")]
-        {
-            let v = self.word.load(Relaxed);
-            (v != 0).then_some(ProcessId {
-                pid: v as u32,
-                tag: (v >> 32) as u32,
-            })
+/// Takes `lock`, breaking it if its holder died.
+pub(crate) fn acquire<P: Processes + WaitNotify>(
+    lock: &LockWord,
+    platform: &P,
+    me: ProcessId,
+) -> Acquired {
+    let mut round: u32 = 0;
+    loop {
+        if lock.try_acquire(me) {
+            return Acquired::Free;
         }
-        #[cfg(not(target_has_atomic = "64"))]
-        {
-            let pid = self.word[0].load(Relaxed);
-            (pid != 0).then_some(ProcessId::from_pid(pid))
-        }
-    }
-
-    /// Takes the lock if it is free.
-    pub(crate) fn try_acquire(&self, me: ProcessId) -> bool {
-        self.cas(ProcessId { pid: 0, tag: 0 }, me)
-    }
-
-    /// Takes the lock over from `dead`, if `dead` still holds it.
-    pub(crate) fn try_break(&self, dead: ProcessId, me: ProcessId) -> bool {
-        self.cas(dead, me)
-    }
-
-    /// Takes the lock, breaking it if its holder died.
-    pub(crate) fn acquire<P: Platform>(&self, platform: &P, me: ProcessId) -> Acquired {
-        let mut round: u32 = 0;
-        loop {
-            if self.try_acquire(me) {
-                return Acquired::Free;
-            }
-            round = round.wrapping_add(1);
-            if round % LIVENESS_EVERY == 0 {
-                if let Some(holder) = self.holder() {
-                    let dead = holder.pid == 0 || (holder != me && !platform.is_alive(holder));
-                    if dead && self.try_break(holder, me) {
-                        return Acquired::FromDead(holder);
-                    }
+        round = round.wrapping_add(1);
+        if round % LIVENESS_EVERY == 0 {
+            if let Some(holder) = lock.holder() {
+                let dead = holder.pid == 0 || (holder != me && !platform.is_alive(holder));
+                if dead && lock.try_break(holder, me) {
+                    return Acquired::FromDead(holder);
                 }
             }
-            platform.relax(round);
         }
-    }
-
-    /// Releases the lock (Release ordering publishes the operation's writes).
-    pub(crate) fn release(&self) {
-        use core::sync::atomic::Ordering::Release;
-        #[cfg(target_has_atomic = "64")]
-        self.word.store(0, Release);
-        #[cfg(not(target_has_atomic = "64"))]
-        self.word[0].store(0, Release);
+        platform.relax(round);
     }
 }

@@ -25,191 +25,20 @@
 //! server declares the client dead.
 
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 
-use crate::doorbell::Doorbell;
 use crate::error::{corrupt, CorruptionKind, Error};
+use crate::format::{
+    participant_bytes, participant_layout, queue_bytes, Control, Doorbell, KeepAlive, Participant,
+    APP_KIND, APP_PARTICIPANT, CONTROL_TAG_BASE, KIND_CLIENT, KIND_SERVER, NO_SENDER, P_CONNECTED,
+    P_CONNECTING, P_DISCONNECTED, P_NEW, SERVER_NONE, SERVER_RUNNING,
+};
 use crate::heap::{Heap, OpCode, Placement, Space};
+use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
 use crate::journal::Tx;
-use crate::owners::ProcSlot;
-use crate::platform::{Platform, ProcessId};
-use crate::queue::{queue_bytes, Entry, OffsetQueue, NO_SENDER};
-use crate::region::ShmSafe;
-use crate::Offset;
-use crate::{Incarnation, Member};
-
-/// Participant kind: the server.
-pub const KIND_SERVER: u32 = 1;
-/// Participant kind: a client.
-pub const KIND_CLIENT: u32 = 2;
-
-/// Index of the application word holding a process's participant offset.
-pub const APP_PARTICIPANT: usize = 0;
-/// Index of the application word holding a process's participant kind.
-pub const APP_KIND: usize = 1;
-
-/// Server state: none registered.
-pub const SERVER_NONE: u32 = 0;
-/// Server state: running.
-pub const SERVER_RUNNING: u32 = 1;
-
-/// Participant state: created, not connected.
-pub const P_NEW: u32 = 0;
-/// Participant state: `Connect` sent, no answer yet.
-pub const P_CONNECTING: u32 = 1;
-/// Participant state: connected (or, for the server, running).
-pub const P_CONNECTED: u32 = 2;
-/// Participant state: disconnected or declared dead.
-pub const P_DISCONNECTED: u32 = 3;
-
-/// Tags at or above this value are protocol control entries; user tags must be below.
-pub const CONTROL_TAG_BASE: u32 = 0xFFFF_FF00;
-
-/// Protocol control entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Control {
-    /// Client to server: please connect this participant.
-    Connect = CONTROL_TAG_BASE + 1,
-    /// Server to client: connected.
-    Connected = CONTROL_TAG_BASE + 2,
-    /// Client to server: disconnecting.
-    Disconnect = CONTROL_TAG_BASE + 3,
-    /// Server to client: you are disconnected (refused, evicted, or answer to Disconnect).
-    Disconnected = CONTROL_TAG_BASE + 4,
-    /// Server to client: the server is shutting down.
-    ServerStopping = CONTROL_TAG_BASE + 5,
-}
-
-impl Control {
-    /// The control entry a tag stands for, if it is one.
-    pub fn from_tag(tag: u32) -> Option<Self> {
-        Some(match tag.checked_sub(CONTROL_TAG_BASE)? {
-            1 => Control::Connect,
-            2 => Control::Connected,
-            3 => Control::Disconnect,
-            4 => Control::Disconnected,
-            5 => Control::ServerStopping,
-            _ => return None,
-        })
-    }
-}
-
-/// The server, at its fixed place in the region header.
-#[repr(C)]
-#[derive(Debug)]
-pub struct ServerInfo {
-    /// [`SERVER_NONE`] or [`SERVER_RUNNING`].
-    pub state: AtomicU32,
-    /// Incremented at every server start.
-    pub generation: AtomicU32,
-    /// The server's process slot.
-    pub slot: AtomicU32,
-    /// The server's pid.
-    pub pid: AtomicU32,
-    /// The server's pid-reuse tag.
-    pub tag: AtomicU32,
-    /// Offset of the server's participant.
-    pub participant: AtomicU32,
-    /// Heartbeat interval in milliseconds.
-    pub heartbeat_ms: AtomicU32,
-    /// Misses after which a client is declared dead.
-    pub max_missed: AtomicU32,
-    /// Keepalive packets sent (wrapping).
-    pub keepalive_seq: AtomicU32,
-    /// The server's registration serial (with `slot`, its incarnation).
-    pub serial: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: [AtomicU32; 22],
-}
-
-// SAFETY: repr(C), only AtomicU32, no padding.
-unsafe impl ShmSafe for ServerInfo {}
-
-/// A participant record, at the start of its block.
-#[repr(C)]
-#[derive(Debug)]
-pub struct Participant {
-    /// [`KIND_SERVER`] or [`KIND_CLIENT`].
-    pub kind: AtomicU32,
-    /// The owner's process slot.
-    pub slot: AtomicU32,
-    /// The owner's pid.
-    pub pid: AtomicU32,
-    /// The owner's pid-reuse tag.
-    pub tag: AtomicU32,
-    /// Server generation this participant belongs to.
-    pub generation: AtomicU32,
-    /// One of the `P_*` states.
-    pub state: AtomicU32,
-    /// Offset of its queue.
-    pub queue: AtomicU32,
-    /// Offset of its doorbell.
-    pub bell: AtomicU32,
-    /// Keepalive mailbox: offset of a packet not yet taken, 0 when empty.
-    pub keepalive: AtomicU32,
-    /// Sequence number of the last keepalive taken.
-    pub keepalive_seen: AtomicU32,
-    /// Consecutive heartbeats that found the mailbox still full.
-    pub keepalive_missed: AtomicU32,
-    /// The owner's registration serial (with `slot`, its incarnation). A participant whose
-    /// owner's slot holds another serial is stale and is never sent to.
-    pub serial: AtomicU32,
-    /// Reserved, zero. (Messages received are counted by the queue itself.)
-    pub reserved: [AtomicU32; 4],
-}
-
-// SAFETY: repr(C), only AtomicU32, no padding.
-unsafe impl ShmSafe for Participant {}
-
-/// The first 16 bytes of every message payload: where the data is.
-#[repr(C)]
-#[derive(Debug)]
-pub struct MessageHeader {
-    /// Offset of the first data byte from the start of the payload (after this header and
-    /// the headroom).
-    pub data_start: AtomicU32,
-    /// Number of data bytes.
-    pub data_len: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: [AtomicU32; 2],
-}
-
-// SAFETY: repr(C), only AtomicU32, no padding.
-unsafe impl ShmSafe for MessageHeader {}
-
-/// Payload of a keepalive packet.
-#[repr(C)]
-#[derive(Debug)]
-pub struct KeepAlive {
-    /// Server generation.
-    pub generation: AtomicU32,
-    /// Sequence number.
-    pub seq: AtomicU32,
-}
-
-// SAFETY: repr(C), two AtomicU32.
-unsafe impl ShmSafe for KeepAlive {}
-
-/// Bytes of a participant block payload for a queue of `capacity` slots (at most
-/// 2^20): the record, up to 63 bytes to align the doorbell to 64, the doorbell, the queue.
-/// Saturates at `u32::MAX` (no block is that large) for a capacity too large to fit.
-pub const fn participant_bytes(capacity: u32) -> u32 {
-    queue_bytes(capacity)
-        .saturating_add(size_of::<Participant>() as u32)
-        .saturating_add(63)
-        .saturating_add(size_of::<Doorbell>() as u32)
-}
-
-/// Where the doorbell and the queue of the participant at `at` are; `None` when they
-/// would not fit below 4 GiB (only a hostile offset near the top of the region does that).
-fn participant_layout(at: u32) -> Option<(u32, u32)> {
-    let bell = at
-        .checked_add(size_of::<Participant>() as u32)?
-        .checked_add(63)?
-        & !63;
-    Some((bell, bell.checked_add(size_of::<Doorbell>() as u32)?))
-}
+use crate::offset::Offset;
+use crate::platform::Platform;
+use crate::queue::{OffsetQueue, QueueEntry};
 
 /// Where a participant is and whose it is: what a sender names a receiver by. The
 /// offset alone is reused when its owner is reclaimed; the incarnation is not, so a send
@@ -365,7 +194,7 @@ impl<'m> Space<'m> {
             return Err(bad);
         }
         let slot = ProcSlot(slot as u16);
-        let owner = crate::block::OwnerRef::unpack(h.owner.load(Relaxed));
+        let owner = crate::format::OwnerRef::unpack(h.owner.load(Relaxed));
         if owner.map(|o| o.slot) != Some(slot.0) || h.link.load(Relaxed) != 1 {
             return Err(bad);
         }
@@ -517,7 +346,7 @@ impl<'m> ParticipantRef<'m> {
         &self,
         tx: &mut Tx<'_, 'm>,
         region: &crate::region::Region<'m>,
-        entry: Entry,
+        entry: QueueEntry,
     ) -> Result<crate::queue::Publish, Error> {
         let publish = self.queue.push(tx, region, entry)?;
         Ok(crate::queue::Publish {
@@ -736,7 +565,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                 let publish = server.push_ringing(
                     tx,
                     &s.region,
-                    Entry {
+                    QueueEntry {
                         offset: client,
                         tag: Control::Connect as u32,
                         from: NO_SENDER,
@@ -782,7 +611,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                 let publish = p.push_ringing(
                     tx,
                     &s.region,
-                    Entry {
+                    QueueEntry {
                         offset: client,
                         tag: Control::Connected as u32,
                         from: NO_SENDER,
@@ -821,7 +650,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                 let publish = p.push_ringing(
                     tx,
                     &s.region,
-                    Entry {
+                    QueueEntry {
                         offset: about,
                         tag: control as u32,
                         from: NO_SENDER,
@@ -868,7 +697,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                     SendMode::Give => s.give(tx, slot, block, p.slot)?,
                     SendMode::Share => s.share(tx, slot, block, p.slot)?,
                 }
-                let entry = Entry {
+                let entry = QueueEntry {
                     offset: block,
                     tag,
                     from: u32::from(slot.0),

@@ -24,70 +24,10 @@ use core::sync::atomic::{
 };
 
 use crate::error::{corrupt, CorruptionKind, Error};
+use crate::format::{QueueHeader, QueueSlot, NO_SENDER, SLOT_BYTES};
 use crate::journal::Tx;
-use crate::region::{Region, ShmSafe};
-use crate::Offset;
-
-/// Queue header: the senders' line, the receiver's line, then constants.
-#[repr(C)]
-#[derive(Debug)]
-pub struct QueueHeader {
-    /// Next position a sender fills (changed under the region lock).
-    pub tail: AtomicU32,
-    /// Messages ever enqueued (wrapping).
-    pub enqueued: AtomicU32,
-    /// Reserved; keeps `head` on another cache line.
-    pub pad0: [AtomicU32; 14],
-    /// Next position the receiver takes (changed by the receiver only).
-    pub head: AtomicU32,
-    /// Reserved; keeps the constants on another cache line.
-    pub pad1: [AtomicU32; 15],
-    /// Number of slots, a power of two.
-    pub capacity: AtomicU32,
-    /// Offset of slot 0.
-    pub slots: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: [AtomicU32; 14],
-}
-
-/// One entry.
-#[repr(C)]
-#[derive(Debug)]
-pub struct QueueSlot {
-    /// Sequence number (see the module documentation).
-    pub seq: AtomicU32,
-    /// Payload offset of the block, or a participant offset for control entries.
-    pub offset: AtomicU32,
-    /// The sender's tag.
-    pub tag: AtomicU32,
-    /// The sender's process slot, written by the core (not by the sender's code), so the
-    /// receiver can trust it; [`NO_SENDER`] for control entries.
-    pub from: AtomicU32,
-    /// The sender's registration serial (with `from`, its incarnation), so a reply never
-    /// reaches a newer process that took the sender's slot.
-    pub from_serial: AtomicU32,
-    /// Reserved, zero (keeps slots a power of two in size: 2 per cache line).
-    pub reserved: [AtomicU32; 3],
-}
-
-/// Bytes of one [`QueueSlot`].
-const SLOT_BYTES: u32 = size_of::<QueueSlot>() as u32;
-
-/// `from` of entries no process slot sent (control entries).
-pub const NO_SENDER: u32 = u32::MAX;
-
-// SAFETY: repr(C), only AtomicU32, no padding.
-unsafe impl ShmSafe for QueueHeader {}
-// SAFETY: repr(C), eight AtomicU32, no padding.
-unsafe impl ShmSafe for QueueSlot {}
-
-/// Bytes a queue of `capacity` slots needs. Saturates at `u32::MAX` for a capacity too
-/// large to fit (no block is that large, so allocating it fails).
-pub const fn queue_bytes(capacity: u32) -> u32 {
-    capacity
-        .saturating_mul(SLOT_BYTES)
-        .saturating_add(size_of::<QueueHeader>() as u32)
-}
+use crate::offset::Offset;
+use crate::region::Region;
 
 /// A validated view of a queue in a region.
 #[derive(Clone, Copy, Debug)]
@@ -99,7 +39,7 @@ pub struct OffsetQueue<'m> {
 
 /// An entry taken from a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub struct QueueEntry {
     /// The block (or participant, for control entries).
     pub offset: Offset,
     /// The tag.
@@ -241,7 +181,7 @@ impl<'m> OffsetQueue<'m> {
         &self,
         tx: &mut Tx<'_, 'm>,
         region: &Region<'m>,
-        entry: Entry,
+        entry: QueueEntry,
     ) -> Result<Publish, Error> {
         let pos = self.hdr.tail.load(Relaxed);
         let slot = self.slot(pos, region)?;
@@ -276,14 +216,14 @@ impl<'m> OffsetQueue<'m> {
 
     /// Receiver side, without the lock: takes the oldest published entry, if any. Only
     /// the queue's owner may call this, and from one thread at a time.
-    pub fn pop(&self, region: &Region<'m>) -> Result<Option<Entry>, Error> {
+    pub fn pop(&self, region: &Region<'m>) -> Result<Option<QueueEntry>, Error> {
         let pos = self.hdr.head.load(Relaxed);
         let slot = self.slot(pos, region)?;
         let seq = slot.seq.load(Acquire);
         if seq != pos.wrapping_add(1) {
             return Ok(None);
         }
-        let entry = Entry {
+        let entry = QueueEntry {
             offset: Offset::new(slot.offset.load(Relaxed)),
             tag: slot.tag.load(Relaxed),
             from: slot.from.load(Relaxed),
@@ -299,7 +239,7 @@ impl<'m> OffsetQueue<'m> {
     pub fn for_each_pending(
         &self,
         region: &Region<'m>,
-        mut f: impl FnMut(Entry),
+        mut f: impl FnMut(QueueEntry),
     ) -> Result<(), Error> {
         let head = self.hdr.head.load(Relaxed);
         for i in 0..self.capacity {
@@ -308,7 +248,7 @@ impl<'m> OffsetQueue<'m> {
             if slot.seq.load(Acquire) != pos.wrapping_add(1) {
                 break;
             }
-            f(Entry {
+            f(QueueEntry {
                 offset: Offset::new(slot.offset.load(Relaxed)),
                 tag: slot.tag.load(Relaxed),
                 from: slot.from.load(Relaxed),

@@ -17,8 +17,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::AtomicU32;
 
 use crate::error::{corrupt, AttachError, CorruptionKind, Error};
-use crate::layout::MAX_RANGES;
-use crate::Offset;
+use crate::offset::Offset;
+
+/// Most disjoint ranges one region may span (a format constant: the header records that
+/// many ranges).
+pub const MAX_RANGES: usize = 8;
 
 /// Marks a type that may be placed in a region and referenced from several processes.
 ///
@@ -95,7 +98,7 @@ impl<'m> Region<'m> {
 
     /// A region made of several disjoint ranges sharing one base: the start of the first
     /// range, which holds the header. Ranges must be in increasing address order and must
-    /// not overlap; at most [`MAX_RANGES`](crate::layout::MAX_RANGES) of them, all within 4 GiB
+    /// not overlap; at most [`MAX_RANGES`] of them, all within 4 GiB
     /// of the base (offsets are 32-bit).
     ///
     /// # Safety

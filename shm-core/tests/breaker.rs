@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shm_core::doorbell::Doorbell;
-use shm_core::protocol::{KIND_CLIENT, KIND_SERVER};
+use shm_core::format::{KIND_CLIENT, KIND_SERVER};
 use shm_core::testkit::{AlignedBuf, TestPlatform};
+use shm_core::Doorbell;
 use shm_core::{
     Control, Error, Heap, HeapConfig, Platform, ProcessId, Processes, Received, Region, SendMode,
     WaitNotify, WaitOutcome,

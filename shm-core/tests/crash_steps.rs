@@ -11,9 +11,10 @@
 //! parts, and another reclaim finishes it to exactly "after".
 #![allow(clippy::unwrap_used)] // tests report failures by panicking
 
-use shm_core::protocol::{ParticipantId, KIND_CLIENT, KIND_SERVER};
+use shm_core::format::{KIND_CLIENT, KIND_SERVER};
 use shm_core::testkit::snapshot::Snapshot;
 use shm_core::testkit::{AlignedBuf, TestPlatform};
+use shm_core::ParticipantId;
 use shm_core::{
     Control, Error, Heap, HeapConfig, Member, Offset, ProcessId, Received, Region, SendMode,
 };
@@ -280,7 +281,7 @@ fn ops() -> Vec<CrashOp> {
         op("heartbeat", |h, x| {
             assert!(matches!(
                 h.heartbeat(x.s, x.cp)?,
-                shm_core::protocol::Beat::Sent { .. }
+                shm_core::Beat::Sent { .. }
             ));
             Ok(())
         }),

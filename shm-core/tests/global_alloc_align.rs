@@ -3,7 +3,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use shm_core::global_alloc::RegionAllocator;
+use shm_core::RegionAllocator;
 use shm_core::{HeapConfig, SpinPlatform};
 
 #[repr(C, align(64))]

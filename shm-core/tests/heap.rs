@@ -385,7 +385,7 @@ fn heap_spans_disjoint_ranges() {
     })
     .unwrap();
     assert!(widest <= 16 * 1024, "no block is wider than a range");
-    let header = std::mem::size_of::<shm_core::header::RegionHeader>() as u32;
+    let header = std::mem::size_of::<shm_core::format::RegionHeader>() as u32;
     assert!(
         first_range_free > 16 * 1024 - header - 64,
         "range 0 holds the header and one free block"
@@ -571,7 +571,7 @@ fn corruption_is_reported_not_followed() {
 /// same blocks, and allocation works on it. Unlocked, the same wipe is reported.
 #[test]
 fn dirty_derived_state_is_rebuilt_from_the_blocks() {
-    use shm_core::block::BlockHeader;
+    use shm_core::format::BlockHeader;
     use std::sync::atomic::Ordering::Relaxed;
     let f = Fixture::new(64 * 1024);
     let (a, _) = two_processes(&f);
@@ -623,7 +623,7 @@ fn dirty_derived_state_is_rebuilt_from_the_blocks() {
 /// that every later operation reports it too.
 #[test]
 fn rebuild_reports_broken_tiling() {
-    use shm_core::block::BlockHeader;
+    use shm_core::format::BlockHeader;
     use std::sync::atomic::Ordering::Relaxed;
     let f = Fixture::new(64 * 1024);
     let (a, _) = two_processes(&f);
@@ -650,7 +650,7 @@ fn requests_fitting_only_their_own_class_are_served() {
     let f = Fixture::new(64 * 1024);
     let (a, _) = two_processes(&f);
     let largest = f.heap.stats().unwrap().largest_alloc;
-    let (fl, _) = shm_core::heap::index::class_of(largest);
+    let (fl, _) = shm_core::format::class_of(largest);
     assert!(fl > 0, "the test needs a logarithmic class");
     assert!(matches!(
         f.heap.try_alloc(a, largest + 16),
@@ -667,7 +667,7 @@ fn requests_fitting_only_their_own_class_are_served() {
 /// meet the damage return errors; restoring the word makes the heap whole again.
 #[test]
 fn index_damage_is_reported() {
-    use shm_core::heap::index::{class_of, FL_COUNT, SL_COUNT};
+    use shm_core::format::{class_of, FL_COUNT, SL_COUNT};
     use std::sync::atomic::Ordering::Relaxed;
     let f = Fixture::new(64 * 1024);
     let (a, _) = two_processes(&f);
@@ -745,7 +745,7 @@ fn index_damage_is_reported() {
 /// a wrapped offset without).
 #[test]
 fn block_walk_reports_a_size_changed_under_it() {
-    use shm_core::block::BlockHeader;
+    use shm_core::format::BlockHeader;
     use std::sync::atomic::Ordering::Relaxed;
     let f = Fixture::new(32 * 1024);
     let (a, _) = two_processes(&f);

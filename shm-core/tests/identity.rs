@@ -1,4 +1,4 @@
-//! Who may act: members, incarnations and participant ids (see `shm_core::ids`). Each test
+//! Who may act: members, incarnations and participant ids (see `Member` and `Incarnation`). Each test
 //! states the invariant it checks.
 #![allow(clippy::unwrap_used)] // tests report failures by panicking
 
@@ -7,12 +7,13 @@ mod common;
 use std::sync::atomic::Ordering::Relaxed;
 
 use common::Fixture;
-use shm_core::block::{BlockHeader, OwnerRef};
-use shm_core::layout::MAX_SLOTS;
-use shm_core::owners::record_bytes;
-use shm_core::protocol::{ParticipantId, KIND_CLIENT, KIND_SERVER, P_DISCONNECTED};
+use shm_core::format::record_bytes;
+use shm_core::format::MAX_SLOTS;
+use shm_core::format::{BlockHeader, OwnerRef};
+use shm_core::format::{KIND_CLIENT, KIND_SERVER, P_DISCONNECTED};
 use shm_core::testkit::snapshot::Snapshot;
 use shm_core::testkit::TestPlatform;
+use shm_core::ParticipantId;
 use shm_core::{
     Control, CorruptionKind, Error, Heap, HeapConfig, Incarnation, Member, ProcessId, Received,
     SendMode,
@@ -147,7 +148,7 @@ fn stale_participant_id_gives_peer_gone() {
     let q = heap.participant(cp2.at).unwrap();
     assert!(q.queue.is_empty());
     assert_eq!(q.queue.enqueued(), 1, "only the Connected answer");
-    assert_eq!(q.info().state, shm_core::protocol::P_CONNECTED);
+    assert_eq!(q.info().state, shm_core::format::P_CONNECTED);
 
     heap.send(p.server, cp2, b, 1, SendMode::Give, |_| {})
         .unwrap();

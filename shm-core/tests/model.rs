@@ -54,7 +54,7 @@ proptest! {
             img[i] ^= x | 1;
         }
         if dirty {
-            img[core::mem::offset_of!(shm_core::header::RegionHeader, derived_dirty)] = 1;
+            img[core::mem::offset_of!(shm_core::format::RegionHeader, derived_dirty)] = 1;
         }
         hostile::run(&hostile::encode(&img, &ops));
     }

@@ -5,8 +5,9 @@
 mod common;
 
 use common::Fixture;
-use shm_core::protocol::ParticipantId;
-use shm_core::protocol::{Beat, KIND_CLIENT, KIND_SERVER, P_CONNECTED};
+use shm_core::format::{KIND_CLIENT, KIND_SERVER, P_CONNECTED};
+use shm_core::Beat;
+use shm_core::ParticipantId;
 use shm_core::{Control, Error, Member, Offset, ProcessId, Received, SendMode};
 
 struct Parties {

@@ -4,8 +4,8 @@
 mod common;
 
 use common::Fixture;
-use shm_core::owners::INITIAL_CELLS;
-use shm_core::protocol::KIND_CLIENT;
+use shm_core::format::INITIAL_CELLS;
+use shm_core::format::KIND_CLIENT;
 use shm_core::ProcessId;
 
 /// A participant can be created when its owner's owner array is exactly full: the array

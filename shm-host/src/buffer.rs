@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use shm_core::protocol::MessageHeader;
+use shm_core::format::MessageHeader;
 use shm_core::{Error, Offset};
 
 use crate::error::{HostError, Result};

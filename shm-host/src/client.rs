@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shm_core::protocol::{ParticipantId, KIND_CLIENT, P_DISCONNECTED};
+use shm_core::format::{KIND_CLIENT, P_DISCONNECTED};
+use shm_core::ParticipantId;
 use shm_core::{Control, Error, Received, SendMode};
 
 use crate::buffer::Buffer;

@@ -183,7 +183,7 @@ impl<S: System> Endpoint<S> {
     }
 
     /// The closure that wakes a receiver, for the core's sending operations.
-    pub fn waker(&self) -> impl Fn(&shm_core::doorbell::Doorbell) + '_ {
+    pub fn waker(&self) -> impl Fn(&shm_core::Doorbell) + '_ {
         move |bell| {
             // A failed post only costs the receiver a wait until its timeout.
             let _ = self.att.seg.system().bell_ring(

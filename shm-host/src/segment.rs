@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shm_core::doorbell::Doorbell;
+use shm_core::Doorbell;
 use shm_core::{
     CheckReport, Heap, HeapConfig, HeapStats, Incarnation, Member, Offset, ProcessId, ProcessInfo,
     Processes, Region, ServerStatus, WaitOutcome,
@@ -185,7 +185,7 @@ impl<S: System> Segment<S> {
     }
 
     /// A snapshot of one participant.
-    pub fn participant(&self, at: Offset) -> Result<shm_core::protocol::ParticipantInfo> {
+    pub fn participant(&self, at: Offset) -> Result<shm_core::ParticipantInfo> {
         Ok(self.heap.participant(at)?.info())
     }
 
@@ -220,7 +220,7 @@ impl<S: System> Segment<S> {
     }
 
     /// Calls `f` with every block in address order (read without the lock).
-    pub fn for_each_block(&self, f: impl FnMut(shm_core::heap::BlockInfo)) -> Result<()> {
+    pub fn for_each_block(&self, f: impl FnMut(shm_core::BlockInfo)) -> Result<()> {
         Ok(self.heap.for_each_block(f)?)
     }
 

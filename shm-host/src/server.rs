@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shm_core::protocol::{Beat, ParticipantId, KIND_SERVER};
+use shm_core::format::KIND_SERVER;
+use shm_core::{Beat, ParticipantId};
 use shm_core::{Control, Error, HeapConfig, Incarnation, Offset, Received, SendMode};
 
 use crate::buffer::Buffer;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicU32;
 
-use shm_core::doorbell::Doorbell;
+use shm_core::Doorbell;
 use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
 
 use crate::error::Result;

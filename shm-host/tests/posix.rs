@@ -11,8 +11,8 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_core::doorbell::{Doorbell, OS_AREA_ALIGN};
-use shm_core::protocol::KIND_CLIENT;
+use shm_core::format::KIND_CLIENT;
+use shm_core::format::{Doorbell, OS_AREA_ALIGN};
 use shm_core::testkit::{AlignedBuf, TestPlatform};
 use shm_core::{Heap, HeapConfig, Offset, ProcessId, Region, WaitOutcome};
 use shm_host::posix::{sem, PosixMapping};

@@ -33,7 +33,7 @@
 //! The plain POSIX code lives once, in [`shm_host::posix`], and is tested on Linux:
 //! `shm_open` + `mmap` + `shm_unlink` ([`PosixMapping`](shm_host::posix::PosixMapping)),
 //! and doorbells as `sem_t` initialised with `sem_init(pshared = 1)` inside the region,
-//! at the address [`Doorbell::os_area`](shm_core::doorbell::Doorbell::os_area) checks
+//! at the address [`Doorbell::os_area`](shm_core::Doorbell::os_area) checks
 //! for `sem_t`'s alignment - the one placement rule every platform uses
 //! ([`shm_host::posix::sem`]). On QNX a `sem_t` is an 8-byte kernel sync object, which
 //! works across processes in shared memory.

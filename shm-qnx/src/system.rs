@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use shm_core::doorbell::Doorbell;
+use shm_core::Doorbell;
 use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
 use shm_host::posix::{sem, PosixMapping};
 use shm_host::{CreateOptions, Result, SegmentName, System};

@@ -100,7 +100,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use shm_core::layout::MAX_CELLS;
+use shm_core::format::MAX_CELLS;
 use shm_core::{Error, Heap, HeapConfig, Member, Offset, Region, SpinPlatform};
 
 /// Size of the one region every allocator works in.

@@ -3,12 +3,12 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::block::END;
 use crate::error::{corrupt, CorruptionKind, Error};
+use crate::format::{OwnerCell, END, NO_CELL, NO_OWNER};
+use crate::heap::owners::RecordRef;
 use crate::heap::Space;
-use crate::layout::{NO_CELL, NO_OWNER};
-use crate::owners::ProcSlot;
-use crate::Offset;
+use crate::ids::ProcSlot;
+use crate::offset::Offset;
 
 /// What a successful [`Heap::check`](crate::Heap::check) walked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -194,7 +194,7 @@ impl<'m> Space<'m> {
     }
 
     /// Checks one owner table; returns its number of used cells.
-    fn check_record(&self, r: &crate::owners::RecordRef<'m>) -> Result<u32, Error> {
+    fn check_record(&self, r: &RecordRef<'m>) -> Result<u32, Error> {
         let bad = || corrupt(r.at, CorruptionKind::BadOwnerTable);
         let (rh, _) = self.used_block(Offset::new(r.at)).map_err(|_| bad())?;
         if rh.owner.load(Relaxed) != NO_OWNER {
@@ -209,7 +209,7 @@ impl<'m> Space<'m> {
             if next >= cap || free > cap {
                 return Err(bad());
             }
-            let c: &crate::owners::OwnerCell = self.region.get(r.cell_offset(next))?;
+            let c: &OwnerCell = self.region.get(r.cell_offset(next))?;
             if c.block.load(Relaxed) != 0 {
                 return Err(bad());
             }
@@ -222,7 +222,7 @@ impl<'m> Space<'m> {
         let reserve = r.rec.reserve.load(Relaxed);
         let mut reserve_found = reserve == 0;
         for i in 0..cap {
-            let c: &crate::owners::OwnerCell = self.region.get(r.cell_offset(i))?;
+            let c: &OwnerCell = self.region.get(r.cell_offset(i))?;
             let p = c.block.load(Relaxed);
             if p == 0 {
                 continue;

@@ -10,8 +10,8 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::block::{BlockHeader, SERVICE, USED};
 use crate::error::{corrupt, CorruptionKind, Error};
+use crate::format::{BlockHeader, SERVICE, USED};
 use crate::heap::{Placement, Space};
 use crate::journal::Tx;
 

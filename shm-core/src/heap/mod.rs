@@ -5,7 +5,7 @@
 //! remainder can hold a minimum block, and a freed block is merged at once with both free
 //! neighbours. Like heap_5 the heap may span several disjoint ranges that share one base.
 //! Unlike heap_5, the free blocks are found through a size-class index (TLSF's two-level
-//! segregated lists with bitmaps, see [`index`]) instead of one address-ordered list, so
+//! segregated lists with bitmaps, see the `index` module) instead of one address-ordered list, so
 //! allocating and freeing are O(1); every link is an offset, every block records its
 //! owners, service data is taken from the high end, and every change of the blocks goes
 //! through an undo journal so that a process dying mid-operation leaves nothing half-done
@@ -21,13 +21,14 @@
 //! 3. Every used block other than system data (the process table and process records) is
 //!    named by exactly `refcount` owner cells, chained from its header; every used cell
 //!    names such a block.
-//! 4. The statistics in [`HeapState`](crate::header::HeapState) match the walk.
+//! 4. The statistics in [`HeapState`](crate::format::HeapState) match the walk.
 //! 5. The journal is empty whenever the lock is free.
 
 mod check;
 mod freelist;
-pub mod index;
+mod index;
 mod ops;
+pub(crate) mod owners;
 mod rebuild;
 mod stats;
 
@@ -39,23 +40,21 @@ use core::sync::atomic::{
 use core::time::Duration;
 
 pub use check::CheckReport;
-pub use stats::{BlockInfo, HeapStats, ProcessInfo};
+pub use stats::{BlockInfo, HeapStats, ProcessInfo, ProcessIter};
 
-use crate::block::{BlockHeader, END, USED};
-use crate::doorbell::Doorbell;
 use crate::error::{corrupt, AttachError, CorruptionKind, Error};
-use crate::header::RegionHeader;
-use crate::journal::{self, FaultInjector, Tx};
-use crate::layout::{
-    ALIGN_RANGE, DEFAULT_ALIGN, FORMAT_VERSION, LAYOUT_FINGERPRINT, MAGIC, MAX_RANGES, NO_OWNER,
+use crate::format::{
+    BlockHeader, Doorbell, OwnerRef, RegionHeader, ALIGN_RANGE, DEFAULT_ALIGN, END, FORMAT_VERSION,
+    LAYOUT_FINGERPRINT, MAGIC, MAX_RANGES, NO_OWNER, USED,
 };
-use crate::lock::Acquired;
-use crate::owners::ProcSlot;
-use crate::platform::{Platform, ProcessId, WaitOutcome};
+use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
+use crate::journal::{self, FaultInjector, Tx};
+use crate::lock::{self, Acquired};
+use crate::offset::Offset;
+use crate::os::WaitOutcome;
+use crate::platform::Platform;
 use crate::queue::{self, Publish};
 use crate::region::Region;
-use crate::Offset;
-use crate::{Incarnation, Member};
 
 /// Options for formatting a region with [`Heap::init`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -447,7 +446,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     }
 
     /// The most words any one operation of this handle journaled so far. The journal holds
-    /// [`JOURNAL_CAPACITY`](crate::layout::JOURNAL_CAPACITY); tests assert the margin.
+    /// [`JOURNAL_CAPACITY`](crate::format::JOURNAL_CAPACITY); tests assert the margin.
     pub fn journal_high_water(&self) -> u32 {
         self.journal_high_water.load(Relaxed)
     }
@@ -540,7 +539,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     fn lock(&self) -> Result<(), Error> {
         let hdr = self.space.hdr;
         let me = self.platform.current_process();
-        if let Acquired::FromDead(_) = hdr.lock.acquire(&self.platform, me) {
+        if let Acquired::FromDead(_) = lock::acquire(&hdr.lock, &self.platform, me) {
             hdr.lock_breaks.fetch_add(1, Relaxed);
         }
         if hdr.journal.len.load(Acquire) != 0 {
@@ -616,7 +615,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     // ----- allocation ------------------------------------------------------------------
 
     /// Allocates `size` bytes for `me`: from the front of the smallest free block whose
-    /// size class fits (see [`index`]). Fails at once with [`Error::OutOfMemory`] when no
+    /// size class fits (see the `index` module). Fails at once with [`Error::OutOfMemory`] when no
     /// free block is large enough.
     pub fn try_alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.op(OpCode::Alloc, |tx, s| {
@@ -896,7 +895,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// The slot of the first owner of a used block.
     pub fn owner_of(&self, block: Offset) -> Result<Option<ProcSlot>, Error> {
         let (b, _) = self.space.used_block(block)?;
-        Ok(crate::block::OwnerRef::unpack(b.owner.load(Relaxed)).map(|r| ProcSlot(r.slot)))
+        Ok(OwnerRef::unpack(b.owner.load(Relaxed)).map(|r| ProcSlot(r.slot)))
     }
 
     /// Calls `f` with every owner of a used block (read without the lock; at most as many
@@ -934,8 +933,8 @@ impl<'m, P: Platform> Heap<'m, P> {
     }
 
     /// The registered processes, read without the lock.
-    pub fn processes(&self) -> Result<stats::Processes<'_, 'm>, Error> {
-        stats::Processes::new(&self.space)
+    pub fn processes(&self) -> Result<stats::ProcessIter<'_, 'm>, Error> {
+        stats::ProcessIter::new(&self.space)
     }
 
     /// Information about one registered process.

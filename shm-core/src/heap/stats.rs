@@ -4,10 +4,9 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::header::load_u64;
+use crate::format::{load_u64, OwnerRef, NO_OWNER, SERVICE};
 use crate::heap::Space;
-use crate::owners::ProcSlot;
-use crate::platform::ProcessId;
+use crate::ids::{Incarnation, ProcSlot, ProcessId};
 
 /// Heap statistics. Sizes are of whole blocks, headers included, as in heap_5.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,8 +60,8 @@ pub struct ProcessInfo {
 
 impl ProcessInfo {
     /// The registration this record belongs to.
-    pub fn incarnation(&self) -> crate::Incarnation {
-        crate::Incarnation {
+    pub fn incarnation(&self) -> Incarnation {
+        Incarnation {
             slot: self.slot,
             serial: self.serial,
         }
@@ -108,11 +107,11 @@ impl<'m> Space<'m> {
                     offset: b,
                     size: h.size(),
                     used,
-                    service: h.flags() & crate::block::SERVICE != 0,
-                    system: used && owner == crate::layout::NO_OWNER,
+                    service: h.flags() & SERVICE != 0,
+                    system: used && owner == NO_OWNER,
                     refs: if used { h.link.load(Relaxed) } else { 0 },
                     owner: if used {
-                        crate::block::OwnerRef::unpack(owner).map(|o| ProcSlot(o.slot))
+                        OwnerRef::unpack(owner).map(|o| ProcSlot(o.slot))
                     } else {
                         None
                     },
@@ -177,20 +176,20 @@ impl<'m> Space<'m> {
 
 /// Iterator over the registered processes (see [`Heap::processes`](crate::Heap::processes)).
 #[derive(Debug)]
-pub struct Processes<'a, 'm> {
+pub struct ProcessIter<'a, 'm> {
     space: &'a Space<'m>,
     next: u32,
     cap: u32,
 }
 
-impl<'a, 'm> Processes<'a, 'm> {
+impl<'a, 'm> ProcessIter<'a, 'm> {
     pub(crate) fn new(space: &'a Space<'m>) -> Result<Self, Error> {
         let cap = space.hdr.heap.proc_capacity.load(Relaxed);
         if cap > u32::from(u16::MAX) {
             let at = space.region.offset_of(&space.hdr.heap.proc_capacity)?;
             return Err(corrupt(at, CorruptionKind::BadProcessTable));
         }
-        Ok(Processes {
+        Ok(ProcessIter {
             space,
             next: 0,
             cap,
@@ -198,7 +197,7 @@ impl<'a, 'm> Processes<'a, 'm> {
     }
 }
 
-impl Iterator for Processes<'_, '_> {
+impl Iterator for ProcessIter<'_, '_> {
     type Item = Result<ProcessInfo, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {

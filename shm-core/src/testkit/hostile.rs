@@ -4,12 +4,9 @@
 //! Input layout: two bytes of region length (512..=65536, rounded to 16), the region image
 //! (zero-padded when the input is short), then operations decoded as in [`ops`](super::ops).
 
-use crate::heap::Heap;
-use crate::owners::ProcSlot;
-use crate::region::Region;
 use crate::testkit::ops::{Decoder, Op};
 use crate::testkit::{AlignedBuf, TestPlatform};
-use crate::Offset;
+use crate::{Heap, Offset, ProcSlot, Region};
 
 /// Our pid while attached to hostile bytes. If the image's lock word happens to name it,
 /// another is used: a lock held by "ourselves" is indistinguishable from a lock held by
@@ -51,7 +48,7 @@ pub fn run(data: &[u8]) -> u32 {
         Ok(r) => r,
         Err(_) => return 0,
     };
-    let lock_at = core::mem::offset_of!(crate::header::RegionHeader, lock);
+    let lock_at = core::mem::offset_of!(crate::format::RegionHeader, lock);
     let lock_holder = buf
         .bytes()
         .get(lock_at..lock_at + 4)

@@ -27,7 +27,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use core::time::Duration;
 
-use crate::platform::{Platform, ProcessId, Processes, WaitNotify, WaitOutcome};
+use crate::{Platform, ProcessId, Processes, WaitNotify, WaitOutcome};
 
 /// Heap memory aligned to 4096 bytes (a page, like a mapping), zeroed, freed on drop.
 #[derive(Debug)]

@@ -19,15 +19,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::error::Error;
-use crate::heap::{Heap, HeapConfig};
-use crate::layout::JOURNAL_CAPACITY;
-use crate::owners::{record_bytes, ProcSlot, INITIAL_CELLS};
-use crate::platform::ProcessId;
-use crate::region::{RawRange, Region};
+use crate::format::{record_bytes, INITIAL_CELLS, JOURNAL_CAPACITY};
 use crate::testkit::ops::{Decoder, Op, Pick, Setup, Who};
 use crate::testkit::{AlignedBuf, TestPlatform};
-use crate::{Member, Offset};
+use crate::{Error, Heap, HeapConfig, Member, Offset, ProcSlot, ProcessId, RawRange, Region};
 
 /// A live block in the model.
 #[derive(Clone, Debug, PartialEq, Eq)]

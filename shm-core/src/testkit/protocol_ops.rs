@@ -18,15 +18,14 @@
 
 use alloc::vec::Vec;
 
-use crate::error::Error;
-use crate::heap::{Heap, HeapConfig};
-use crate::platform::ProcessId;
-use crate::protocol::{ParticipantId, KIND_CLIENT, KIND_SERVER};
-use crate::region::Region;
+use crate::format::{KIND_CLIENT, KIND_SERVER};
 use crate::testkit::hostile::REGION_LEN;
 use crate::testkit::ops::Decoder;
 use crate::testkit::{AlignedBuf, TestPlatform};
-use crate::{Control, Incarnation, Member, Offset, ProcSlot, Received, SendMode};
+use crate::{
+    Control, Error, Heap, HeapConfig, Incarnation, Member, Offset, ParticipantId, ProcSlot,
+    ProcessId, Received, Region, SendMode,
+};
 
 /// One protocol step. `who`, `to` choose a known process (modulo their number), `pick` a
 /// known block (modulo).
@@ -698,7 +697,7 @@ pub fn run_hostile(data: &[u8]) -> ProtoStats {
         return ProtoStats::default();
     };
     // Our pid must not be the one the image's lock names (see `hostile`).
-    let lock_at = core::mem::offset_of!(crate::header::RegionHeader, lock);
+    let lock_at = core::mem::offset_of!(crate::format::RegionHeader, lock);
     let holder = buf
         .bytes()
         .get(lock_at..lock_at + 4)

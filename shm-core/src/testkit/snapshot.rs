@@ -12,12 +12,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::error::Error;
-use crate::heap::{BlockInfo, Heap, HeapStats, ProcessInfo};
-use crate::platform::Platform;
-use crate::protocol::{ParticipantInfo, ServerStatus};
-use crate::queue::Entry;
-use crate::Offset;
+use crate::{
+    BlockInfo, Error, Heap, HeapStats, Offset, ParticipantInfo, Platform, ProcessInfo, QueueEntry,
+    ServerStatus,
+};
 
 /// A used block: what `for_each_block` says, its owners in chain order and a hash of its
 /// payload bytes.
@@ -41,7 +39,7 @@ pub struct ParticipantSnap {
     /// Last keepalive sequence taken.
     pub keepalive_seen: u32,
     /// Entries queued, oldest first.
-    pub pending: Vec<Entry>,
+    pub pending: Vec<QueueEntry>,
     /// Messages ever enqueued.
     pub enqueued: u32,
 }

@@ -8,7 +8,7 @@
 use std::mem::{align_of, size_of};
 use std::time::Duration;
 
-use shm_core::doorbell::{Doorbell, OS_AREA_ALIGN, OS_AREA_BYTES};
+use shm_core::format::{Doorbell, OS_AREA_ALIGN, OS_AREA_BYTES};
 use shm_core::{Region, WaitOutcome};
 
 use crate::error::{HostError, Result};

@@ -7,8 +7,8 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shm_core::layout::{FORMAT_VERSION, LAYOUT_FINGERPRINT};
-use shm_core::protocol::{KIND_CLIENT, KIND_SERVER, P_DISCONNECTED};
+use shm_core::format::{FORMAT_VERSION, LAYOUT_FINGERPRINT};
+use shm_core::format::{KIND_CLIENT, KIND_SERVER, P_DISCONNECTED};
 use shm_core::Offset;
 use shm_host::{Mapping, NativeSystem, Segment, SegmentName};
 

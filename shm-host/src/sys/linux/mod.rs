@@ -10,7 +10,7 @@ mod wait;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use shm_core::doorbell::Doorbell;
+use shm_core::Doorbell;
 use shm_core::{Region, WaitNotify, WaitOutcome};
 
 use crate::error::Result;

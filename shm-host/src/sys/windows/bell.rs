@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use shm_core::doorbell::Doorbell;
+use shm_core::Doorbell;
 use shm_core::{Region, WaitOutcome};
 use windows_sys::Win32::Foundation::{
     GetLastError, SetLastError, ERROR_ALREADY_EXISTS, ERROR_INVALID_HANDLE, ERROR_TOO_MANY_POSTS,

@@ -22,7 +22,7 @@ mod wait;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use shm_core::doorbell::Doorbell;
+use shm_core::Doorbell;
 use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
 
 use crate::error::Result;
@@ -167,7 +167,7 @@ mod tests {
             heap.try_alloc(me, 1000).unwrap();
         }
         let p = heap
-            .create_participant(me, shm_core::protocol::KIND_CLIENT, 16)
+            .create_participant(me, shm_core::format::KIND_CLIENT, 16)
             .unwrap();
         seg.bell_init(p.bell).unwrap();
         println!("\nready {}", p.at.get());

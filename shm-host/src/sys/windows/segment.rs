@@ -17,7 +17,7 @@
 //! - **Size on open**: Windows cannot tell the exact size of a section, only of a view,
 //!   rounded up to whole pages. `open` maps the whole section, measures the view with
 //!   `VirtualQuery`, and uses the region size recorded in the header (the `u32` at offset
-//!   16, see `shm_core::layout`) if it is non-zero and fits the view; otherwise the view's
+//!   16, see `shm_core::format`) if it is non-zero and fits the view; otherwise the view's
 //!   size, and `Heap::attach` then refuses the region cleanly (not formatted yet, or not
 //!   ours).
 
@@ -56,7 +56,7 @@ pub const NAMESPACE_VAR: &str = "SHMIPC_WIN_NAMESPACE";
 /// semaphores share one namespace.
 pub const BELL_PREFIX: &str = "shmipc-bell.";
 
-/// Offset of the region size in the header (asserted in `shm_core::layout`).
+/// Offset of the region size in the header (asserted in `shm_core::format`).
 const RECORDED_SIZE_AT: usize = 16;
 
 /// A kernel handle, closed on drop.

@@ -1,4 +1,4 @@
-//! Owner tables: which process owns which block.
+//! The process table and owner tables: which process owns which block.
 //!
 //! Every registered process has a [`ProcessRecord`] in a service block (allocated from the
 //! high end of the heap), followed by its owner array of [`OwnerCell`]s. A used cell holds
@@ -6,7 +6,7 @@
 //! free cell, so the free cells form a list inside the array and taking or returning a
 //! cell is O(1). When the array is full it is moved to a larger service block.
 //!
-//! A process table in its own service block maps a [`ProcSlot`] to the offset of that
+//! A process table in its own service block maps a [`ProcSlot`](crate::ProcSlot) to the offset of that
 //! process's record. Each block header names its first owner as (slot, cell), and each
 //! cell names the next co-owner the same way, so:
 //! - freeing a block finds its owner's cell in O(1), whatever the number of processes
@@ -16,14 +16,20 @@
 //! - moving an owner array does not touch any block header (slots and cell indices stay).
 
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::AtomicU32;
 
-use crate::block::{BlockHeader, OwnerRef};
-use crate::error::{corrupt, CorruptionKind, Error};
-use crate::layout::{MAX_CELLS, NO_CELL};
 use crate::region::ShmSafe;
 
-pub use crate::ids::ProcSlot;
+/// Most process slots a region can have (slots are 16-bit; 0xFFFF is never a slot). A
+/// process-local bound for every walk over slots or owner chains, whatever the region's
+/// (untrusted) `proc_capacity` says.
+pub const MAX_SLOTS: u32 = 0xFFFF;
+
+/// Marker for "no cell" in a free-cell link.
+pub const NO_CELL: u32 = 0xFFFF;
+
+/// Most cells one owner table holds (the cell index is 16 bits, 0xFFFF means none).
+pub const MAX_CELLS: u32 = 0xFFFF;
 
 /// A registered process: identity, owner-array bookkeeping, reserve. Its owner cells
 /// follow it in the same block.
@@ -101,62 +107,4 @@ pub const fn grown_capacity(cells: u32) -> Option<u32> {
     } else {
         cells.checked_mul(2)
     }
-}
-
-/// A validated process record: its offset and a reference to it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RecordRef<'m> {
-    /// Payload offset of the record.
-    pub at: u32,
-    /// The record.
-    pub rec: &'m ProcessRecord,
-    /// Its slot.
-    pub slot: ProcSlot,
-}
-
-impl<'m> RecordRef<'m> {
-    /// Offset of cell `index` (unchecked against the capacity). Saturates at `u32::MAX`,
-    /// which is no word's offset (misaligned, past every range): reading there fails.
-    #[inline]
-    pub(crate) fn cell_offset(&self, index: u32) -> u32 {
-        self.at.saturating_add(record_bytes(index))
-    }
-
-    /// The owner reference naming cell `index` of this process.
-    #[inline]
-    pub(crate) fn owner_ref(&self, index: u32) -> OwnerRef {
-        OwnerRef {
-            slot: self.slot.0,
-            cell: index as u16,
-        }
-    }
-}
-
-/// Checks that a record's block is large enough for its capacity and that its counters are
-/// in range. `block` is the record's block header.
-pub(crate) fn validate_record(
-    at: u32,
-    rec: &ProcessRecord,
-    block: &BlockHeader,
-    header_size: u32,
-    slot: ProcSlot,
-) -> Result<(), Error> {
-    let cap = rec.cell_capacity.load(Relaxed);
-    let used = rec.cells_used.load(Relaxed);
-    let free = rec.free_cell.load(Relaxed);
-    let bad = || corrupt(at, CorruptionKind::BadOwnerTable);
-    if rec.slot.load(Relaxed) != u32::from(slot.0) {
-        return Err(corrupt(at, CorruptionKind::BadProcessTable));
-    }
-    if cap == 0 || cap > MAX_CELLS || used > cap || (free != NO_CELL && free >= cap) {
-        return Err(bad());
-    }
-    if header_size
-        .checked_add(record_bytes(cap))
-        .is_none_or(|need| block.size() < need)
-        || !block.is_used()
-    {
-        return Err(bad());
-    }
-    Ok(())
 }

@@ -19,6 +19,16 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::region::ShmSafe;
 
+/// Default block alignment, in bytes.
+pub const DEFAULT_ALIGN: u32 = 16;
+
+/// Smallest and largest block alignment accepted by [`HeapConfig`](crate::HeapConfig).
+pub const ALIGN_RANGE: (u32, u32) = (8, 4096);
+
+/// Marker for "no owner" in an owner reference (word 3 of a system block, the `next` of
+/// the last cell on an owner chain).
+pub const NO_OWNER: u32 = u32::MAX;
+
 /// Flag: the block is in use (allocated, an end marker, or system data).
 pub const USED: u32 = 1;
 /// Flag: the block was placed at the high end (long-lived service data).
@@ -81,10 +91,10 @@ impl OwnerRef {
         ((self.slot as u32) << 16) | self.cell as u32
     }
 
-    /// Unpacks a stored word; `None` for [`NO_OWNER`](crate::layout::NO_OWNER).
+    /// Unpacks a stored word; `None` for [`NO_OWNER`].
     #[inline]
     pub const fn unpack(word: u32) -> Option<Self> {
-        if word == crate::layout::NO_OWNER {
+        if word == NO_OWNER {
             None
         } else {
             Some(OwnerRef {

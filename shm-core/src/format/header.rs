@@ -2,11 +2,20 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use crate::heap::index::FreeIndex;
-use crate::journal::{JournalEntries, JournalHead};
-use crate::lock::LockWord;
-use crate::protocol::ServerInfo;
-use crate::region::ShmSafe;
+use crate::format::index::FreeIndex;
+use crate::format::journal::{JournalEntries, JournalHead};
+use crate::format::lock::LockWord;
+use crate::format::server::ServerInfo;
+use crate::region::{ShmSafe, MAX_RANGES};
+
+/// "SHMIPC" followed by two format bytes, as two little-endian words.
+pub const MAGIC: [u32; 2] = [
+    u32::from_le_bytes(*b"SHMI"),
+    u32::from_le_bytes(*b"PC\0\x01"),
+];
+
+/// Region format version. Bumped whenever the meaning of the bytes changes.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// One range of the region, as recorded in the header (offsets from the base).
 #[repr(C)]
@@ -72,11 +81,11 @@ pub struct HeapState {
 #[repr(C)]
 #[derive(Debug)]
 pub struct RegionHeader {
-    /// [`MAGIC`](crate::layout::MAGIC).
+    /// [`MAGIC`].
     pub magic: [AtomicU32; 2],
-    /// [`FORMAT_VERSION`](crate::layout::FORMAT_VERSION).
+    /// [`FORMAT_VERSION`].
     pub version: AtomicU32,
-    /// [`LAYOUT_FINGERPRINT`](crate::layout::LAYOUT_FINGERPRINT).
+    /// [`LAYOUT_FINGERPRINT`](crate::format::LAYOUT_FINGERPRINT).
     pub fingerprint: AtomicU32,
     /// Offset one past the end of the last range.
     pub size: AtomicU32,
@@ -87,7 +96,7 @@ pub struct RegionHeader {
     /// Non-zero once `init` has finished formatting.
     pub ready: AtomicU32,
     /// The ranges, in address order; range 0 starts at offset 0 and holds this header.
-    pub ranges: [RangeDesc; crate::layout::MAX_RANGES],
+    pub ranges: [RangeDesc; MAX_RANGES],
     /// Reserved, zero (keeps the lock on its own cache line).
     pub reserved0: [AtomicU32; 8],
     /// The region lock.
@@ -129,6 +138,11 @@ pub struct RegionHeader {
 // SAFETY: repr(C), only atomics (LockWord, Journal and FreeIndex are ShmSafe themselves), no padding
 // (the layout assertions pin every offset).
 unsafe impl ShmSafe for RegionHeader {}
+
+/// Offset of the first header word an operation may change (the allocator state); words
+/// before it (identity, ranges, lock) are never journaled, so a journal naming them is
+/// corrupt.
+pub const JOURNALED_HEADER_START: u32 = core::mem::offset_of!(RegionHeader, heap) as u32;
 
 /// Reads a 64-bit counter stored as two words.
 pub(crate) fn load_u64(words: &[AtomicU32; 2]) -> u64 {

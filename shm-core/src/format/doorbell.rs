@@ -10,6 +10,7 @@
 use core::sync::atomic::{fence, AtomicU32, Ordering::SeqCst};
 
 use crate::error::{corrupt, CorruptionKind, Error};
+use crate::offset::Offset;
 use crate::region::{Region, ShmSafe};
 
 /// Bytes reserved for the platform's wait object.
@@ -85,7 +86,7 @@ impl Doorbell {
         align: usize,
     ) -> Result<*mut u8, Error> {
         let at = region.offset_of(&self.os[0])?;
-        let ptr = region.ptr(crate::Offset::new(at), OS_AREA_BYTES as u32)?;
+        let ptr = region.ptr(Offset::new(at), OS_AREA_BYTES as u32)?;
         // An `align` of 0 (the caller's) is refused like a misaligned area, not a panic.
         if size > OS_AREA_BYTES
             || align > OS_AREA_ALIGN

@@ -1,4 +1,5 @@
-//! Format constants, compile-time layout assertions and the layout fingerprint.
+//! Compile-time layout assertions and the layout fingerprint: the top of the format layer,
+//! since it names every structure below it.
 //!
 //! Every structure that lives in a region is `#[repr(C)]` and made of 32-bit words. Its
 //! size and the offsets of its fields are asserted here at compile time, and folded into a
@@ -7,56 +8,20 @@
 
 use core::mem::{offset_of, size_of};
 
-use crate::block::BlockHeader;
-use crate::doorbell::Doorbell;
-use crate::header::{HeapState, RangeDesc, RegionHeader};
-use crate::heap::index::{FreeIndex, FL_COUNT, SL_COUNT};
-use crate::journal::{JournalEntries, JournalEntry, JournalHead};
-use crate::lock::LockWord;
-use crate::owners::{OwnerCell, ProcessRecord};
-use crate::protocol::{MessageHeader, Participant, ServerInfo};
-use crate::queue::{QueueHeader, QueueSlot};
-
-/// "SHMIPC" followed by two format bytes, as two little-endian words.
-pub const MAGIC: [u32; 2] = [
-    u32::from_le_bytes(*b"SHMI"),
-    u32::from_le_bytes(*b"PC\0\x01"),
-];
-
-/// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 4;
-
-/// Most disjoint ranges one region may span.
-pub const MAX_RANGES: usize = 8;
-
-/// Undo-journal capacity, in words. One operation never logs more distinct words than this
-/// (the tests record the high-water mark of every operation and assert it).
-pub const JOURNAL_CAPACITY: usize = 96;
-
-/// Offset of the first header word an operation may change (the allocator state); words
-/// before it (identity, ranges, lock) are never journaled, so a journal naming them is
-/// corrupt.
-pub const JOURNALED_HEADER_START: u32 = offset_of!(RegionHeader, heap) as u32;
-
-/// Default block alignment, in bytes.
-pub const DEFAULT_ALIGN: u32 = 16;
-
-/// Smallest and largest block alignment accepted by [`HeapConfig`](crate::HeapConfig).
-pub const ALIGN_RANGE: (u32, u32) = (8, 4096);
-
-/// Most process slots a region can have (slots are 16-bit; 0xFFFF is never a slot). A
-/// process-local bound for every walk over slots or owner chains, whatever the region's
-/// (untrusted) `proc_capacity` says.
-pub const MAX_SLOTS: u32 = 0xFFFF;
-
-/// Marker for "no owner" in an owner reference.
-pub const NO_OWNER: u32 = u32::MAX;
-
-/// Marker for "no cell" in a free-cell link.
-pub const NO_CELL: u32 = 0xFFFF;
-
-/// Most cells one owner table holds (the cell index is 16 bits, 0xFFFF means none).
-pub const MAX_CELLS: u32 = 0xFFFF;
+use crate::format::block::BlockHeader;
+use crate::format::doorbell::Doorbell;
+use crate::format::header::{HeapState, RangeDesc, RegionHeader, FORMAT_VERSION};
+use crate::format::index::{FreeIndex, FL_COUNT, SL_COUNT};
+use crate::format::journal::{
+    DeferredWords, JournalEntries, JournalEntry, JournalHead, JOURNAL_CAPACITY,
+};
+use crate::format::lock::LockWord;
+use crate::format::message::MessageHeader;
+use crate::format::owners::{OwnerCell, ProcessRecord, MAX_CELLS};
+use crate::format::participant::Participant;
+use crate::format::queue::{QueueHeader, QueueSlot};
+use crate::format::server::ServerInfo;
+use crate::region::MAX_RANGES;
 
 // Compile-time layout assertions: the numbers are part of the format.
 // The sums below are evaluated at compile time, on small constants: an overflow would be a
@@ -90,6 +55,7 @@ const _: () = {
     assert!(size_of::<LockWord>() == 8);
     assert!(size_of::<JournalEntry>() == 8);
     assert!(size_of::<JournalHead>() == 8);
+    assert!(size_of::<DeferredWords>() == 16);
     assert!(size_of::<JournalEntries>() == 8 * JOURNAL_CAPACITY);
     assert!(size_of::<HeapState>() == 64);
 
