@@ -107,11 +107,15 @@ fn main() {
         let mut img = protocol_ops::sample_image(len);
         let ops = stream(0x0b57_11e0 + i as u64, 0, 300);
         seed(protocol_ops::encode_hostile(&img, &ops[1..]));
-        // A few flipped bytes in the server entry and the participants.
-        for k in 0..6 {
-            let at = (core::mem::offset_of!(shm_core::format::RegionHeader, server) + 4 * k)
-                .min(img.len() - 1);
-            img[at] ^= 0x5a;
+        // A few flipped bytes in the server entry (in the root block the header's root
+        // word names) and the participants.
+        let root_word = core::mem::offset_of!(shm_core::format::RegionHeader, root);
+        let root = u32::from_le_bytes(img[root_word..root_word + 4].try_into().unwrap()) as usize;
+        if root != 0 {
+            for k in 0..6 {
+                let at = (root + 4 * k).min(img.len() - 1);
+                img[at] ^= 0x5a;
+            }
         }
         let last = img.len() - 1024;
         img[last] ^= 0xff;

@@ -34,16 +34,68 @@ use core::sync::atomic::{
 };
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{JournalEntries, JournalHead, JOURNALED_HEADER_START};
+use crate::format::{DeferredWords, JournalEntries, JournalHead, JOURNALED_HEADER_START};
 use crate::region::Region;
 
-/// The undo journal: its head and its entries (two places in the region header).
+/// The journal's words in the region header: its head and entries, the deferred store,
+/// and the derived-state flag.
 #[derive(Clone, Copy, Debug)]
-pub struct Journal<'m> {
+pub(crate) struct Journal<'m> {
     /// Length and operation.
     pub head: &'m JournalHead,
     /// Entries.
     pub entries: &'m JournalEntries,
+    /// The store deferred until after commit.
+    pub deferred: &'m DeferredWords,
+    /// Non-zero while derived state may be out of step with the blocks.
+    pub dirty: &'m AtomicU32,
+}
+
+/// A store an operation defers until after it commits (see [`Tx::defer`]): when the word
+/// at `at` holds `expect`, store `value` there, then ring the doorbell at `bell` (0:
+/// none). A compare-and-swap, so completing it twice (a recoverer after a process that
+/// died right after making it) changes nothing the second time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DeferredStore {
+    /// Offset of the word.
+    pub at: u32,
+    /// The value it must hold.
+    pub expect: u32,
+    /// The value to store.
+    pub value: u32,
+    /// Offset of a doorbell to ring afterwards, 0 when none.
+    pub bell: u32,
+}
+
+impl<'m> Journal<'m> {
+    /// Header words outside the allocator state that operations journal (the deferred
+    /// store's), for [`recover`].
+    pub(crate) fn deferred_words(&self) -> [&'m AtomicU32; 4] {
+        let d = self.deferred;
+        [&d.at, &d.expect, &d.value, &d.bell]
+    }
+
+    /// The deferred store recorded in the header, if one is pending.
+    pub(crate) fn pending(&self) -> Option<DeferredStore> {
+        let d = self.deferred;
+        let at = d.at.load(Acquire);
+        (at != 0).then(|| DeferredStore {
+            at,
+            expect: d.expect.load(Relaxed),
+            value: d.value.load(Relaxed),
+            bell: d.bell.load(Relaxed),
+        })
+    }
+
+    /// Makes a deferred store and marks it done. Release, so what the operation wrote
+    /// before is seen first by whoever reads the stored word.
+    pub(crate) fn complete(&self, region: &Region<'_>, s: DeferredStore) -> Result<(), Error> {
+        let done = region.word(s.at).map(|w| {
+            let _ = w.compare_exchange(s.expect, s.value, Release, Relaxed);
+        });
+        self.deferred.at.store(0, Release);
+        done
+    }
 }
 
 /// Stops an operation after a set number of journal steps, as if its process had died.
@@ -98,10 +150,10 @@ pub(crate) struct Tx<'a, 'm> {
     seen: u64,
     /// False once the operation has freed memory (see the module documentation).
     fresh_unlogged: bool,
-    /// The header's `derived_dirty` word.
-    dirty_word: &'m AtomicU32,
-    /// Whether this operation has set it.
+    /// Whether this operation has set the header's `derived_dirty` word.
     dirty: bool,
+    /// The store this operation deferred until after its commit, if any.
+    deferred: Option<DeferredStore>,
     faults: &'a FaultInjector,
 }
 
@@ -110,7 +162,6 @@ impl<'a, 'm> Tx<'a, 'm> {
     pub(crate) fn begin(
         region: &'a Region<'m>,
         journal: Journal<'m>,
-        dirty_word: &'m AtomicU32,
         op: u32,
         faults: &'a FaultInjector,
     ) -> Self {
@@ -121,8 +172,8 @@ impl<'a, 'm> Tx<'a, 'm> {
             len: 0,
             seen: 0,
             fresh_unlogged: true,
-            dirty_word,
             dirty: false,
+            deferred: None,
             faults,
         }
     }
@@ -180,7 +231,7 @@ impl<'a, 'm> Tx<'a, 'm> {
         if !self.dirty {
             self.faults.step()?;
             // Release: a recoverer that sees any derived write below sees the flag.
-            self.dirty_word.store(1, Release);
+            self.journal.dirty.store(1, Release);
             self.dirty = true;
         }
         self.faults.step()?;
@@ -207,16 +258,33 @@ impl<'a, 'm> Tx<'a, 'm> {
         self.fresh_unlogged = false;
     }
 
-    /// Makes the operation permanent. Returns how many words it journaled.
-    pub(crate) fn commit(self) -> Result<u32, Error> {
+    /// Records a store to make after this operation commits (one per operation; a later
+    /// call replaces an earlier one). Journaled: if the operation is undone, so is the
+    /// record. The heap makes the store right after the commit, still under the lock;
+    /// whoever breaks the lock of a process that died in between makes it instead (see
+    /// [`Journal::pending`]). This is how a queue entry becomes visible only once the
+    /// operation that wrote it can no longer be undone.
+    pub(crate) fn defer(&mut self, store: DeferredStore) -> Result<(), Error> {
+        let d = self.journal.deferred;
+        self.set(&d.at, store.at)?;
+        self.set(&d.expect, store.expect)?;
+        self.set(&d.value, store.value)?;
+        self.set(&d.bell, store.bell)?;
+        self.deferred = Some(store);
+        Ok(())
+    }
+
+    /// Makes the operation permanent. Returns how many words it journaled and the store
+    /// it deferred, for the caller to make (see [`Journal::complete`]).
+    pub(crate) fn commit(self) -> Result<(u32, Option<DeferredStore>), Error> {
         self.faults.step()?;
         self.journal.head.len.store(0, Release);
         // After the journal: a crash in between must not undo what the derived state
         // already describes (the rebuild then sees the committed blocks).
         if self.dirty {
-            self.dirty_word.store(0, Release);
+            self.journal.dirty.store(0, Release);
         }
-        Ok(self.len)
+        Ok((self.len, self.deferred))
     }
 
     /// Undoes the operation; `also` as for [`recover`]. Derived state is left to the
@@ -228,7 +296,8 @@ impl<'a, 'm> Tx<'a, 'm> {
 
 /// Undoes whatever operation the journal records, restoring old values newest first, and
 /// empties it. Returns the number of words restored. `also` lists header words before
-/// [`JOURNALED_HEADER_START`] that operations may journal (the deferred publication).
+/// [`JOURNALED_HEADER_START`] that operations may journal (the deferred store's, the
+/// waiter count).
 ///
 /// The journal is untrusted (a dead or hostile process wrote it): a length over capacity
 /// or an entry naming anything else than live metadata is reported as corruption, without

@@ -5,8 +5,8 @@
 //! receiver (see [`Heap::send`](crate::Heap::send)), so a sender that dies halfway leaves
 //! neither a block owned by no one nor a slot half written: the operation is undone. The
 //! one store that makes the entry visible to the receiver - the slot's sequence number -
-//! is made after the operation commits, through the region's deferred store, which whoever
-//! breaks a dead sender's lock completes. So the receiver can never see an entry that is
+//! is made after the operation commits, through the journal's deferred store
+//! ([`Tx::defer`]), which whoever breaks a dead sender's lock completes. So the receiver can never see an entry that is
 //! later undone.
 //!
 //! The receiver dequeues without the lock (it is the only one that moves `head`). Each
@@ -18,14 +18,11 @@
 //! queue gives [`Error::Corrupted`], never a wild access.
 
 use core::mem::size_of;
-use core::sync::atomic::{
-    AtomicU32,
-    Ordering::{Acquire, Relaxed, Release},
-};
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::format::{QueueHeader, QueueSlot, NO_SENDER, SLOT_BYTES};
-use crate::journal::Tx;
+use crate::journal::{DeferredStore, Tx};
 use crate::offset::Offset;
 use crate::region::Region;
 
@@ -48,17 +45,6 @@ pub struct QueueEntry {
     pub from: u32,
     /// The sender's registration serial (0 for control entries).
     pub from_serial: u32,
-}
-
-/// The store that makes a pushed entry visible; performed after commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Publish {
-    /// Offset of the slot's sequence word.
-    pub at: u32,
-    /// Value to store there.
-    pub value: u32,
-    /// Offset of the receiver's doorbell, to ring after publishing; 0 when none.
-    pub bell: u32,
 }
 
 impl<'m> OffsetQueue<'m> {
@@ -174,15 +160,18 @@ impl<'m> OffsetQueue<'m> {
     }
 
     /// Sender side, under the region lock: writes the entry into the next slot and
-    /// advances the tail, journaled. Returns the store that publishes it, to be made after
-    /// the operation commits. Fails with [`Error::QueueFull`] when the receiver has not
-    /// freed the slot yet.
+    /// advances the tail, journaled, and defers the store of the slot's sequence number
+    /// that makes it visible until the operation commits ([`Tx::defer`]); whoever makes
+    /// that store rings the doorbell at offset `bell` (0: none) after it. Returns the
+    /// entry's position. Fails with [`Error::QueueFull`] when the receiver has not freed
+    /// the slot yet.
     pub(crate) fn push(
         &self,
         tx: &mut Tx<'_, 'm>,
         region: &Region<'m>,
         entry: QueueEntry,
-    ) -> Result<Publish, Error> {
+        bell: u32,
+    ) -> Result<u32, Error> {
         let pos = self.hdr.tail.load(Relaxed);
         let slot = self.slot(pos, region)?;
         let seq = slot.seq.load(Acquire);
@@ -207,11 +196,13 @@ impl<'m> OffsetQueue<'m> {
             &self.hdr.enqueued,
             self.hdr.enqueued.load(Relaxed).wrapping_add(1),
         )?;
-        Ok(Publish {
+        tx.defer(DeferredStore {
             at: region.offset_of(&slot.seq)?,
+            expect: pos,
             value: pos.wrapping_add(1),
-            bell: 0,
-        })
+            bell,
+        })?;
+        Ok(pos)
     }
 
     /// Receiver side, without the lock: takes the oldest published entry, if any. Only
@@ -257,26 +248,4 @@ impl<'m> OffsetQueue<'m> {
         }
         Ok(())
     }
-}
-
-/// Makes a deferred publication visible: the slot's sequence goes from `value - 1`
-/// (written, unpublished) to `value`. A compare-and-swap, so completing a publication
-/// twice (a recoverer after a sender that died right after publishing) cannot resurrect an
-/// entry the receiver already took. Release, so the entry's words are seen first.
-pub(crate) fn publish(region: &Region<'_>, p: Publish) -> Result<(), Error> {
-    let _ = region
-        .word(p.at)?
-        .compare_exchange(p.value.wrapping_sub(1), p.value, Release, Relaxed);
-    Ok(())
-}
-
-/// The deferred publication recorded in the header, if one is pending.
-pub(crate) fn pending(words: &[AtomicU32; 2], bell: &AtomicU32) -> Option<Publish> {
-    let [at, value] = words;
-    let at = at.load(Acquire);
-    (at != 0).then(|| Publish {
-        at,
-        value: value.load(Relaxed),
-        bell: bell.load(Relaxed),
-    })
 }

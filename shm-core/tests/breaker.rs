@@ -93,8 +93,8 @@ fn send_crashed_at(steps: u32) -> Outcome {
     } else {
         assert_eq!(r.err(), Some(Error::InjectedCrash));
         // Committed (journal empty) with the publication still recorded: the window.
-        let hdr = heap.header();
-        let pending = hdr.publish[0].load(Relaxed) != 0 && hdr.journal.len.load(Relaxed) == 0;
+        let snap = heap.snapshot();
+        let pending = snap.deferred_pending && snap.journal_len == 0;
         // The sender is dead; another process's next operation breaks its lock.
         spy.inner.kill(1);
         spy.inner.set_pid(2);
@@ -217,7 +217,7 @@ fn a_dead_blocked_allocator_is_no_longer_counted_as_waiting() {
     let hog = heap.register_as(ProcessId::from_pid(100)).unwrap();
     let waiter = heap.register_as(ProcessId::from_pid(101)).unwrap();
     while heap.try_alloc(hog, 256).is_ok() {}
-    let waiters = || heap.header().waiters.load(Relaxed);
+    let waiters = || heap.snapshot().waiters;
     std::thread::scope(|s| {
         let blocked = s.spawn(|| heap.alloc_timeout(waiter, 4096, Some(Duration::from_secs(60))));
         while waiters() == 0 {

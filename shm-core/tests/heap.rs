@@ -585,7 +585,7 @@ fn dirty_derived_state_is_rebuilt_from_the_blocks() {
     let rep_before = f.heap.check().unwrap();
     assert!(before.free_blocks > 5);
 
-    let hdr = f.heap.header();
+    let hdr = f.heap.raw_header_for_tests();
     hdr.index.fl_bitmap.store(0, Relaxed);
     for w in hdr
         .index
@@ -634,12 +634,15 @@ fn rebuild_reports_broken_tiling() {
         .get(x.get() - f.heap.block_header_size())
         .unwrap();
     h.size_flags.store(0x00ff_fff0 | 1, Relaxed);
-    f.heap.header().derived_dirty.store(1, Relaxed);
+    f.heap
+        .raw_header_for_tests()
+        .derived_dirty
+        .store(1, Relaxed);
     for _ in 0..2 {
         assert!(matches!(f.heap.check(), Err(Error::Corrupted(_))));
         assert!(matches!(f.heap.try_alloc(a, 16), Err(Error::Corrupted(_))));
     }
-    assert_eq!(f.heap.header().derived_dirty.load(Relaxed), 1);
+    assert_eq!(f.heap.raw_header_for_tests().derived_dirty.load(Relaxed), 1);
 }
 
 /// The size-class index: a request as large as the largest free block is served even
@@ -678,7 +681,7 @@ fn index_damage_is_reported() {
     let hole_size = f.heap.block_len(hole).unwrap() + f.heap.block_header_size();
     f.heap.free(a, hole).unwrap();
     f.heap.check().unwrap();
-    let idx = &f.heap.header().index;
+    let idx = &f.heap.raw_header_for_tests().index;
     let (fl, sl) = class_of(hole_size);
     let hole_block = hole.get() - f.heap.block_header_size();
     assert_eq!(idx.heads[fl][sl].load(Relaxed), hole_block);

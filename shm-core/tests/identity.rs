@@ -232,7 +232,7 @@ fn hostile_capacity_and_self_linked_cell_give_an_error() {
         let a = heap.register_as(ProcessId::from_pid(10)).unwrap();
         let b = heap.register_as(ProcessId::from_pid(11)).unwrap();
         let x = heap.try_alloc(a, 64).unwrap();
-        let hdr = heap.header();
+        let hdr = heap.raw_header_for_tests();
         let region = heap.region();
         let h: &BlockHeader = region.get(x.get() - heap.block_header_size()).unwrap();
         let head = OwnerRef::unpack(h.owner.load(Relaxed)).unwrap();

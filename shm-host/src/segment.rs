@@ -196,17 +196,13 @@ impl<S: System> Segment<S> {
 
     /// The region lock's holder, if it is taken.
     pub fn lock_holder(&self) -> Option<ProcessId> {
-        self.heap.header().lock.holder()
+        self.heap.snapshot().lock_holder
     }
 
     /// Words in the undo journal (non-zero only while an operation runs, or after its
     /// process died in one).
     pub fn journal_len(&self) -> u32 {
-        self.heap
-            .header()
-            .journal
-            .len
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.heap.snapshot().journal_len
     }
 
     /// Block alignment in bytes.

@@ -3,9 +3,8 @@
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::format::index::FreeIndex;
-use crate::format::journal::{JournalEntries, JournalHead};
+use crate::format::journal::{DeferredWords, JournalEntries, JournalHead};
 use crate::format::lock::LockWord;
-use crate::format::server::ServerInfo;
 use crate::region::{ShmSafe, MAX_RANGES};
 
 /// "SHMIPC" followed by two format bytes, as two little-endian words.
@@ -15,7 +14,7 @@ pub const MAGIC: [u32; 2] = [
 ];
 
 /// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// One range of the region, as recorded in the header (offsets from the base).
 #[repr(C)]
@@ -76,7 +75,7 @@ pub struct HeapState {
 /// journal lets whoever breaks that lock undo the dead holder's half-done operation.
 ///
 /// The words every operation writes - the lock, the journal's length, the deferred
-/// publication of a send - share one cache line (offset 128), so that an operation moves
+/// store of a send - share one cache line (offset 128), so that an operation moves
 /// as few lines as possible between cores.
 #[repr(C)]
 #[derive(Debug)]
@@ -103,10 +102,12 @@ pub struct RegionHeader {
     pub lock: LockWord,
     /// The journal's length and current operation.
     pub journal: JournalHead,
-    /// A deferred publication (offset of a queue slot's sequence word, value), made by a
-    /// send after its operation commits; 0 when none is pending. Whoever breaks the lock
-    /// of a sender that died in between completes it (see [`queue`](crate::queue)).
-    pub publish: [AtomicU32; 2],
+    /// A store deferred until after the running operation commits (a queue entry's
+    /// publication); `at` is 0 when none is pending. Whoever breaks the lock of a process
+    /// that died between its commit and the store makes it, and rings the doorbell it
+    /// names, so a receiver does not sleep on a message that is there (see the `journal`
+    /// module).
+    pub deferred: DeferredWords,
     /// Times a dead holder's lock was broken.
     pub lock_breaks: AtomicU32,
     /// Incremented after every free; blocking allocators wait for it to change.
@@ -116,19 +117,20 @@ pub struct RegionHeader {
     /// Non-zero while an operation may have left derived state (the size-class index,
     /// boundary tags, free and used counts) out of step with the blocks: set before the
     /// first unjournaled write of such state, cleared after the journal is emptied.
-    /// Whoever finds it set under the lock rebuilds that state from the blocks (see
-    /// [`journal`](crate::journal)).
+    /// Whoever finds it set under the lock rebuilds that state from the blocks (see the
+    /// `journal` module).
     pub derived_dirty: AtomicU32,
-    /// The receiver's doorbell (offset) for the deferred publication in `publish`, 0 when
-    /// none: whoever completes a dead sender's publication rings it too, so the receiver
-    /// does not sleep on a message that is there.
-    pub publish_bell: AtomicU32,
     /// Reserved, zero.
-    pub reserved1: [AtomicU32; 5],
+    pub reserved1: [AtomicU32; 4],
     /// Allocator state.
     pub heap: HeapState,
-    /// The server, at its fixed place.
-    pub server: ServerInfo,
+    /// Payload offset of the root structure of the layer above the heap (the protocol's
+    /// server entry), 0 when it has none yet. That structure lives in a system block
+    /// (owned by no process, like the process table), so reclaiming processes never frees
+    /// it; the heap knows nothing of its contents.
+    pub root: AtomicU32,
+    /// Reserved, zero (keeps the journal's entries on a cache line of their own).
+    pub reserved2: [AtomicU32; 15],
     /// The undo journal's entries (its length is in `journal`).
     pub journal_entries: JournalEntries,
     /// The size-class index over the free blocks.

@@ -70,16 +70,19 @@ const _: () = {
     // The hot line: every operation writes these, and nothing else lives on the line.
     assert!(offset_of!(RegionHeader, lock) == 128);
     assert!(offset_of!(RegionHeader, journal) == 136);
-    assert!(offset_of!(RegionHeader, publish) == 144);
-    assert!(offset_of!(RegionHeader, lock_breaks) == 152);
-    assert!(offset_of!(RegionHeader, free_epoch) == 156);
-    assert!(offset_of!(RegionHeader, waiters) == 160);
-    assert!(offset_of!(RegionHeader, derived_dirty) == 164);
-    assert!(offset_of!(RegionHeader, publish_bell) == 168);
+    assert!(offset_of!(RegionHeader, deferred) == 144);
+    assert!(offset_of!(DeferredWords, at) == 0);
+    assert!(offset_of!(DeferredWords, expect) == 4);
+    assert!(offset_of!(DeferredWords, value) == 8);
+    assert!(offset_of!(DeferredWords, bell) == 12);
+    assert!(offset_of!(RegionHeader, lock_breaks) == 160);
+    assert!(offset_of!(RegionHeader, free_epoch) == 164);
+    assert!(offset_of!(RegionHeader, waiters) == 168);
+    assert!(offset_of!(RegionHeader, derived_dirty) == 172);
     assert!(offset_of!(RegionHeader, heap) == 192);
-    assert!(offset_of!(RegionHeader, server) == 256);
-    assert!(offset_of!(RegionHeader, journal_entries) == 384);
-    assert!(offset_of!(RegionHeader, index) == 384 + size_of::<JournalEntries>());
+    assert!(offset_of!(RegionHeader, root) == 256);
+    assert!(offset_of!(RegionHeader, journal_entries) == 320);
+    assert!(offset_of!(RegionHeader, index) == 320 + size_of::<JournalEntries>());
     assert!(size_of::<RegionHeader>() == offset_of!(RegionHeader, index) + size_of::<FreeIndex>());
     assert!(offset_of!(RegionHeader, index) % 64 == 0);
     assert!(offset_of!(FreeIndex, fl_bitmap) == 0);
@@ -137,16 +140,17 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     size_of::<RegionHeader>(),
     offset_of!(RegionHeader, lock),
     offset_of!(RegionHeader, heap),
-    offset_of!(RegionHeader, publish),
+    offset_of!(RegionHeader, deferred),
+    size_of::<DeferredWords>(),
     offset_of!(RegionHeader, derived_dirty),
-    offset_of!(RegionHeader, publish_bell),
-    offset_of!(RegionHeader, server),
+    offset_of!(RegionHeader, root),
     offset_of!(RegionHeader, journal_entries),
     offset_of!(RegionHeader, index),
     size_of::<FreeIndex>(),
     FL_COUNT,
     SL_COUNT,
     size_of::<ServerInfo>(),
+    offset_of!(ServerInfo, state),
     size_of::<Participant>(),
     size_of::<Doorbell>(),
     size_of::<QueueHeader>(),

@@ -31,7 +31,7 @@ impl<'m> Space<'m> {
     pub(crate) fn check(&self) -> Result<CheckReport, Error> {
         let heap = &self.hdr.heap;
         let mut rep = CheckReport::default();
-        if self.hdr.journal.len.load(Relaxed) != 0 || self.hdr.publish[0].load(Relaxed) != 0 {
+        if self.hdr.journal.len.load(Relaxed) != 0 || self.hdr.deferred.at.load(Relaxed) != 0 {
             let at = self.region.offset_of(&self.hdr.journal.len)?;
             return Err(corrupt(at, CorruptionKind::BadJournal));
         }
@@ -166,9 +166,21 @@ impl<'m> Space<'m> {
                     .saturating_add(u64::from(self.check_record(&r)?));
             }
         }
-        // System blocks are exactly the table and the records; owner cells are exactly
-        // the references counted in the blocks.
-        if Some(system) != rep.processes.checked_add(1) {
+        // System blocks are exactly the table, the records and the root block (if any);
+        // owner cells are exactly the references counted in the blocks.
+        let root = self.root().load(Relaxed);
+        if root != 0 {
+            let root_bad = || corrupt(root, CorruptionKind::BadOwner);
+            let (rh, _) = self.used_block(Offset::new(root)).map_err(|_| root_bad())?;
+            if rh.owner.load(Relaxed) != NO_OWNER {
+                return Err(root_bad());
+            }
+        }
+        let expected_system = rep
+            .processes
+            .checked_add(1)
+            .and_then(|n| n.checked_add(u32::from(root != 0)));
+        if Some(system) != expected_system {
             return Err(corrupt(table, CorruptionKind::BadOwner));
         }
         if ref_sum != rep.owner_cells {

@@ -30,7 +30,9 @@ mod index;
 mod ops;
 pub(crate) mod owners;
 mod rebuild;
+mod space;
 mod stats;
+mod txn;
 
 use core::mem::size_of;
 use core::sync::atomic::{
@@ -40,12 +42,15 @@ use core::sync::atomic::{
 use core::time::Duration;
 
 pub use check::CheckReport;
-pub use stats::{BlockInfo, HeapStats, ProcessInfo, ProcessIter};
+pub(crate) use space::{align_up, Space};
+use space::{heap_ranges, zero_words, Geometry};
+pub use stats::{BlockInfo, HeapSnapshot, HeapStats, ProcessInfo, ProcessIter};
+pub(crate) use txn::{HeapView, Txn};
 
 use crate::error::{corrupt, AttachError, CorruptionKind, Error};
 use crate::format::{
-    BlockHeader, Doorbell, OwnerRef, RegionHeader, ALIGN_RANGE, DEFAULT_ALIGN, END, FORMAT_VERSION,
-    LAYOUT_FINGERPRINT, MAGIC, MAX_RANGES, NO_OWNER, USED,
+    BlockHeader, Doorbell, OwnerRef, RegionHeader, DEFAULT_ALIGN, END, FORMAT_VERSION,
+    LAYOUT_FINGERPRINT, MAGIC, NO_OWNER, USED,
 };
 use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
 use crate::journal::{self, FaultInjector, Tx};
@@ -53,7 +58,6 @@ use crate::lock::{self, Acquired};
 use crate::offset::Offset;
 use crate::os::WaitOutcome;
 use crate::platform::Platform;
-use crate::queue::{self, Publish};
 use crate::region::Region;
 
 /// Options for formatting a region with [`Heap::init`].
@@ -76,134 +80,6 @@ impl Default for HeapConfig {
     }
 }
 
-/// Sizes derived from the alignment.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Geometry {
-    /// Block alignment.
-    pub align: u32,
-    /// Bytes of header in front of each payload (16 rounded up to the alignment).
-    pub hsize: u32,
-    /// Smallest block worth splitting off.
-    pub min_block: u32,
-}
-
-impl Geometry {
-    fn new(align: u32, base_addr: usize) -> Result<Self, Error> {
-        if !align.is_power_of_two() || align < ALIGN_RANGE.0 || align > ALIGN_RANGE.1 {
-            return Err(AttachError::BadConfig.into());
-        }
-        // Offsets are aligned relative to the base, so the base must be aligned too.
-        if base_addr.checked_rem(align as usize) != Some(0) {
-            return Err(AttachError::Misaligned.into());
-        }
-        let hsize =
-            align_up(size_of::<BlockHeader>() as u32, align).ok_or(AttachError::BadConfig)?;
-        Ok(Geometry {
-            align,
-            hsize,
-            min_block: hsize.checked_mul(2).ok_or(AttachError::BadConfig)?,
-        })
-    }
-
-    /// Block size for a request of `bytes` payload bytes.
-    #[inline]
-    pub(crate) fn block_size(&self, bytes: u32) -> Result<u32, Error> {
-        if bytes == 0 {
-            return Err(Error::InvalidSize { requested: 0 });
-        }
-        let need = bytes
-            .checked_add(self.hsize)
-            .and_then(|n| align_up(n, self.align))
-            .ok_or(Error::InvalidSize {
-                requested: u64::from(bytes),
-            })?;
-        Ok(need.max(self.min_block))
-    }
-}
-
-/// Rounds up to a multiple of a power of two, `None` on overflow.
-#[inline]
-pub(crate) const fn align_up(v: u32, align: u32) -> Option<u32> {
-    let Some(mask) = align.checked_sub(1) else {
-        return None;
-    };
-    match v.checked_add(mask) {
-        Some(x) => Some(x & !mask),
-        None => None,
-    }
-}
-
-/// Where the blocks of one range are: the first block and the end marker.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct HeapRange {
-    /// Offset of the first block.
-    pub lo: u32,
-    /// Offset of the end marker (one past the last block).
-    pub hi: u32,
-}
-
-/// Everything an operation needs to find its way around the region.
-#[derive(Debug)]
-pub(crate) struct Space<'m> {
-    pub region: Region<'m>,
-    pub hdr: &'m RegionHeader,
-    pub geo: Geometry,
-    pub ranges: heapless::Vec<HeapRange, MAX_RANGES>,
-    /// Most blocks the ranges can hold: the bound on every walk.
-    pub max_blocks: u32,
-}
-
-impl<'m> Space<'m> {
-    /// The undo journal.
-    pub(crate) fn journal(&self) -> journal::Journal<'m> {
-        journal::Journal {
-            head: &self.hdr.journal,
-            entries: &self.hdr.journal_entries,
-        }
-    }
-
-    /// Starts an operation with code `op` (the caller holds the lock; see [`Tx::begin`]).
-    pub(crate) fn begin<'a>(&'a self, op: u32, faults: &'a FaultInjector) -> Tx<'a, 'm> {
-        Tx::begin(
-            &self.region,
-            self.journal(),
-            &self.hdr.derived_dirty,
-            op,
-            faults,
-        )
-    }
-
-    /// Header words outside the allocator state that operations journal.
-    pub(crate) fn journaled_header_words(&self) -> [&'m AtomicU32; 4] {
-        let [at, value] = &self.hdr.publish;
-        [at, value, &self.hdr.publish_bell, &self.hdr.waiters]
-    }
-
-    fn new(
-        region: Region<'m>,
-        hdr: &'m RegionHeader,
-        geo: Geometry,
-        ranges: heapless::Vec<HeapRange, MAX_RANGES>,
-    ) -> Self {
-        let max_blocks = ranges
-            .iter()
-            .map(|r| {
-                // A bound: saturating only makes it looser (`hi > lo`, `min_block > 0`).
-                r.hi.saturating_sub(r.lo)
-                    .checked_div(geo.min_block)
-                    .map_or(u32::MAX, |n| n.saturating_add(1))
-            })
-            .fold(1u32, u32::saturating_add);
-        Space {
-            region,
-            hdr,
-            geo,
-            ranges,
-            max_blocks,
-        }
-    }
-}
-
 /// Operation codes recorded in the journal (diagnostics only).
 #[derive(Clone, Copy, Debug)]
 #[repr(u32)]
@@ -220,12 +96,10 @@ pub(crate) enum OpCode {
     Reclaim = 10,
     Check = 11,
     SetApp = 12,
-    Participant = 13,
-    Server = 14,
-    Connect = 15,
-    Send = 16,
-    Heartbeat = 17,
 }
+
+/// The first operation code free for layers above the heap (see [`Heap::transact`]).
+pub(crate) const FIRST_CLIENT_OP: u32 = 13;
 
 /// A heap over a region, used by one process (which may use it from several threads).
 ///
@@ -419,8 +293,17 @@ impl<'m, P: Platform> Heap<'m, P> {
         &self.space.region
     }
 
-    /// The region header.
-    pub fn header(&self) -> &'m RegionHeader {
+    /// The words of the region header that change at run time (the lock, the journal,
+    /// the waiters), read without the lock, as plain values: for inspection tools.
+    pub fn snapshot(&self) -> HeapSnapshot {
+        HeapSnapshot::read(self.space.hdr)
+    }
+
+    /// The live region header, for white-box tests that damage it on purpose (feature
+    /// `testkit`). Writing through it bypasses the lock and the journal.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn raw_header_for_tests(&self) -> &'m RegionHeader {
         self.space.hdr
     }
 
@@ -457,11 +340,6 @@ impl<'m, P: Platform> Heap<'m, P> {
         &self.faults
     }
 
-    /// The allocator state (for the sibling modules).
-    pub(crate) fn space(&self) -> &Space<'m> {
-        &self.space
-    }
-
     /// Runs `f` as one operation: under the region lock (breaking it if its holder died,
     /// and undoing that holder's half-done operation first), inside the platform's
     /// critical section, journaled, committed on success and undone on error.
@@ -470,45 +348,33 @@ impl<'m, P: Platform> Heap<'m, P> {
         code: OpCode,
         f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        self.op_publish(code, |tx, s| f(tx, s).map(|r| (r, None)), |_| {})
+        self.run(code as u32, f, |_| {})
     }
 
-    /// Like [`op`](Self::op), for operations that enqueue: `f` also returns the store that
-    /// publishes the entry. It is recorded in the header inside the operation and made
-    /// after the commit, still under the lock; a process that breaks the lock of a sender
-    /// that died in between makes it (see [`queue`](crate::queue)). `after` runs after the
-    /// publication, still under the lock: waking the receiver there means its doorbell
-    /// cannot be freed (which takes the lock) while the sender touches it.
-    pub(crate) fn op_publish<R>(
+    /// The operation machinery behind [`op`](Self::op) and [`transact`](Self::transact).
+    /// A store the operation deferred ([`Tx::defer`]) is made after the commit, still under
+    /// the lock; a process that breaks the lock of one that died in between makes it.
+    /// `after` runs after that store, still under the lock: waking a receiver there means
+    /// its doorbell cannot be freed (which takes the lock) while this process touches it.
+    pub(crate) fn run<R>(
         &self,
-        code: OpCode,
-        f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<(R, Option<Publish>), Error>,
+        code: u32,
+        f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
         after: impl FnOnce(&R),
     ) -> Result<R, Error> {
         let hdr = self.space.hdr;
         self.platform.critical(|| {
             self.lock()?;
-            let mut tx = self.space.begin(code as u32, &self.faults);
-            let result = f(&mut tx, &self.space).and_then(|(v, publish)| {
-                if let Some(p) = publish {
-                    let [at, value] = &hdr.publish;
-                    tx.set(at, p.at)?;
-                    tx.set(value, p.value)?;
-                    tx.set(&hdr.publish_bell, p.bell)?;
-                }
-                Ok((v, publish))
-            });
-            match result {
-                Ok((v, publish)) => {
+            let mut tx = self.space.begin(code, &self.faults);
+            match f(&mut tx, &self.space) {
+                Ok(v) => {
                     // An error from here on is an injected crash: "die" holding the lock,
                     // leaving the journal or the deferred store for the recoverer.
-                    let logged = tx.commit()?;
+                    let (logged, deferred) = tx.commit()?;
                     self.journal_high_water.fetch_max(logged, Relaxed);
-                    if let Some(p) = publish {
+                    if let Some(store) = deferred {
                         self.faults.step()?;
-                        queue::publish(&self.space.region, p)?;
-                        let [at, _] = &hdr.publish;
-                        at.store(0, Release);
+                        self.space.journal().complete(&self.space.region, store)?;
                     }
                     after(&v);
                     hdr.lock.release();
@@ -556,18 +422,17 @@ impl<'m, P: Platform> Heap<'m, P> {
                 return Err(e);
             }
         }
-        // A sender that died after committing but before publishing its entry: publish
-        // it, and wake the receiver, which may sleep on the doorbell for it.
-        if let Some(p) = queue::pending(&hdr.publish, &hdr.publish_bell) {
-            let done = queue::publish(&self.space.region, p);
-            let [at, _] = &hdr.publish;
-            at.store(0, Release);
-            if let Err(e) = done {
+        // A process that died after committing but before making its deferred store (a
+        // sender, before publishing its entry): make it, and wake the receiver, which may
+        // sleep on the doorbell for it.
+        let journal = self.space.journal();
+        if let Some(store) = journal.pending() {
+            if let Err(e) = journal.complete(&self.space.region, store) {
                 hdr.lock.release();
                 return Err(e);
             }
-            if p.bell != 0 {
-                if let Ok(bell) = self.space.region.get::<Doorbell>(p.bell) {
+            if store.bell != 0 {
+                if let Ok(bell) = self.space.region.get::<Doorbell>(store.bell) {
                     if bell.should_ring() {
                         self.platform.ring(&self.space.region, bell);
                     }
@@ -974,82 +839,6 @@ pub(crate) enum ReclaimStep {
     Done,
 }
 
-impl<'m> Space<'m> {
-    /// The range holding block offset `b`, if any.
-    #[inline]
-    pub(crate) fn range_of(&self, b: u32) -> Option<HeapRange> {
-        self.ranges.iter().copied().find(|r| b >= r.lo && b <= r.hi)
-    }
-
-    /// The header of the block at `b`, checked: aligned, inside a range, its size sane and
-    /// inside the same range. End markers are returned as they are.
-    #[inline]
-    pub(crate) fn block(&self, b: u32) -> Result<&'m BlockHeader, Error> {
-        if b.checked_rem(self.geo.align) != Some(0) {
-            return Err(corrupt(b, CorruptionKind::Misaligned));
-        }
-        let r = self
-            .range_of(b)
-            .ok_or_else(|| corrupt(b, CorruptionKind::OutOfBounds))?;
-        let h: &'m BlockHeader = self.region.get(b)?;
-        let size = h.size();
-        if b == r.hi {
-            if h.size_flags.load(Relaxed) != self.geo.hsize | USED | END {
-                return Err(corrupt(b, CorruptionKind::BadBlockSize));
-            }
-        } else if h.flags() & END != 0
-            || size < self.geo.min_block
-            || size.checked_rem(self.geo.align) != Some(0)
-            // `b <= r.hi` (from `range_of`): the room never saturates.
-            || size > r.hi.saturating_sub(b)
-        {
-            return Err(corrupt(b, CorruptionKind::BadBlockSize));
-        }
-        Ok(h)
-    }
-
-    /// A used, non-end block named by a payload offset from a caller; a bad offset is the
-    /// caller's error ([`Error::BadOffset`], [`Error::DoubleFree`]), not corruption.
-    pub(crate) fn used_block(&self, payload: Offset) -> Result<(&'m BlockHeader, u32), Error> {
-        let bad = Error::BadOffset { offset: payload };
-        let b = payload.get().checked_sub(self.geo.hsize).ok_or(bad)?;
-        let h = self.block(b).map_err(|_| bad)?;
-        if h.flags() & END != 0 || b == self.range_of(b).map_or(0, |r| r.hi) {
-            return Err(bad);
-        }
-        if !h.is_used() {
-            return Err(Error::DoubleFree { offset: payload });
-        }
-        Ok((h, b))
-    }
-}
-
-/// Where the blocks of each range go: range 0 starts after the header, the others at their
-/// first aligned offset; each ends with an end marker at its last aligned offset. A range
-/// too small for one block and its end marker is left out. Computed from the process-local
-/// view of the region, never from its (untrusted) bytes.
-fn heap_ranges(
-    region: &Region<'_>,
-    geo: &Geometry,
-) -> Result<heapless::Vec<HeapRange, MAX_RANGES>, Error> {
-    let hdr_len = size_of::<RegionHeader>() as u32;
-    let mut ranges = heapless::Vec::new();
-    for i in 0..region.range_count() {
-        let (start, end) = region.range(i).ok_or(AttachError::BadConfig)?;
-        let lo = align_up(if i == 0 { hdr_len } else { start }, geo.align)
-            .ok_or(AttachError::BadConfig)?;
-        let mask = geo.align.checked_sub(1).ok_or(AttachError::BadConfig)?;
-        let hi = (end & !mask).saturating_sub(geo.hsize);
-        if hi.checked_sub(lo).is_none_or(|len| len < geo.min_block) {
-            continue;
-        }
-        ranges
-            .push(HeapRange { lo, hi })
-            .map_err(|_| AttachError::BadConfig)?;
-    }
-    Ok(ranges)
-}
-
 /// Takes one blocked allocation of `slot` off the waiter counts (under the lock). Both
 /// counts saturate: a registration lost to an undone owner-array move (the record it was
 /// counted in was rolled back) must not wrap them.
@@ -1060,15 +849,4 @@ fn unregister_waiter(s: &Space<'_>, slot: ProcSlot) {
         let mine = &r.rec.waiting;
         mine.store(mine.load(SeqCst).saturating_sub(1), SeqCst);
     }
-}
-
-/// Zeroes `len` bytes (a multiple of 4) at `off`.
-fn zero_words(region: &Region<'_>, off: u32, len: u32) -> Result<(), Error> {
-    let end = off
-        .checked_add(len)
-        .ok_or_else(|| corrupt(off, CorruptionKind::OutOfBounds))?;
-    for o in (off..end).step_by(4) {
-        region.word(o)?.store(0, Relaxed);
-    }
-    Ok(())
 }

@@ -122,6 +122,46 @@ impl<'m> Space<'m> {
         tx.commit().map(|_| ())
     }
 
+    /// Allocates the root block: `bytes` of zeroed system data from the high end (owned by
+    /// no process, like the process table, so no reclaim frees it), its offset recorded in
+    /// the header's root word. Fails if the region has a root already.
+    pub(crate) fn alloc_root(&self, tx: &mut Tx<'_, 'm>, bytes: u32) -> Result<Offset, Error> {
+        let root = self.root();
+        if root.load(Relaxed) != 0 {
+            let at = self.region.offset_of(root)?;
+            return Err(corrupt(at, CorruptionKind::BadProcessTable));
+        }
+        let need = self.geo.block_size(bytes)?;
+        let f = self
+            .last_fit(need)?
+            .ok_or(Error::OutOfMemory { requested: bytes })?;
+        let (at, size) = self.place(f, need, Placement::High)?;
+        let bad = || corrupt(at, CorruptionKind::BadBlockSize);
+        let payload = at.checked_add(self.geo.hsize).ok_or_else(bad)?;
+        let end = payload.checked_add(bytes).ok_or_else(bad)?;
+        for o in (payload..end).step_by(4) {
+            tx.set_fresh(self.region.word(o)?, 0)?;
+        }
+        self.carve(tx, f, system_piece(at, size))?;
+        tx.set(root, payload)?;
+        Ok(Offset::new(payload))
+    }
+
+    /// Marks `slot`'s process as no longer taking part: clears its application words, so
+    /// that the layer above no longer finds what they pointed at. The first step of
+    /// reclaiming. Returns whether a word changed.
+    pub(crate) fn detach(&self, tx: &mut Tx<'_, 'm>, slot: ProcSlot) -> Result<bool, Error> {
+        let r = self.record(slot)?;
+        let mut changed = false;
+        for w in &r.rec.app {
+            if w.load(Relaxed) != 0 {
+                tx.set(w, 0)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
     /// Formats the process table as the first service block. Called by `init` only.
     pub(crate) fn init_process_table(&self, capacity: u16) -> Result<(), Error> {
         let faults = FaultInjector::default();

@@ -4,7 +4,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{load_u64, OwnerRef, NO_OWNER, SERVICE};
+use crate::format::{load_u64, OwnerRef, RegionHeader, NO_OWNER, SERVICE};
 use crate::heap::Space;
 use crate::ids::{Incarnation, ProcSlot, ProcessId};
 
@@ -210,5 +210,47 @@ impl Iterator for ProcessIter<'_, '_> {
             }
         }
         None
+    }
+}
+
+/// The words of the region header that change at run time, at one moment, as plain values
+/// (see [`Heap::snapshot`](crate::Heap::snapshot)). Read without the lock: for inspection
+/// tools and tests, not for decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapSnapshot {
+    /// The region lock's holder, if it is taken.
+    pub lock_holder: Option<ProcessId>,
+    /// Words in the undo journal (non-zero only while an operation runs, or after its
+    /// process died in one).
+    pub journal_len: u32,
+    /// Code of the operation the journal belongs to (diagnostics).
+    pub journal_op: u32,
+    /// Whether a store deferred until after a commit (a send's publication) is pending.
+    pub deferred_pending: bool,
+    /// Times a dead holder's lock was broken.
+    pub lock_breaks: u32,
+    /// Incremented after every free that had waiters.
+    pub free_epoch: u32,
+    /// Allocations blocked waiting for memory.
+    pub waiters: u32,
+    /// Whether derived state (size-class index, boundary tags, counts) awaits a rebuild.
+    pub derived_dirty: bool,
+    /// Payload offset of the layer above's root structure, 0 when none.
+    pub root: u32,
+}
+
+impl HeapSnapshot {
+    pub(crate) fn read(hdr: &RegionHeader) -> Self {
+        HeapSnapshot {
+            lock_holder: hdr.lock.holder(),
+            journal_len: hdr.journal.len.load(Relaxed),
+            journal_op: hdr.journal.op.load(Relaxed),
+            deferred_pending: hdr.deferred.at.load(Relaxed) != 0,
+            lock_breaks: hdr.lock_breaks.load(Relaxed),
+            free_epoch: hdr.free_epoch.load(Relaxed),
+            waiters: hdr.waiters.load(Relaxed),
+            derived_dirty: hdr.derived_dirty.load(Relaxed) != 0,
+            root: hdr.root.load(Relaxed),
+        }
     }
 }

@@ -1,0 +1,255 @@
+//! Participant blocks: validating one ([`participant`]), creating, retiring and destroying
+//! one, and listing them through the process table.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::format::{
+    participant_bytes, participant_layout, queue_bytes, Participant, APP_KIND, APP_PARTICIPANT,
+    KIND_CLIENT, KIND_SERVER, P_CONNECTED, P_CONNECTING, P_DISCONNECTED, P_NEW, SERVER_NONE,
+};
+use crate::heap::{Heap, HeapView, Txn};
+use crate::ids::{Incarnation, Member, ProcSlot};
+use crate::offset::Offset;
+use crate::platform::Platform;
+use crate::protocol::server::server_status;
+use crate::protocol::{ParticipantId, ParticipantRef, ProtocolOp};
+use crate::queue::{OffsetQueue, QueueEntry};
+
+/// The participant at `at`, validated: a used block owned (alone) by the slot it names,
+/// whose incarnation still holds that slot, with its doorbell and queue where the layout
+/// puts them.
+pub(crate) fn participant<'m>(
+    v: &HeapView<'_, 'm>,
+    at: Offset,
+) -> Result<ParticipantRef<'m>, Error> {
+    let bad = Error::BadOffset { offset: at };
+    let block = v.used_block(at).map_err(|_| bad)?;
+    let region = v.region();
+    let rec: &'m Participant = region.get(at.get())?;
+    let kind = rec.kind.load(Relaxed);
+    let slot = rec.slot.load(Relaxed);
+    if (kind != KIND_SERVER && kind != KIND_CLIENT) || slot > u32::from(u16::MAX) {
+        return Err(bad);
+    }
+    let slot = ProcSlot(slot as u16);
+    if block.first_owner != Some(slot) || block.refs != 1 {
+        return Err(bad);
+    }
+    // The block is owned by that slot; the slot must still hold the incarnation that
+    // made the participant (a stale record left by a reclaimed process is refused).
+    let owner = Incarnation {
+        slot,
+        serial: rec.serial.load(Relaxed),
+    };
+    if !v.is_registered(owner) {
+        return Err(Error::PeerGone);
+    }
+    let (bell_at, queue_at) = participant_layout(at.get())
+        .ok_or_else(|| corrupt(at.get(), CorruptionKind::BadProtocol))?;
+    if rec.bell.load(Relaxed) != bell_at || rec.queue.load(Relaxed) != queue_at {
+        return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
+    }
+    let queue = OffsetQueue::open(region, queue_at)?;
+    // A sum of two u32 in a u64: it cannot saturate.
+    if u64::from(queue_at).saturating_add(u64::from(queue_bytes(queue.capacity())))
+        > u64::from(block.end)
+    {
+        return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
+    }
+    Ok(ParticipantRef {
+        at,
+        rec,
+        bell: region.get(bell_at)?,
+        queue,
+        slot,
+        owner,
+        kind,
+    })
+}
+
+/// The participant `id` names, checked to still belong to that incarnation.
+pub(crate) fn participant_of<'m>(
+    v: &HeapView<'_, 'm>,
+    id: ParticipantId,
+) -> Result<ParticipantRef<'m>, Error> {
+    match participant(v, id.at) {
+        Ok(p) if p.owner == id.owner => Ok(p),
+        Ok(_) | Err(Error::BadOffset { .. } | Error::PeerGone) => Err(Error::PeerGone),
+        Err(e) => Err(e),
+    }
+}
+
+/// `me`'s participant at `at`, checked to be `me`'s.
+fn own_participant<'m>(
+    t: &Txn<'_, '_, 'm>,
+    me: Member,
+    at: Offset,
+) -> Result<(ProcSlot, ParticipantRef<'m>), Error> {
+    let slot = t.member(me)?;
+    let p = participant(t, at)?;
+    if p.owner != me.incarnation() {
+        return Err(Error::NotOwner {
+            offset: at,
+            process: slot,
+        });
+    }
+    Ok((slot, p))
+}
+
+/// See [`Heap::retire_participant`]: unreachable through the process table (and, for
+/// the registered server, through the server entry), marked disconnected.
+fn retire(t: &mut Txn<'_, '_, '_>, slot: ProcSlot, p: &ParticipantRef<'_>) -> Result<(), Error> {
+    if t.app_word(slot, APP_PARTICIPANT)?.load(Relaxed) == p.at.get() {
+        t.clear_app_words(slot)?;
+        if let Some(si) = crate::protocol::server::server_info(t) {
+            let st = server_status(t);
+            if st.running && st.owner == p.owner {
+                t.set(&si.state, SERVER_NONE)?;
+            }
+        }
+    }
+    if p.rec.state.load(Relaxed) != P_DISCONNECTED {
+        t.set(&p.rec.state, P_DISCONNECTED)?;
+    }
+    Ok(())
+}
+
+/// Checks that `me`'s own participant, if it has one, has not been disconnected: a
+/// client that the server gave up on (for example after it stopped answering keepalives)
+/// must not go on sending as if connected.
+pub(crate) fn sender_connected(v: &HeapView<'_, '_>, me: ProcSlot) -> Result<(), Error> {
+    let mine = v.app_word(me, APP_PARTICIPANT)?.load(Relaxed);
+    if mine == 0 {
+        return Ok(());
+    }
+    let p = participant(v, Offset::new(mine))?;
+    match p.rec.state.load(Relaxed) {
+        P_CONNECTING | P_CONNECTED => Ok(()),
+        _ => Err(Error::Disconnected),
+    }
+}
+
+impl<'m> ParticipantRef<'m> {
+    /// Enqueues `entry` (see [`OffsetQueue::push`]); the deferred store that publishes it
+    /// names this participant's doorbell, so whoever completes it also wakes the receiver.
+    /// Returns the entry's position.
+    pub(crate) fn push_ringing(
+        &self,
+        t: &mut Txn<'_, '_, 'm>,
+        entry: QueueEntry,
+    ) -> Result<u32, Error> {
+        let region = t.region();
+        let bell = region.offset_of(&self.bell.waiting)?;
+        self.queue.push(t.tx(), region, entry, bell)
+    }
+}
+
+impl<'m, P: Platform> Heap<'m, P> {
+    /// The participant at `at`, validated (its owner's slot must still hold the
+    /// incarnation that made it: [`Error::PeerGone`] otherwise).
+    pub fn participant(&self, at: Offset) -> Result<ParticipantRef<'m>, Error> {
+        participant(&self.view(), at)
+    }
+
+    /// Creates a participant block for `me`: record, doorbell (zeroed; the platform
+    /// initialises its object afterwards) and a queue of `capacity` slots (a power of
+    /// two, 2 to 2^20). Service memory from the high end, owned by `me`.
+    pub fn create_participant(
+        &self,
+        me: Member,
+        kind: u32,
+        capacity: u32,
+    ) -> Result<ParticipantRef<'m>, Error> {
+        if kind != KIND_SERVER && kind != KIND_CLIENT {
+            return Err(Error::InvalidSize {
+                requested: u64::from(kind),
+            });
+        }
+        if !capacity.is_power_of_two() || !(2..=1 << 20).contains(&capacity) {
+            return Err(Error::InvalidSize {
+                requested: u64::from(capacity),
+            });
+        }
+        // One cell for the block, taken now: growing a full owner array inside the
+        // operation below would journal its fresh cells (and could overflow the journal).
+        let cells = self.process(me.slot())?.blocks;
+        self.reserve_cells(me, cells.saturating_add(1))?;
+        let at = self.transact(ProtocolOp::Participant as u32, |t| {
+            let slot = t.member(me)?;
+            let id = t.process_id(slot)?;
+            let at = t.alloc(slot, participant_bytes(capacity), true)?;
+            let region = t.region();
+            let rec: &Participant = region.get(at.get())?;
+            let (bell_at, queue_at) = participant_layout(at.get())
+                .ok_or_else(|| corrupt(at.get(), CorruptionKind::BadProtocol))?;
+            // The block was carved in this operation: nobody else can reach it yet.
+            let words = [
+                (&rec.kind, kind),
+                (&rec.slot, u32::from(slot.0)),
+                (&rec.pid, id.pid),
+                (&rec.tag, id.tag),
+                (&rec.generation, 0),
+                (&rec.state, P_NEW),
+                (&rec.queue, queue_at),
+                (&rec.bell, bell_at),
+                (&rec.keepalive, 0),
+                (&rec.keepalive_seen, 0),
+                (&rec.keepalive_missed, 0),
+                (&rec.serial, me.serial()),
+            ];
+            for (w, v) in words {
+                t.set_fresh(w, v)?;
+            }
+            for w in &rec.reserved {
+                t.set_fresh(w, 0)?;
+            }
+            for o in (bell_at..queue_at).step_by(4) {
+                t.set_fresh(region.word(o)?, 0)?;
+            }
+            OffsetQueue::format(t.tx(), region, queue_at, capacity)?;
+            Ok(at)
+        })?;
+        self.participant(at)
+    }
+
+    /// Makes `me`'s participant unreachable without freeing it: clears the application
+    /// words that point at it (and the server entry, for a server) and marks it
+    /// disconnected, so no operation that starts afterwards sends to it or rings its
+    /// doorbell. Its owner then releases the doorbell's platform object and calls
+    /// [`destroy_participant`](Self::destroy_participant): in that order, nobody can ring
+    /// a destroyed semaphore.
+    pub fn retire_participant(&self, me: Member, at: Offset) -> Result<(), Error> {
+        self.transact(ProtocolOp::Participant as u32, |t| {
+            let (slot, p) = own_participant(t, me, at)?;
+            retire(t, slot, &p)
+        })
+    }
+
+    /// Frees `me`'s participant (after the caller drained its queue), retiring it first
+    /// if it was not.
+    pub fn destroy_participant(&self, me: Member, at: Offset) -> Result<(), Error> {
+        self.transact(ProtocolOp::Participant as u32, |t| {
+            let (slot, p) = own_participant(t, me, at)?;
+            retire(t, slot, &p)?;
+            // The freed bytes must not read as a participant if their owner allocates the
+            // same block again: a stale id would then pass validation and be written to.
+            t.set(&p.rec.kind, 0)?;
+            t.set(&p.rec.serial, 0)?;
+            t.free(slot, at)
+        })
+    }
+
+    /// The participants registered in the process table (offset, kind, owner), read
+    /// without the lock.
+    pub fn participants(
+        &self,
+    ) -> Result<impl Iterator<Item = (Offset, u32, Incarnation)> + '_, Error> {
+        Ok(self.processes()?.filter_map(|info| {
+            let info = info.ok()?;
+            let at = *info.app.get(APP_PARTICIPANT)?;
+            let kind = *info.app.get(APP_KIND)?;
+            (at != 0).then_some((Offset::new(at), kind, info.incarnation()))
+        }))
+    }
+}
