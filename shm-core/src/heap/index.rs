@@ -23,11 +23,12 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use crate::error::AttachError;
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::format::{class_of, search_class, BlockHeader, FL_COUNT, SL_COUNT};
 use crate::heap::freelist::Found;
 use crate::heap::Space;
-use crate::journal::Tx;
+use crate::journal::{FaultInjector, Tx};
 
 /// How many blocks of a request's own class are tried before the class search. A small
 /// constant keeps allocation O(1); see [`Space::good_fit`].
@@ -37,6 +38,18 @@ pub const OWN_CLASS_PROBE: u32 = 4;
 pub const CLASS_PROBE: u32 = 4;
 
 impl<'m> Space<'m> {
+    /// Lists each range's one free block in the index. Called by `init` only.
+    pub(crate) fn init_index(&self) -> Result<(), Error> {
+        let faults = FaultInjector::default();
+        let mut tx = self.begin(0, &faults);
+        for r in &self.ranges {
+            let h = self.region.get(r.lo)?;
+            let size = r.hi.checked_sub(r.lo).ok_or(AttachError::BadConfig)?;
+            self.index_insert(&mut tx, r.lo, h, size, false)?;
+        }
+        tx.commit().map(|_| ())
+    }
+
     /// A block the index names, checked: a valid block, marked free.
     #[inline]
     pub(crate) fn free_block(&self, b: u32) -> Result<&'m BlockHeader, Error> {

@@ -24,9 +24,12 @@
 //! 4. The statistics in [`HeapState`](crate::format::HeapState) match the walk.
 //! 5. The journal is empty whenever the lock is free.
 
+mod alloc;
 mod check;
 mod freelist;
 mod index;
+mod inspect;
+mod members;
 mod ops;
 pub(crate) mod owners;
 mod rebuild;
@@ -39,24 +42,22 @@ use core::sync::atomic::{
     AtomicU32,
     Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
-use core::time::Duration;
 
 pub use check::CheckReport;
+pub use members::ReclaimReport;
+pub(crate) use members::ReclaimStep;
 pub(crate) use space::{align_up, Space};
 use space::{heap_ranges, zero_words, Geometry};
 pub use stats::{BlockInfo, HeapSnapshot, HeapStats, ProcessInfo, ProcessIter};
 pub(crate) use txn::{HeapView, Txn};
 
-use crate::error::{corrupt, AttachError, CorruptionKind, Error};
+use crate::error::{AttachError, Error};
 use crate::format::{
-    BlockHeader, Doorbell, OwnerRef, RegionHeader, DEFAULT_ALIGN, END, FORMAT_VERSION,
-    LAYOUT_FINGERPRINT, MAGIC, NO_OWNER, USED,
+    BlockHeader, Doorbell, RegionHeader, DEFAULT_ALIGN, END, FORMAT_VERSION, LAYOUT_FINGERPRINT,
+    MAGIC, NO_OWNER, USED,
 };
-use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
 use crate::journal::{self, FaultInjector, Tx};
 use crate::lock::{self, Acquired};
-use crate::offset::Offset;
-use crate::os::WaitOutcome;
 use crate::platform::Platform;
 use crate::region::Region;
 
@@ -452,371 +453,6 @@ impl<'m, P: Platform> Heap<'m, P> {
             self.platform.notify_all(&hdr.free_epoch);
         }
     }
-
-    // ----- process registration -------------------------------------------------------
-
-    /// Registers the calling process (as the platform identifies it) and returns the
-    /// member handle to act as it.
-    pub fn register(&self) -> Result<Member, Error> {
-        self.register_as(self.platform.current_process())
-    }
-
-    /// Registers a member whose liveness the platform answers under `id` (firmware tasks,
-    /// simulated processes in tests). The member is reclaimed by others once the platform
-    /// reports `id` dead.
-    pub fn register_as(&self, id: ProcessId) -> Result<Member, Error> {
-        if id.pid == 0 {
-            return Err(Error::InvalidSize { requested: 0 });
-        }
-        self.op(OpCode::Register, |tx, s| s.register(tx, id))
-    }
-
-    /// Unregisters `process`: everything it owns is released (shared blocks stay alive for
-    /// their other owners) and its slot is freed.
-    pub fn unregister(&self, me: Member) -> Result<ReclaimReport, Error> {
-        self.reclaim_incarnation(me.incarnation(), false)
-    }
-
-    // ----- allocation ------------------------------------------------------------------
-
-    /// Allocates `size` bytes for `me`: from the front of the smallest free block whose
-    /// size class fits (see the `index` module). Fails at once with [`Error::OutOfMemory`] when no
-    /// free block is large enough.
-    pub fn try_alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::Alloc, |tx, s| {
-            s.alloc(tx, s.member(me)?, size, Placement::Low)
-        })
-    }
-
-    /// Allocates `size` bytes of long-lived service data for `me`, from the high end, so
-    /// that it fragments the heap only when the heap is nearly full.
-    pub fn try_alloc_service(&self, me: Member, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::Alloc, |tx, s| {
-            s.alloc(tx, s.member(me)?, size, Placement::High)
-        })
-    }
-
-    /// Allocates `size` bytes for `me`, waiting for other processes to free memory when
-    /// none fits. Fails with [`Error::TooLarge`] at once if the request can never fit.
-    pub fn alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
-        self.alloc_timeout(me, size, None)
-    }
-
-    /// Like [`alloc`](Heap::alloc), giving up with [`Error::Timeout`] after `timeout`
-    /// (measured with the platform's clock; without one, after the platform's bounded wait).
-    pub fn alloc_timeout(
-        &self,
-        me: Member,
-        size: u32,
-        timeout: Option<Duration>,
-    ) -> Result<Offset, Error> {
-        let hdr = self.space.hdr;
-        let deadline = timeout.and_then(|t| self.platform.now().and_then(|n| n.checked_add(t)));
-        // Whether this call is registered as a waiter (in the header's `waiters` and in its
-        // own record's `waiting`, so that a reclaim gives the count back if it dies here).
-        // Registration and deregistration both happen under the lock.
-        let mut registered = false;
-        loop {
-            // On failure the allocator registers as a waiter and reads the epoch inside
-            // the failed operation, under the lock: a free that runs after it sees the
-            // registration (so frees need no atomic read-modify-write when nobody waits),
-            // and one that ran before it left memory this attempt would have found.
-            let mut epoch = None;
-            let r = self.op(OpCode::Alloc, |tx, s| {
-                let slot = s.member(me)?;
-                if registered {
-                    unregister_waiter(s, slot);
-                    registered = false;
-                }
-                let r = s.alloc(tx, slot, size, Placement::Low);
-                if let Err(Error::OutOfMemory { .. }) = r {
-                    // Not journaled: the registration outlives the operation's undo.
-                    hdr.waiters.fetch_add(1, SeqCst);
-                    if let Ok(rec) = s.record(slot) {
-                        rec.rec.waiting.fetch_add(1, SeqCst);
-                    }
-                    registered = true;
-                    epoch = Some(hdr.free_epoch.load(SeqCst));
-                }
-                r
-            });
-            let Some(epoch) = epoch else { return r };
-            let remaining = match (timeout, deadline, self.platform.now()) {
-                (Some(_), Some(d), Some(now)) => match d.checked_sub(now) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => {
-                        // `now >= d`: the deadline has passed.
-                        self.stop_waiting(me);
-                        return Err(Error::Timeout);
-                    }
-                },
-                (t, _, _) => t,
-            };
-            let outcome = self.platform.wait(&hdr.free_epoch, epoch, remaining);
-            if outcome == WaitOutcome::TimedOut && deadline.is_none() {
-                self.stop_waiting(me);
-                return Err(Error::Timeout);
-            }
-        }
-    }
-
-    /// Deregisters a waiter of `me` that gives up (under the lock, as it registered).
-    fn stop_waiting(&self, me: Member) {
-        let _ = self.op(OpCode::Alloc, |_, s| {
-            unregister_waiter(s, s.member(me)?);
-            Ok(())
-        });
-    }
-
-    /// Allocates a block for `me` whose payload starts exactly at `offset`, holding at
-    /// least `size` bytes. Fails with [`Error::Unavailable`] unless that range lies in one
-    /// free block with room for a block header in front of it.
-    pub fn alloc_at(&self, me: Member, offset: Offset, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::AllocAt, |tx, s| {
-            s.alloc_at(tx, s.member(me)?, offset, size)
-        })
-    }
-
-    /// Frees a block `me` owns alone.
-    pub fn free(&self, me: Member, block: Offset) -> Result<(), Error> {
-        self.op(OpCode::Free, |tx, s| s.free(tx, s.member(me)?, block))?;
-        self.freed();
-        Ok(())
-    }
-
-    /// Sets aside a reserve of `size` bytes for `me`, from the high end, replacing any
-    /// reserve `me` had. Returns the reserve's payload offset.
-    pub fn reserve(&self, me: Member, size: u32) -> Result<Offset, Error> {
-        let r = self.op(OpCode::Reserve, |tx, s| s.reserve(tx, s.member(me)?, size));
-        self.freed();
-        r
-    }
-
-    /// Allocates `size` bytes for `me` out of its reserve. Succeeds whenever the reserve
-    /// is large enough, however full the heap is: the block is cut from the front of the
-    /// reserve and the rest stays reserved.
-    pub fn alloc_from_reserve(&self, me: Member, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::AllocFromReserve, |tx, s| {
-            s.alloc_from_reserve(tx, s.member(me)?, size)
-        })
-    }
-
-    /// Hands `me`'s reference to `block` over to process `to` (how a buffer changes hands
-    /// on send). If `block` is shared, only `me`'s reference moves.
-    pub fn give(&self, me: Member, block: Offset, to: Member) -> Result<(), Error> {
-        self.op(OpCode::Give, |tx, s| {
-            s.give(tx, s.member(me)?, block, s.member(to)?)
-        })
-    }
-
-    /// Makes process `with` a co-owner of `block`, which `me` owns or co-owns. The block
-    /// is freed when its last owner releases it.
-    pub fn share(&self, me: Member, block: Offset, with: Member) -> Result<(), Error> {
-        self.op(OpCode::Share, |tx, s| {
-            s.share(tx, s.member(me)?, block, s.member(with)?)
-        })
-    }
-
-    /// Drops `me`'s reference to `block`; frees the block if it was the last. Returns
-    /// whether the block was freed.
-    pub fn release(&self, me: Member, block: Offset) -> Result<bool, Error> {
-        let freed = self.op(OpCode::Release, |tx, s| s.release(tx, s.member(me)?, block))?;
-        if freed {
-            self.freed();
-        }
-        Ok(freed)
-    }
-
-    /// Returns everything the dead process `process` owned and frees its slot. First its
-    /// application words (and, if it is the registered server, the server entry) are
-    /// cleared, so nobody finds its participant any more; then blocks it owned alone are
-    /// freed, its references to shared blocks are dropped (a block still held by someone
-    /// else stays alive), its reserve is freed. Works in steps of one block, each its own
-    /// journaled operation, so a crash midway leaves a consistent heap and a later
-    /// `reclaim` finishes the job.
-    ///
-    /// Every step checks under the lock that the slot still holds `process` (a slot that
-    /// moved on to a newer process fails with [`Error::StaleMember`] and is not touched),
-    /// and the first step that the platform reports the process dead
-    /// ([`Error::StillAlive`] otherwise): "cannot tell" is alive.
-    pub fn reclaim(&self, process: Incarnation) -> Result<ReclaimReport, Error> {
-        self.reclaim_incarnation(process, true)
-    }
-
-    /// `reclaim` and `unregister`: the latter acts for the caller itself, alive.
-    fn reclaim_incarnation(
-        &self,
-        process: Incarnation,
-        must_be_dead: bool,
-    ) -> Result<ReclaimReport, Error> {
-        let mut report = ReclaimReport::default();
-        let mut cursor = 0u32;
-        let mut first = true;
-        loop {
-            let step = self.op(OpCode::Reclaim, |tx, s| {
-                let r = s.incarnation(process)?;
-                if first && must_be_dead {
-                    let id = ProcessId {
-                        pid: r.rec.pid.load(Relaxed),
-                        tag: r.rec.tag.load(Relaxed),
-                    };
-                    if id.pid != 0 && self.platform.is_alive(id) {
-                        return Err(Error::StillAlive { process });
-                    }
-                }
-                s.reclaim_step(tx, process.slot, &mut cursor)
-            });
-            let step = match step {
-                Ok(step) => step,
-                // Someone else finished reclaiming it between two of our steps.
-                Err(Error::StaleMember { .. }) if !first => break,
-                Err(e) => return Err(e),
-            };
-            first = false;
-            match step {
-                // Counts for the caller's information: saturating is harmless.
-                ReclaimStep::Released { bytes, freed } => {
-                    report.references = report.references.saturating_add(1);
-                    if freed {
-                        report.blocks_freed = report.blocks_freed.saturating_add(1);
-                        report.bytes_freed = report.bytes_freed.saturating_add(u64::from(bytes));
-                    }
-                }
-                ReclaimStep::Detached => {}
-                ReclaimStep::Done => break,
-            }
-        }
-        self.freed();
-        Ok(report)
-    }
-
-    /// Reclaims every registered process the platform reports dead (except the caller).
-    /// Returns how many were reclaimed. The table is read without the lock; each
-    /// reclaim re-checks its incarnation and liveness under it, so a slot that changed
-    /// hands meanwhile is left alone.
-    pub fn reclaim_dead(&self) -> Result<u32, Error> {
-        let me = self.platform.current_process();
-        let mut count = 0u32;
-        for info in self.processes()? {
-            let info = info?;
-            if info.id != me && !self.platform.is_alive(info.id) {
-                match self.reclaim(info.incarnation()) {
-                    Ok(_) => count = count.saturating_add(1), // at most the slots
-                    Err(Error::StaleMember { .. } | Error::StillAlive { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(count)
-    }
-
-    /// Makes `me`'s owner array hold at least `cells` cells now, so that owning up to that
-    /// many blocks never moves it (a move allocates service memory while the lock is held,
-    /// and a full heap makes it fail). Returns the capacity.
-    pub fn reserve_cells(&self, me: Member, cells: u32) -> Result<u32, Error> {
-        self.op(OpCode::Reserve, |tx, s| {
-            s.reserve_cells(tx, s.member(me)?, cells)
-        })
-    }
-
-    /// Stores `value` in application word `index` (0..3) of `process`'s record, a place
-    /// for the layer above to find per-process data.
-    pub fn set_app_word(&self, me: Member, index: usize, value: u32) -> Result<(), Error> {
-        self.op(OpCode::SetApp, |tx, s| {
-            let r = s.incarnation(me.incarnation())?;
-            let w = r.rec.app.get(index).ok_or(Error::InvalidSize {
-                requested: index as u64,
-            })?;
-            tx.set(w, value)
-        })
-    }
-
-    // ----- inspection ------------------------------------------------------------------
-
-    /// Usable payload bytes of a used block (at least what was asked for).
-    pub fn block_len(&self, block: Offset) -> Result<u32, Error> {
-        let (b, at) = self.space.used_block(block)?;
-        // `used_block` checked the size, but another process may have changed it since.
-        b.size()
-            .checked_sub(self.space.geo.hsize)
-            .ok_or_else(|| corrupt(at, CorruptionKind::BadBlockSize))
-    }
-
-    /// A pointer to the payload of a used block and its usable length.
-    ///
-    /// Reading or writing through the pointer is up to the caller, who must own the block
-    /// (or otherwise know no one writes it concurrently).
-    pub fn payload(&self, block: Offset) -> Result<(core::ptr::NonNull<u8>, u32), Error> {
-        let len = self.block_len(block)?;
-        Ok((self.space.region.ptr(block, len)?, len))
-    }
-
-    /// Reference count of a used block.
-    pub fn ref_count(&self, block: Offset) -> Result<u32, Error> {
-        let (b, _) = self.space.used_block(block)?;
-        Ok(b.link.load(Relaxed))
-    }
-
-    /// The slot of the first owner of a used block.
-    pub fn owner_of(&self, block: Offset) -> Result<Option<ProcSlot>, Error> {
-        let (b, _) = self.space.used_block(block)?;
-        Ok(OwnerRef::unpack(b.owner.load(Relaxed)).map(|r| ProcSlot(r.slot)))
-    }
-
-    /// Calls `f` with every owner of a used block (read without the lock; at most as many
-    /// as there are process slots).
-    pub fn owners(&self, block: Offset, f: impl FnMut(ProcSlot)) -> Result<(), Error> {
-        self.space.owners(block, f)
-    }
-
-    /// Calls `f` with every block in address order, read without the lock (for inspection
-    /// tools; concurrent operations may make it report an error).
-    pub fn for_each_block(&self, f: impl FnMut(BlockInfo)) -> Result<(), Error> {
-        self.space.for_each_block(f)
-    }
-
-    /// Walks the whole region and reports the first broken invariant (see the module
-    /// documentation). Takes the lock, so it sees a quiescent heap.
-    pub fn check(&self) -> Result<CheckReport, Error> {
-        self.op(OpCode::Check, |_, s| s.check())
-    }
-
-    /// Like [`check`](Heap::check) without taking the lock: for inspecting a region whose
-    /// processes may all be gone. Concurrent operations make it report spurious problems.
-    pub fn check_unlocked(&self) -> Result<CheckReport, Error> {
-        self.space.check()
-    }
-
-    /// Statistics, like FreeRTOS `vPortGetHeapStats`.
-    pub fn stats(&self) -> Result<HeapStats, Error> {
-        self.op(OpCode::Check, |_, s| s.stats())
-    }
-
-    /// Statistics without taking the lock (see [`check_unlocked`](Heap::check_unlocked)).
-    pub fn stats_unlocked(&self) -> Result<HeapStats, Error> {
-        self.space.stats()
-    }
-
-    /// The registered processes, read without the lock.
-    pub fn processes(&self) -> Result<stats::ProcessIter<'_, 'm>, Error> {
-        stats::ProcessIter::new(&self.space)
-    }
-
-    /// Information about one registered process.
-    pub fn process(&self, slot: ProcSlot) -> Result<ProcessInfo, Error> {
-        self.space.process_info(slot)
-    }
-}
-
-/// What [`Heap::reclaim`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReclaimReport {
-    /// References dropped (owned blocks, shared references and the reserve).
-    pub references: u32,
-    /// Blocks freed because the reclaimed process was their last owner.
-    pub blocks_freed: u32,
-    /// Bytes in those blocks, headers included.
-    pub bytes_freed: u64,
 }
 
 /// Where an allocation is taken from.
@@ -826,27 +462,4 @@ pub(crate) enum Placement {
     Low,
     /// Last fit from the high end (service data).
     High,
-}
-
-/// One step of reclaiming a process.
-pub(crate) enum ReclaimStep {
-    /// Its application words (and server entry) were cleared.
-    Detached,
-    Released {
-        bytes: u32,
-        freed: bool,
-    },
-    Done,
-}
-
-/// Takes one blocked allocation of `slot` off the waiter counts (under the lock). Both
-/// counts saturate: a registration lost to an undone owner-array move (the record it was
-/// counted in was rolled back) must not wrap them.
-fn unregister_waiter(s: &Space<'_>, slot: ProcSlot) {
-    let all = &s.hdr.waiters;
-    all.store(all.load(SeqCst).saturating_sub(1), SeqCst);
-    if let Ok(r) = s.record(slot) {
-        let mine = &r.rec.waiting;
-        mine.store(mine.load(SeqCst).saturating_sub(1), SeqCst);
-    }
 }

@@ -110,18 +110,6 @@ pub(crate) struct ChainPos<'m> {
 }
 
 impl<'m> Space<'m> {
-    /// Lists each range's one free block in the index. Called by `init` only.
-    pub(crate) fn init_index(&self) -> Result<(), Error> {
-        let faults = FaultInjector::default();
-        let mut tx = self.begin(0, &faults);
-        for r in &self.ranges {
-            let h = self.region.get(r.lo)?;
-            let size = r.hi.checked_sub(r.lo).ok_or(AttachError::BadConfig)?;
-            self.index_insert(&mut tx, r.lo, h, size, false)?;
-        }
-        tx.commit().map(|_| ())
-    }
-
     /// Allocates the root block: `bytes` of zeroed system data from the high end (owned by
     /// no process, like the process table, so no reclaim frees it), its offset recorded in
     /// the header's root word. Fails if the region has a root already.

@@ -17,7 +17,9 @@
 
 pub mod hostile;
 pub mod model;
+mod model_apply;
 pub mod ops;
+mod protocol_driver;
 pub mod protocol_ops;
 pub mod snapshot;
 

@@ -13,16 +13,20 @@
 //!
 //! A crash (fault injection) must leave the heap exactly as before the operation, after
 //! another "process" breaks the lock.
+//!
+//! Somewhat over 500 lines: the model, its bookkeeping and the verification are one
+//! thing (each half is meaningless without the other); the interpreter of operations is
+//! apart, in `model_apply`.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::format::{record_bytes, INITIAL_CELLS, JOURNAL_CAPACITY};
+use crate::format::{INITIAL_CELLS, JOURNAL_CAPACITY};
 use crate::testkit::ops::{Decoder, Op, Pick, Setup, Who};
 use crate::testkit::{AlignedBuf, TestPlatform};
-use crate::{Error, Heap, HeapConfig, Member, Offset, ProcSlot, ProcessId, RawRange, Region};
+use crate::{Error, Heap, HeapConfig, Member, Offset, ProcSlot, RawRange, Region};
 
 /// A live block in the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +83,7 @@ pub struct RunStats {
 }
 
 /// A heap and the buffer it lives in; the heap is dropped first.
-struct Instance {
+pub(super) struct Instance {
     heap: Heap<'static, TestPlatform>,
     buf: AlignedBuf,
 }
@@ -104,7 +108,7 @@ fn ranges(setup: &Setup, buf: &AlignedBuf) -> Vec<RawRange> {
 }
 
 impl Instance {
-    fn region(setup: &Setup, buf: &AlignedBuf) -> Region<'static> {
+    pub(super) fn region(setup: &Setup, buf: &AlignedBuf) -> Region<'static> {
         let rs = ranges(setup, buf);
         // SAFETY: the ranges lie inside `buf`, which the `Instance` owns and drops only
         // after the heap (field order), so they stay valid while any `Region` made here is
@@ -115,7 +119,7 @@ impl Instance {
         }
     }
 
-    fn init(setup: &Setup, platform: &TestPlatform) -> Self {
+    pub(super) fn init(setup: &Setup, platform: &TestPlatform) -> Self {
         let buf = AlignedBuf::new(setup.size);
         let config = HeapConfig {
             align: setup.align,
@@ -128,7 +132,7 @@ impl Instance {
         Instance { heap, buf }
     }
 
-    fn relocate(self, setup: &Setup, platform: &TestPlatform) -> Self {
+    pub(super) fn relocate(self, setup: &Setup, platform: &TestPlatform) -> Self {
         let Instance { heap, buf } = self;
         drop(heap);
         let copy = AlignedBuf::copy_of(buf.bytes());
@@ -143,22 +147,22 @@ impl Instance {
 
 /// Runs decoded operations against a heap and the model; panics on any disagreement.
 pub struct Runner {
-    setup: Setup,
-    platform: TestPlatform,
-    inst: Option<Instance>,
-    model: Model,
-    stats: RunStats,
-    next_identity: u32,
-    fill_seq: u8,
-    armed: Option<u16>,
-    trace: Vec<String>,
+    pub(super) setup: Setup,
+    pub(super) platform: TestPlatform,
+    pub(super) inst: Option<Instance>,
+    pub(super) model: Model,
+    pub(super) stats: RunStats,
+    pub(super) next_identity: u32,
+    pub(super) fill_seq: u8,
+    pub(super) armed: Option<u16>,
+    pub(super) trace: Vec<String>,
 }
 
 /// First pid used for registered processes' identities; pids below are the runner's own
 /// (one more after each injected crash).
-const IDENTITY_PIDS: u32 = 1000;
+pub(super) const IDENTITY_PIDS: u32 = 1000;
 /// Highest pid the test platform tracks.
-const MAX_PID: u32 = 4095;
+pub(super) const MAX_PID: u32 = 4095;
 
 impl Runner {
     /// A runner over a fresh region of the given shape.
@@ -178,7 +182,7 @@ impl Runner {
         }
     }
 
-    fn heap(&self) -> &Heap<'static, TestPlatform> {
+    pub(super) fn heap(&self) -> &Heap<'static, TestPlatform> {
         match &self.inst {
             Some(i) => &i.heap,
             None => panic!("runner has no heap"),
@@ -186,7 +190,7 @@ impl Runner {
     }
 
     /// Fails the run with the trace of operations so far.
-    fn fail(&self, what: &str) -> ! {
+    pub(super) fn fail(&self, what: &str) -> ! {
         let start = self.trace.len().saturating_sub(12);
         panic!(
             "model check failed: {what}\nsetup: {:?}\nlast operations:\n  {}",
@@ -195,7 +199,7 @@ impl Runner {
         );
     }
 
-    fn who(&self, w: Who) -> Option<ProcSlot> {
+    pub(super) fn who(&self, w: Who) -> Option<ProcSlot> {
         let n = self.model.procs.len();
         if n == 0 {
             return None;
@@ -208,14 +212,14 @@ impl Runner {
     }
 
     /// The member handle of a registered slot in the model.
-    fn m(&self, slot: ProcSlot) -> Member {
+    pub(super) fn m(&self, slot: ProcSlot) -> Member {
         match self.model.procs.get(&slot.0) {
             Some(p) => p.member,
             None => self.fail(&format!("no member for {slot}")),
         }
     }
 
-    fn pick(&self, p: Pick) -> Option<u32> {
+    pub(super) fn pick(&self, p: Pick) -> Option<u32> {
         let n = self.model.blocks.len();
         if n == 0 {
             return None;
@@ -224,7 +228,7 @@ impl Runner {
     }
 
     /// The acting process: the block's first owner in the model when `by_owner`.
-    fn actor(&self, w: Who, block: u32, by_owner: bool) -> Option<ProcSlot> {
+    pub(super) fn actor(&self, w: Who, block: u32, by_owner: bool) -> Option<ProcSlot> {
         if by_owner {
             let b = self.model.blocks.get(&block)?;
             let n = b.owners.len();
@@ -239,7 +243,7 @@ impl Runner {
 
     /// Largest request that fits now. Read without the lock, so it does not take a step
     /// of an armed fault injector.
-    fn largest_alloc(&self) -> u32 {
+    pub(super) fn largest_alloc(&self) -> u32 {
         match self.heap().stats_unlocked() {
             Ok(s) => s.largest_alloc,
             Err(e) => self.fail(&format!("stats: {e}")),
@@ -247,20 +251,20 @@ impl Runner {
     }
 
     /// Whether `slot`'s owner array is full (a new cell needs a growth).
-    fn cells_full(&self, slot: ProcSlot) -> bool {
+    pub(super) fn cells_full(&self, slot: ProcSlot) -> bool {
         match self.heap().process(slot) {
             Ok(i) => i.blocks == i.cell_capacity,
             Err(e) => self.fail(&format!("process {slot}: {e}")),
         }
     }
 
-    fn fill_byte(&mut self) -> u8 {
+    pub(super) fn fill_byte(&mut self) -> u8 {
         self.fill_seq = self.fill_seq.wrapping_add(37);
         self.fill_seq
     }
 
     /// Writes the fill pattern of block `p`.
-    fn write_fill(&self, p: u32, len: u32, fill: u8) {
+    pub(super) fn write_fill(&self, p: u32, len: u32, fill: u8) {
         let (ptr, cap) = match self.heap().payload(Offset::new(p)) {
             Ok(x) => x,
             Err(e) => self.fail(&format!("payload of {p:#x}: {e}")),
@@ -279,7 +283,7 @@ impl Runner {
         }
     }
 
-    fn verify_fill(&self, p: u32, b: &BlockModel) {
+    pub(super) fn verify_fill(&self, p: u32, b: &BlockModel) {
         let (ptr, cap) = match self.heap().payload(Offset::new(p)) {
             Ok(x) => x,
             Err(e) => self.fail(&format!("payload of live block {p:#x}: {e}")),
@@ -296,7 +300,7 @@ impl Runner {
         }
     }
 
-    fn new_block(&mut self, p: u32, len: u32, owner: ProcSlot) {
+    pub(super) fn new_block(&mut self, p: u32, len: u32, owner: ProcSlot) {
         if self.model.blocks.contains_key(&p) {
             self.fail(&format!("allocation returned live block {p:#x}"));
         }
@@ -313,7 +317,7 @@ impl Runner {
         self.model.freed.retain(|&f| f != p);
     }
 
-    fn drop_block(&mut self, p: u32) {
+    pub(super) fn drop_block(&mut self, p: u32) {
         self.model.blocks.remove(&p);
         self.model.freed.push(p);
         if self.model.freed.len() > 64 {
@@ -323,7 +327,7 @@ impl Runner {
 
     /// Removes `slot` from `p`'s owners (and `p` from the model if it was the last).
     /// Returns whether the block was freed.
-    fn drop_owner(&mut self, p: u32, slot: ProcSlot) -> bool {
+    pub(super) fn drop_owner(&mut self, p: u32, slot: ProcSlot) -> bool {
         if let Some(pm) = self.model.procs.get_mut(&slot.0) {
             if pm.reserve == Some(p) {
                 pm.reserve = None;
@@ -343,7 +347,7 @@ impl Runner {
     }
 
     /// The model's effect of reclaiming `slot`: (references dropped, blocks freed).
-    fn model_reclaim(&mut self, slot: ProcSlot) -> (u32, u32) {
+    pub(super) fn model_reclaim(&mut self, slot: ProcSlot) -> (u32, u32) {
         let owned: Vec<u32> = self
             .model
             .blocks
@@ -360,7 +364,7 @@ impl Runner {
     }
 
     /// Checks a size-only error (`InvalidSize`, `TooLarge`) against the heap's rules.
-    fn size_error(&self, size: u32, e: Error) -> bool {
+    pub(super) fn size_error(&self, size: u32, e: Error) -> bool {
         match e {
             Error::InvalidSize { .. } => self.heap().block_size_for(size).is_err(),
             Error::TooLarge { .. } => {
@@ -370,7 +374,7 @@ impl Runner {
         }
     }
 
-    fn expect_size_errors(&self, size: u32, r: &Result<Offset, Error>) {
+    pub(super) fn expect_size_errors(&self, size: u32, r: &Result<Offset, Error>) {
         let bs = self.heap().block_size_for(size);
         match (bs, r) {
             (Err(_), Ok(_)) => self.fail(&format!("size {size} should be invalid")),
@@ -408,7 +412,7 @@ impl Runner {
     /// After an injected crash: the "process" is dead; continue as a new one, which
     /// breaks the lock and undoes the unfinished operation. The model must equal the state
     /// before the operation, except that multi-step operations are finished.
-    fn recover_crash(&mut self, op: &Op, before: Model) {
+    pub(super) fn recover_crash(&mut self, op: &Op, before: Model) {
         self.stats.crashes += 1;
         let dead = self.platform.pid();
         self.platform.kill(dead);
@@ -439,384 +443,9 @@ impl Runner {
         }
     }
 
-    /// Applies `op`; returns true if an injected crash stopped it.
-    fn apply(&mut self, op: &Op) -> bool {
-        macro_rules! crash_or {
-            ($r:expr) => {
-                match $r {
-                    Err(Error::InjectedCrash) => return true,
-                    r => r,
-                }
-            };
-        }
-        let counted_ok = |r: bool, s: &mut RunStats| {
-            if r {
-                s.ok += 1
-            }
-        };
-        match *op {
-            Op::Register => {
-                let largest = self.largest_alloc();
-                let Some(pid) = self.next_pid() else {
-                    return false;
-                };
-                let r = crash_or!(self.heap().register_as(ProcessId::from_pid(pid)));
-                counted_ok(r.is_ok(), &mut self.stats);
-                let full = self.model.procs.len() >= usize::from(self.setup.max_processes);
-                match r {
-                    Ok(member) if !full && !self.model.procs.contains_key(&member.slot().0) => {
-                        self.model.procs.insert(
-                            member.slot().0,
-                            ProcModel {
-                                pid,
-                                member,
-                                reserve: None,
-                            },
-                        );
-                    }
-                    Err(Error::TooManyProcesses { .. }) if full => {}
-                    Err(Error::OutOfMemory { .. }) if largest < record_bytes(INITIAL_CELLS) => {
-                        self.stats.out_of_memory += 1
-                    }
-                    r => self.fail(&format!("register: {r:?} (full: {full})")),
-                }
-            }
-            Op::Alloc { who, size } | Op::AllocService { who, size } => {
-                let Some(me) = self.who(who) else {
-                    return false;
-                };
-                let largest = self.largest_alloc();
-                let cells_full = self.cells_full(me);
-                let r = crash_or!(if matches!(op, Op::Alloc { .. }) {
-                    self.heap().try_alloc(self.m(me), size)
-                } else {
-                    self.heap().try_alloc_service(self.m(me), size)
-                });
-                counted_ok(r.is_ok(), &mut self.stats);
-                self.expect_size_errors(size, &r);
-                match r {
-                    Ok(p) => self.new_block(p.get(), size, me),
-                    Err(Error::OutOfMemory { .. }) if largest < size || cells_full => {
-                        self.stats.out_of_memory += 1
-                    }
-                    Err(e) if self.size_error(size, e) => {}
-                    r => self.fail(&format!("alloc {size} (largest {largest}): {r:?}")),
-                }
-            }
-            Op::AllocAt {
-                who,
-                pick,
-                from_freed,
-                size,
-            } => {
-                let Some(me) = self.who(who) else {
-                    return false;
-                };
-                let target = if from_freed && !self.model.freed.is_empty() {
-                    self.model.freed[usize::from(pick) % self.model.freed.len()]
-                } else {
-                    match self.pick(pick) {
-                        Some(p) => p,
-                        None => return false,
-                    }
-                };
-                let live = self.model.blocks.contains_key(&target);
-                let cells_full = self.cells_full(me);
-                let r = crash_or!(self.heap().alloc_at(self.m(me), Offset::new(target), size));
-                counted_ok(r.is_ok(), &mut self.stats);
-                self.expect_size_errors(size, &r);
-                match r {
-                    Ok(p) if !live && p.get() == target => {
-                        self.check_no_overlap(p.get());
-                        self.new_block(p.get(), size, me);
-                    }
-                    Err(Error::Unavailable { .. }) => {}
-                    Err(Error::OutOfMemory { .. }) if cells_full => {}
-                    Err(e) if self.size_error(size, e) => {}
-                    r => self.fail(&format!("alloc_at {target:#x} (live {live}): {r:?}")),
-                }
-            }
-            Op::Free {
-                who,
-                pick,
-                by_owner,
-            } => {
-                let Some(p) = self.pick(pick) else {
-                    return false;
-                };
-                let Some(me) = self.actor(who, p, by_owner) else {
-                    return false;
-                };
-                let owners = self.model.blocks[&p].owners.clone();
-                let r = crash_or!(self.heap().free(self.m(me), Offset::new(p)));
-                counted_ok(r.is_ok(), &mut self.stats);
-                let sole = owners.len() == 1 && owners.contains(&me.0);
-                match r {
-                    Ok(()) if sole => {
-                        self.drop_owner(p, me);
-                    }
-                    Err(Error::Shared { .. }) if owners.contains(&me.0) && !sole => {}
-                    Err(Error::NotOwner { .. }) if !owners.contains(&me.0) => {}
-                    r => self.fail(&format!("free {p:#x} by {me} (owners {owners:?}): {r:?}")),
-                }
-            }
-            Op::FreeBad { who, pick, inside } => {
-                let Some(me) = self.who(who) else {
-                    return false;
-                };
-                let target = if inside == 0 && !self.model.freed.is_empty() {
-                    self.model.freed[usize::from(pick) % self.model.freed.len()]
-                } else {
-                    match self.pick(pick) {
-                        Some(p) => p + 16 * (1 + u32::from(inside % 4)),
-                        None => return false,
-                    }
-                };
-                if self.model.blocks.contains_key(&target) {
-                    return false;
-                }
-                let r = crash_or!(self.heap().free(self.m(me), Offset::new(target)));
-                match r {
-                    Err(Error::BadOffset { .. }) | Err(Error::DoubleFree { .. }) => {}
-                    r => self.fail(&format!("free of non-block {target:#x}: {r:?}")),
-                }
-            }
-            Op::Reserve { who, size } => {
-                let Some(me) = self.who(who) else {
-                    return false;
-                };
-                let largest = self.largest_alloc();
-                let old = self.model.procs[&me.0].reserve;
-                let cells_full = self.cells_full(me);
-                let r = crash_or!(self.heap().reserve(self.m(me), size));
-                counted_ok(r.is_ok(), &mut self.stats);
-                self.expect_size_errors(size, &r);
-                match r {
-                    Ok(p) => {
-                        if let Some(o) = old {
-                            self.drop_owner(o, me);
-                        }
-                        self.new_block(p.get(), size.min(4096), me);
-                        if let Some(pm) = self.model.procs.get_mut(&me.0) {
-                            pm.reserve = Some(p.get());
-                        }
-                    }
-                    Err(Error::OutOfMemory { .. })
-                        if largest < size || (old.is_none() && cells_full) =>
-                    {
-                        self.stats.out_of_memory += 1
-                    }
-                    Err(e) if self.size_error(size, e) => {}
-                    r => self.fail(&format!("reserve {size} (largest {largest}): {r:?}")),
-                }
-            }
-            Op::AllocFromReserve { who, size } => {
-                let Some(me) = self.who(who) else {
-                    return false;
-                };
-                let reserve = self.model.procs[&me.0].reserve;
-                let r = crash_or!(self.heap().alloc_from_reserve(self.m(me), size));
-                counted_ok(r.is_ok(), &mut self.stats);
-                let Some(res) = reserve else {
-                    match r {
-                        Err(Error::ReserveTooSmall { available: 0, .. }) => {}
-                        r => self.fail(&format!("alloc_from_reserve without reserve: {r:?}")),
-                    }
-                    return false;
-                };
-                match r {
-                    Ok(p) if p.get() == res => {
-                        let fill = self.fill_byte();
-                        self.write_fill(res, size, fill);
-                        if let Some(b) = self.model.blocks.get_mut(&res) {
-                            b.len = size;
-                            b.fill = fill;
-                        }
-                        let now = match self.heap().process(me) {
-                            Ok(i) => i.reserve,
-                            Err(e) => self.fail(&format!("process after reserve alloc: {e}")),
-                        };
-                        if let Some(pm) = self.model.procs.get_mut(&me.0) {
-                            pm.reserve = None;
-                        }
-                        if now != 0 {
-                            let len = match self.heap().block_len(Offset::new(now)) {
-                                Ok(l) => l.min(4096),
-                                Err(e) => self.fail(&format!("new reserve {now:#x}: {e}")),
-                            };
-                            self.new_block(now, len, me);
-                            if let Some(pm) = self.model.procs.get_mut(&me.0) {
-                                pm.reserve = Some(now);
-                            }
-                        }
-                    }
-                    Err(Error::ReserveTooSmall { .. }) => {
-                        let fits = match (
-                            self.heap().block_size_for(size),
-                            self.heap().block_len(Offset::new(res)),
-                        ) {
-                            (Ok(need), Ok(len)) => need <= len + self.heap().block_header_size(),
-                            _ => false,
-                        };
-                        if fits {
-                            self.fail(&format!("reserve refused {size} bytes it holds"));
-                        }
-                    }
-                    Err(Error::InvalidSize { .. }) if size == 0 => {}
-                    r => self.fail(&format!("alloc_from_reserve {size}: {r:?}")),
-                }
-            }
-            Op::Give {
-                who,
-                pick,
-                to,
-                by_owner,
-            } => {
-                let Some(p) = self.pick(pick) else {
-                    return false;
-                };
-                let (Some(me), Some(to)) = (self.actor(who, p, by_owner), self.who(to)) else {
-                    return false;
-                };
-                let owners = self.model.blocks[&p].owners.clone();
-                let to_full = self.cells_full(to);
-                let r = crash_or!(self.heap().give(self.m(me), Offset::new(p), self.m(to)));
-                counted_ok(r.is_ok(), &mut self.stats);
-                let mine = owners.contains(&me.0);
-                match r {
-                    Ok(()) if mine && to == me => {}
-                    Ok(()) if mine && !owners.contains(&to.0) => {
-                        if let Some(b) = self.model.blocks.get_mut(&p) {
-                            b.owners.insert(to.0);
-                        }
-                        self.drop_owner(p, me);
-                    }
-                    Err(Error::NotOwner { .. }) if !mine => {}
-                    Err(Error::AlreadyOwner { .. }) if owners.contains(&to.0) && to != me => {}
-                    Err(Error::OutOfMemory { .. }) if to_full => {}
-                    r => self.fail(&format!(
-                        "give {p:#x} {me}->{to} (owners {owners:?}): {r:?}"
-                    )),
-                }
-            }
-            Op::Share {
-                who,
-                pick,
-                with,
-                by_owner,
-            } => {
-                let Some(p) = self.pick(pick) else {
-                    return false;
-                };
-                let (Some(me), Some(with)) = (self.actor(who, p, by_owner), self.who(with)) else {
-                    return false;
-                };
-                let owners = self.model.blocks[&p].owners.clone();
-                let with_full = self.cells_full(with);
-                let r = crash_or!(self.heap().share(self.m(me), Offset::new(p), self.m(with)));
-                counted_ok(r.is_ok(), &mut self.stats);
-                let mine = owners.contains(&me.0);
-                match r {
-                    Ok(()) if mine && !owners.contains(&with.0) => {
-                        if let Some(pm) = self.model.procs.get_mut(&me.0) {
-                            if pm.reserve == Some(p) {
-                                pm.reserve = None;
-                            }
-                        }
-                        if let Some(b) = self.model.blocks.get_mut(&p) {
-                            b.owners.insert(with.0);
-                        }
-                    }
-                    Err(Error::AlreadyOwner { .. }) if with == me || owners.contains(&with.0) => {}
-                    Err(Error::NotOwner { .. }) if !mine => {}
-                    Err(Error::OutOfMemory { .. }) if with_full => {}
-                    r => self.fail(&format!(
-                        "share {p:#x} {me}+{with} (owners {owners:?}): {r:?}"
-                    )),
-                }
-            }
-            Op::Release {
-                who,
-                pick,
-                by_owner,
-            } => {
-                let Some(p) = self.pick(pick) else {
-                    return false;
-                };
-                let Some(me) = self.actor(who, p, by_owner) else {
-                    return false;
-                };
-                let owners = self.model.blocks[&p].owners.clone();
-                let r = crash_or!(self.heap().release(self.m(me), Offset::new(p)));
-                counted_ok(r.is_ok(), &mut self.stats);
-                match r {
-                    Ok(freed) if owners.contains(&me.0) && freed == (owners.len() == 1) => {
-                        self.drop_owner(p, me);
-                    }
-                    Err(Error::NotOwner { .. }) if !owners.contains(&me.0) => {}
-                    r => self.fail(&format!(
-                        "release {p:#x} by {me} (owners {owners:?}): {r:?}"
-                    )),
-                }
-            }
-            Op::Reclaim { who } => {
-                let Some(me) = self.who(who) else {
-                    return false;
-                };
-                let r = crash_or!(self.heap().unregister(self.m(me)));
-                counted_ok(r.is_ok(), &mut self.stats);
-                match r {
-                    Ok(rep) => {
-                        let (refs, freed) = self.model_reclaim(me);
-                        if rep.references != refs || rep.blocks_freed != freed {
-                            self.fail(&format!(
-                                "reclaim {me}: {rep:?}, model dropped {refs} refs, freed {freed}"
-                            ));
-                        }
-                    }
-                    Err(e) => self.fail(&format!("reclaim {me}: {e}")),
-                }
-            }
-            Op::Kill { who } => {
-                let Some(me) = self.who(who) else {
-                    return false;
-                };
-                let pid = self.model.procs[&me.0].pid;
-                self.platform.kill(pid);
-                let r = crash_or!(self.heap().reclaim_dead());
-                counted_ok(r.is_ok(), &mut self.stats);
-                match r {
-                    Ok(1) => {
-                        self.model_reclaim(me);
-                    }
-                    r => self.fail(&format!("reclaim_dead after killing {me}: {r:?}")),
-                }
-            }
-            Op::Write { pick } => {
-                let Some(p) = self.pick(pick) else {
-                    return false;
-                };
-                let fill = self.fill_byte();
-                let len = self.model.blocks[&p].len;
-                self.write_fill(p, len, fill);
-                if let Some(b) = self.model.blocks.get_mut(&p) {
-                    b.fill = fill;
-                }
-            }
-            Op::Relocate => {
-                if let Some(inst) = self.inst.take() {
-                    self.inst = Some(inst.relocate(&self.setup, &self.platform));
-                    self.stats.relocations += 1;
-                }
-            }
-            Op::Crash { .. } => {}
-        }
-        false
-    }
-
     /// A fresh identity. Identities are never reused, so a killed pid never names a live
     /// process; when they run out, registrations stop.
-    fn next_pid(&mut self) -> Option<u32> {
+    pub(super) fn next_pid(&mut self) -> Option<u32> {
         let pid = self.next_identity;
         (pid <= MAX_PID).then(|| {
             self.next_identity += 1;
@@ -825,7 +454,7 @@ impl Runner {
     }
 
     /// A new block at `p` must not overlap any live block, headers included.
-    fn check_no_overlap(&self, p: u32) {
+    pub(super) fn check_no_overlap(&self, p: u32) {
         let h = self.heap().block_header_size();
         let len = self.heap().block_len(Offset::new(p)).unwrap_or(0);
         for &q in self.model.blocks.keys() {
@@ -837,7 +466,7 @@ impl Runner {
     }
 
     /// Compares the heap with the model.
-    fn verify(&mut self) {
+    pub(super) fn verify(&mut self) {
         let heap = self.heap();
         let rep = match heap.check() {
             Ok(r) => r,

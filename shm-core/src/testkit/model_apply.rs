@@ -1,0 +1,387 @@
+//! [`Runner`]'s interpreter: one decoded operation applied to the heap and to the reference
+//! model side by side, with the results each may give. Kept apart from the runner's
+//! bookkeeping and verification in [`model`](super::model) because it is one long match.
+
+use alloc::format;
+
+use crate::format::{record_bytes, INITIAL_CELLS};
+use crate::testkit::model::{ProcModel, RunStats, Runner};
+use crate::testkit::ops::Op;
+use crate::{Error, Offset, ProcessId};
+
+impl Runner {
+    /// Applies `op`; returns true if an injected crash stopped it.
+    pub(super) fn apply(&mut self, op: &Op) -> bool {
+        macro_rules! crash_or {
+            ($r:expr) => {
+                match $r {
+                    Err(Error::InjectedCrash) => return true,
+                    r => r,
+                }
+            };
+        }
+        let counted_ok = |r: bool, s: &mut RunStats| {
+            if r {
+                s.ok += 1
+            }
+        };
+        match *op {
+            Op::Register => {
+                let largest = self.largest_alloc();
+                let Some(pid) = self.next_pid() else {
+                    return false;
+                };
+                let r = crash_or!(self.heap().register_as(ProcessId::from_pid(pid)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                let full = self.model.procs.len() >= usize::from(self.setup.max_processes);
+                match r {
+                    Ok(member) if !full && !self.model.procs.contains_key(&member.slot().0) => {
+                        self.model.procs.insert(
+                            member.slot().0,
+                            ProcModel {
+                                pid,
+                                member,
+                                reserve: None,
+                            },
+                        );
+                    }
+                    Err(Error::TooManyProcesses { .. }) if full => {}
+                    Err(Error::OutOfMemory { .. }) if largest < record_bytes(INITIAL_CELLS) => {
+                        self.stats.out_of_memory += 1
+                    }
+                    r => self.fail(&format!("register: {r:?} (full: {full})")),
+                }
+            }
+            Op::Alloc { who, size } | Op::AllocService { who, size } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let largest = self.largest_alloc();
+                let cells_full = self.cells_full(me);
+                let r = crash_or!(if matches!(op, Op::Alloc { .. }) {
+                    self.heap().try_alloc(self.m(me), size)
+                } else {
+                    self.heap().try_alloc_service(self.m(me), size)
+                });
+                counted_ok(r.is_ok(), &mut self.stats);
+                self.expect_size_errors(size, &r);
+                match r {
+                    Ok(p) => self.new_block(p.get(), size, me),
+                    Err(Error::OutOfMemory { .. }) if largest < size || cells_full => {
+                        self.stats.out_of_memory += 1
+                    }
+                    Err(e) if self.size_error(size, e) => {}
+                    r => self.fail(&format!("alloc {size} (largest {largest}): {r:?}")),
+                }
+            }
+            Op::AllocAt {
+                who,
+                pick,
+                from_freed,
+                size,
+            } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let target = if from_freed && !self.model.freed.is_empty() {
+                    self.model.freed[usize::from(pick) % self.model.freed.len()]
+                } else {
+                    match self.pick(pick) {
+                        Some(p) => p,
+                        None => return false,
+                    }
+                };
+                let live = self.model.blocks.contains_key(&target);
+                let cells_full = self.cells_full(me);
+                let r = crash_or!(self.heap().alloc_at(self.m(me), Offset::new(target), size));
+                counted_ok(r.is_ok(), &mut self.stats);
+                self.expect_size_errors(size, &r);
+                match r {
+                    Ok(p) if !live && p.get() == target => {
+                        self.check_no_overlap(p.get());
+                        self.new_block(p.get(), size, me);
+                    }
+                    Err(Error::Unavailable { .. }) => {}
+                    Err(Error::OutOfMemory { .. }) if cells_full => {}
+                    Err(e) if self.size_error(size, e) => {}
+                    r => self.fail(&format!("alloc_at {target:#x} (live {live}): {r:?}")),
+                }
+            }
+            Op::Free {
+                who,
+                pick,
+                by_owner,
+            } => {
+                let Some(p) = self.pick(pick) else {
+                    return false;
+                };
+                let Some(me) = self.actor(who, p, by_owner) else {
+                    return false;
+                };
+                let owners = self.model.blocks[&p].owners.clone();
+                let r = crash_or!(self.heap().free(self.m(me), Offset::new(p)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                let sole = owners.len() == 1 && owners.contains(&me.0);
+                match r {
+                    Ok(()) if sole => {
+                        self.drop_owner(p, me);
+                    }
+                    Err(Error::Shared { .. }) if owners.contains(&me.0) && !sole => {}
+                    Err(Error::NotOwner { .. }) if !owners.contains(&me.0) => {}
+                    r => self.fail(&format!("free {p:#x} by {me} (owners {owners:?}): {r:?}")),
+                }
+            }
+            Op::FreeBad { who, pick, inside } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let target = if inside == 0 && !self.model.freed.is_empty() {
+                    self.model.freed[usize::from(pick) % self.model.freed.len()]
+                } else {
+                    match self.pick(pick) {
+                        Some(p) => p + 16 * (1 + u32::from(inside % 4)),
+                        None => return false,
+                    }
+                };
+                if self.model.blocks.contains_key(&target) {
+                    return false;
+                }
+                let r = crash_or!(self.heap().free(self.m(me), Offset::new(target)));
+                match r {
+                    Err(Error::BadOffset { .. }) | Err(Error::DoubleFree { .. }) => {}
+                    r => self.fail(&format!("free of non-block {target:#x}: {r:?}")),
+                }
+            }
+            Op::Reserve { who, size } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let largest = self.largest_alloc();
+                let old = self.model.procs[&me.0].reserve;
+                let cells_full = self.cells_full(me);
+                let r = crash_or!(self.heap().reserve(self.m(me), size));
+                counted_ok(r.is_ok(), &mut self.stats);
+                self.expect_size_errors(size, &r);
+                match r {
+                    Ok(p) => {
+                        if let Some(o) = old {
+                            self.drop_owner(o, me);
+                        }
+                        self.new_block(p.get(), size.min(4096), me);
+                        if let Some(pm) = self.model.procs.get_mut(&me.0) {
+                            pm.reserve = Some(p.get());
+                        }
+                    }
+                    Err(Error::OutOfMemory { .. })
+                        if largest < size || (old.is_none() && cells_full) =>
+                    {
+                        self.stats.out_of_memory += 1
+                    }
+                    Err(e) if self.size_error(size, e) => {}
+                    r => self.fail(&format!("reserve {size} (largest {largest}): {r:?}")),
+                }
+            }
+            Op::AllocFromReserve { who, size } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let reserve = self.model.procs[&me.0].reserve;
+                let r = crash_or!(self.heap().alloc_from_reserve(self.m(me), size));
+                counted_ok(r.is_ok(), &mut self.stats);
+                let Some(res) = reserve else {
+                    match r {
+                        Err(Error::ReserveTooSmall { available: 0, .. }) => {}
+                        r => self.fail(&format!("alloc_from_reserve without reserve: {r:?}")),
+                    }
+                    return false;
+                };
+                match r {
+                    Ok(p) if p.get() == res => {
+                        let fill = self.fill_byte();
+                        self.write_fill(res, size, fill);
+                        if let Some(b) = self.model.blocks.get_mut(&res) {
+                            b.len = size;
+                            b.fill = fill;
+                        }
+                        let now = match self.heap().process(me) {
+                            Ok(i) => i.reserve,
+                            Err(e) => self.fail(&format!("process after reserve alloc: {e}")),
+                        };
+                        if let Some(pm) = self.model.procs.get_mut(&me.0) {
+                            pm.reserve = None;
+                        }
+                        if now != 0 {
+                            let len = match self.heap().block_len(Offset::new(now)) {
+                                Ok(l) => l.min(4096),
+                                Err(e) => self.fail(&format!("new reserve {now:#x}: {e}")),
+                            };
+                            self.new_block(now, len, me);
+                            if let Some(pm) = self.model.procs.get_mut(&me.0) {
+                                pm.reserve = Some(now);
+                            }
+                        }
+                    }
+                    Err(Error::ReserveTooSmall { .. }) => {
+                        let fits = match (
+                            self.heap().block_size_for(size),
+                            self.heap().block_len(Offset::new(res)),
+                        ) {
+                            (Ok(need), Ok(len)) => need <= len + self.heap().block_header_size(),
+                            _ => false,
+                        };
+                        if fits {
+                            self.fail(&format!("reserve refused {size} bytes it holds"));
+                        }
+                    }
+                    Err(Error::InvalidSize { .. }) if size == 0 => {}
+                    r => self.fail(&format!("alloc_from_reserve {size}: {r:?}")),
+                }
+            }
+            Op::Give {
+                who,
+                pick,
+                to,
+                by_owner,
+            } => {
+                let Some(p) = self.pick(pick) else {
+                    return false;
+                };
+                let (Some(me), Some(to)) = (self.actor(who, p, by_owner), self.who(to)) else {
+                    return false;
+                };
+                let owners = self.model.blocks[&p].owners.clone();
+                let to_full = self.cells_full(to);
+                let r = crash_or!(self.heap().give(self.m(me), Offset::new(p), self.m(to)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                let mine = owners.contains(&me.0);
+                match r {
+                    Ok(()) if mine && to == me => {}
+                    Ok(()) if mine && !owners.contains(&to.0) => {
+                        if let Some(b) = self.model.blocks.get_mut(&p) {
+                            b.owners.insert(to.0);
+                        }
+                        self.drop_owner(p, me);
+                    }
+                    Err(Error::NotOwner { .. }) if !mine => {}
+                    Err(Error::AlreadyOwner { .. }) if owners.contains(&to.0) && to != me => {}
+                    Err(Error::OutOfMemory { .. }) if to_full => {}
+                    r => self.fail(&format!(
+                        "give {p:#x} {me}->{to} (owners {owners:?}): {r:?}"
+                    )),
+                }
+            }
+            Op::Share {
+                who,
+                pick,
+                with,
+                by_owner,
+            } => {
+                let Some(p) = self.pick(pick) else {
+                    return false;
+                };
+                let (Some(me), Some(with)) = (self.actor(who, p, by_owner), self.who(with)) else {
+                    return false;
+                };
+                let owners = self.model.blocks[&p].owners.clone();
+                let with_full = self.cells_full(with);
+                let r = crash_or!(self.heap().share(self.m(me), Offset::new(p), self.m(with)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                let mine = owners.contains(&me.0);
+                match r {
+                    Ok(()) if mine && !owners.contains(&with.0) => {
+                        if let Some(pm) = self.model.procs.get_mut(&me.0) {
+                            if pm.reserve == Some(p) {
+                                pm.reserve = None;
+                            }
+                        }
+                        if let Some(b) = self.model.blocks.get_mut(&p) {
+                            b.owners.insert(with.0);
+                        }
+                    }
+                    Err(Error::AlreadyOwner { .. }) if with == me || owners.contains(&with.0) => {}
+                    Err(Error::NotOwner { .. }) if !mine => {}
+                    Err(Error::OutOfMemory { .. }) if with_full => {}
+                    r => self.fail(&format!(
+                        "share {p:#x} {me}+{with} (owners {owners:?}): {r:?}"
+                    )),
+                }
+            }
+            Op::Release {
+                who,
+                pick,
+                by_owner,
+            } => {
+                let Some(p) = self.pick(pick) else {
+                    return false;
+                };
+                let Some(me) = self.actor(who, p, by_owner) else {
+                    return false;
+                };
+                let owners = self.model.blocks[&p].owners.clone();
+                let r = crash_or!(self.heap().release(self.m(me), Offset::new(p)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                match r {
+                    Ok(freed) if owners.contains(&me.0) && freed == (owners.len() == 1) => {
+                        self.drop_owner(p, me);
+                    }
+                    Err(Error::NotOwner { .. }) if !owners.contains(&me.0) => {}
+                    r => self.fail(&format!(
+                        "release {p:#x} by {me} (owners {owners:?}): {r:?}"
+                    )),
+                }
+            }
+            Op::Reclaim { who } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let r = crash_or!(self.heap().unregister(self.m(me)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                match r {
+                    Ok(rep) => {
+                        let (refs, freed) = self.model_reclaim(me);
+                        if rep.references != refs || rep.blocks_freed != freed {
+                            self.fail(&format!(
+                                "reclaim {me}: {rep:?}, model dropped {refs} refs, freed {freed}"
+                            ));
+                        }
+                    }
+                    Err(e) => self.fail(&format!("reclaim {me}: {e}")),
+                }
+            }
+            Op::Kill { who } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let pid = self.model.procs[&me.0].pid;
+                self.platform.kill(pid);
+                let r = crash_or!(self.heap().reclaim_dead());
+                counted_ok(r.is_ok(), &mut self.stats);
+                match r {
+                    Ok(1) => {
+                        self.model_reclaim(me);
+                    }
+                    r => self.fail(&format!("reclaim_dead after killing {me}: {r:?}")),
+                }
+            }
+            Op::Write { pick } => {
+                let Some(p) = self.pick(pick) else {
+                    return false;
+                };
+                let fill = self.fill_byte();
+                let len = self.model.blocks[&p].len;
+                self.write_fill(p, len, fill);
+                if let Some(b) = self.model.blocks.get_mut(&p) {
+                    b.fill = fill;
+                }
+            }
+            Op::Relocate => {
+                if let Some(inst) = self.inst.take() {
+                    self.inst = Some(inst.relocate(&self.setup, &self.platform));
+                    self.stats.relocations += 1;
+                }
+            }
+            Op::Crash { .. } => {}
+        }
+        false
+    }
+}
