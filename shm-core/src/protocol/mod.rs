@@ -9,8 +9,8 @@
 //! queue and every message waiting in it (each message's block is owned by the receiver
 //! from the moment it was sent).
 //!
-//! The server announces itself in a [`ServerInfo`](crate::format::ServerInfo) in the root block (see
-//! [`server`]), allocated the first time a server starts. A dead server's entry is
+//! The server announces itself in a [`ServerInfo`](crate::format::ServerInfo) in the root block (see the
+//! `server` module), allocated the first time a server starts. A dead server's entry is
 //! recognised by its incarnation no longer being registered. A client
 //! creates its participant, then sends a `Connect` control entry (its participant's offset
 //! under a reserved tag) to the server's queue; the server checks it and answers
@@ -19,8 +19,9 @@
 //! words 0 and 1 of each process record), never through a list that a dead process could
 //! leave dangling: reclaiming a process clears those words first.
 //!
-//! Files: [`participant`] (the participant blocks), [`server`] (the server entry,
-//! connecting, heartbeats), [`message`] (sending and receiving).
+//! Files, bottom up: `participant` (the participant blocks), `server` (the server
+//! entry, heartbeats), `connection` (connecting, retiring), `message` (sending and
+//! receiving).
 //!
 //! Messages: [`Heap::send`] moves the block to the receiver (or adds it as co-owner) and
 //! enqueues `(block, tag)` in one journaled operation; the receiver takes entries without
@@ -31,6 +32,7 @@
 //! and frees it. A mailbox still full at the next beat is a miss; too many misses and the
 //! server declares the client dead.
 
+mod connection;
 mod message;
 mod participant;
 mod server;

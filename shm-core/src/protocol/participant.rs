@@ -6,13 +6,12 @@ use core::sync::atomic::Ordering::Relaxed;
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::format::{
     participant_bytes, participant_layout, queue_bytes, Participant, APP_KIND, APP_PARTICIPANT,
-    KIND_CLIENT, KIND_SERVER, P_CONNECTED, P_CONNECTING, P_DISCONNECTED, P_NEW, SERVER_NONE,
+    KIND_CLIENT, KIND_SERVER, P_CONNECTED, P_CONNECTING, P_NEW,
 };
 use crate::heap::{Heap, HeapView, Txn};
 use crate::ids::{Incarnation, Member, ProcSlot};
 use crate::offset::Offset;
 use crate::platform::Platform;
-use crate::protocol::server::server_status;
 use crate::protocol::{ParticipantId, ParticipantRef, ProtocolOp};
 use crate::queue::{OffsetQueue, QueueEntry};
 
@@ -78,41 +77,6 @@ pub(crate) fn participant_of<'m>(
         Ok(_) | Err(Error::BadOffset { .. } | Error::PeerGone) => Err(Error::PeerGone),
         Err(e) => Err(e),
     }
-}
-
-/// `me`'s participant at `at`, checked to be `me`'s.
-fn own_participant<'m>(
-    t: &Txn<'_, '_, 'm>,
-    me: Member,
-    at: Offset,
-) -> Result<(ProcSlot, ParticipantRef<'m>), Error> {
-    let slot = t.member(me)?;
-    let p = participant(t, at)?;
-    if p.owner != me.incarnation() {
-        return Err(Error::NotOwner {
-            offset: at,
-            process: slot,
-        });
-    }
-    Ok((slot, p))
-}
-
-/// See [`Heap::retire_participant`]: unreachable through the process table (and, for
-/// the registered server, through the server entry), marked disconnected.
-fn retire(t: &mut Txn<'_, '_, '_>, slot: ProcSlot, p: &ParticipantRef<'_>) -> Result<(), Error> {
-    if t.app_word(slot, APP_PARTICIPANT)?.load(Relaxed) == p.at.get() {
-        t.clear_app_words(slot)?;
-        if let Some(si) = crate::protocol::server::server_info(t) {
-            let st = server_status(t);
-            if st.running && st.owner == p.owner {
-                t.set(&si.state, SERVER_NONE)?;
-            }
-        }
-    }
-    if p.rec.state.load(Relaxed) != P_DISCONNECTED {
-        t.set(&p.rec.state, P_DISCONNECTED)?;
-    }
-    Ok(())
 }
 
 /// Checks that `me`'s own participant, if it has one, has not been disconnected: a
@@ -211,33 +175,6 @@ impl<'m, P: Platform> Heap<'m, P> {
             Ok(at)
         })?;
         self.participant(at)
-    }
-
-    /// Makes `me`'s participant unreachable without freeing it: clears the application
-    /// words that point at it (and the server entry, for a server) and marks it
-    /// disconnected, so no operation that starts afterwards sends to it or rings its
-    /// doorbell. Its owner then releases the doorbell's platform object and calls
-    /// [`destroy_participant`](Self::destroy_participant): in that order, nobody can ring
-    /// a destroyed semaphore.
-    pub fn retire_participant(&self, me: Member, at: Offset) -> Result<(), Error> {
-        self.transact(ProtocolOp::Participant as u32, |t| {
-            let (slot, p) = own_participant(t, me, at)?;
-            retire(t, slot, &p)
-        })
-    }
-
-    /// Frees `me`'s participant (after the caller drained its queue), retiring it first
-    /// if it was not.
-    pub fn destroy_participant(&self, me: Member, at: Offset) -> Result<(), Error> {
-        self.transact(ProtocolOp::Participant as u32, |t| {
-            let (slot, p) = own_participant(t, me, at)?;
-            retire(t, slot, &p)?;
-            // The freed bytes must not read as a participant if their owner allocates the
-            // same block again: a stale id would then pass validation and be written to.
-            t.set(&p.rec.kind, 0)?;
-            t.set(&p.rec.serial, 0)?;
-            t.free(slot, at)
-        })
     }
 
     /// The participants registered in the process table (offset, kind, owner), read

@@ -1,5 +1,4 @@
-//! The server entry and what goes through the server: starting and stopping, the
-//! connection handshake, heartbeats.
+//! The server entry: starting and stopping a server, its status, heartbeats.
 //!
 //! The entry is a [`ServerInfo`] in the region's root block, a system block (owned by no
 //! process) the first server start allocates and records in the header's root word. Since
@@ -13,16 +12,15 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::format::{
-    Control, Doorbell, KeepAlive, ServerInfo, APP_KIND, APP_PARTICIPANT, KIND_CLIENT, KIND_SERVER,
-    NO_SENDER, P_CONNECTED, P_CONNECTING, SERVER_NONE, SERVER_RUNNING,
+    KeepAlive, ServerInfo, APP_KIND, APP_PARTICIPANT, KIND_SERVER, P_CONNECTED, SERVER_NONE,
+    SERVER_RUNNING,
 };
 use crate::heap::{Heap, HeapView};
 use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
 use crate::offset::Offset;
 use crate::platform::Platform;
 use crate::protocol::participant::{participant, participant_of};
-use crate::protocol::{ring, Beat, ParticipantId, ParticipantRef, ProtocolOp, ServerStatus};
-use crate::queue::QueueEntry;
+use crate::protocol::{Beat, ParticipantId, ParticipantRef, ProtocolOp, ServerStatus};
 
 /// The server entry, if the region has a root block large enough for one.
 pub(crate) fn server_info<'m>(v: &HeapView<'_, 'm>) -> Option<&'m ServerInfo> {
@@ -73,7 +71,7 @@ pub(crate) fn server_status(v: &HeapView<'_, '_>) -> ServerStatus {
 }
 
 /// The running server's participant, if a server is registered.
-fn server_participant<'m>(v: &HeapView<'_, 'm>) -> Result<ParticipantRef<'m>, Error> {
+pub(crate) fn server_participant<'m>(v: &HeapView<'_, 'm>) -> Result<ParticipantRef<'m>, Error> {
     let st = server_status(v);
     if !st.running {
         return Err(Error::NoServer);
@@ -83,7 +81,7 @@ fn server_participant<'m>(v: &HeapView<'_, 'm>) -> Result<ParticipantRef<'m>, Er
 
 /// The server entry and its status, for `me` acting as the running server
 /// ([`Error::NoServer`] otherwise).
-fn as_server<'m>(
+pub(crate) fn as_server<'m>(
     v: &HeapView<'_, 'm>,
     me: Member,
 ) -> Result<(&'m ServerInfo, ServerStatus), Error> {
@@ -161,96 +159,6 @@ impl<'m, P: Platform> Heap<'m, P> {
             }
             Ok(())
         })
-    }
-
-    /// Client side: announces participant `client` to the running server (a `Connect`
-    /// entry in its queue). Returns the server generation. Fails with
-    /// [`Error::NoServer`] when no server is registered, or the registered one is known
-    /// to be dead.
-    ///
-    /// `wake` is called, under the region lock, with the receiver's doorbell when the
-    /// receiver sleeps; the platform posts its wait object there. The same holds for every
-    /// sending operation.
-    pub fn connect(
-        &self,
-        me: Member,
-        client: Offset,
-        wake: impl FnOnce(&Doorbell),
-    ) -> Result<u32, Error> {
-        let st = self.server_status();
-        if !st.running || !self.platform().is_alive(st.id) {
-            return Err(Error::NoServer);
-        }
-        self.transact_then(
-            ProtocolOp::Connect as u32,
-            |t| {
-                let slot = t.member(me)?;
-                let server = server_participant(t)?;
-                let p = participant(t, client)?;
-                if p.owner != me.incarnation() || p.kind != KIND_CLIENT {
-                    return Err(Error::BadOffset { offset: client });
-                }
-                let gen = server_status(t).generation;
-                t.set(t.app_word(slot, APP_PARTICIPANT)?, client.get())?;
-                t.set(t.app_word(slot, APP_KIND)?, KIND_CLIENT)?;
-                t.set(&p.rec.generation, gen)?;
-                t.set(&p.rec.state, P_CONNECTING)?;
-                t.set(&p.rec.keepalive_missed, 0)?;
-                server.push_ringing(
-                    t,
-                    QueueEntry {
-                        offset: client,
-                        tag: Control::Connect as u32,
-                        from: NO_SENDER,
-                        from_serial: 0,
-                    },
-                )?;
-                Ok((gen, server.bell))
-            },
-            |&(_, bell)| ring(bell, wake),
-        )
-        .map(|(gen, _)| gen)
-    }
-
-    /// Server side: accepts the client whose `Connect` entry named `client`, answering
-    /// `Connected` in its queue. Returns the client.
-    pub fn accept(
-        &self,
-        me: Member,
-        client: Offset,
-        wake: impl FnOnce(&Doorbell),
-    ) -> Result<ParticipantRef<'m>, Error> {
-        self.transact_then(
-            ProtocolOp::Connect as u32,
-            |t| {
-                t.member(me)?;
-                let (_, st) = as_server(t, me)?;
-                let p = participant(t, client)?;
-                if p.kind != KIND_CLIENT
-                    || t.app_word(p.slot, APP_PARTICIPANT)?.load(Relaxed) != client.get()
-                {
-                    return Err(Error::BadOffset { offset: client });
-                }
-                if p.rec.generation.load(Relaxed) != st.generation {
-                    return Err(Error::ServerRestarted);
-                }
-                if p.rec.state.load(Relaxed) != P_CONNECTING {
-                    return Err(Error::NotConnected);
-                }
-                t.set(&p.rec.state, P_CONNECTED)?;
-                p.push_ringing(
-                    t,
-                    QueueEntry {
-                        offset: client,
-                        tag: Control::Connected as u32,
-                        from: NO_SENDER,
-                        from_serial: 0,
-                    },
-                )?;
-                Ok(p)
-            },
-            |p| ring(p.bell, wake),
-        )
     }
 
     /// Server side: one heartbeat for `client`. If its mailbox is empty, puts a keepalive

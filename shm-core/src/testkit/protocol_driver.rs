@@ -1,6 +1,9 @@
 //! The protocol runner's driver: the simulated processes, the blocks they hold and the
 //! messages in flight, and what each [`POp`] does to them and must give back. The
 //! scenarios that build a driver are in [`protocol_ops`](super::protocol_ops).
+//!
+//! Slightly over 500 lines: the operations, the driver's state and what each operation
+//! must do to it are one thing, read together.
 
 use alloc::vec::Vec;
 
@@ -10,7 +13,82 @@ use crate::{
     Control, Error, Heap, Incarnation, Member, Offset, ParticipantId, ProcessId, Received, SendMode,
 };
 
-use crate::testkit::protocol_ops::{POp, Proc, ProtoStats};
+/// One protocol step. `who`, `to` choose a known process (modulo their number), `pick` a
+/// known block (modulo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are described above, once for all variants
+pub enum POp {
+    /// Register a new process.
+    Register,
+    /// `create_participant` (server or client kind, queue of `2 << (cap % 4)` slots).
+    Participant { who: u8, server: bool, cap: u8 },
+    /// `start_server` with `who`'s participant.
+    StartServer { who: u8 },
+    /// `stop_server`.
+    StopServer { who: u8 },
+    /// `connect` `who`'s participant.
+    Connect { who: u8 },
+    /// The server takes one entry from its queue and accepts it if it is a `Connect`.
+    Accept { who: u8 },
+    /// `try_alloc`.
+    Alloc { who: u8, size: u16 },
+    /// `reserve`.
+    Reserve { who: u8, size: u16 },
+    /// `send` a known block from `who` to `to`'s participant.
+    Send {
+        who: u8,
+        to: u8,
+        pick: u8,
+        share: bool,
+        tag: u8,
+    },
+    /// `recv` one entry from `who`'s participant; a message's block is released unless
+    /// `keep`.
+    Recv { who: u8, keep: bool },
+    /// `send_control` from `who` to `to`'s participant.
+    Control { who: u8, to: u8, which: u8 },
+    /// The server beats for `to`'s participant.
+    Heartbeat { to: u8 },
+    /// `take_keepalive`.
+    TakeKeepalive { who: u8 },
+    /// `destroy_participant` of `who`'s participant.
+    Destroy { who: u8 },
+    /// `release` a known block.
+    Release { who: u8, pick: u8 },
+    /// Declare `who` dead, then `reclaim_dead`.
+    Kill { who: u8 },
+    /// `unregister`.
+    Unregister { who: u8 },
+    /// The next operation crashes at this journal step (1-based).
+    Crash { steps: u16 },
+}
+
+/// A process the driver knows.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Proc {
+    pub(super) member: Member,
+    pub(super) pid: u32,
+    pub(super) participant: Option<Offset>,
+}
+
+/// What a run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtoStats {
+    /// Operations run.
+    pub ops: u32,
+    /// Operations that succeeded.
+    pub ok: u32,
+    /// Messages received (entries that were not control entries).
+    pub messages: u32,
+    /// Clients accepted.
+    pub accepted: u32,
+    /// Keepalives taken.
+    pub keepalives: u32,
+    /// Injected crashes that fired.
+    pub crashes: u32,
+    /// Processes reclaimed.
+    pub reclaimed: u32,
+}
 
 /// Pids of the driving "process"; it becomes a new one after each injected crash.
 pub(super) const ACTOR_PIDS: (u32, u32) = (1, 999);

@@ -21,61 +21,12 @@ use alloc::vec::Vec;
 use crate::format::{KIND_CLIENT, KIND_SERVER};
 use crate::testkit::hostile::REGION_LEN;
 use crate::testkit::ops::Decoder;
-use crate::testkit::protocol_driver::{Driver, ACTOR_PIDS, MEMBER_PIDS};
+use crate::testkit::protocol_driver::{Driver, Proc, ACTOR_PIDS, MEMBER_PIDS};
+pub use crate::testkit::protocol_driver::{POp, ProtoStats};
 use crate::testkit::{AlignedBuf, TestPlatform};
 use crate::{
     Error, Heap, HeapConfig, Incarnation, Member, Offset, ProcSlot, ProcessId, Region, SendMode,
 };
-
-/// One protocol step. `who`, `to` choose a known process (modulo their number), `pick` a
-/// known block (modulo).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(missing_docs)] // the fields are described above, once for all variants
-pub enum POp {
-    /// Register a new process.
-    Register,
-    /// `create_participant` (server or client kind, queue of `2 << (cap % 4)` slots).
-    Participant { who: u8, server: bool, cap: u8 },
-    /// `start_server` with `who`'s participant.
-    StartServer { who: u8 },
-    /// `stop_server`.
-    StopServer { who: u8 },
-    /// `connect` `who`'s participant.
-    Connect { who: u8 },
-    /// The server takes one entry from its queue and accepts it if it is a `Connect`.
-    Accept { who: u8 },
-    /// `try_alloc`.
-    Alloc { who: u8, size: u16 },
-    /// `reserve`.
-    Reserve { who: u8, size: u16 },
-    /// `send` a known block from `who` to `to`'s participant.
-    Send {
-        who: u8,
-        to: u8,
-        pick: u8,
-        share: bool,
-        tag: u8,
-    },
-    /// `recv` one entry from `who`'s participant; a message's block is released unless
-    /// `keep`.
-    Recv { who: u8, keep: bool },
-    /// `send_control` from `who` to `to`'s participant.
-    Control { who: u8, to: u8, which: u8 },
-    /// The server beats for `to`'s participant.
-    Heartbeat { to: u8 },
-    /// `take_keepalive`.
-    TakeKeepalive { who: u8 },
-    /// `destroy_participant` of `who`'s participant.
-    Destroy { who: u8 },
-    /// `release` a known block.
-    Release { who: u8, pick: u8 },
-    /// Declare `who` dead, then `reclaim_dead`.
-    Kill { who: u8 },
-    /// `unregister`.
-    Unregister { who: u8 },
-    /// The next operation crashes at this journal step (1-based).
-    Crash { steps: u16 },
-}
 
 /// Decodes the next operation, or `None` at the end of the bytes.
 pub fn decode(d: &mut Decoder<'_>) -> Option<POp> {
@@ -151,33 +102,6 @@ pub fn encode_hostile(image: &[u8], ops: &[u8]) -> Vec<u8> {
     v.push(1);
     v.extend_from_slice(&super::hostile::encode(image, ops));
     v
-}
-
-/// A process the driver knows.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Proc {
-    pub(super) member: Member,
-    pub(super) pid: u32,
-    pub(super) participant: Option<Offset>,
-}
-
-/// What a run did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProtoStats {
-    /// Operations run.
-    pub ops: u32,
-    /// Operations that succeeded.
-    pub ok: u32,
-    /// Messages received (entries that were not control entries).
-    pub messages: u32,
-    /// Clients accepted.
-    pub accepted: u32,
-    /// Keepalives taken.
-    pub keepalives: u32,
-    /// Injected crashes that fired.
-    pub crashes: u32,
-    /// Processes reclaimed.
-    pub reclaimed: u32,
 }
 
 /// Runs the scenario bit 0 of the first byte selects (see the module documentation).
