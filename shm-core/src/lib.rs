@@ -5,7 +5,7 @@
 //! Everything lives in the region and every link in it is an [`Offset`], so the same bytes
 //! work in every process. The crate is `no_std`, allocates nothing itself and never names
 //! an operating system: what it needs from one (who am I, is that process alive, how to
-//! wait) comes in through the small traits in [`platform`].
+//! wait) comes in through the small traits [`Processes`], [`WaitNotify`] and [`Platform`].
 //!
 //! ```
 //! use shm_core::{Heap, HeapConfig, Region, SpinPlatform};

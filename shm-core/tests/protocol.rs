@@ -416,3 +416,51 @@ fn protocol_interpreter_on_hostile_images() {
         protocol_ops::run(&protocol_ops::encode_hostile(&bad, &ops));
     }
 }
+
+/// The server entry lives in a root block, allocated at the first server start (a fresh
+/// heap has none), owned by no process and kept by reclaim: a dead server's entry is
+/// recognised by its incarnation no longer being registered, and a new server reuses the
+/// block with the next generation.
+#[test]
+fn dead_server_entry_is_recognised_by_its_incarnation() {
+    let fresh = Fixture::new(64 * 1024);
+    assert_eq!(
+        fresh.heap.snapshot().root,
+        0,
+        "no server entry without a server"
+    );
+    assert!(!fresh.heap.server_status().running);
+
+    let p = connected(4);
+    let heap = &p.f.heap;
+    let root = heap.snapshot().root;
+    assert_ne!(root, 0);
+    let before = heap.server_status();
+    assert!(before.running);
+    assert_eq!(before.owner, p.server.incarnation());
+
+    p.f.platform.kill(100);
+    heap.reclaim(p.server.incarnation()).unwrap();
+    let after = heap.server_status();
+    assert!(!after.running, "its incarnation is gone");
+    assert_eq!(
+        after.generation, before.generation,
+        "the entry itself is kept"
+    );
+    assert_eq!(heap.snapshot().root, root);
+    heap.check().unwrap();
+    assert_eq!(
+        heap.connect(p.client, p.client_p.at, |_| {}),
+        Err(Error::NoServer)
+    );
+
+    // A new process in the reclaimed slot (same slot, new serial) is not the old server.
+    let next = heap.register_as(ProcessId::from_pid(102)).unwrap();
+    assert_eq!(next.slot(), p.server.slot());
+    assert!(!heap.server_status().running);
+    let np = heap.create_participant(next, KIND_SERVER, 4).unwrap();
+    assert_eq!(heap.start_server(next, np.at, 100, 3), Ok(2));
+    assert_eq!(heap.snapshot().root, root, "the root block is reused");
+    assert!(heap.server_status().running);
+    heap.check().unwrap();
+}

@@ -79,7 +79,7 @@ unsafe impl ShmSafe for ProcessRecord {}
 pub struct OwnerCell {
     /// Used: payload offset of the owned block. Free: 0.
     pub block: AtomicU32,
-    /// Used: the next co-owner ([`OwnerRef`] word, or `NO_OWNER`). Free: next free cell
+    /// Used: the next co-owner ([`OwnerRef`](crate::format::OwnerRef) word, or `NO_OWNER`). Free: next free cell
     /// index, or [`NO_CELL`].
     pub next: AtomicU32,
 }

@@ -104,7 +104,7 @@ pub(crate) const FIRST_CLIENT_OP: u32 = 13;
 
 /// A heap over a region, used by one process (which may use it from several threads).
 ///
-/// Operations name the acting process by a [`Member`], obtained from
+/// Operations name the acting process by a [`Member`](crate::Member), obtained from
 /// [`register`](Heap::register) and checked under the lock at every operation (a member
 /// whose registration ended gets [`Error::StaleMember`]). A process normally registers
 /// once; firmware, tests and simulators may register several members in one program.

@@ -60,7 +60,7 @@ enum ProtocolOp {
 
 /// Where a participant is and whose it is: what a sender names a receiver by. The
 /// offset alone is reused when its owner is reclaimed; the incarnation is not, so a send
-/// to a participant whose owner is gone fails with [`Error::PeerGone`] instead of reaching
+/// to a participant whose owner is gone fails with [`Error::PeerGone`](crate::Error::PeerGone) instead of reaching
 /// whoever holds the block now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParticipantId {
