@@ -16,6 +16,8 @@ use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicU32;
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::error::{corrupt, AttachError, CorruptionKind, Error};
 use crate::offset::Offset;
 
@@ -25,13 +27,18 @@ pub const MAX_RANGES: usize = 8;
 
 /// Marks a type that may be placed in a region and referenced from several processes.
 ///
+/// Half of the contract is proven by the compiler, through the supertraits: `FromBytes`
+/// (every bit pattern is a valid value, whatever another process wrote), `IntoBytes` (no
+/// padding: every byte belongs to a field) and `KnownLayout`, derived by `zerocopy`, and
+/// an alignment of at most 8 (asserted where a region hands out a `&T`).
+///
 /// # Safety
-/// The type must be `#[repr(C)]`, built only from `AtomicU32`/`AtomicU64` (or arrays and
-/// structs of them), with no padding, so that every bit pattern is a valid value and shared
-/// mutation through `&Self` is sound. Its alignment must be at most 8.
-pub unsafe trait ShmSafe: Sync {}
+/// The other half is the implementer's: every field is an `AtomicU32`/`AtomicU64` (or an
+/// array or structure of them), so that shared mutation through `&Self` - by this
+/// process's threads and by other processes - is never a data race.
+pub unsafe trait ShmSafe: Sync + FromBytes + IntoBytes + KnownLayout {}
 
-// SAFETY: AtomicU32 is a single 4-byte atomic; every bit pattern is valid.
+// SAFETY: AtomicU32 is a single 4-byte atomic.
 unsafe impl ShmSafe for AtomicU32 {}
 
 /// One range of memory as supplied by the caller.
@@ -199,6 +206,9 @@ impl<'m> Region<'m> {
     /// alignment. The reference lives as long as the mapping.
     #[inline]
     pub fn get<T: ShmSafe>(&self, offset: u32) -> Result<&'m T, Error> {
+        // The base is 16-aligned and offsets are checked against `T`'s alignment below;
+        // an alignment above 8 would need more than the format promises.
+        const { assert!(align_of::<T>() <= 8) };
         if (offset as usize).checked_rem(align_of::<T>()) != Some(0) {
             return Err(corrupt(offset, CorruptionKind::Misaligned));
         }

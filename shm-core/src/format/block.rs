@@ -17,6 +17,8 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// Default block alignment, in bytes.
@@ -40,7 +42,7 @@ pub const FLAGS: u32 = 7;
 
 /// Header of one block.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct BlockHeader {
     /// Size in bytes including this header, ORed with the flags.
     pub size_flags: AtomicU32,
@@ -52,7 +54,7 @@ pub struct BlockHeader {
     pub owner: AtomicU32,
 }
 
-// SAFETY: repr(C), four AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for BlockHeader {}
 
 impl BlockHeader {

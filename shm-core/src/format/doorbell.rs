@@ -11,6 +11,8 @@ use core::sync::atomic::{fence, AtomicU32, Ordering::SeqCst};
 
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::offset::Offset;
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::{Region, ShmSafe};
 
 /// Bytes reserved for the platform's wait object.
@@ -23,7 +25,7 @@ pub const OS_AREA_ALIGN: usize = 64;
 
 /// A doorbell in the region: 128 bytes at a 64-aligned offset.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct Doorbell {
     /// 1 while the receiver sleeps or is about to.
     pub waiting: AtomicU32,
@@ -37,7 +39,7 @@ pub struct Doorbell {
     pub os: [AtomicU32; 16],
 }
 
-// SAFETY: repr(C), only AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for Doorbell {}
 
 impl Doorbell {

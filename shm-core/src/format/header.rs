@@ -5,6 +5,8 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use crate::format::index::FreeIndex;
 use crate::format::journal::{DeferredWords, JournalEntries, JournalHead};
 use crate::format::lock::LockWord;
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::{ShmSafe, MAX_RANGES};
 
 /// "SHMIPC" followed by two format bytes, as two little-endian words.
@@ -18,7 +20,7 @@ pub const FORMAT_VERSION: u32 = 5;
 
 /// One range of the region, as recorded in the header (offsets from the base).
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct RangeDesc {
     /// Offset of the first byte.
     pub start: AtomicU32,
@@ -34,7 +36,7 @@ pub struct RangeDesc {
 /// - `used_blocks` counts used blocks other than end markers;
 /// - `proc_count` counts the non-zero entries of the process table.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct HeapState {
     /// Reserved, zero (the free-list head of format 1; the free blocks are now found
     /// through [`RegionHeader::index`]).
@@ -78,7 +80,7 @@ pub struct HeapState {
 /// store of a send - share one cache line (offset 128), so that an operation moves
 /// as few lines as possible between cores.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct RegionHeader {
     /// [`MAGIC`].
     pub magic: [AtomicU32; 2],
@@ -137,8 +139,7 @@ pub struct RegionHeader {
     pub index: FreeIndex,
 }
 
-// SAFETY: repr(C), only atomics (LockWord, Journal and FreeIndex are ShmSafe themselves), no padding
-// (the layout assertions pin every offset).
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for RegionHeader {}
 
 /// Offset of the first header word an operation may change (the allocator state); words

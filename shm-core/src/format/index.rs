@@ -9,6 +9,8 @@
 
 use core::sync::atomic::AtomicU32;
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// log2 of the number of second-level classes per first-level class.
@@ -22,7 +24,7 @@ pub const FL_COUNT: usize = (32 - LINEAR_LOG + 1) as usize;
 
 /// The index's words in the region header.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct FreeIndex {
     /// Bit `fl` set: some list of first-level class `fl` is non-empty.
     pub fl_bitmap: AtomicU32,
@@ -34,7 +36,7 @@ pub struct FreeIndex {
     pub heads: [[AtomicU32; SL_COUNT]; FL_COUNT],
 }
 
-// SAFETY: repr(C), only AtomicU32 (arrays of them), no padding (size asserted in layout).
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for FreeIndex {}
 
 /// The class a free block of `size` bytes is listed in.

@@ -4,6 +4,8 @@
 
 use core::sync::atomic::AtomicU32;
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// Undo-journal capacity, in words. One operation never logs more distinct words than this
@@ -12,7 +14,7 @@ pub const JOURNAL_CAPACITY: usize = 96;
 
 /// One journaled word: where it is and what it held before the operation.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct JournalEntry {
     /// Offset of the word.
     pub offset: AtomicU32,
@@ -23,7 +25,7 @@ pub struct JournalEntry {
 /// The journal's length and current operation, on the region's hot cache line next to
 /// the lock (both are written by every operation).
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct JournalHead {
     /// Number of valid entries; 0 when no operation is in progress.
     pub len: AtomicU32,
@@ -39,7 +41,7 @@ pub type JournalEntries = [JournalEntry; JOURNAL_CAPACITY];
 /// (journaled) inside the operation, made after its commit, and completed by whoever breaks
 /// the lock of a process that died in between. `at` is 0 when none is pending.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct DeferredWords {
     /// Offset of the word to store to; 0 when no store is pending.
     pub at: AtomicU32,
@@ -51,10 +53,10 @@ pub struct DeferredWords {
     pub bell: AtomicU32,
 }
 
-// SAFETY: repr(C), two AtomicU32.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for JournalHead {}
-// SAFETY: repr(C), two AtomicU32.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for JournalEntry {}
 
-// SAFETY: repr(C), four AtomicU32.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for DeferredWords {}

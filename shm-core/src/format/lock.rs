@@ -12,11 +12,13 @@ use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::ids::ProcessId;
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// The lock word in the region header: 0 when free, otherwise the holder.
 #[repr(C, align(8))]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct LockWord {
     #[cfg(target_has_atomic = "64")]
     word: core::sync::atomic::AtomicU64,
@@ -24,7 +26,7 @@ pub struct LockWord {
     word: [AtomicU32; 2],
 }
 
-// SAFETY: repr(C), one AtomicU64 or two AtomicU32 (same size and 8-byte alignment).
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for LockWord {}
 
 impl LockWord {

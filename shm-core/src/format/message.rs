@@ -4,6 +4,8 @@
 
 use core::sync::atomic::AtomicU32;
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// Tags at or above this value are protocol control entries; user tags must be below.
@@ -41,7 +43,7 @@ impl Control {
 
 /// The first 16 bytes of every message payload: where the data is.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct MessageHeader {
     /// Offset of the first data byte from the start of the payload (after this header and
     /// the headroom).
@@ -52,12 +54,12 @@ pub struct MessageHeader {
     pub reserved: [AtomicU32; 2],
 }
 
-// SAFETY: repr(C), only AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for MessageHeader {}
 
 /// Payload of a keepalive packet.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct KeepAlive {
     /// Server generation.
     pub generation: AtomicU32,
@@ -65,5 +67,5 @@ pub struct KeepAlive {
     pub seq: AtomicU32,
 }
 
-// SAFETY: repr(C), two AtomicU32.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for KeepAlive {}

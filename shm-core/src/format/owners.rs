@@ -18,6 +18,8 @@
 use core::mem::size_of;
 use core::sync::atomic::AtomicU32;
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// Most process slots a region can have (slots are 16-bit; 0xFFFF is never a slot). A
@@ -41,7 +43,7 @@ pub const MAX_CELLS: u32 = 0xFFFF;
 /// - `owned_bytes` is the sum of the sizes of the blocks its used cells name;
 /// - `reserve` is 0 or the payload offset of a block this process owns.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct ProcessRecord {
     /// Operating-system process id.
     pub pid: AtomicU32,
@@ -70,12 +72,12 @@ pub struct ProcessRecord {
     pub reserved: AtomicU32,
 }
 
-// SAFETY: repr(C), only AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for ProcessRecord {}
 
 /// One entry of an owner array.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct OwnerCell {
     /// Used: payload offset of the owned block. Free: 0.
     pub block: AtomicU32,
@@ -84,7 +86,7 @@ pub struct OwnerCell {
     pub next: AtomicU32,
 }
 
-// SAFETY: repr(C), two AtomicU32.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for OwnerCell {}
 
 /// Cells in a new owner array.

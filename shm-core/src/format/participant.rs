@@ -6,6 +6,8 @@ use core::sync::atomic::AtomicU32;
 
 use crate::format::doorbell::Doorbell;
 use crate::format::queue::queue_bytes;
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// Participant kind: the server.
@@ -29,7 +31,7 @@ pub const P_DISCONNECTED: u32 = 3;
 
 /// A participant record, at the start of its block.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct Participant {
     /// [`KIND_SERVER`] or [`KIND_CLIENT`].
     pub kind: AtomicU32,
@@ -60,7 +62,7 @@ pub struct Participant {
     pub reserved: [AtomicU32; 4],
 }
 
-// SAFETY: repr(C), only AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for Participant {}
 
 /// Bytes of a participant block payload for a queue of `capacity` slots (at most

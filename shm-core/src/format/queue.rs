@@ -4,11 +4,13 @@
 use core::mem::size_of;
 use core::sync::atomic::AtomicU32;
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// Queue header: the senders' line, the receiver's line, then constants.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct QueueHeader {
     /// Next position a sender fills (changed under the region lock).
     pub tail: AtomicU32,
@@ -30,7 +32,7 @@ pub struct QueueHeader {
 
 /// One entry.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct QueueSlot {
     /// Sequence number (see the module documentation).
     pub seq: AtomicU32,
@@ -54,9 +56,9 @@ pub(crate) const SLOT_BYTES: u32 = size_of::<QueueSlot>() as u32;
 /// `from` of entries no process slot sent (control entries).
 pub const NO_SENDER: u32 = u32::MAX;
 
-// SAFETY: repr(C), only AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for QueueHeader {}
-// SAFETY: repr(C), eight AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for QueueSlot {}
 
 /// Bytes a queue of `capacity` slots needs. Saturates at `u32::MAX` for a capacity too

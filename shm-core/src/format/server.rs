@@ -2,6 +2,8 @@
 
 use core::sync::atomic::AtomicU32;
 
+use zerocopy::{FromBytes, IntoBytes, KnownLayout};
+
 use crate::region::ShmSafe;
 
 /// Server state: none registered.
@@ -11,7 +13,7 @@ pub const SERVER_RUNNING: u32 = 1;
 
 /// The server, at its fixed place in the region header.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct ServerInfo {
     /// [`SERVER_NONE`] or [`SERVER_RUNNING`].
     pub state: AtomicU32,
@@ -37,5 +39,5 @@ pub struct ServerInfo {
     pub reserved: [AtomicU32; 22],
 }
 
-// SAFETY: repr(C), only AtomicU32, no padding.
+// SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for ServerInfo {}
