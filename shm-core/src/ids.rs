@@ -1,10 +1,11 @@
-//! Who acts: [`ProcessId`] (an operating-system process), [`ProcSlot`] (a place in the process table, reused), [`Incarnation`] (one
-//! registration in that place, never reused while the region lives) and [`Member`] (the
-//! right to act as one incarnation, handed out only by registering).
+//! Who acts: [`ProcessId`] (an operating-system process), [`ProcSlot`] (a place in the
+//! process table, reused), [`Incarnation`] (one registration in that place, never reused
+//! while the region lives) and [`Member`] (the right to act as one incarnation, handed out
+//! only by registering).
 //!
 //! A slot is a number that comes back: when a process is reclaimed, the next process to
-//! register gets the lowest free slot. So nothing that acts on another process's behalf,
-//! or on its memory, names it by slot alone: it names the incarnation, and the core checks
+//! register gets the lowest free slot. So nothing that acts on another process's behalf, or
+//! on its memory, names it by slot alone: it names the incarnation, and the core checks
 //! under the region lock that the slot still holds that incarnation before it acts.
 
 use core::fmt;

@@ -1,17 +1,17 @@
 //! [`OffsetQueue`]: a bounded ring of `(block offset, tag)` entries in the region, one per
 //! participant. Many senders, one receiver.
 //!
-//! Senders enqueue inside the same journaled operation that hands the block to the
-//! receiver (see [`Heap::send`](crate::Heap::send)), so a sender that dies halfway leaves
-//! neither a block owned by no one nor a slot half written: the operation is undone. The
-//! one store that makes the entry visible to the receiver - the slot's sequence number -
-//! is made after the operation commits, through the journal's deferred store
-//! ([`Tx::defer`]), which whoever breaks a dead sender's lock completes. So the receiver can never see an entry that is
-//! later undone.
+//! Senders enqueue inside the same journaled operation that hands the block to the receiver
+//! (see [`Heap::send`](crate::Heap::send)), so a sender that dies halfway leaves neither a
+//! block owned by no one nor a slot half written: the operation is undone. The one store
+//! that makes the entry visible to the receiver - the slot's sequence number - is made
+//! after the operation commits, through the journal's deferred store ([`Tx::defer`]), which
+//! whoever breaks a dead sender's lock completes. So the receiver can never see an entry
+//! that is later undone.
 //!
-//! The receiver dequeues without the lock (it is the only one that moves `head`). Each
-//! slot carries a sequence number as in Vyukov's bounded queue: `seq == pos` means free
-//! for the sender at `pos`, `seq == pos + 1` means full for the receiver at `pos`.
+//! The receiver dequeues without the lock (it is the only one that moves `head`). Each slot
+//! carries a sequence number as in Vyukov's bounded queue: `seq == pos` means free for the
+//! sender at `pos`, `seq == pos + 1` means full for the receiver at `pos`.
 //!
 //! Layout: a 192-byte [`QueueHeader`] (sender line, receiver line, constants), then
 //! `capacity` 32-byte [`QueueSlot`]s. Everything read from it is validated: a corrupted

@@ -3,12 +3,12 @@
 //! Every registered process has a [`ProcessRecord`] in a service block (allocated from the
 //! high end of the heap), followed by its owner array of [`OwnerCell`]s. A used cell holds
 //! the payload offset of a block the process owns; a free cell holds the index of the next
-//! free cell, so the free cells form a list inside the array and taking or returning a
-//! cell is O(1). When the array is full it is moved to a larger service block.
+//! free cell, so the free cells form a list inside the array and taking or returning a cell
+//! is O(1). When the array is full it is moved to a larger service block.
 //!
-//! A process table in its own service block maps a [`ProcSlot`](crate::ProcSlot) to the offset of that
-//! process's record. Each block header names its first owner as (slot, cell), and each
-//! cell names the next co-owner the same way, so:
+//! A process table in its own service block maps a [`ProcSlot`](crate::ProcSlot) to the
+//! offset of that process's record. Each block header names its first owner as (slot,
+//! cell), and each cell names the next co-owner the same way, so:
 //! - freeing a block finds its owner's cell in O(1), whatever the number of processes
 //!   (the original design searched the process list);
 //! - a block shared by `n` processes is on a chain of exactly `n` cells (its reference
@@ -81,8 +81,8 @@ unsafe impl ShmSafe for ProcessRecord {}
 pub struct OwnerCell {
     /// Used: payload offset of the owned block. Free: 0.
     pub block: AtomicU32,
-    /// Used: the next co-owner ([`OwnerRef`](crate::format::OwnerRef) word, or `NO_OWNER`). Free: next free cell
-    /// index, or [`NO_CELL`].
+    /// Used: the next co-owner ([`OwnerRef`](crate::format::OwnerRef) word, or `NO_OWNER`).
+    /// Free: next free cell index, or [`NO_CELL`].
     pub next: AtomicU32,
 }
 

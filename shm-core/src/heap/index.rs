@@ -1,21 +1,22 @@
-//! [`FreeIndex`]: the size-class index over the free blocks, kept in the region header.
+//! [`FreeIndex`](crate::format::FreeIndex): the size-class index over the free blocks, kept
+//! in the region header.
 //!
 //! Two-level segregated lists with bitmaps, as in TLSF: a free block's size picks a
-//! first-level class (its power of two) and one of [`SL_COUNT`] second-level classes
-//! (equal slices of that power of two); sizes below 256 are classed linearly in steps of
-//! 8. Each class has a doubly linked list of its free blocks, through the blocks' own
-//! header words (`link` = next, word 3 = previous, both offsets, 0 = none). One bit per
-//! non-empty list, and one bit per first-level class with any non-empty list, make
-//! finding a fitting class two `trailing_zeros`: O(1), like inserting and removing.
+//! first-level class (its power of two) and one of [`SL_COUNT`] second-level classes (equal
+//! slices of that power of two); sizes below 256 are classed linearly in steps of 8. Each
+//! class has a doubly linked list of its free blocks, through the blocks' own header words
+//! (`link` = next, word 3 = previous, both offsets, 0 = none). One bit per non-empty list,
+//! and one bit per first-level class with any non-empty list, make finding a fitting class
+//! two `trailing_zeros`: O(1), like inserting and removing.
 //!
 //! A request first tries the first few blocks of its own class (a close fit); then it is
-//! rounded up to the next class boundary, so that any block of the class found fits
-//! (TLSF's good fit). A request that fits only in its own class's blocks (the heap is
-//! nearly full, or the request is as large as the largest block) then scans that one list,
-//! so an allocation fails only when no free block holds it, exactly as with first fit.
+//! rounded up to the next class boundary, so that any block of the class found fits (TLSF's
+//! good fit). A request that fits only in its own class's blocks (the heap is nearly full,
+//! or the request is as large as the largest block) then scans that one list, so an
+//! allocation fails only when no free block holds it, exactly as with first fit.
 //!
-//! Invariants (checked by [`Heap::check`](crate::Heap::check)):
-//! 1. Every free block is on exactly one list: the list of its size's class.
+//! Invariants (checked by [`Heap::check`](crate::Heap::check)): 1. Every free block is on
+//! exactly one list: the list of its size's class.
 //! 2. On every list, each block's previous link names the block before it (0 for the
 //!    head); the lists are finite.
 //! 3. Bit `sl` of `sl_bitmap[fl]` is set exactly when list `(fl, sl)` is non-empty; bit

@@ -10,7 +10,7 @@
 //! owners, service data is taken from the high end, and every change of the blocks goes
 //! through an undo journal so that a process dying mid-operation leaves nothing half-done
 //! (the index, boundary tags and counts are derived from the blocks and rebuilt after an
-//! undo instead, see [`journal`](crate::journal)).
+//! undo instead, see [`journal`]).
 //!
 //! Invariants, all checked by [`Heap::check`]:
 //! 1. In each range, blocks tile `[first block, end marker)` exactly; each block's
@@ -402,7 +402,7 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Takes the region lock; if it was broken from a dead holder, or a journal is left
     /// over for any reason, undoes the unfinished operation before anything else, and
-    /// rebuilds the derived state it may have left (see [`journal`](crate::journal)).
+    /// rebuilds the derived state it may have left (see [`journal`]).
     fn lock(&self) -> Result<(), Error> {
         let hdr = self.space.hdr;
         let me = self.platform.current_process();

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::format::{OwnerRef, NO_OWNER};
 use crate::heap::{Heap, Placement, Space, FIRST_CLIENT_OP};
 use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
-use crate::journal::{DeferredStore, Tx};
+use crate::journal::Tx;
 use crate::offset::Offset;
 use crate::platform::Platform;
 use crate::region::Region;
@@ -130,16 +130,10 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         self.tx.set_fresh(word, value)
     }
 
-    /// The journaled operation itself, for structures that write through it (queues).
+    /// The journaled operation itself, for structures that write through it: a queue
+    /// formats itself and defers its entries' publication ([`Tx::defer`]) through it.
     pub(crate) fn tx(&mut self) -> &mut Tx<'a, 'm> {
         self.tx
-    }
-
-    /// Records a store to make after the commit, and a doorbell to ring then; see
-    /// [`Tx::defer`].
-    #[allow(dead_code)] // the queue defers its own publication through `tx`
-    pub(crate) fn defer(&mut self, store: DeferredStore) -> Result<(), Error> {
-        self.tx.defer(store)
     }
 
     /// Allocates `bytes` for `owner`: service data from the high end with `service`,

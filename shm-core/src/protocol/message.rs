@@ -58,10 +58,10 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// moves to (or, with [`SendMode::Share`], is shared with) the receiver and the entry
     /// is enqueued; the entry becomes visible right after. A full queue fails with
     /// [`Error::QueueFull`] and the block stays the sender's; a receiver whose owner is
-    /// gone fails with [`Error::PeerGone`], one not connected with
-    /// [`Error::NotConnected`]; a sender whose own participant was disconnected fails with
-    /// [`Error::Disconnected`]. `wake` as for [`connect`](Heap::connect). Returns the
-    /// entry's position in the receiver's queue (see [`OffsetQueue::taken`](crate::OffsetQueue::taken)).
+    /// gone fails with [`Error::PeerGone`], one not connected with [`Error::NotConnected`];
+    /// a sender whose own participant was disconnected fails with [`Error::Disconnected`].
+    /// `wake` as for [`connect`](Heap::connect). Returns the entry's position in the
+    /// receiver's queue (see [`OffsetQueue::taken`](crate::OffsetQueue::taken)).
     pub fn send(
         &self,
         me: Member,

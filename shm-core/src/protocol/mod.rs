@@ -1,17 +1,17 @@
 //! The client/server protocol over the heap: participants, the server entry, connecting,
-//! sending, heartbeats. It reaches the heap only through [`Heap::transact`] and
-//! [`HeapView`](crate::heap::HeapView): checked reads, journaled writes, member checks,
-//! allocation as a process.
+//! sending, heartbeats. It reaches the heap only through
+//! [`Heap::transact`](crate::Heap::transact) and [`HeapView`](crate::heap::HeapView):
+//! checked reads, journaled writes, member checks, allocation as a process.
 //!
 //! Every process taking part (the server and each client) has a **participant** block:
-//! service memory it owns, holding a [`Participant`](crate::format::Participant) record, a [`Doorbell`] and its
+//! service memory it owns, holding a [`Participant`] record, a [`Doorbell`] and its
 //! [`OffsetQueue`]. Because the process owns the block, its death returns the block, the
 //! queue and every message waiting in it (each message's block is owned by the receiver
 //! from the moment it was sent).
 //!
-//! The server announces itself in a [`ServerInfo`](crate::format::ServerInfo) in the root block (see the
-//! `server` module), allocated the first time a server starts. A dead server's entry is
-//! recognised by its incarnation no longer being registered. A client
+//! The server announces itself in a [`ServerInfo`](crate::format::ServerInfo) in the root
+//! block (see the `server` module), allocated the first time a server starts. A dead
+//! server's entry is recognised by its incarnation no longer being registered. A client
 //! creates its participant, then sends a `Connect` control entry (its participant's offset
 //! under a reserved tag) to the server's queue; the server checks it and answers
 //! `Connected`. Each server start increments the generation, so clients notice a restarted
@@ -19,13 +19,13 @@
 //! words 0 and 1 of each process record), never through a list that a dead process could
 //! leave dangling: reclaiming a process clears those words first.
 //!
-//! Files, bottom up: `participant` (the participant blocks), `server` (the server
-//! entry, heartbeats), `connection` (connecting, retiring), `message` (sending and
-//! receiving).
+//! Files, bottom up: `participant` (the participant blocks), `server` (the server entry,
+//! heartbeats), `connection` (connecting, retiring), `message` (sending and receiving).
 //!
-//! Messages: [`Heap::send`] moves the block to the receiver (or adds it as co-owner) and
-//! enqueues `(block, tag)` in one journaled operation; the receiver takes entries without
-//! the lock. Every message payload starts with a [`MessageHeader`](crate::format::MessageHeader) saying where the data is.
+//! Messages: [`Heap::send`](crate::Heap::send) moves the block to the receiver (or adds it
+//! as co-owner) and enqueues `(block, tag)` in one journaled operation; the receiver takes
+//! entries without the lock. Every message payload starts with a
+//! [`MessageHeader`](crate::format::MessageHeader) saying where the data is.
 //!
 //! Heartbeat: the server puts a small keepalive packet, cut from its reserve, in each
 //! client's mailbox every interval. A client (a background thread in the host layer) takes
@@ -40,14 +40,12 @@ mod server;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::format::{Control, Doorbell, Participant};
-#[allow(unused_imports)] // named by the documentation
-use crate::heap::Heap;
 use crate::ids::{Incarnation, ProcSlot, ProcessId};
 use crate::offset::Offset;
 use crate::queue::OffsetQueue;
 
 /// Operation codes of the protocol's journaled operations (diagnostics; they follow the
-/// heap's own, see [`Heap::transact`]).
+/// heap's own, see [`Heap::transact`](crate::Heap::transact)).
 #[derive(Clone, Copy, Debug)]
 #[repr(u32)]
 enum ProtocolOp {
@@ -58,10 +56,10 @@ enum ProtocolOp {
     Heartbeat,
 }
 
-/// Where a participant is and whose it is: what a sender names a receiver by. The
-/// offset alone is reused when its owner is reclaimed; the incarnation is not, so a send
-/// to a participant whose owner is gone fails with [`Error::PeerGone`](crate::Error::PeerGone) instead of reaching
-/// whoever holds the block now.
+/// Where a participant is and whose it is: what a sender names a receiver by. The offset
+/// alone is reused when its owner is reclaimed; the incarnation is not, so a send to a
+/// participant whose owner is gone fails with [`Error::PeerGone`](crate::Error::PeerGone)
+/// instead of reaching whoever holds the block now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParticipantId {
     /// Its offset.
@@ -117,7 +115,8 @@ impl ParticipantRef<'_> {
 pub struct ParticipantInfo {
     /// Where it is and whose it is.
     pub id: ParticipantId,
-    /// [`KIND_SERVER`](crate::format::KIND_SERVER) or [`KIND_CLIENT`](crate::format::KIND_CLIENT).
+    /// [`KIND_SERVER`](crate::format::KIND_SERVER) or
+    /// [`KIND_CLIENT`](crate::format::KIND_CLIENT).
     pub kind: u32,
     /// One of the `P_*` states.
     pub state: u32,
@@ -155,7 +154,7 @@ pub struct ServerStatus {
     pub keepalive_seq: u32,
 }
 
-/// How [`Heap::send`] hands the block over.
+/// How [`Heap::send`](crate::Heap::send) hands the block over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendMode {
     /// Ownership moves to the receiver (the sender's reference goes).

@@ -156,9 +156,10 @@ impl Snapshot {
 
     /// Checks that `self` is made of parts of `before` and `after`: every used block,
     /// process and participant (present or absent) is as in one of them, and so is the
-    /// server entry (system blocks are compared by place and size only). Process `except` is left out of the process comparison (a process
-    /// being reclaimed changes step by step); its owned-block count may only have fallen.
-    /// Returns a description of the first part that is in neither.
+    /// server entry (system blocks are compared by place and size only). Process `except`
+    /// is left out of the process comparison (a process being reclaimed changes step by
+    /// step); its owned-block count may only have fallen. Returns a description of the
+    /// first part that is in neither.
     pub fn is_between(
         &self,
         before: &Self,
