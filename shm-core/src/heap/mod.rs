@@ -5,8 +5,8 @@
 //! remainder can hold a minimum block, and a freed block is merged at once with both free
 //! neighbours. Like heap_5 the heap may span several disjoint ranges that share one base.
 //! Unlike heap_5, the free blocks are found through a size-class index (TLSF's two-level
-//! segregated lists with bitmaps, see the `index` module) instead of one address-ordered list, so
-//! allocating and freeing are O(1); every link is an offset, every block records its
+//! segregated lists with bitmaps, see the `index` module) instead of one address-ordered
+//! list, so allocating and freeing are O(1); every link is an offset, every block records its
 //! owners, service data is taken from the high end, and every change of the blocks goes
 //! through an undo journal so that a process dying mid-operation leaves nothing half-done
 //! (the index, boundary tags and counts are derived from the blocks and rebuilt after an
@@ -18,9 +18,9 @@
 //! 2. No two free blocks are physical neighbours, and the size-class index lists every free
 //!    block exactly once, in the list of its class (the index's own invariants are in
 //!    [`index`]).
-//! 3. Every used block other than system data (the process table and process records) is
-//!    named by exactly `refcount` owner cells, chained from its header; every used cell
-//!    names such a block.
+//! 3. Every used block other than system data (the process table, process records and the
+//!    root block) is named by exactly `refcount` owner cells, chained from its header;
+//!    every used cell names such a block.
 //! 4. The statistics in [`HeapState`](crate::format::HeapState) match the walk.
 //! 5. The journal is empty whenever the lock is free.
 
