@@ -46,6 +46,8 @@
 
 #[cfg(feature = "testkit")]
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod block;
 pub mod doorbell;
@@ -64,6 +66,7 @@ pub mod platform;
 pub mod protocol;
 pub mod queue;
 pub mod region;
+pub mod system;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -77,3 +80,4 @@ pub use platform::{Platform, ProcessId, Processes, SpinPlatform, WaitNotify, Wai
 pub use protocol::{Control, ParticipantRef, Received, SendMode, ServerStatus};
 pub use queue::OffsetQueue;
 pub use region::{RawRange, Region};
+pub use system::{CreateOptions, Mapping, SegmentName, System, SystemError};

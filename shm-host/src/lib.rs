@@ -31,9 +31,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Layout of the crate: [`system`] is what an operating system provides (implemented in
-//! `sys/linux` and `sys/windows`, chosen at one `cfg` point, and by `shm-qnx` for QNX);
-//! [`posix`] holds the POSIX pieces Linux and QNX share; the rest is OS-independent.
+//! Layout of the crate: [`system`] is what an operating system provides (the trait is
+//! shm-core's; implemented in `sys/linux` and `sys/windows`, and by the `shm-qnx` crate
+//! for QNX, chosen at one `cfg` point in `sys/mod.rs` as [`NativeSystem`]); the POSIX
+//! pieces Linux and QNX share are the `shm-posix` crate (re-exported as `posix` on POSIX
+//! systems); the rest is OS-independent.
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
@@ -43,8 +45,6 @@ mod endpoint;
 pub mod error;
 pub mod name;
 pub mod peer;
-#[cfg(unix)]
-pub mod posix;
 pub mod segment;
 pub mod server;
 pub mod support;
@@ -54,7 +54,7 @@ pub mod system;
 pub use buffer::Buffer;
 pub use client::{Client, ClientOptions};
 pub use endpoint::RecvMode;
-pub use error::{HostError, Refusal, Result};
+pub use error::{HostError, NamedResult, Refusal, Result};
 pub use name::SegmentName;
 pub use peer::{Message, PeerId, SendError};
 pub use segment::Segment;
@@ -69,10 +69,10 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     }
     h
 }
-/// Makes SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of
-/// ending the process, so a foreground program can shut down cleanly.
-#[cfg(any(target_os = "linux", windows))]
-pub use sys::install_stop_handler;
-#[cfg(any(target_os = "linux", windows))]
-pub use sys::NativeSystem;
+pub use shm_core::SystemError;
+/// The operating system this crate was built for (Linux, Windows or QNX), the default
+/// system of [`Server`] and [`Client`]; and `install_stop_handler`, which makes
+/// SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of ending the
+/// process, so a foreground program can shut down cleanly.
+pub use sys::*;
 pub use system::{CreateOptions, Mapping, SegmentPlatform, System};
