@@ -53,6 +53,15 @@ impl System for QnxSystem {
         Ok(*self)
     }
 
+    fn check_takeover(
+        &self,
+        _name: &SegmentName,
+        m: &PosixMapping,
+        opts: &CreateOptions,
+    ) -> Result<()> {
+        m.check_takeover(opts)
+    }
+
     fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<PosixMapping> {
         segment::sys::create(&name.prefixed(), size, opts)
     }

@@ -5,7 +5,9 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
-use shm_core::system::{CreateOptions, Mapping, NameError, SystemError, SystemResult as Result};
+use shm_core::system::{
+    CreateOptions, Mapping, NameError, Refusal, SystemError, SystemResult as Result,
+};
 
 use crate::last_os;
 
@@ -123,6 +125,30 @@ impl PosixMapping {
             mode: st.st_mode as u32 & 0o7777,
             size: u64::try_from(st.st_size).unwrap_or(0),
         })
+    }
+
+    /// The takeover rule of a POSIX system: refuses ([`SystemError::TakeoverRefused`]) an
+    /// object that belongs to another user than this process's effective one, or whose
+    /// permission bits admit anything `opts.mode` does not.
+    // uid_t is u32 on Linux (where the casts below change nothing) and i32 on QNX.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn check_takeover(&self, opts: &CreateOptions) -> Result<()> {
+        let st = self.stat()?;
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if st.uid != me {
+            return Err(SystemError::TakeoverRefused(Refusal::OtherUser {
+                owner: st.uid as u32,
+                me: me as u32,
+            }));
+        }
+        if st.mode & !opts.mode != 0 {
+            return Err(SystemError::TakeoverRefused(Refusal::WiderMode {
+                found: st.mode,
+                asked: opts.mode,
+            }));
+        }
+        Ok(())
     }
 
     /// Creates the shared-memory object `/NAME` (`O_EXCL`) of `size` bytes with

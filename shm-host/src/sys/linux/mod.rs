@@ -14,7 +14,7 @@ use shm_core::doorbell::Doorbell;
 use shm_core::{Region, WaitNotify, WaitOutcome};
 
 use shm_core::system::polling;
-use shm_core::system::{CreateOptions, Refusal, SegmentName, System, SystemError, SystemResult};
+use shm_core::system::{CreateOptions, SegmentName, System, SystemResult};
 use shm_posix::PosixMapping;
 
 /// The Linux system.
@@ -54,20 +54,7 @@ impl System for NativeSystem {
         m: &PosixMapping,
         opts: &CreateOptions,
     ) -> SystemResult<()> {
-        let st = m.stat()?;
-        // SAFETY: no preconditions.
-        let me = unsafe { libc::geteuid() };
-        let refuse = SystemError::TakeoverRefused;
-        if st.uid != me {
-            return Err(refuse(Refusal::OtherUser { owner: st.uid, me }));
-        }
-        if st.mode & !opts.mode != 0 {
-            return Err(refuse(Refusal::WiderMode {
-                found: st.mode,
-                asked: opts.mode,
-            }));
-        }
-        Ok(())
+        m.check_takeover(opts)
     }
 
     fn terminate(&self, m: &PosixMapping, id: shm_core::ProcessId) -> SystemResult<bool> {
