@@ -1,4 +1,4 @@
-//! Zero-copy shared-memory IPC between processes on Linux and Windows, on top of
+//! Zero-copy shared-memory IPC between processes on Linux, Windows and QNX, on top of
 //! [`shm_core`].
 //!
 //! A [`Server`] creates a named segment; [`Client`]s connect to it. A [`Buffer`] is a
