@@ -16,7 +16,7 @@ pub enum HostError {
         /// The errno (POSIX) or `GetLastError` code (Windows).
         code: i32,
     },
-    /// The segment name is not valid (see [`SegmentName`](crate::SegmentName)).
+    /// The segment name is not valid (see [`SegmentName`]).
     InvalidName {
         /// The name given.
         name: String,

@@ -1,5 +1,5 @@
 //! [`System`]: what the host layer needs from an operating system beyond the core's
-//! [`Platform`](shm_core::Platform): named segments and doorbells. The trait is defined
+//! [`Platform`]: named segments and doorbells. The trait is defined
 //! in shm-core ([`shm_core::system`]) and re-exported here; the Linux and Windows
 //! implementations live in `sys/`, QNX's in the `shm-qnx` crate. [`SegmentPlatform`]
 //! joins a system with one attachment's presence into the core's `Platform`.

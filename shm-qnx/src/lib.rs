@@ -6,7 +6,7 @@
 //! safe API is the same as on Linux and Windows, `Server::create` and `Client::connect`
 //! included:
 //!
-//! ```ignore
+//! ```text
 //! // shm-host/examples/qnx_server.rs, type-checked for QNX 7.1 and 8.0 in CI.
 //! let server = shm_host::Server::create("demo", 1 << 20)?;
 //! let client = shm_host::Client::connect("demo")?;

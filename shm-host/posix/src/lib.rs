@@ -5,7 +5,7 @@
 //!
 //! A crate of its own, below `shm-host`, so that `shm-qnx` can use it without depending
 //! on `shm-host` (which depends on `shm-qnx` for its native system on QNX). Errors are
-//! shm-core's [`SystemError`](shm_core::SystemError), the error of the `System` trait.
+//! shm-core's [`SystemError`], the error of the `System` trait.
 //! On a system that is not POSIX the crate is empty.
 #![cfg(unix)]
 #![deny(clippy::undocumented_unsafe_blocks)]
