@@ -59,6 +59,13 @@ pub use name::SegmentName;
 pub use peer::{Message, PeerId, SendError};
 pub use segment::Segment;
 pub use server::{BroadcastReport, DeathReason, Server, ServerEvent, ServerOptions};
+pub use shm_core::SystemError;
+// From the one `cfg` point in `sys/`: `NativeSystem`, the system of the target (Linux,
+// Windows or QNX) and the default of `Server` and `Client`; `install_stop_handler`, which
+// makes SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of ending
+// the process; and `posix` (the `shm-posix` crate) on POSIX systems.
+pub use sys::*;
+pub use system::{CreateOptions, Mapping, SegmentPlatform, System};
 
 /// FNV-1a (32-bit) of `bytes`: the checksum `shmipc serve` prints and the tests use.
 pub fn checksum(bytes: &[u8]) -> u32 {
@@ -69,10 +76,3 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     }
     h
 }
-pub use shm_core::SystemError;
-/// The operating system this crate was built for (Linux, Windows or QNX), the default
-/// system of [`Server`] and [`Client`]; and `install_stop_handler`, which makes
-/// SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of ending the
-/// process, so a foreground program can shut down cleanly.
-pub use sys::*;
-pub use system::{CreateOptions, Mapping, SegmentPlatform, System};
