@@ -51,6 +51,8 @@
 
 #[cfg(feature = "testkit")]
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 mod error;
 pub mod format;
@@ -66,6 +68,7 @@ mod platform;
 mod protocol;
 mod queue;
 mod region;
+pub mod system;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -89,3 +92,4 @@ pub use protocol::{
 };
 pub use queue::{OffsetQueue, QueueEntry};
 pub use region::{RawRange, Region, ShmSafe};
+pub use system::{CreateOptions, Mapping, SegmentName, System, SystemError};

@@ -18,6 +18,7 @@ use shm_core::{Error, Offset};
 use crate::error::{HostError, Result};
 use crate::segment::Attachment;
 use crate::system::System;
+use crate::NativeSystem;
 
 /// Bytes of the message header at the start of every payload.
 pub const HEADER: u32 = size_of::<MessageHeader>() as u32;
@@ -45,7 +46,7 @@ pub fn policy_capacity(data: usize) -> usize {
 /// `Buffer` is `Send` and `Sync`: the block belongs to the process, not to a thread, and
 /// shared (`&Buffer`) access only reads. Writing needs `&mut Buffer`, and a buffer shared
 /// with other processes is copied before it is written (copy-on-write).
-pub struct Buffer<S: System> {
+pub struct Buffer<S: System = NativeSystem> {
     att: Arc<Attachment<S>>,
     block: Offset,
     base: NonNull<u8>,

@@ -14,10 +14,10 @@ use shm_core::{Control, Error, Received, SendMode};
 use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
 use crate::error::{HostError, Result};
-use crate::name::SegmentName;
 use crate::peer::{Message, PeerId, SendError};
 use crate::segment::{Attachment, Segment};
 use crate::system::System;
+use crate::NativeSystem;
 
 /// Client settings.
 #[derive(Clone, Copy, Debug)]
@@ -62,14 +62,13 @@ struct Inner<S: System> {
 /// When the server restarts (a new generation in the same segment), sends fail with
 /// [`shm_core::Error::ServerRestarted`]; [`reconnect`](Client::reconnect) joins the new one.
 /// After a clean server shutdown the segment's name is gone: connect a new `Client`.
-pub struct Client<S: System> {
+pub struct Client<S: System = NativeSystem> {
     inner: Arc<Inner<S>>,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-#[cfg(any(target_os = "linux", windows))]
-impl Client<crate::NativeSystem> {
+impl Client<NativeSystem> {
     /// Connects to the server of segment `name`.
     ///
     /// ```no_run
@@ -86,7 +85,7 @@ impl Client<crate::NativeSystem> {
 
     /// Like [`connect`](Client::connect) with all options.
     pub fn connect_with(name: &str, opts: ClientOptions) -> Result<Self> {
-        Self::connect_on(crate::NativeSystem, name, opts)
+        Self::connect_on(NativeSystem, name, opts)
     }
 }
 
@@ -99,7 +98,7 @@ impl<S: System> Client<S> {
     /// now on reach the server after it (the queue is FIFO), so there is no need to wait
     /// for the answer. [`wait_connected`](Client::wait_connected) waits for it.
     pub fn connect_on(system: S, name: &str, opts: ClientOptions) -> Result<Self> {
-        let name = SegmentName::new(name)?;
+        let name = crate::name::parse(name)?;
         let seg = Segment::open(system, &name)?;
         let st = seg.server_status();
         if !st.running || !seg.is_alive(st.id) {

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use shm_core::system::{SegmentName, SystemError};
+
 /// Why a host operation failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -14,7 +16,7 @@ pub enum HostError {
         /// The errno (POSIX) or `GetLastError` code (Windows).
         code: i32,
     },
-    /// The segment name is not valid (see [`SegmentName`](crate::SegmentName)).
+    /// The segment name is not valid (see [`SegmentName`]).
     InvalidName {
         /// The name given.
         name: String,
@@ -67,36 +69,26 @@ pub enum HostError {
         /// Bytes the object has now.
         now: u64,
     },
+    /// A system error of a kind that has no variant of its own here.
+    System(SystemError),
 }
 
-/// Why an existing segment may not be taken over by a new server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// It belongs to another user.
-    OtherUser {
-        /// Its owner's user id.
-        owner: u32,
-        /// Ours.
-        me: u32,
-    },
-    /// Its permissions admit more than the new server asked for.
-    WiderMode {
-        /// Its permission bits.
-        found: u32,
-        /// The bits asked for.
-        asked: u32,
-    },
-    /// Its server is alive, or cannot be told dead.
-    ServerAlive,
-}
+pub use shm_core::system::Refusal;
 
 impl HostError {
-    /// An `Os` error from the calling thread's last errno.
-    #[cfg(unix)]
-    pub fn last_os(call: &'static str) -> Self {
-        HostError::Os {
-            call,
-            code: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+    /// A system error that happened to segment `name`: the name goes into the variants
+    /// that carry one.
+    pub fn from_system(e: SystemError, name: &SegmentName) -> Self {
+        let name = name.as_str().to_owned();
+        match e {
+            SystemError::Exists => HostError::Exists { name },
+            SystemError::NotFound => HostError::NotFound { name },
+            SystemError::TakeoverRefused(why) => HostError::TakeoverRefused { name, why },
+            SystemError::InvalidName(e) => HostError::InvalidName {
+                name,
+                reason: e.reason(),
+            },
+            e => HostError::from(e),
         }
     }
 
@@ -148,6 +140,7 @@ impl fmt::Display for HostError {
                     "segment {name:?} has a server that is alive (or cannot be told dead)"
                 ),
             },
+            HostError::System(e) => write!(f, "{e}"),
             HostError::Truncated { mapped, now } => write!(
                 f,
                 "segment was truncated to {now} bytes under a {mapped}-byte mapping; stopped using it"
@@ -157,6 +150,46 @@ impl fmt::Display for HostError {
 }
 
 impl std::error::Error for HostError {}
+
+/// A system error where no segment name is at hand (doorbells, presence, sizes); an
+/// operation on a named segment goes through [`HostError::from_system`] or
+/// [`NamedResult::named`] instead, so that its error names the segment.
+impl From<SystemError> for HostError {
+    fn from(e: SystemError) -> Self {
+        match e {
+            SystemError::Os { call, code } => HostError::Os { call, code },
+            SystemError::Exists => HostError::Exists {
+                name: String::new(),
+            },
+            SystemError::NotFound => HostError::NotFound {
+                name: String::new(),
+            },
+            SystemError::BadSize { size } => HostError::BadSize { size },
+            SystemError::InvalidName(e) => HostError::InvalidName {
+                name: String::new(),
+                reason: e.reason(),
+            },
+            SystemError::TakeoverRefused(why) => HostError::TakeoverRefused {
+                name: String::new(),
+                why,
+            },
+            SystemError::Core(e) => HostError::from(e),
+            e => HostError::System(e),
+        }
+    }
+}
+
+/// Attaches a segment's name to the error of a system operation on it.
+pub trait NamedResult<T> {
+    /// `self`, with an error turned into a [`HostError`] that names `name`.
+    fn named(self, name: &SegmentName) -> Result<T>;
+}
+
+impl<T> NamedResult<T> for std::result::Result<T, SystemError> {
+    fn named(self, name: &SegmentName) -> Result<T> {
+        self.map_err(|e| HostError::from_system(e, name))
+    }
+}
 
 impl From<shm_core::Error> for HostError {
     fn from(e: shm_core::Error) -> Self {

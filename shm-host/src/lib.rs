@@ -1,4 +1,4 @@
-//! Zero-copy shared-memory IPC between processes on Linux and Windows, on top of
+//! Zero-copy shared-memory IPC between processes on Linux, Windows and QNX, on top of
 //! [`shm_core`].
 //!
 //! A [`Server`] creates a named segment; [`Client`]s connect to it. A [`Buffer`] is a
@@ -31,9 +31,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Layout of the crate: [`system`] is what an operating system provides (implemented in
-//! `sys/linux` and `sys/windows`, chosen at one `cfg` point, and by `shm-qnx` for QNX);
-//! [`posix`] holds the POSIX pieces Linux and QNX share; the rest is OS-independent.
+//! Layout of the crate: [`system`] is what an operating system provides (the trait is
+//! shm-core's; implemented in `sys/linux` and `sys/windows`, and by the `shm-qnx` crate
+//! for QNX, chosen at one `cfg` point in `sys/mod.rs` as [`NativeSystem`]); the POSIX
+//! pieces Linux and QNX share are the `shm-posix` crate (re-exported as `posix` on POSIX
+//! systems); the rest is OS-independent.
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
@@ -43,8 +45,6 @@ mod endpoint;
 pub mod error;
 pub mod name;
 pub mod peer;
-#[cfg(unix)]
-pub mod posix;
 pub mod segment;
 pub mod server;
 pub mod support;
@@ -54,11 +54,18 @@ pub mod system;
 pub use buffer::Buffer;
 pub use client::{Client, ClientOptions};
 pub use endpoint::RecvMode;
-pub use error::{HostError, Refusal, Result};
+pub use error::{HostError, NamedResult, Refusal, Result};
 pub use name::SegmentName;
 pub use peer::{Message, PeerId, SendError};
 pub use segment::Segment;
 pub use server::{BroadcastReport, DeathReason, Server, ServerEvent, ServerOptions};
+pub use shm_core::SystemError;
+// From the one `cfg` point in `sys/`: `NativeSystem`, the system of the target (Linux,
+// Windows or QNX) and the default of `Server` and `Client`; `install_stop_handler`, which
+// makes SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of ending
+// the process; and `posix` (the `shm-posix` crate) on POSIX systems.
+pub use sys::*;
+pub use system::{CreateOptions, Mapping, SegmentPlatform, System};
 
 /// FNV-1a (32-bit) of `bytes`: the checksum `shmipc serve` prints and the tests use.
 pub fn checksum(bytes: &[u8]) -> u32 {
@@ -69,10 +76,3 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     }
     h
 }
-/// Makes SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of
-/// ending the process, so a foreground program can shut down cleanly.
-#[cfg(any(target_os = "linux", windows))]
-pub use sys::install_stop_handler;
-#[cfg(any(target_os = "linux", windows))]
-pub use sys::NativeSystem;
-pub use system::{CreateOptions, Mapping, SegmentPlatform, System};

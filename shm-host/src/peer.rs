@@ -5,6 +5,7 @@ use std::fmt;
 use crate::buffer::Buffer;
 use crate::error::HostError;
 use crate::system::System;
+use crate::NativeSystem;
 
 /// Identifies a process taking part: its slot in the segment plus the registration
 /// serial, so a slot reused by a later process is a different peer.
@@ -42,7 +43,7 @@ impl fmt::Display for PeerId {
 
 /// A received message: who sent it, its tag, and the buffer (now owned by the receiver).
 #[derive(Debug)]
-pub struct Message<S: System> {
+pub struct Message<S: System = NativeSystem> {
     /// The sender.
     pub from: PeerId,
     /// The sender's tag.
@@ -52,7 +53,7 @@ pub struct Message<S: System> {
 }
 
 /// A send that failed: the buffer comes back to the caller with the reason.
-pub struct SendError<S: System> {
+pub struct SendError<S: System = NativeSystem> {
     /// The buffer, still owned by the caller.
     pub buffer: Buffer<S>,
     /// Why the send failed ([`shm_core::Error::QueueFull`] when the receiver is behind).

@@ -8,9 +8,10 @@ use shm_core::{
     Processes, Region, ServerStatus, WaitOutcome,
 };
 
-use crate::error::{HostError, Result};
+use crate::error::{HostError, NamedResult, Result};
 use crate::name::SegmentName;
 use crate::system::{CreateOptions, Mapping, SegmentPlatform, System};
+use crate::NativeSystem;
 
 /// The heap of a segment, with this attachment's platform.
 pub(crate) type SegmentHeap<S> = Heap<'static, SegmentPlatform<S>>;
@@ -19,7 +20,7 @@ pub(crate) type SegmentHeap<S> = Heap<'static, SegmentPlatform<S>>;
 ///
 /// The heap refers to the mapping's memory, so it is declared first and dropped first;
 /// the `'static` lifetime it carries never leaves this type except shortened to `&self`.
-pub struct Segment<S: System> {
+pub struct Segment<S: System = NativeSystem> {
     heap: SegmentHeap<S>,
     mapping: std::sync::Arc<S::Mapping>,
     name: SegmentName,
@@ -44,7 +45,7 @@ impl<S: System> Segment<S> {
         opts: CreateOptions,
         config: HeapConfig,
     ) -> Result<Self> {
-        let mapping = system.create(name, size, opts)?;
+        let mapping = system.create(name, size, opts).named(name)?;
         let made = Self::with_heap(system.clone(), name, mapping, |region, sys| {
             Heap::init(region, config, sys)
         });
@@ -57,7 +58,7 @@ impl<S: System> Segment<S> {
 
     /// Opens segment `name` and attaches to the heap in it.
     pub fn open(system: S, name: &SegmentName) -> Result<Self> {
-        let mapping = system.open(name)?;
+        let mapping = system.open(name).named(name)?;
         Self::attach(system, name, mapping)
     }
 
@@ -237,8 +238,9 @@ impl<S: System> Segment<S> {
 
     /// Prepares a doorbell's wait object.
     pub fn bell_init(&self, bell: &Doorbell) -> Result<()> {
-        self.system
-            .bell_init(&self.mapping, self.heap.region(), bell)
+        Ok(self
+            .system
+            .bell_init(&self.mapping, self.heap.region(), bell)?)
     }
 
     /// Rings `bell` if its owner sleeps (or is about to).
@@ -252,8 +254,9 @@ impl<S: System> Segment<S> {
 
     /// Sleeps on `bell`.
     pub fn bell_wait(&self, bell: &Doorbell, timeout: Option<Duration>) -> Result<WaitOutcome> {
-        self.system
-            .bell_wait(&self.mapping, self.heap.region(), bell, timeout)
+        Ok(self
+            .system
+            .bell_wait(&self.mapping, self.heap.region(), bell, timeout)?)
     }
 
     /// Releases `bell`'s wait object.

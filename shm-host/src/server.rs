@@ -13,11 +13,11 @@ use shm_core::{Control, Error, HeapConfig, Incarnation, Offset, Received, SendMo
 
 use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
-use crate::error::{HostError, Result};
-use crate::name::SegmentName;
+use crate::error::{HostError, NamedResult, Result};
 use crate::peer::{Message, PeerId, SendError};
 use crate::segment::{Attachment, Segment};
 use crate::system::{CreateOptions, Mapping, System};
+use crate::NativeSystem;
 
 /// Server settings.
 #[derive(Clone, Copy, Debug)]
@@ -151,14 +151,13 @@ struct Inner<S: System> {
 ///
 /// Dropping the server tells connected clients it is stopping, withdraws it from the
 /// segment and removes the segment's name.
-pub struct Server<S: System> {
+pub struct Server<S: System = NativeSystem> {
     inner: Arc<Inner<S>>,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-#[cfg(any(target_os = "linux", windows))]
-impl Server<crate::NativeSystem> {
+impl Server<NativeSystem> {
     /// Creates segment `name` of `size` bytes (or takes over one whose server died) and
     /// starts serving.
     ///
@@ -180,7 +179,7 @@ impl Server<crate::NativeSystem> {
 
     /// Like [`create`](Server::create) with all options.
     pub fn create_with(name: &str, opts: ServerOptions) -> Result<Self> {
-        Self::create_on(crate::NativeSystem, name, opts)
+        Self::create_on(NativeSystem, name, opts)
     }
 }
 
@@ -191,13 +190,15 @@ impl<S: System> Server<S> {
     /// user, its permissions are no wider than `opts.create.mode`, and its server is known
     /// to be dead; otherwise [`HostError::TakeoverRefused`] says which rule failed.
     pub fn create_on(system: S, name: &str, opts: ServerOptions) -> Result<Self> {
-        let name = SegmentName::new(name)?;
+        let name = crate::name::parse(name)?;
         let seg = match Segment::create(system.clone(), &name, opts.size, opts.create, opts.heap) {
             Ok(s) => s,
             Err(HostError::Exists { .. }) => {
                 // A previous server's segment: take it over if that server is dead.
                 let s = Segment::open(system.clone(), &name)?;
-                system.check_takeover(&name, s.mapping(), &opts.create)?;
+                system
+                    .check_takeover(&name, s.mapping(), &opts.create)
+                    .named(&name)?;
                 let st = s.server_status();
                 if st.running && s.is_alive(st.id) {
                     return Err(HostError::TakeoverRefused {

@@ -1,4 +1,5 @@
-//! The plain POSIX pieces shared by Linux and QNX (`shm_host::posix`), exercised on the
+//! The plain POSIX pieces shared by Linux and QNX (crate `shm-posix`, re-exported as
+//! `shm_host::posix`), exercised on the
 //! system the tests run on: shared-memory objects (create, open, unlink, errors, mapping a
 //! descriptor) and `sem_t` doorbells placed inside a region. Each test states the
 //! invariant it checks; each named object carries the process id and is removed even if
@@ -15,8 +16,11 @@ use shm_core::format::KIND_CLIENT;
 use shm_core::format::{Doorbell, OS_AREA_ALIGN};
 use shm_core::testkit::{AlignedBuf, TestPlatform};
 use shm_core::{Heap, HeapConfig, Offset, ProcessId, Region, WaitOutcome};
+use shm_host::name::NameError;
 use shm_host::posix::{sem, PosixMapping};
-use shm_host::{CreateOptions, HostError, Mapping};
+use shm_host::{
+    CreateOptions, HostError, Mapping, NativeSystem, Segment, SegmentName, SystemError,
+};
 
 /// A shared-memory object name for one test, unlinked on drop.
 struct Name(String);
@@ -70,7 +74,7 @@ fn create_open_unlink_share_the_same_memory() {
     PosixMapping::unlink(&name.0).unwrap();
     assert!(matches!(
         PosixMapping::open(&name.0),
-        Err(HostError::NotFound { .. })
+        Err(SystemError::NotFound)
     ));
     write(&a, 0, b"still mapped");
     assert_eq!(&bytes(&b)[..12], b"still mapped");
@@ -94,34 +98,35 @@ fn create_honours_mode_and_prefault() {
     assert!(bytes(&m).iter().all(|&b| b == 0));
 }
 
-/// Creating a name that exists fails with `Exists` naming it (O_EXCL: never two owners)
-/// and leaves the existing object intact; opening or unlinking a missing name fails with
-/// `NotFound`; any other failure keeps the call and its errno.
+/// Creating a name that exists fails with `Exists` (O_EXCL: never two owners) and leaves
+/// the existing object intact; opening or unlinking a missing name fails with `NotFound`;
+/// any other failure keeps the call and its errno. (The host's error adds the segment's
+/// name: `segment_errors_name_the_segment`.)
 #[test]
 fn errors_are_exists_not_found_or_keep_the_errno() {
     let name = Name::new("errors");
     let a = PosixMapping::create(&name.0, 4096, CreateOptions::default()).unwrap();
     write(&a, 0, b"mine");
     match PosixMapping::create(&name.0, 4096, CreateOptions::default()) {
-        Err(HostError::Exists { name: n }) => assert_eq!(n, name.0),
+        Err(SystemError::Exists) => {}
         other => panic!("expected Exists, got {other:?}"),
     }
     assert_eq!(&bytes(&PosixMapping::open(&name.0).unwrap())[..4], b"mine");
 
     let missing = Name::new("missing");
     match PosixMapping::open(&missing.0) {
-        Err(HostError::NotFound { name: n }) => assert_eq!(n, missing.0),
+        Err(SystemError::NotFound) => {}
         other => panic!("expected NotFound, got {other:?}"),
     }
     assert!(matches!(
         PosixMapping::unlink(&missing.0),
-        Err(HostError::NotFound { .. })
+        Err(SystemError::NotFound)
     ));
 
     // A slash inside the name is not a valid POSIX shared-memory name.
     match PosixMapping::open(&format!("{}/x", name.0)) {
         Err(
-            e @ HostError::Os {
+            e @ SystemError::Os {
                 call: "shm_open", ..
             },
         ) => {
@@ -131,8 +136,44 @@ fn errors_are_exists_not_found_or_keep_the_errno() {
     }
     assert!(matches!(
         PosixMapping::create("nul\0byte", 4096, CreateOptions::default()),
-        Err(HostError::InvalidName { .. })
+        Err(SystemError::InvalidName(NameError::BadCharacter))
     ));
+}
+
+/// The host's errors for a segment name it: creating a taken name is `Exists` and opening
+/// a missing one `NotFound`, each naming the segment as the caller gave it.
+#[test]
+fn segment_errors_name_the_segment() {
+    let given = format!("posix-test-{}-named", std::process::id());
+    let seg_name = SegmentName::new(&given).unwrap();
+    let _cleanup = Name(seg_name.prefixed().to_string());
+    let small = 64 * 1024;
+    let config = HeapConfig::default();
+    let _a = Segment::create(
+        NativeSystem,
+        &seg_name,
+        small,
+        CreateOptions::default(),
+        config,
+    )
+    .unwrap();
+    match Segment::create(
+        NativeSystem,
+        &seg_name,
+        small,
+        CreateOptions::default(),
+        config,
+    ) {
+        Err(HostError::Exists { name }) => assert_eq!(name, given),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    let missing = SegmentName::new(&format!("{given}-missing")).unwrap();
+    match Segment::open(NativeSystem, &missing) {
+        Err(e @ HostError::NotFound { .. }) => {
+            assert!(e.to_string().contains(missing.as_str()), "{e}")
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 }
 
 /// Sizes of 0 and above 4 GiB (offsets are 32-bit) are refused with `BadSize` before any
@@ -146,22 +187,22 @@ fn bad_sizes_are_refused_without_creating_anything() {
     }
     for size in sizes {
         match PosixMapping::create(&name.0, size, CreateOptions::default()) {
-            Err(HostError::BadSize { size: s }) => assert_eq!(s, size as u64),
+            Err(SystemError::BadSize { size: s }) => assert_eq!(s, size as u64),
             other => panic!("size {size}: expected BadSize, got {other:?}"),
         }
         assert!(matches!(
             PosixMapping::open(&name.0),
-            Err(HostError::NotFound { .. })
+            Err(SystemError::NotFound)
         ));
     }
     let empty = tempfile("empty");
     assert!(matches!(
         PosixMapping::open_fd(empty.as_fd()),
-        Err(HostError::BadSize { size: 0 })
+        Err(SystemError::BadSize { size: 0 })
     ));
     assert!(matches!(
         PosixMapping::map_fd(empty.as_fd(), 0, false),
-        Err(HostError::BadSize { size: 0 })
+        Err(SystemError::BadSize { size: 0 })
     ));
 }
 
@@ -403,7 +444,7 @@ fn an_uninitialised_bell_is_refused() {
     // SAFETY: `buf` is zeroed and outlives `heap`.
     let (heap, ats) = unsafe { heap_with_bells(buf.as_ptr(), buf.len(), 1) };
     let (region, b) = (heap.region(), bell(&heap, ats[0]));
-    let einval = |r: Result<_, HostError>| matches!(r, Err(HostError::Os { code, .. }) if code == libc::EINVAL);
+    let einval = |r: Result<_, SystemError>| matches!(r, Err(SystemError::Os { code, .. }) if code == libc::EINVAL);
 
     assert!(einval(sem::post(region, b).map(|_| ())));
     assert!(einval(

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shm_core::Doorbell;
+use shm_core::system::SystemResult;
 use shm_core::{Region, WaitNotify, WaitOutcome};
 use shm_host::posix::PosixMapping;
 use shm_host::{
-    CreateOptions, HostError, NativeSystem, Refusal, Result, SegmentName, Server, ServerOptions,
-    System,
+    CreateOptions, HostError, NativeSystem, Refusal, SegmentName, Server, ServerOptions, System,
+    SystemError,
 };
 
 fn name(test: &str) -> String {
@@ -83,31 +84,46 @@ impl System for Shrinking {
     type Mapping = PosixMapping;
     type Presence = <NativeSystem as System>::Presence;
 
-    fn enter(&self, m: &PosixMapping) -> Result<Self::Presence> {
+    fn enter(&self, m: &PosixMapping) -> SystemResult<Self::Presence> {
         NativeSystem.enter(m)
     }
-    fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<PosixMapping> {
+    fn create(
+        &self,
+        name: &SegmentName,
+        size: usize,
+        opts: CreateOptions,
+    ) -> SystemResult<PosixMapping> {
         NativeSystem.create(name, size, opts)
     }
-    fn open(&self, name: &SegmentName) -> Result<PosixMapping> {
+    fn open(&self, name: &SegmentName) -> SystemResult<PosixMapping> {
         NativeSystem.open(name)
     }
-    fn unlink(&self, name: &SegmentName) -> Result<()> {
+    fn unlink(&self, name: &SegmentName) -> SystemResult<()> {
         NativeSystem.unlink(name)
     }
-    fn list(&self) -> Result<Vec<SegmentName>> {
-        NativeSystem.list()
+    fn list(&self, each: &mut dyn FnMut(SegmentName)) -> SystemResult<()> {
+        NativeSystem.list(each)
     }
-    fn object_size(&self, m: &PosixMapping) -> Result<u64> {
+    fn object_size(&self, m: &PosixMapping) -> SystemResult<u64> {
         match self.reported.load(Ordering::SeqCst) {
             0 => NativeSystem.object_size(m),
             n => Ok(n),
         }
     }
-    fn bell_init(&self, m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
+    fn bell_init(
+        &self,
+        m: &PosixMapping,
+        region: &Region<'_>,
+        bell: &Doorbell,
+    ) -> SystemResult<()> {
         NativeSystem.bell_init(m, region, bell)
     }
-    fn bell_ring(&self, m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
+    fn bell_ring(
+        &self,
+        m: &PosixMapping,
+        region: &Region<'_>,
+        bell: &Doorbell,
+    ) -> SystemResult<()> {
         NativeSystem.bell_ring(m, region, bell)
     }
     fn bell_wait(
@@ -116,7 +132,7 @@ impl System for Shrinking {
         region: &Region<'_>,
         bell: &Doorbell,
         timeout: Option<Duration>,
-    ) -> Result<WaitOutcome> {
+    ) -> SystemResult<WaitOutcome> {
         NativeSystem.bell_wait(m, region, bell, timeout)
     }
     fn bell_destroy(&self, m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) {
@@ -154,6 +170,6 @@ fn a_truncated_segment_stops_the_server_with_a_clear_error() {
     drop(server);
     assert!(matches!(
         NativeSystem.open(&SegmentName::new(&n).unwrap()),
-        Err(HostError::NotFound { .. })
+        Err(SystemError::NotFound)
     ));
 }

@@ -111,7 +111,7 @@ pub const DCMD_PROC_INFO: i32 = diof(
 
 /// FNV-1a of the start time, never 0 (0 means "unknown tag").
 pub fn tag_from_start_time(start_ns: u64) -> u32 {
-    shm_host::support::start_time_tag(start_ns)
+    shm_core::system::start_time_tag(start_ns)
 }
 
 /// What asking the system about a pid gave.

@@ -1,7 +1,7 @@
 //! Segments: POSIX shared-memory objects, sized with QNX's `shm_ctl()`, and their listing
 //! under `/dev/shmem`.
 //!
-//! Opening, mapping and unlinking are [`shm_host::posix::PosixMapping`]'s, shared with
+//! Opening, mapping and unlinking are [`shm_posix::PosixMapping`]'s, shared with
 //! Linux. Only the step that gives a new object its memory differs: where Linux calls
 //! `ftruncate`, QNX calls `shm_ctl(fd, SHMCTL_ANON | SHMCTL_SEAL [| SHMCTL_LAZY], 0, size)`
 //! (see [`shmctl_flags`]), because that call adds two things `ftruncate` cannot:
@@ -17,7 +17,7 @@
 //!
 //! A kernel that rejects `SHMCTL_SEAL` with `EINVAL` gets the same call without it.
 //!
-//! [`CreateOptions::prefault`]: shm_host::CreateOptions::prefault
+//! [`CreateOptions::prefault`]: shm_core::CreateOptions::prefault
 
 /// `SHMCTL_ANON` from `<sys/mman.h>`: back the object with anonymous, zeroed memory.
 pub const SHMCTL_ANON: i32 = 0x0000_0001;
@@ -45,13 +45,13 @@ pub fn shmctl_flags(prefault: bool, seal: bool) -> i32 {
 pub const SHM_DIR: &str = "/dev/shmem";
 
 /// Creating a segment: `shm_open(O_CREAT | O_EXCL)`, `shm_ctl`, then `mmap`, through
-/// [`PosixMapping::create_sized`](shm_host::posix::PosixMapping::create_sized).
+/// [`PosixMapping::create_sized`](shm_posix::PosixMapping::create_sized).
 #[cfg(any(target_os = "nto", target_os = "qnx"))]
 pub(crate) mod sys {
     use std::os::fd::{AsRawFd, BorrowedFd};
 
-    use shm_host::posix::PosixMapping;
-    use shm_host::{CreateOptions, HostError, Result};
+    use shm_core::system::{CreateOptions, SystemResult as Result};
+    use shm_posix::{last_os, PosixMapping};
 
     use super::shmctl_flags;
 
@@ -77,7 +77,7 @@ pub(crate) mod sys {
             if unsafe { shm_ctl(fd.as_raw_fd(), shmctl_flags(prefault, seal), 0, size) } == 0 {
                 Ok(())
             } else {
-                Err(HostError::last_os("shm_ctl"))
+                Err(last_os("shm_ctl"))
             }
         };
         match ctl(true) {

@@ -1,15 +1,14 @@
-//! [`QnxSystem`]: the host layer's [`System`] on QNX Neutrino, assembled from the shared
-//! POSIX pieces (`shm_host::posix`) and this crate's QNX parts.
+//! [`QnxSystem`]: shm-core's [`System`] on QNX Neutrino, assembled from the shared POSIX
+//! pieces (`shm-posix`) and this crate's QNX parts.
 
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use shm_core::Doorbell;
+use shm_core::system::polling;
+use shm_core::system::{CreateOptions, SegmentName, System, SystemResult as Result};
 use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
-use shm_host::posix::{sem, PosixMapping};
-use shm_host::{CreateOptions, Result, SegmentName, System};
-
-use shm_host::support;
+use shm_posix::{sem, PosixMapping};
 
 use crate::{process, segment};
 
@@ -30,15 +29,15 @@ impl Processes for QnxSystem {
 
 impl WaitNotify for QnxSystem {
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
-        support::poll_wait(word, expected, timeout)
+        polling::poll_wait(word, expected, timeout)
     }
     /// Nothing to do: waiters poll the word (QNX has no futex; see the crate docs).
     fn notify_all(&self, _word: &AtomicU32) {}
     fn relax(&self, round: u32) {
-        support::relax(round)
+        polling::relax(round)
     }
     fn now(&self) -> Option<Duration> {
-        Some(support::now())
+        Some(polling::now())
     }
 }
 
@@ -54,6 +53,15 @@ impl System for QnxSystem {
         Ok(*self)
     }
 
+    fn check_takeover(
+        &self,
+        _name: &SegmentName,
+        m: &PosixMapping,
+        opts: &CreateOptions,
+    ) -> Result<()> {
+        m.check_takeover(opts)
+    }
+
     fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<PosixMapping> {
         segment::sys::create(&name.prefixed(), size, opts)
     }
@@ -66,8 +74,8 @@ impl System for QnxSystem {
         PosixMapping::unlink(&name.prefixed())
     }
 
-    fn list(&self) -> Result<Vec<SegmentName>> {
-        support::list_segments(std::path::Path::new(segment::SHM_DIR))
+    fn list(&self, each: &mut dyn FnMut(SegmentName)) -> Result<()> {
+        shm_posix::listing::list_dir(std::path::Path::new(segment::SHM_DIR), each)
     }
 
     fn bell_init(&self, _m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {

@@ -1,14 +1,29 @@
 //! The operating-system layer: the one place that picks an implementation by target.
 //! Every OS folder has the same files (`bell.rs`, `process.rs`, `segment.rs`, `signal.rs`,
-//! `wait.rs`) and exports the same [`NativeSystem`] and `install_stop_handler`; nothing
-//! outside this module names an OS.
+//! `wait.rs`) and exports the same [`NativeSystem`] and `install_stop_handler`; QNX's
+//! implementation is the `shm-qnx` crate (which `qnx.rs` re-exports), since it must not
+//! depend on this crate. Nothing outside this module names an OS; the crate root
+//! re-exports everything public here.
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{signal::install_stop_handler, NativeSystem};
 
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
+mod qnx;
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
+pub use qnx::{install_stop_handler, NativeSystem};
+
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 pub use windows::{signal::install_stop_handler, NativeSystem};
+
+/// The POSIX pieces Linux and QNX share (`shm_open` mappings, `sem_t` doorbells), at
+/// their old path `shm_host::posix`.
+#[cfg(unix)]
+pub use shm_posix as posix;
+
+#[cfg(not(any(target_os = "linux", target_os = "nto", target_os = "qnx", windows)))]
+compile_error!("shm-host runs on Linux, Windows and QNX Neutrino; this target is none of them");

@@ -1,7 +1,7 @@
 //! `shmipc clean`: removes segments whose participants are all dead (the classic shared
 //! memory leak after crashes).
 
-use shm_host::{NativeSystem, Segment, SegmentName, System};
+use shm_host::{NamedResult, NativeSystem, Segment, SegmentName, System};
 
 /// Arguments of `clean`.
 #[derive(clap::Args, Debug)]
@@ -18,7 +18,7 @@ pub struct Args {
 /// Scans and removes.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let system = NativeSystem;
-    let names = system.list()?;
+    let names = shm_host::support::list_segments(&system)?;
     if names.is_empty() {
         println!("no shmipc segments");
         return Ok(());
@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if args.dry_run {
             Ok(())
         } else {
-            system.unlink(name)
+            system.unlink(name).named(name)
         }
     });
     if failed == 0 {

@@ -3,9 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shm_host::{
-    checksum, Mapping, NativeSystem, RecvMode, Server, ServerEvent, ServerOptions, System,
-};
+use shm_host::{checksum, Mapping, NativeSystem, RecvMode, Server, ServerEvent, ServerOptions};
 
 use crate::util::parse_size;
 
@@ -62,7 +60,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // name afterwards. (Where a segment vanishes with its last handle, `list` is empty:
     // nothing can be left behind.)
     drop(server);
-    match system.list() {
+    match shm_host::support::list_segments(&system) {
         Ok(names) if names.contains(&segment) => Err(format!(
             "stopped, but segment {} was not removed (`shmipc clean` removes it once unused)",
             args.name

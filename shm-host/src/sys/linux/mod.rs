@@ -13,11 +13,9 @@ use std::time::Duration;
 use shm_core::Doorbell;
 use shm_core::{Region, WaitNotify, WaitOutcome};
 
-use crate::error::Result;
-use crate::name::SegmentName;
-use crate::posix::PosixMapping;
-use crate::support;
-use crate::system::{CreateOptions, System};
+use shm_core::system::polling;
+use shm_core::system::{CreateOptions, SegmentName, System, SystemResult};
+use shm_posix::PosixMapping;
 
 /// The Linux system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -31,10 +29,10 @@ impl WaitNotify for NativeSystem {
         wait::futex_wake_all(word)
     }
     fn relax(&self, round: u32) {
-        support::relax(round)
+        polling::relax(round)
     }
     fn now(&self) -> Option<Duration> {
-        Some(support::now())
+        Some(polling::now())
     }
 }
 
@@ -42,7 +40,7 @@ impl System for NativeSystem {
     type Mapping = PosixMapping;
     type Presence = process::Presence;
 
-    fn enter(&self, m: &PosixMapping) -> Result<process::Presence> {
+    fn enter(&self, m: &PosixMapping) -> SystemResult<process::Presence> {
         process::Presence::enter(m.fd())
     }
 
@@ -52,58 +50,57 @@ impl System for NativeSystem {
 
     fn check_takeover(
         &self,
-        name: &SegmentName,
+        _name: &SegmentName,
         m: &PosixMapping,
         opts: &CreateOptions,
-    ) -> Result<()> {
-        let st = m.stat()?;
-        // SAFETY: no preconditions.
-        let me = unsafe { libc::geteuid() };
-        let refuse = |why| crate::HostError::TakeoverRefused {
-            name: name.as_str().to_owned(),
-            why,
-        };
-        if st.uid != me {
-            return Err(refuse(crate::Refusal::OtherUser { owner: st.uid, me }));
-        }
-        if st.mode & !opts.mode != 0 {
-            return Err(refuse(crate::Refusal::WiderMode {
-                found: st.mode,
-                asked: opts.mode,
-            }));
-        }
-        Ok(())
+    ) -> SystemResult<()> {
+        m.check_takeover(opts)
     }
 
-    fn terminate(&self, m: &PosixMapping, id: shm_core::ProcessId) -> Result<bool> {
+    fn terminate(&self, m: &PosixMapping, id: shm_core::ProcessId) -> SystemResult<bool> {
         process::terminate(m.fd(), id)
     }
 
-    fn object_size(&self, m: &PosixMapping) -> Result<u64> {
+    fn object_size(&self, m: &PosixMapping) -> SystemResult<u64> {
         Ok(m.stat()?.size)
     }
 
-    fn create(&self, name: &SegmentName, size: usize, opts: CreateOptions) -> Result<PosixMapping> {
+    fn create(
+        &self,
+        name: &SegmentName,
+        size: usize,
+        opts: CreateOptions,
+    ) -> SystemResult<PosixMapping> {
         PosixMapping::create(&name.prefixed(), size, opts)
     }
 
-    fn open(&self, name: &SegmentName) -> Result<PosixMapping> {
+    fn open(&self, name: &SegmentName) -> SystemResult<PosixMapping> {
         PosixMapping::open(&name.prefixed())
     }
 
-    fn unlink(&self, name: &SegmentName) -> Result<()> {
+    fn unlink(&self, name: &SegmentName) -> SystemResult<()> {
         PosixMapping::unlink(&name.prefixed())
     }
 
-    fn list(&self) -> Result<Vec<SegmentName>> {
-        support::list_segments(std::path::Path::new(segment::SHM_DIR))
+    fn list(&self, each: &mut dyn FnMut(SegmentName)) -> SystemResult<()> {
+        shm_posix::listing::list_dir(std::path::Path::new(segment::SHM_DIR), each)
     }
 
-    fn bell_init(&self, _m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
+    fn bell_init(
+        &self,
+        _m: &PosixMapping,
+        region: &Region<'_>,
+        bell: &Doorbell,
+    ) -> SystemResult<()> {
         bell::init(region, bell)
     }
 
-    fn bell_ring(&self, _m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
+    fn bell_ring(
+        &self,
+        _m: &PosixMapping,
+        region: &Region<'_>,
+        bell: &Doorbell,
+    ) -> SystemResult<()> {
         bell::ring(region, bell)
     }
 
@@ -113,7 +110,7 @@ impl System for NativeSystem {
         region: &Region<'_>,
         bell: &Doorbell,
         timeout: Option<Duration>,
-    ) -> Result<WaitOutcome> {
+    ) -> SystemResult<WaitOutcome> {
         bell::wait(region, bell, timeout)
     }
 

@@ -30,7 +30,8 @@ use std::sync::{Mutex, Once};
 
 use shm_core::{ProcessId, Processes};
 
-use crate::error::{HostError, Result};
+use shm_core::system::{SystemError, SystemResult as Result};
+use shm_posix::last_os;
 
 /// Offset of mark 0: above every segment (segments are at most 4 GiB), below `off_t`'s
 /// limit for every 32-bit mark.
@@ -109,7 +110,7 @@ pub fn terminate(object: BorrowedFd<'_>, id: ProcessId) -> Result<bool> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: the descriptor is open and `st` is a valid out-pointer.
     if unsafe { libc::fstat(object.as_raw_fd(), &mut st) } != 0 {
-        return Err(HostError::last_os("fstat"));
+        return Err(last_os("fstat"));
     }
     let start = MARK_BASE + i64::from(id.tag);
     let wanted = format!(
@@ -182,7 +183,7 @@ fn random_mark() -> Result<u32> {
     // SAFETY: writes at most 4 bytes into `bytes`.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     if n != 4 {
-        return Err(HostError::last_os("getrandom"));
+        return Err(last_os("getrandom"));
     }
     Ok(u32::from_ne_bytes(bytes))
 }
@@ -190,7 +191,7 @@ fn random_mark() -> Result<u32> {
 impl Presence {
     /// Takes a fresh mark on the object behind `fd`.
     pub fn enter(fd: BorrowedFd<'_>) -> Result<Self> {
-        let fd = fd.try_clone_to_owned().map_err(|e| HostError::Os {
+        let fd = fd.try_clone_to_owned().map_err(|e| SystemError::Os {
             call: "fcntl(F_DUPFD_CLOEXEC)",
             code: e.raw_os_error().unwrap_or(0),
         })?;
@@ -215,14 +216,14 @@ impl Presence {
                     },
                 });
             }
-            let e = HostError::last_os("fcntl(F_OFD_SETLK)");
+            let e = last_os("fcntl(F_OFD_SETLK)");
             match e.os_code() {
                 // Another live attachment holds this mark: pick another.
                 Some(libc::EAGAIN) | Some(libc::EACCES) => continue,
                 _ => return Err(e),
             }
         }
-        Err(HostError::Os {
+        Err(SystemError::Os {
             call: "fcntl(F_OFD_SETLK)",
             code: libc::EAGAIN,
         })
@@ -270,8 +271,8 @@ impl Processes for Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::posix::PosixMapping;
-    use crate::system::CreateOptions;
+    use shm_core::system::CreateOptions;
+    use shm_posix::PosixMapping;
 
     struct Unlink(String);
     impl Drop for Unlink {

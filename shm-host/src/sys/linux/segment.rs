@@ -1,5 +1,5 @@
 //! Where Linux shows POSIX shared-memory objects (listed by
-//! [`support::list_segments`](crate::support::list_segments)).
+//! [`shm_posix::listing::list_dir`]).
 
 /// The directory of POSIX shared-memory objects.
 pub const SHM_DIR: &str = "/dev/shm";

@@ -35,7 +35,7 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use super::segment::{last_error, os_error, wide, OwnedHandle, OwnerOnly, WinMapping};
-use crate::error::Result;
+use shm_core::system::SystemResult as Result;
 
 /// Highest count of a doorbell semaphore. The protocol posts at most once per sleep plus
 /// one stale post, so this is never reached; a post beyond it is ignored.
@@ -206,8 +206,7 @@ pub fn destroy(m: &WinMapping, region: &Region<'_>, bell: &Doorbell) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::name::SegmentName;
-    use crate::system::{CreateOptions, Mapping};
+    use shm_core::system::{CreateOptions, Mapping, SegmentName};
     use std::time::Instant;
 
     fn segment(tag: &str) -> (WinMapping, WinMapping) {

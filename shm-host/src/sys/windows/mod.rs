@@ -25,10 +25,8 @@ use std::time::Duration;
 use shm_core::Doorbell;
 use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
 
-use crate::error::Result;
-use crate::name::SegmentName;
-use crate::support;
-use crate::system::{CreateOptions, System};
+use shm_core::system::polling;
+use shm_core::system::{CreateOptions, SegmentName, System, SystemResult as Result};
 
 pub use segment::WinMapping;
 
@@ -53,10 +51,10 @@ impl WaitNotify for NativeSystem {
         wait::notify_all(word)
     }
     fn relax(&self, round: u32) {
-        support::relax(round)
+        polling::relax(round)
     }
     fn now(&self) -> Option<Duration> {
-        Some(support::now())
+        Some(polling::now())
     }
 }
 
@@ -85,9 +83,9 @@ impl System for NativeSystem {
         Ok(())
     }
 
-    /// Always empty: segments cannot outlive their last user.
-    fn list(&self) -> Result<Vec<SegmentName>> {
-        Ok(Vec::new())
+    /// Lists none: segments cannot outlive their last user.
+    fn list(&self, _each: &mut dyn FnMut(SegmentName)) -> Result<()> {
+        Ok(())
     }
 
     fn bell_init(&self, m: &WinMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
@@ -137,7 +135,7 @@ mod tests {
         let b = Segment::open(sys, &name).unwrap();
         // SAFETY: only reads the region's bounds; no member, no payload.
         assert_eq!(unsafe { b.heap() }.region().end() as usize, size);
-        assert!(sys.list().unwrap().is_empty());
+        assert!(crate::support::list_segments(&sys).unwrap().is_empty());
         sys.unlink(&name).unwrap();
         drop((a, b));
         assert!(matches!(
@@ -241,7 +239,7 @@ mod tests {
         let t0 = Instant::now();
         let code = loop {
             match sys.bell_ring(seg.mapping(), heap.region(), bell) {
-                Err(crate::HostError::Os { call, code }) => {
+                Err(shm_core::SystemError::Os { call, code }) => {
                     assert_eq!(call, "OpenSemaphoreW");
                     break code;
                 }

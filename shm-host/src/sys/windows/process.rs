@@ -23,7 +23,7 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use super::segment::OwnedHandle;
-use crate::support::start_time_tag as tag_from;
+use shm_core::system::start_time_tag as tag_from;
 
 /// The calling process (tag computed once; Windows has no fork, so it never changes).
 pub fn current() -> ProcessId {

@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, LocalFree, SetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS,
-    ERROR_FILE_NOT_FOUND, ERROR_INVALID_HANDLE, HANDLE, INVALID_HANDLE_VALUE,
+    ERROR_FILE_NOT_FOUND, ERROR_INVALID_HANDLE, ERROR_INVALID_PARAMETER, HANDLE,
+    INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -44,9 +45,9 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
-use crate::error::{HostError, Result};
-use crate::name::{SegmentName, PREFIX};
-use crate::system::{CreateOptions, Mapping};
+use shm_core::system::{
+    CreateOptions, Mapping, SegmentName, SystemError, SystemResult as Result, PREFIX,
+};
 
 /// Environment variable choosing the kernel object namespace: `Local` (default) or `Global`.
 pub const NAMESPACE_VAR: &str = "SHMIPC_WIN_NAMESPACE";
@@ -78,15 +79,15 @@ impl Drop for OwnedHandle {
 }
 
 /// An `Os` error for `call` with Win32 error `code`.
-pub fn os_error(call: &'static str, code: u32) -> HostError {
-    HostError::Os {
+pub fn os_error(call: &'static str, code: u32) -> SystemError {
+    SystemError::Os {
         call,
         code: code as i32,
     }
 }
 
 /// An `Os` error for `call` with the calling thread's last Win32 error.
-pub fn last_error(call: &'static str) -> HostError {
+pub fn last_error(call: &'static str) -> SystemError {
     // SAFETY: no preconditions.
     os_error(call, unsafe { GetLastError() })
 }
@@ -102,13 +103,10 @@ pub fn namespace() -> Result<&'static str> {
         Err(std::env::VarError::NotPresent) => Ok("Local"),
         Ok(v) if v.eq_ignore_ascii_case("local") || v.is_empty() => Ok("Local"),
         Ok(v) if v.eq_ignore_ascii_case("global") => Ok("Global"),
-        Ok(v) => Err(HostError::InvalidName {
-            name: v,
-            reason: "SHMIPC_WIN_NAMESPACE must be Local or Global",
-        }),
-        Err(std::env::VarError::NotUnicode(v)) => Err(HostError::InvalidName {
-            name: v.to_string_lossy().into_owned(),
-            reason: "SHMIPC_WIN_NAMESPACE must be Local or Global",
+        // Neither: an invalid parameter, named by the variable and what it must be.
+        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => Err(SystemError::Os {
+            call: "SHMIPC_WIN_NAMESPACE (must be Local or Global)",
+            code: ERROR_INVALID_PARAMETER as i32,
         }),
     }
 }
@@ -285,7 +283,7 @@ impl WinMapping {
     /// Creates section `name` of `size` bytes (failing if the name is taken) and maps it.
     pub fn create(name: &SegmentName, size: usize, opts: CreateOptions) -> Result<Self> {
         if size == 0 || size as u64 > u64::from(u32::MAX) {
-            return Err(HostError::BadSize { size: size as u64 });
+            return Err(SystemError::BadSize { size: size as u64 });
         }
         let namespace = namespace()?;
         let w = wide(&Self::object_name(namespace, name));
@@ -311,15 +309,11 @@ impl WinMapping {
         if h.is_null() {
             return Err(match err {
                 // The name belongs to another kind of object (an event, a semaphore...).
-                ERROR_INVALID_HANDLE => HostError::Exists {
-                    name: name.as_str().to_owned(),
-                },
+                ERROR_INVALID_HANDLE => SystemError::Exists,
                 // Either the section exists and its DACL shuts us out (another user's: on
                 // POSIX, O_EXCL reports EEXIST there too), or we may not create in this
                 // namespace (`Global\` without SeCreateGlobalPrivilege). Opening tells.
-                ERROR_ACCESS_DENIED if exists_unreadable(&w) => HostError::Exists {
-                    name: name.as_str().to_owned(),
-                },
+                ERROR_ACCESS_DENIED if exists_unreadable(&w) => SystemError::Exists,
                 _ => os_error("CreateFileMappingW", err),
             });
         }
@@ -327,9 +321,7 @@ impl WinMapping {
         if err == ERROR_ALREADY_EXISTS {
             // We got a handle to someone else's section: give it back.
             drop(section);
-            return Err(HostError::Exists {
-                name: name.as_str().to_owned(),
-            });
+            return Err(SystemError::Exists);
         }
         let (view, _) = map_view(&section, size)?;
         if opts.prefault {
@@ -356,9 +348,7 @@ impl WinMapping {
             // SAFETY: no preconditions; read right after the call.
             let err = unsafe { GetLastError() };
             return Err(match err {
-                ERROR_FILE_NOT_FOUND => HostError::NotFound {
-                    name: name.as_str().to_owned(),
-                },
+                ERROR_FILE_NOT_FOUND => SystemError::NotFound,
                 _ => os_error("OpenFileMappingW", err),
             });
         }
@@ -473,7 +463,7 @@ mod tests {
         // Page-file-backed: gone with the last handle.
         assert!(matches!(
             WinMapping::open(&name),
-            Err(HostError::NotFound { .. })
+            Err(SystemError::NotFound)
         ));
     }
 
@@ -484,7 +474,7 @@ mod tests {
         let name = unique("errors");
         assert!(matches!(
             WinMapping::open(&name),
-            Err(HostError::NotFound { .. })
+            Err(SystemError::NotFound)
         ));
         let a = WinMapping::create(
             &name,
@@ -496,7 +486,7 @@ mod tests {
         )
         .unwrap();
         let e = WinMapping::create(&name, 4096, CreateOptions::default()).unwrap_err();
-        assert!(matches!(e, HostError::Exists { .. }), "{e}");
+        assert!(matches!(e, SystemError::Exists), "{e}");
         assert!(e.to_string().contains("already exists"));
         // The failed create must not have disturbed the existing section.
         assert_eq!(WinMapping::open(&name).unwrap().len(), 64 * 1024);
@@ -504,7 +494,7 @@ mod tests {
         for size in [0usize, (u32::MAX as usize) + 1] {
             assert!(matches!(
                 WinMapping::create(&unique("size"), size, CreateOptions::default()),
-                Err(HostError::BadSize { .. })
+                Err(SystemError::BadSize { .. })
             ));
         }
     }
@@ -572,7 +562,7 @@ mod tests {
         // SAFETY: (test) allocated by the conversion above, freed once.
         unsafe { LocalFree(sd) };
         match WinMapping::open(&name) {
-            Err(HostError::Os { call, code }) => {
+            Err(SystemError::Os { call, code }) => {
                 assert_eq!(
                     (call, code),
                     ("OpenFileMappingW", ERROR_ACCESS_DENIED as i32)
@@ -582,7 +572,7 @@ mod tests {
         }
         assert!(matches!(
             WinMapping::create(&name, 4096, CreateOptions::default()),
-            Err(HostError::Exists { .. })
+            Err(SystemError::Exists)
         ));
         drop(h);
         // Gone with its handle: the name is free again.

@@ -47,7 +47,7 @@ pub fn install_stop_handler() -> Result<&'static AtomicBool> {
     // SAFETY: `on_ctrl` is a valid handler for the life of the process (a plain function)
     // that only stores to an atomic and sleeps.
     if unsafe { SetConsoleCtrlHandler(Some(on_ctrl), 1) } == 0 {
-        return Err(last_error("SetConsoleCtrlHandler"));
+        return Err(last_error("SetConsoleCtrlHandler").into());
     }
     INSTALLED.store(true, Ordering::SeqCst);
     Ok(&STOP)

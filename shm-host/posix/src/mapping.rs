@@ -5,8 +5,11 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
-use crate::error::{HostError, Result};
-use crate::system::{CreateOptions, Mapping};
+use shm_core::system::{
+    CreateOptions, Mapping, NameError, Refusal, SystemError, SystemResult as Result,
+};
+
+use crate::last_os;
 
 /// A shared mapping, unmapped on drop. It keeps its own descriptor of the object (the
 /// same open file description it was mapped from): liveness marks are locks on it, and
@@ -62,10 +65,7 @@ impl Drop for Fd {
 }
 
 fn os_name(name: &str) -> Result<CString> {
-    CString::new(format!("/{name}")).map_err(|_| HostError::InvalidName {
-        name: name.to_owned(),
-        reason: "contains a NUL byte",
-    })
+    CString::new(format!("/{name}")).map_err(|_| SystemError::InvalidName(NameError::BadCharacter))
 }
 
 /// Extra `mmap` flags for pre-faulting, where the system has them.
@@ -79,9 +79,9 @@ impl PosixMapping {
     /// `fd` (close-on-exec; the same open file description).
     pub fn map_fd(fd: BorrowedFd<'_>, len: usize, prefault: bool) -> Result<Self> {
         if len == 0 {
-            return Err(HostError::BadSize { size: 0 });
+            return Err(SystemError::BadSize { size: 0 });
         }
-        let own = fd.try_clone_to_owned().map_err(|e| HostError::Os {
+        let own = fd.try_clone_to_owned().map_err(|e| SystemError::Os {
             call: "fcntl(F_DUPFD_CLOEXEC)",
             code: e.raw_os_error().unwrap_or(0),
         })?;
@@ -98,9 +98,9 @@ impl PosixMapping {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(HostError::last_os("mmap"));
+            return Err(last_os("mmap"));
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or(HostError::Os {
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or(SystemError::Os {
             call: "mmap",
             code: 0,
         })?;
@@ -118,7 +118,7 @@ impl PosixMapping {
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: the descriptor is open and `st` is a valid out-pointer.
         if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(HostError::last_os("fstat"));
+            return Err(last_os("fstat"));
         }
         Ok(ObjectStat {
             uid: st.st_uid,
@@ -127,13 +127,37 @@ impl PosixMapping {
         })
     }
 
+    /// The takeover rule of a POSIX system: refuses ([`SystemError::TakeoverRefused`]) an
+    /// object that belongs to another user than this process's effective one, or whose
+    /// permission bits admit anything `opts.mode` does not.
+    // uid_t is u32 on Linux (where the casts below change nothing) and i32 on QNX.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn check_takeover(&self, opts: &CreateOptions) -> Result<()> {
+        let st = self.stat()?;
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if st.uid != me {
+            return Err(SystemError::TakeoverRefused(Refusal::OtherUser {
+                owner: st.uid as u32,
+                me: me as u32,
+            }));
+        }
+        if st.mode & !opts.mode != 0 {
+            return Err(SystemError::TakeoverRefused(Refusal::WiderMode {
+                found: st.mode,
+                asked: opts.mode,
+            }));
+        }
+        Ok(())
+    }
+
     /// Creates the shared-memory object `/NAME` (`O_EXCL`) of `size` bytes with
     /// `ftruncate` and maps it.
     pub fn create(name: &str, size: usize, opts: CreateOptions) -> Result<Self> {
         Self::create_sized(name, size, opts, |fd, size, _| {
             // SAFETY: `fd` is open; `size` fits off_t (checked by create_sized).
             if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
-                return Err(HostError::last_os("ftruncate"));
+                return Err(last_os("ftruncate"));
             }
             Ok(())
         })
@@ -142,7 +166,7 @@ impl PosixMapping {
     /// Creates the shared-memory object `/NAME` (`O_EXCL`), gives it `size` bytes with
     /// `size_object` (a system may have a better call than `ftruncate`, e.g. QNX's
     /// `shm_ctl`), and maps it. The object is removed again if a step fails; a taken name
-    /// is [`HostError::Exists`].
+    /// is [`SystemError::Exists`].
     pub fn create_sized(
         name: &str,
         size: usize,
@@ -150,7 +174,7 @@ impl PosixMapping {
         size_object: impl FnOnce(BorrowedFd<'_>, u64, &CreateOptions) -> Result<()>,
     ) -> Result<Self> {
         if size == 0 || size as u64 > u64::from(u32::MAX) {
-            return Err(HostError::BadSize { size: size as u64 });
+            return Err(SystemError::BadSize { size: size as u64 });
         }
         let c = os_name(name)?;
         // SAFETY: `c` is a valid C string; flags and mode are plain integers.
@@ -162,11 +186,9 @@ impl PosixMapping {
             )
         };
         if fd < 0 {
-            let e = HostError::last_os("shm_open");
+            let e = last_os("shm_open");
             return Err(match e.os_code() {
-                Some(libc::EEXIST) => HostError::Exists {
-                    name: name.to_owned(),
-                },
+                Some(libc::EEXIST) => SystemError::Exists,
                 _ => e,
             });
         }
@@ -190,11 +212,9 @@ impl PosixMapping {
         // SAFETY: `c` is a valid C string.
         let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR, 0) };
         if fd < 0 {
-            let e = HostError::last_os("shm_open");
+            let e = last_os("shm_open");
             return Err(match e.os_code() {
-                Some(libc::ENOENT) => HostError::NotFound {
-                    name: name.to_owned(),
-                },
+                Some(libc::ENOENT) => SystemError::NotFound,
                 _ => e,
             });
         }
@@ -216,11 +236,9 @@ impl PosixMapping {
         let c = os_name(name)?;
         // SAFETY: `c` is a valid C string.
         if unsafe { libc::shm_unlink(c.as_ptr()) } != 0 {
-            let e = HostError::last_os("shm_unlink");
+            let e = last_os("shm_unlink");
             return Err(match e.os_code() {
-                Some(libc::ENOENT) => HostError::NotFound {
-                    name: name.to_owned(),
-                },
+                Some(libc::ENOENT) => SystemError::NotFound,
                 _ => e,
             });
         }
@@ -234,9 +252,9 @@ fn fd_len(fd: BorrowedFd<'_>) -> Result<usize> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open and `st` is a valid out-pointer.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(HostError::last_os("fstat"));
+        return Err(last_os("fstat"));
     }
-    usize::try_from(st.st_size).map_err(|_| HostError::BadSize {
+    usize::try_from(st.st_size).map_err(|_| SystemError::BadSize {
         size: st.st_size as u64,
     })
 }

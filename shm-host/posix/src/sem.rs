@@ -11,7 +11,9 @@ use std::time::Duration;
 use shm_core::format::{Doorbell, OS_AREA_ALIGN, OS_AREA_BYTES};
 use shm_core::{Region, WaitOutcome};
 
-use crate::error::{HostError, Result};
+use shm_core::system::{SystemError, SystemResult as Result};
+
+use crate::last_os;
 
 const _: () = assert!(size_of::<libc::sem_t>() <= OS_AREA_BYTES);
 const _: () = assert!(align_of::<libc::sem_t>() <= OS_AREA_ALIGN);
@@ -28,7 +30,7 @@ pub fn init(region: &Region<'_>, bell: &Doorbell) -> Result<()> {
     // SAFETY: `sem` points at OS_AREA_BYTES >= size_of::<sem_t>() bytes of the region,
     // aligned for sem_t, owned by the caller's participant and not in use by anyone yet.
     if unsafe { libc::sem_init(sem, 1, 0) } != 0 {
-        return Err(HostError::last_os("sem_init"));
+        return Err(last_os("sem_init"));
     }
     bell.os_ready.store(1, std::sync::atomic::Ordering::Release);
     Ok(())
@@ -38,7 +40,7 @@ pub fn init(region: &Region<'_>, bell: &Doorbell) -> Result<()> {
 /// be undefined behaviour. `call` names the operation in the error.
 fn ready(bell: &Doorbell, call: &'static str) -> Result<()> {
     if bell.os_ready.load(std::sync::atomic::Ordering::Acquire) == 0 {
-        return Err(HostError::Os {
+        return Err(SystemError::Os {
             call,
             code: libc::EINVAL,
         });
@@ -52,7 +54,7 @@ pub fn post(region: &Region<'_>, bell: &Doorbell) -> Result<()> {
     let sem = sem_ptr(region, bell)?;
     // SAFETY: `sem` was initialised by `init` (os_ready) and lives in the mapped region.
     if unsafe { libc::sem_post(sem) } != 0 {
-        return Err(HostError::last_os("sem_post"));
+        return Err(last_os("sem_post"));
     }
     Ok(())
 }
@@ -82,7 +84,7 @@ pub fn wait(
         if r == 0 {
             return Ok(WaitOutcome::Woken);
         }
-        let e = HostError::last_os(if deadline.is_some() {
+        let e = last_os(if deadline.is_some() {
             TIMED_WAIT
         } else {
             "sem_wait"
@@ -158,7 +160,7 @@ fn deadline(clock: libc::clockid_t, t: Duration) -> Result<libc::timespec> {
     let mut now: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: valid clock id and out-pointer.
     if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
-        return Err(HostError::last_os("clock_gettime"));
+        return Err(last_os("clock_gettime"));
     }
     let nanos = now.tv_nsec as u64 + u64::from(t.subsec_nanos());
     let secs = (now.tv_sec as u64)
