@@ -69,6 +69,11 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     }
     h
 }
+/// OS services the `shmipc` tool needs beyond the IPC API (CPU pinning, unbuffered
+/// standard I/O, the parent process), the same functions on every system.
+#[cfg(all(feature = "cli", any(target_os = "linux", windows)))]
+#[doc(hidden)]
+pub use sys::cli as cli_os;
 /// Makes SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of
 /// ending the process, so a foreground program can shut down cleanly.
 #[cfg(any(target_os = "linux", windows))]

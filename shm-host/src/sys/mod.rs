@@ -12,3 +12,9 @@ pub use linux::{signal::install_stop_handler, NativeSystem};
 mod windows;
 #[cfg(windows)]
 pub use windows::{signal::install_stop_handler, NativeSystem};
+
+// The `cli` feature's OS services (`cli.rs` in each OS folder).
+#[cfg(all(target_os = "linux", feature = "cli"))]
+pub use linux::cli;
+#[cfg(all(windows, feature = "cli"))]
+pub use windows::cli;
