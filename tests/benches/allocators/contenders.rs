@@ -17,8 +17,8 @@ use crate::{Arena, ALIGN};
 /// linked_list_allocator and the system allocator need back on free).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Handle {
-    pub(crate) raw: usize,
-    pub(crate) size: u32,
+    raw: usize,
+    size: u32,
 }
 
 /// What the replay loop needs from an allocator.
@@ -89,9 +89,9 @@ pub(crate) fn process_id() -> u32 {
 pub(crate) struct ShmCore;
 
 pub(crate) struct ShmCoreAlloc<'a> {
-    pub(crate) heap: Heap<'a, SpinPlatform>,
-    pub(crate) me: Member,
-    pub(crate) error: Option<Error>,
+    heap: Heap<'a, SpinPlatform>,
+    me: Member,
+    error: Option<Error>,
 }
 
 impl Contender for ShmCore {
@@ -214,7 +214,7 @@ pub(crate) struct Rlsf;
 pub(crate) type RlsfTlsf<'a> = rlsf::Tlsf<'a, u32, u32, 24, 32>;
 
 pub(crate) struct RlsfAlloc<'a> {
-    pub(crate) tlsf: RlsfTlsf<'a>,
+    tlsf: RlsfTlsf<'a>,
 }
 
 impl Contender for Rlsf {
@@ -263,11 +263,11 @@ impl BenchAlloc for RlsfAlloc<'_> {
 pub(crate) struct RlsfLocked;
 
 pub(crate) struct RlsfLockedAlloc<'a> {
-    pub(crate) inner: RlsfAlloc<'a>,
-    pub(crate) lock: AtomicU64,
+    inner: RlsfAlloc<'a>,
+    lock: AtomicU64,
     /// The holder word this process writes (pid and tag), computed once as shm-core's
     /// platforms cache their identity.
-    pub(crate) word: u64,
+    word: u64,
 }
 
 impl RlsfLockedAlloc<'_> {
@@ -317,8 +317,8 @@ impl BenchAlloc for RlsfLockedAlloc<'_> {
 pub(crate) struct LinkedList;
 
 pub(crate) struct LinkedListAlloc<'a> {
-    pub(crate) heap: linked_list_allocator::Heap,
-    pub(crate) _arena: PhantomData<&'a mut Arena>,
+    heap: linked_list_allocator::Heap,
+    _arena: PhantomData<&'a mut Arena>,
 }
 
 impl Contender for LinkedList {
@@ -363,8 +363,8 @@ impl BenchAlloc for LinkedListAlloc<'_> {
 pub(crate) struct Talc;
 
 pub(crate) struct TalcAlloc<'a> {
-    pub(crate) talc: talc::base::Talc<talc::source::Manual, talc::DefaultBinning>,
-    pub(crate) _arena: PhantomData<&'a mut Arena>,
+    talc: talc::base::Talc<talc::source::Manual, talc::DefaultBinning>,
+    _arena: PhantomData<&'a mut Arena>,
 }
 
 impl Contender for Talc {

@@ -17,11 +17,11 @@ pub(crate) const PROBE_CELL_MARGIN: u32 = 16;
 
 /// Asks an allocator which sizes it can serve right now, leaving it as it was.
 pub(crate) struct Prober<'p, A> {
-    pub(crate) a: &'p mut A,
+    a: &'p mut A,
     /// Allocator calls made so far (allocations, successful or not).
-    pub(crate) probes: u64,
+    probes: u64,
     /// First few unexpected errors.
-    pub(crate) errors: Vec<String>,
+    errors: Vec<String>,
 }
 
 impl<A: BenchAlloc> Prober<'_, A> {
@@ -82,14 +82,14 @@ impl<A: BenchAlloc> Prober<'_, A> {
 /// What the probe found (all sizes are payload bytes).
 pub(crate) struct Probe {
     /// Largest allocatable block.
-    pub(crate) largest: u64,
+    largest: u64,
     /// Sum of the greedy fill's blocks.
-    pub(crate) fill: u64,
+    fill: u64,
     /// The greedy fill's blocks, still allocated.
-    pub(crate) kept: Vec<Handle>,
+    kept: Vec<Handle>,
     /// Allocator calls the probe made.
-    pub(crate) probes: u64,
-    pub(crate) errors: Vec<String>,
+    probes: u64,
+    errors: Vec<String>,
 }
 
 /// Finds the largest allocatable block of `a`, then fills `a` greedily with the largest
@@ -134,20 +134,20 @@ pub(crate) fn probe<A: BenchAlloc>(a: &mut A) -> Probe {
 
 /// One row of the fragmentation table.
 pub(crate) struct FragRow {
-    pub(crate) workload: &'static str,
-    pub(crate) allocator: &'static str,
+    workload: &'static str,
+    allocator: &'static str,
     /// Largest allocatable block (payload bytes).
-    pub(crate) largest: u64,
+    largest: u64,
     /// Sum of the greedy fill (payload bytes).
-    pub(crate) fill: u64,
+    fill: u64,
     /// Blocks in the greedy fill.
-    pub(crate) blocks: usize,
+    blocks: usize,
     /// The allocator's own view before the probe and after the fill.
-    pub(crate) before: Option<OwnView>,
-    pub(crate) after: Option<OwnView>,
+    before: Option<OwnView>,
+    after: Option<OwnView>,
     /// What [`BenchAlloc::prepare_probe`] did, if anything.
-    pub(crate) prepared: Option<String>,
-    pub(crate) tally: Tally,
+    prepared: Option<String>,
+    tally: Tally,
 }
 
 /// Replays `w`'s setup and timed ops (untimed) on a fresh allocator, then probes it.

@@ -14,15 +14,15 @@ use crate::{Arena, MEAN_BUDGET, MEAN_MAX_REPLAYS, REGION_BYTES, SEED};
 
 /// One row of the latency table.
 pub(crate) struct Row {
-    pub(crate) workload: &'static str,
-    pub(crate) allocator: &'static str,
-    pub(crate) ops: usize,
-    pub(crate) ns_per_op: f64,
-    pub(crate) p50: u64,
-    pub(crate) p99: u64,
-    pub(crate) p999: u64,
-    pub(crate) max: u64,
-    pub(crate) tally: Tally,
+    workload: &'static str,
+    allocator: &'static str,
+    ops: usize,
+    ns_per_op: f64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    tally: Tally,
 }
 
 /// The distribution of `samples` (ns) in a histogram (the one `shmipc bench` uses too):

@@ -145,8 +145,8 @@ pub(crate) const LATENCY_ONLY_VAR: &str = "ALLOC_BENCH_LATENCY_ONLY";
 /// `linked_list_allocator::Heap::init` asks. Allocators borrow it mutably, so only one
 /// uses it at a time.
 pub(crate) struct Arena {
-    pub(crate) ptr: NonNull<u8>,
-    pub(crate) len: usize,
+    ptr: NonNull<u8>,
+    len: usize,
 }
 
 impl Arena {

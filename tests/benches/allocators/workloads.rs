@@ -59,14 +59,14 @@ pub(crate) struct Workload {
 /// Sizes of the workloads: full for `cargo bench`, tiny for `cargo test --benches`.
 #[derive(Clone, Copy)]
 pub(crate) struct Params {
-    pub(crate) w1_live: u32,
-    pub(crate) w1_steps: u32,
-    pub(crate) w2_live: u32,
-    pub(crate) w2_steps: u32,
-    pub(crate) w3_blocks: u32,
-    pub(crate) w3_rounds: u32,
-    pub(crate) w4_target: u64,
-    pub(crate) w4_bursts: u32,
+    w1_live: u32,
+    w1_steps: u32,
+    w2_live: u32,
+    w2_steps: u32,
+    w3_blocks: u32,
+    w3_rounds: u32,
+    w4_target: u64,
+    w4_bursts: u32,
 }
 
 impl Params {

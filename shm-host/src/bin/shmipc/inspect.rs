@@ -31,6 +31,8 @@ pub struct Args {
     pub no_lock: bool,
 }
 
+/// One registered process, as the table shows it and as `--json` names it.
+#[derive(Serialize)]
 struct Proc {
     slot: u16,
     pid: u32,
@@ -38,8 +40,12 @@ struct Proc {
     role: &'static str,
     blocks: u32,
     bytes: u32,
+    #[serde(rename = "reserve_bytes")]
     reserve: u32,
-    queue: Option<(u32, u32)>,
+    queue_depth: Option<u32>,
+    queue_capacity: Option<u32>,
+    /// Clients only.
+    #[serde(rename = "keepalives_missed")]
     missed: Option<u32>,
 }
 
@@ -55,7 +61,7 @@ struct Report<'a> {
     lock: Option<LockJson>,
     journal_entries: u32,
     server: ServerJson,
-    processes: Vec<ProcJson>,
+    processes: &'a [Proc],
     free_block_sizes: Outcome<SizeClasses>,
     statistics: Outcome<StatsJson>,
     check: CheckJson,
@@ -75,37 +81,6 @@ struct ServerJson {
     pid: u32,
     heartbeat_ms: u32,
     keepalives_sent: u32,
-}
-
-#[derive(Serialize)]
-struct ProcJson {
-    slot: u16,
-    pid: u32,
-    alive: bool,
-    role: &'static str,
-    blocks: u32,
-    bytes: u32,
-    reserve_bytes: u32,
-    queue_depth: Option<u32>,
-    queue_capacity: Option<u32>,
-    keepalives_missed: Option<u32>,
-}
-
-impl From<&Proc> for ProcJson {
-    fn from(p: &Proc) -> ProcJson {
-        ProcJson {
-            slot: p.slot,
-            pid: p.pid,
-            alive: p.alive,
-            role: p.role,
-            blocks: p.blocks,
-            bytes: p.bytes,
-            reserve_bytes: p.reserve,
-            queue_depth: p.queue.map(|q| q.0),
-            queue_capacity: p.queue.map(|q| q.1),
-            keepalives_missed: p.missed,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -214,7 +189,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             blocks: p.blocks,
             bytes: p.bytes,
             reserve,
-            queue,
+            queue_depth: queue.map(|(depth, _)| depth),
+            queue_capacity: queue.map(|(_, capacity)| capacity),
             missed,
         });
     }
@@ -262,7 +238,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 heartbeat_ms: st.heartbeat_ms,
                 keepalives_sent: st.keepalive_seq,
             },
-            processes: procs.iter().map(ProcJson::from).collect(),
+            processes: &procs,
             free_block_sizes: match &free_walk {
                 Ok(()) => Outcome::Ok(SizeClasses(
                     classes
@@ -349,7 +325,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             p.blocks,
             human_bytes(u64::from(p.bytes)),
             human_bytes(u64::from(p.reserve)),
-            p.queue.map_or("-".into(), |(d, c)| format!("{d}/{c}")),
+            match (p.queue_depth, p.queue_capacity) {
+                (Some(d), Some(c)) => format!("{d}/{c}"),
+                _ => "-".into(),
+            },
             p.missed.map_or("-".into(), |m| m.to_string()),
         );
     }

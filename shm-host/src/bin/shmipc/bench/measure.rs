@@ -16,6 +16,34 @@ use super::report::{size_label, Output, Row};
 use super::{pin_to, Mechanism, Res};
 use crate::util::{latency_histogram, nanos};
 
+/// How long each row runs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Budget {
+    /// Warm-up time (untimed round trips).
+    warm: Duration,
+    /// Timed part.
+    time: Duration,
+    /// Least timed round trips.
+    min_rounds: u64,
+    /// Most timed round trips.
+    max_rounds: u64,
+    /// Most bytes copied per row (uds and pipe), when the time allows more.
+    copy_bytes: u64,
+}
+
+impl Budget {
+    /// The budget of a row whose timed part is `time` (`quick`: a smoke run).
+    pub(super) fn new(time: Duration, quick: bool) -> Budget {
+        Budget {
+            warm: (time / 10).clamp(Duration::from_millis(2), Duration::from_millis(200)),
+            time,
+            min_rounds: 30,
+            max_rounds: 1_000_000,
+            copy_bytes: if quick { 1 << 30 } else { 16 << 30 },
+        }
+    }
+}
+
 /// One end of a ping-pong with a peer process.
 pub(super) trait Link {
     /// Readies `rounds` round trips of `n`-byte payloads (not timed).
@@ -28,10 +56,10 @@ pub(super) trait Link {
 
 /// Timed results of one row.
 pub(super) struct Stats {
-    pub(super) rounds: u64,
+    rounds: u64,
     /// Round-trip times in nanoseconds.
-    pub(super) latency: Histogram<u64>,
-    pub(super) elapsed: Duration,
+    latency: Histogram<u64>,
+    elapsed: Duration,
 }
 
 /// Runs up to `rounds` round trips in chunks of about an eighth (each announced with
@@ -135,20 +163,14 @@ pub(super) fn run_sizes<L: Link + ?Sized>(
                 }
             })
             .with_context(|| format!("{} {mode} {}", mech.name(), size_label(n)))?;
-        let secs = s.elapsed.as_secs_f64().max(1e-9);
-        let msgs = 2.0 * s.rounds as f64 / secs;
-        out.push(Row {
-            mechanism: mech.name(),
-            mode: mode.to_owned(),
-            payload: n,
-            iterations: s.rounds,
-            p50_ns: s.latency.value_at_quantile(0.5) / 2,
-            p99_ns: s.latency.value_at_quantile(0.99) / 2,
-            min_ns: s.latency.min() / 2,
-            msgs_per_s: msgs,
-            mib_per_s: msgs * n as f64 / f64::from(1u32 << 20),
-            when: None,
-        });
+        out.push(Row::new(
+            (mech.name(), mode),
+            n,
+            s.rounds,
+            &s.latency,
+            s.elapsed,
+            None,
+        ));
     }
     Ok(())
 }
@@ -221,26 +243,20 @@ pub(super) fn cacheline(plan: &Plan, when: &'static str) -> Res<Row> {
         }
         plan.check_stop()
     })?;
-    let rounds = batches * BATCH;
-    let msgs = 2.0 * rounds as f64 / elapsed.as_secs_f64().max(1e-9);
-    Ok(Row {
-        mechanism: "cacheline",
-        mode: "busy".into(),
-        payload: 64,
-        iterations: rounds,
-        p50_ns: latency.value_at_quantile(0.5) / 2,
-        p99_ns: latency.value_at_quantile(0.99) / 2,
-        min_ns: latency.min() / 2,
-        msgs_per_s: msgs,
-        mib_per_s: msgs * 64.0 / f64::from(1u32 << 20),
-        when: Some(when),
-    })
+    Ok(Row::new(
+        ("cacheline", "busy"),
+        64,
+        batches * BATCH,
+        &latency,
+        elapsed,
+        Some(when),
+    ))
 }
 
 /// A peer process; killed and waited for if it is still running when dropped.
 pub(super) struct Peer {
     pub(super) child: Child,
-    pub(super) what: String,
+    what: String,
 }
 
 impl Peer {

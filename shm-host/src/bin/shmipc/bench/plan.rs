@@ -1,5 +1,5 @@
-//! What a `bench` run measures: payload sizes, modes, mechanisms, the time budget of a
-//! row, the segment size, and how peers are started.
+//! What a `bench` run measures: payload sizes, modes, mechanisms, the segment size, and
+//! how peers are started.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -9,23 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use shm_host::RecvMode;
 
+use super::measure::Budget;
 use super::{Args, Mechanism, Mode, Res, MAX_PAYLOAD};
 use crate::util::human_bytes;
-
-/// How long each row runs.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Budget {
-    /// Warm-up time (untimed round trips).
-    pub(super) warm: Duration,
-    /// Timed part.
-    pub(super) time: Duration,
-    /// Least timed round trips.
-    pub(super) min_rounds: u64,
-    /// Most timed round trips.
-    pub(super) max_rounds: u64,
-    /// Most bytes copied per row (uds and pipe), when the time allows more.
-    pub(super) copy_bytes: u64,
-}
 
 /// Payload sizes: `min`, then the powers of `step` from 4 x `min` below `max`, then `max`.
 pub(super) fn sizes(min: usize, max: usize, step: usize) -> Vec<usize> {
@@ -54,7 +40,7 @@ pub(super) struct Plan {
     pub(super) mechanisms: Vec<Mechanism>,
     pub(super) budget: Budget,
     pub(super) segment: usize,
-    pub(super) exe: PathBuf,
+    exe: PathBuf,
     pub(super) peer_cpu: Option<usize>,
     /// `--pin`.
     pub(super) pin: Option<(usize, usize)>,
@@ -106,13 +92,7 @@ impl Plan {
         } else {
             Duration::from_secs(1)
         });
-        let budget = Budget {
-            warm: (time / 10).clamp(Duration::from_millis(2), Duration::from_millis(200)),
-            time,
-            min_rounds: 30,
-            max_rounds: 1_000_000,
-            copy_bytes: if args.quick { 1 << 30 } else { 16 << 30 },
-        };
+        let budget = Budget::new(time, args.quick);
         // One payload-sized block is live at a time; twice that leaves room for the
         // allocator's headers, the queues and any fragmentation.
         let segment = (2 * max + (32 << 20)).max(16 << 20);

@@ -2,8 +2,9 @@
 //! the end, and the progress on stderr.
 
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::plan::Plan;
@@ -12,17 +13,45 @@ use crate::util::human_bytes;
 /// One measured row.
 #[derive(Clone, Debug)]
 pub(super) struct Row {
-    pub(super) mechanism: &'static str,
-    pub(super) mode: String,
-    pub(super) payload: usize,
-    pub(super) iterations: u64,
-    pub(super) p50_ns: u64,
-    pub(super) p99_ns: u64,
-    pub(super) min_ns: u64,
-    pub(super) msgs_per_s: f64,
-    pub(super) mib_per_s: f64,
+    mechanism: &'static str,
+    mode: String,
+    payload: usize,
+    iterations: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+    min_ns: u64,
+    msgs_per_s: f64,
+    mib_per_s: f64,
     /// For the cache-line reference: measured at the "start" or the "end" of the run.
-    pub(super) when: Option<&'static str>,
+    when: Option<&'static str>,
+}
+
+impl Row {
+    /// The row of `rounds` round trips of `payload` bytes by `(mechanism, mode)`, which
+    /// took `elapsed` in all and whose times (ns) `latency` holds: one way is half a
+    /// round trip, and a round trip is two messages.
+    pub(super) fn new(
+        (mechanism, mode): (&'static str, &str),
+        payload: usize,
+        rounds: u64,
+        latency: &Histogram<u64>,
+        elapsed: Duration,
+        when: Option<&'static str>,
+    ) -> Row {
+        let msgs = 2.0 * rounds as f64 / elapsed.as_secs_f64().max(1e-9);
+        Row {
+            mechanism,
+            mode: mode.to_owned(),
+            payload,
+            iterations: rounds,
+            p50_ns: latency.value_at_quantile(0.5) / 2,
+            p99_ns: latency.value_at_quantile(0.99) / 2,
+            min_ns: latency.min() / 2,
+            msgs_per_s: msgs,
+            mib_per_s: msgs * payload as f64 / f64::from(1u32 << 20),
+            when,
+        }
+    }
 }
 
 /// A row as one line of `--json`: these field names, in this order.
@@ -62,16 +91,16 @@ impl Row {
 
 /// Where rows go: JSON lines at once, or a table at the end; progress on stderr.
 pub(super) struct Output {
-    pub(super) json: bool,
-    pub(super) tty: bool,
-    pub(super) rows: Vec<Row>,
+    json: bool,
+    tty: bool,
+    rows: Vec<Row>,
     /// The cache-line references (not part of the table).
-    pub(super) reference: Vec<Row>,
-    pub(super) notes: Vec<String>,
-    pub(super) total: usize,
-    pub(super) started: Instant,
+    reference: Vec<Row>,
+    notes: Vec<String>,
+    total: usize,
+    started: Instant,
     /// `/proc/loadavg` when the run started (empty elsewhere).
-    pub(super) load_at_start: String,
+    load_at_start: String,
 }
 
 impl Output {

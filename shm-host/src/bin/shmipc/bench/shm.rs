@@ -18,18 +18,18 @@ pub(super) type Srv = Server<NativeSystem>;
 
 /// This process as the server; the peer a client that echoes (or frees and allocates).
 pub(super) struct ShmLink<'a> {
-    pub(super) server: &'a Srv,
-    pub(super) peer: PeerId,
-    pub(super) process: &'a mut Peer,
-    pub(super) plan: &'a Plan,
-    pub(super) cycle: bool,
+    server: &'a Srv,
+    peer: PeerId,
+    process: &'a mut Peer,
+    plan: &'a Plan,
+    cycle: bool,
     /// Spin on `try_recv` instead of waiting in the receive mode.
-    pub(super) poll: bool,
+    poll: bool,
     /// Echo mode: the buffer going back and forth.
-    pub(super) buf: Option<Buffer<NativeSystem>>,
-    pub(super) n: usize,
+    buf: Option<Buffer<NativeSystem>>,
+    n: usize,
     /// The tag of every message: the payload size (the cycle peer allocates that much).
-    pub(super) tag: u32,
+    tag: u32,
 }
 
 impl ShmLink<'_> {

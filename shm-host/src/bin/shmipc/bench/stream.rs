@@ -16,11 +16,11 @@ use super::{Mechanism, Res, CONNECT_TIMEOUT, MAX_PAYLOAD, REPLY_TIMEOUT};
 /// A byte stream to the peer. Each phase starts with a 16-byte header (payload size,
 /// round trips; 0 round trips: exit), then the payloads go back and forth in full.
 pub(super) struct StreamLink<R: Read, W: Write> {
-    pub(super) r: R,
-    pub(super) w: W,
-    pub(super) tx: Vec<u8>,
-    pub(super) rx: Vec<u8>,
-    pub(super) n: usize,
+    r: R,
+    w: W,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+    n: usize,
 }
 
 impl<R: Read, W: Write> StreamLink<R, W> {
