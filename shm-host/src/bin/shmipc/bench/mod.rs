@@ -14,7 +14,8 @@
 //!   frees it, allocates a buffer of the same size and sends that back; this process
 //!   receives and frees it. The payload is not written (filling it is the application's
 //!   copy, not the transport's).
-//! - `uds` (Unix only: a Unix-domain stream socket) and `pipe` (the peer's stdin and
+//! - `uds` (a Unix-domain stream socket, where the system has them: Linux, Windows 10 and
+//!   later; elsewhere a note says it is skipped) and `pipe` (the peer's stdin and
 //!   stdout): the payload is written and read in full each way with blocking I/O, so it is
 //!   copied into and out of the kernel. Their mode is `blocking`.
 //! - `--modes poll` (diagnostic, not run by default): the shm rows with both sides calling
@@ -122,7 +123,7 @@ pub enum Mechanism {
     Shm,
     /// This library: alloc -> send -> recv -> free, each way.
     ShmCycle,
-    /// A Unix-domain stream socket (not on Windows).
+    /// A Unix-domain stream socket (where the system has them).
     Uds,
     /// A pair of pipes: the peer's stdin and stdout.
     Pipe,
