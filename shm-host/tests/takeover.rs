@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shm_core::Doorbell;
 use shm_core::system::SystemResult;
+use shm_core::Doorbell;
 use shm_core::{Region, WaitNotify, WaitOutcome};
 use shm_host::posix::PosixMapping;
 use shm_host::{

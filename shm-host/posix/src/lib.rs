@@ -15,6 +15,7 @@ pub mod listing;
 pub mod mapping;
 pub mod sem;
 pub mod signal;
+pub mod stdio;
 
 pub use mapping::{ObjectStat, PosixMapping};
 

@@ -27,3 +27,16 @@ pub use shm_posix as posix;
 
 #[cfg(not(any(target_os = "linux", target_os = "nto", target_os = "qnx", windows)))]
 compile_error!("shm-host runs on Linux, Windows and QNX Neutrino; this target is none of them");
+
+// The `cli` feature's OS services (`cli` in each OS's module): CPU pinning, unbuffered
+// standard I/O, the parent process, the same functions on every system. Public (as
+// `shm_host::cli`) for the `shmipc` binary only, so hidden from the docs.
+#[cfg(all(target_os = "linux", feature = "cli"))]
+#[doc(hidden)]
+pub use linux::cli;
+#[cfg(all(any(target_os = "nto", target_os = "qnx"), feature = "cli"))]
+#[doc(hidden)]
+pub use qnx::cli;
+#[cfg(all(windows, feature = "cli"))]
+#[doc(hidden)]
+pub use windows::cli;

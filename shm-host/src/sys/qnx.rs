@@ -10,3 +10,18 @@ pub use shm_qnx::QnxSystem as NativeSystem;
 pub fn install_stop_handler() -> Result<&'static std::sync::atomic::AtomicBool> {
     Ok(shm_posix::signal::install_stop_handler()?)
 }
+
+/// OS services the `shmipc` tool needs beyond the IPC API (the same functions in every OS
+/// folder's `cli.rs`).
+#[cfg(feature = "cli")]
+pub mod cli {
+    pub use shm_posix::stdio::{parent_process_id, unbuffered_stdio};
+
+    /// Pinning is not offered on QNX (`shmipc bench --pin` says so).
+    pub fn pin_current_thread(_cpu: usize) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "pinning to a CPU is supported on Linux only",
+        ))
+    }
+}

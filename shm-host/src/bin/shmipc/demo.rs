@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use shm_host::{checksum, Client, PeerId, RecvMode, Server, ServerEvent, ServerOptions};
 
-use crate::util::{human_bytes, parse_size, percentile};
+use crate::util::{human_bytes, latency_histogram, nanos, parse_size};
 
 /// Arguments of `demo`.
 #[derive(clap::Args, Debug)]
@@ -101,9 +101,9 @@ pub fn run_client(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("hello {}", client.id());
     client.wait_connected(Duration::from_secs(10))?;
     let sizes = sizes(args.max_size);
-    // Latency samples, bounded: the victim of the demo streams without end.
-    const MAX_SAMPLES: usize = 1 << 20;
-    let mut rtts = Vec::with_capacity((args.messages as usize).min(MAX_SAMPLES));
+    // Round-trip times: a histogram of fixed size (the victim of the demo streams
+    // without end).
+    let mut rtts = latency_histogram()?;
     let mut bytes = 0u64;
     for seq in 0..args.messages {
         let size = sizes[seq as usize % sizes.len()];
@@ -116,21 +116,18 @@ pub fn run_client(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
         let reply = client
             .recv_timeout(Duration::from_secs(10))?
             .ok_or("no echo within 10 s")?;
-        if rtts.len() < MAX_SAMPLES {
-            rtts.push(t.elapsed());
-        }
+        rtts.saturating_record(nanos(t.elapsed()));
         if reply.tag != seq || reply.buffer.len() != size || sample_sum(&reply.buffer) != sum {
             return Err(format!("echo {seq} corrupted").into());
         }
         bytes += 2 * size as u64;
     }
-    rtts.sort();
     println!(
         "result messages={} bytes={} p50_ns={} p99_ns={}",
         args.messages,
         bytes,
-        percentile(&rtts, 50.0).as_nanos(),
-        percentile(&rtts, 99.0).as_nanos()
+        rtts.value_at_quantile(0.5),
+        rtts.value_at_quantile(0.99)
     );
     Ok(())
 }

@@ -12,7 +12,9 @@ use shm_core::format::{KIND_CLIENT, KIND_SERVER, P_DISCONNECTED};
 use shm_core::Offset;
 use shm_host::{Mapping, NativeSystem, Segment, SegmentName};
 
-use crate::util::{human_bytes, Json};
+use serde::{Serialize, Serializer};
+
+use crate::util::human_bytes;
 
 /// Arguments of `inspect`.
 #[derive(clap::Args, Debug)]
@@ -29,6 +31,8 @@ pub struct Args {
     pub no_lock: bool,
 }
 
+/// One registered process, as the table shows it and as `--json` names it.
+#[derive(Serialize)]
 struct Proc {
     slot: u16,
     pid: u32,
@@ -36,9 +40,97 @@ struct Proc {
     role: &'static str,
     blocks: u32,
     bytes: u32,
+    #[serde(rename = "reserve_bytes")]
     reserve: u32,
-    queue: Option<(u32, u32)>,
+    queue_depth: Option<u32>,
+    queue_capacity: Option<u32>,
+    /// Clients only.
+    #[serde(rename = "keepalives_missed")]
     missed: Option<u32>,
+}
+
+/// `inspect --json`: one object, these field names in this order.
+#[derive(Serialize)]
+struct Report<'a> {
+    name: &'a str,
+    size: usize,
+    format_version: u32,
+    fingerprint: String,
+    align: u32,
+    /// `null` when the lock is free.
+    lock: Option<LockJson>,
+    journal_entries: u32,
+    server: ServerJson,
+    processes: &'a [Proc],
+    free_block_sizes: Outcome<SizeClasses>,
+    statistics: Outcome<StatsJson>,
+    check: CheckJson,
+}
+
+#[derive(Serialize)]
+struct LockJson {
+    pid: u32,
+    alive: bool,
+}
+
+#[derive(Serialize)]
+struct ServerJson {
+    running: bool,
+    alive: bool,
+    generation: u32,
+    pid: u32,
+    heartbeat_ms: u32,
+    keepalives_sent: u32,
+}
+
+#[derive(Serialize)]
+struct StatsJson {
+    heap_bytes: u32,
+    free_bytes: u32,
+    min_ever_free_bytes: u32,
+    largest_free_block: u32,
+    smallest_free_block: u32,
+    free_blocks: u32,
+    used_blocks: u32,
+    allocs: u64,
+    frees: u64,
+    lock_breaks: u32,
+}
+
+/// `{"ok": true, "blocks": N, "locked": B}` or `{"ok": false, "error": "...", "locked": B}`.
+#[derive(Serialize)]
+struct CheckJson {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocks: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    locked: bool,
+}
+
+/// A section that could be read (its own object) or not (`{"error": "..."}`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Outcome<T> {
+    Ok(T),
+    Failed { error: String },
+}
+
+impl<T> Outcome<T> {
+    fn failed(e: &impl std::fmt::Display) -> Self {
+        Outcome::Failed {
+            error: e.to_string(),
+        }
+    }
+}
+
+/// Free blocks per size class, as an object whose keys are the class labels in order.
+struct SizeClasses(Vec<(String, u32)>);
+
+impl Serialize for SizeClasses {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 /// Prints the report.
@@ -97,7 +189,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             blocks: p.blocks,
             bytes: p.bytes,
             reserve,
-            queue,
+            queue_depth: queue.map(|(depth, _)| depth),
+            queue_capacity: queue.map(|(_, capacity)| capacity),
             missed,
         });
     }
@@ -126,110 +219,59 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
 
     if args.json {
-        let stats_json = match &stats {
-            Ok(s) => Json::obj([
-                ("heap_bytes", Json::from(s.heap_bytes)),
-                ("free_bytes", Json::from(s.free_bytes)),
-                ("min_ever_free_bytes", Json::from(s.min_ever_free_bytes)),
-                ("largest_free_block", Json::from(s.largest_free_block)),
-                ("smallest_free_block", Json::from(s.smallest_free_block)),
-                ("free_blocks", Json::from(s.free_blocks)),
-                ("used_blocks", Json::from(s.used_blocks)),
-                ("allocs", Json::from(s.allocs)),
-                ("frees", Json::from(s.frees)),
-                ("lock_breaks", Json::from(s.lock_breaks)),
-            ]),
-            Err(e) => Json::obj([("error", Json::from(e.to_string()))]),
-        };
-        let out = Json::obj([
-            ("name", Json::from(args.name.as_str())),
-            ("size", Json::from(seg.mapping().len())),
-            ("format_version", Json::from(FORMAT_VERSION)),
-            (
-                "fingerprint",
-                Json::from(format!("{LAYOUT_FINGERPRINT:#010x}")),
-            ),
-            ("align", Json::from(heap.align())),
-            (
-                "lock",
-                match lock {
-                    None => Json::Null,
-                    Some(id) => Json::obj([
-                        ("pid", Json::from(id.pid)),
-                        ("alive", Json::from(seg.is_alive(id))),
-                    ]),
-                },
-            ),
-            ("journal_entries", Json::from(journal)),
-            (
-                "server",
-                Json::obj([
-                    ("running", Json::from(st.running)),
-                    ("alive", Json::from(st.running && seg.is_alive(st.id))),
-                    ("generation", Json::from(st.generation)),
-                    ("pid", Json::from(st.id.pid)),
-                    ("heartbeat_ms", Json::from(st.heartbeat_ms)),
-                    ("keepalives_sent", Json::from(st.keepalive_seq)),
-                ]),
-            ),
-            (
-                "processes",
-                Json::Arr(
-                    procs
+        let out = Report {
+            name: &args.name,
+            size: seg.mapping().len(),
+            format_version: FORMAT_VERSION,
+            fingerprint: format!("{LAYOUT_FINGERPRINT:#010x}"),
+            align: heap.align(),
+            lock: lock.map(|id| LockJson {
+                pid: id.pid,
+                alive: seg.is_alive(id),
+            }),
+            journal_entries: journal,
+            server: ServerJson {
+                running: st.running,
+                alive: st.running && seg.is_alive(st.id),
+                generation: st.generation,
+                pid: st.id.pid,
+                heartbeat_ms: st.heartbeat_ms,
+                keepalives_sent: st.keepalive_seq,
+            },
+            processes: &procs,
+            free_block_sizes: match &free_walk {
+                Ok(()) => Outcome::Ok(SizeClasses(
+                    classes
                         .iter()
-                        .map(|p| {
-                            Json::obj([
-                                ("slot", Json::from(p.slot)),
-                                ("pid", Json::from(p.pid)),
-                                ("alive", Json::from(p.alive)),
-                                ("role", Json::from(p.role)),
-                                ("blocks", Json::from(p.blocks)),
-                                ("bytes", Json::from(p.bytes)),
-                                ("reserve_bytes", Json::from(p.reserve)),
-                                (
-                                    "queue_depth",
-                                    p.queue.map_or(Json::Null, |q| Json::from(q.0)),
-                                ),
-                                (
-                                    "queue_capacity",
-                                    p.queue.map_or(Json::Null, |q| Json::from(q.1)),
-                                ),
-                                ("keepalives_missed", p.missed.map_or(Json::Null, Json::from)),
-                            ])
-                        })
+                        .enumerate()
+                        .map(|(i, n)| (class_label(i), *n))
                         .collect(),
-                ),
-            ),
-            (
-                "free_block_sizes",
-                match &free_walk {
-                    Ok(()) => Json::obj(
-                        classes
-                            .iter()
-                            .enumerate()
-                            .map(|(i, n)| (class_label(i), Json::from(*n))),
-                    ),
-                    Err(e) => Json::obj([("error", Json::from(e.to_string()))]),
-                },
-            ),
-            ("statistics", stats_json),
-            (
-                "check",
-                match &check {
-                    Ok(r) => Json::obj([
-                        ("ok", Json::from(true)),
-                        ("blocks", Json::from(r.blocks)),
-                        ("locked", Json::from(!args.no_lock)),
-                    ]),
-                    Err(e) => Json::obj([
-                        ("ok", Json::from(false)),
-                        ("error", Json::from(e.to_string())),
-                        ("locked", Json::from(!args.no_lock)),
-                    ]),
-                },
-            ),
-        ]);
-        println!("{}", out.render());
+                )),
+                Err(e) => Outcome::failed(e),
+            },
+            statistics: match &stats {
+                Ok(s) => Outcome::Ok(StatsJson {
+                    heap_bytes: s.heap_bytes,
+                    free_bytes: s.free_bytes,
+                    min_ever_free_bytes: s.min_ever_free_bytes,
+                    largest_free_block: s.largest_free_block,
+                    smallest_free_block: s.smallest_free_block,
+                    free_blocks: s.free_blocks,
+                    used_blocks: s.used_blocks,
+                    allocs: s.allocs,
+                    frees: s.frees,
+                    lock_breaks: s.lock_breaks,
+                }),
+                Err(e) => Outcome::failed(e),
+            },
+            check: CheckJson {
+                ok: check.is_ok(),
+                blocks: check.as_ref().ok().map(|r| r.blocks),
+                error: check.as_ref().err().map(|e| e.to_string()),
+                locked: !args.no_lock,
+            },
+        };
+        println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
 
@@ -283,7 +325,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             p.blocks,
             human_bytes(u64::from(p.bytes)),
             human_bytes(u64::from(p.reserve)),
-            p.queue.map_or("-".into(), |(d, c)| format!("{d}/{c}")),
+            match (p.queue_depth, p.queue_capacity) {
+                (Some(d), Some(c)) => format!("{d}/{c}"),
+                _ => "-".into(),
+            },
             p.missed.map_or("-".into(), |m| m.to_string()),
         );
     }

@@ -49,14 +49,19 @@ enum Cmd {
     Send(send::Args),
 }
 
+/// An error with every context it was given, `doing this: because of that`.
+fn with_causes(e: anyhow::Error) -> Box<dyn std::error::Error> {
+    format!("{e:#}").into()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Demo(a) => demo::run(a),
         Cmd::DemoClient(a) => demo::run_client(a),
         Cmd::Inspect(a) => inspect::run(a),
-        Cmd::Bench(a) => bench::run(a),
-        Cmd::BenchPeer(a) => bench::run_peer(a),
+        Cmd::Bench(a) => bench::run(a).map_err(with_causes),
+        Cmd::BenchPeer(a) => bench::run_peer(a).map_err(with_causes),
         Cmd::Clean(a) => clean::run(a),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Send(a) => send::run(a),

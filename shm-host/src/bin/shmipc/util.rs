@@ -1,25 +1,43 @@
-//! Small helpers shared by the subcommands: sizes, percentiles, JSON output.
+//! Small helpers shared by the subcommands: sizes and durations on the command line,
+//! byte counts for people, latency histograms.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
-/// Parses `4096`, `64K`, `16MiB`, `1G` (binary units).
+use hdrhistogram::{CreationError, Histogram};
+
+/// Parses `4096`, `64K`, `16MiB`, `1G`, `1.5M` (binary units: K is 1024, with or without
+/// `i` and `B`); a clap value parser.
 pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| match e {
+            parse_size::Error::PosOverflow => format!("{s:?} is too large"),
+            _ => format!(
+                "{s:?} is not a size: give a number and optionally a unit (B, K, M or G), \
+                 e.g. 4096, 64K, 16MiB"
+            ),
+        })?;
+    usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `250us`, `1min` (a bare number is seconds), above 0 and
+/// at most an hour; a clap value parser.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 4096, 64K, 16MiB)"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("unknown unit in {s:?} (use K, M or G)")),
+    let with_unit = if t.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{t}s")
+    } else {
+        t.to_owned()
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    let d = humantime::parse_duration(&with_unit)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 500ms, 2s"))?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "{s:?}: give a duration above 0 and at most an hour"
+        ));
+    }
+    Ok(d)
 }
 
 /// `1.5 MiB`-style rendering.
@@ -38,129 +56,19 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The `p`-th percentile (0..=100) of sorted samples.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+/// Longest latency a histogram holds; longer ones are recorded as this.
+const MAX_LATENCY: Duration = Duration::from_secs(3600);
+
+/// A histogram of latencies in nanoseconds, from 1 ns to an hour, with 3 significant
+/// digits (values below 2048 ns exact, larger ones within 0.1 %), sized up front so that
+/// recording never allocates.
+pub fn latency_histogram() -> Result<Histogram<u64>, CreationError> {
+    Histogram::new_with_bounds(1, nanos(MAX_LATENCY), 3)
 }
 
-/// A JSON value, written by hand to keep the tool's dependencies small.
-#[derive(Clone, Debug)]
-pub enum Json {
-    /// A number.
-    Num(f64),
-    /// An integer.
-    Int(i128),
-    /// A string.
-    Str(String),
-    /// A boolean.
-    Bool(bool),
-    /// Null.
-    Null,
-    /// An array.
-    Arr(Vec<Json>),
-    /// An object, keys in insertion order.
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    /// An object from pairs.
-    pub fn obj<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Json)>) -> Json {
-        Json::Obj(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
-    }
-
-    /// Compact rendering.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out);
-        out
-    }
-
-    fn write(&self, out: &mut String) {
-        match self {
-            Json::Num(v) if v.is_finite() => {
-                let _ = write!(out, "{v}");
-            }
-            Json::Num(_) | Json::Null => out.push_str("null"),
-            Json::Int(v) => {
-                let _ = write!(out, "{v}");
-            }
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Str(s) => {
-                out.push('"');
-                for c in s.chars() {
-                    match c {
-                        '"' => out.push_str("\\\""),
-                        '\\' => out.push_str("\\\\"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        '\t' => out.push_str("\\t"),
-                        c if (c as u32) < 0x20 => {
-                            let _ = write!(out, "\\u{:04x}", c as u32);
-                        }
-                        c => out.push(c),
-                    }
-                }
-                out.push('"');
-            }
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    v.write(out);
-                }
-                out.push(']');
-            }
-            Json::Obj(pairs) => {
-                out.push('{');
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    Json::Str(k.clone()).write(out);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
-        }
-    }
-}
-
-impl From<&str> for Json {
-    fn from(s: &str) -> Json {
-        Json::Str(s.to_owned())
-    }
-}
-impl From<String> for Json {
-    fn from(s: String) -> Json {
-        Json::Str(s)
-    }
-}
-impl From<bool> for Json {
-    fn from(b: bool) -> Json {
-        Json::Bool(b)
-    }
-}
-macro_rules! json_int {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Json {
-            fn from(v: $t) -> Json {
-                Json::Int(v as i128)
-            }
-        }
-    )*};
-}
-json_int!(u8, u16, u32, u64, usize, i32, i64);
-impl From<f64> for Json {
-    fn from(v: f64) -> Json {
-        Json::Num(v)
-    }
+/// `d` in nanoseconds (saturating).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -172,24 +80,48 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64kb"), Ok(64 << 10));
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size(" 1 G "), Ok(1 << 30));
+        assert_eq!(parse_size("8 B"), Ok(8));
         assert!(parse_size("12Q").unwrap_err().contains("unit"));
         assert!(parse_size("abc").is_err());
+        assert!(parse_size("99999999999G")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(parse_size("").is_err());
     }
 
-    /// JSON strings are escaped; objects keep their order.
+    /// Durations parse with and without a unit, and bad ones are refused with a message.
     #[test]
-    fn json() {
-        let j = Json::obj([("a", Json::from("x\"y\n")), ("b", Json::from(3u32))]);
-        assert_eq!(j.render(), r#"{"a":"x\"y\n","b":3}"#);
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1min"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("2h")
+            .unwrap_err()
+            .contains("at most an hour"));
+        assert!(parse_duration("1 fortnight").is_err());
     }
 
-    /// Percentiles pick by rank.
+    /// Percentiles pick by rank, exact below 2048 ns.
     #[test]
     fn percentiles() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_nanos).collect();
-        assert_eq!(percentile(&v, 50.0), Duration::from_nanos(51));
-        assert_eq!(percentile(&v, 99.0), Duration::from_nanos(99));
-        assert_eq!(percentile(&[], 99.0), Duration::ZERO);
+        let mut h = latency_histogram().unwrap();
+        for ns in 1..=100 {
+            h.record(ns).unwrap();
+        }
+        assert_eq!(h.value_at_quantile(0.5), 50);
+        assert_eq!(h.value_at_quantile(0.99), 99);
+        assert_eq!(h.min(), 1);
+        let empty = latency_histogram().unwrap();
+        assert_eq!(empty.value_at_quantile(0.99), 0);
+        h.saturating_record(nanos(Duration::from_secs(7200)));
+        assert!(h.max() >= nanos(MAX_LATENCY));
     }
 }

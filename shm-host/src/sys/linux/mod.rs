@@ -2,6 +2,8 @@
 //! description locks on the segment (see `process.rs`).
 
 mod bell;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod process;
 mod segment;
 pub mod signal;

@@ -14,6 +14,8 @@
 //! - [`signal`]: Ctrl-C, Ctrl-Break and console close stand for SIGINT and SIGTERM.
 
 mod bell;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod process;
 mod segment;
 pub mod signal;

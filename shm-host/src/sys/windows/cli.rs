@@ -1,0 +1,27 @@
+//! OS services the `shmipc` tool needs beyond the IPC API (built with the `cli` feature).
+//! Every OS folder has this file with the same functions, so the tool names no OS.
+
+use std::fs::File;
+use std::io;
+use std::os::windows::io::AsHandle;
+
+/// Pinning is not offered on Windows (`shmipc bench --pin` says so).
+pub fn pin_current_thread(_cpu: usize) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "pinning to a CPU is supported on Linux only",
+    ))
+}
+
+/// Unbuffered handles on this process's standard input and output (std's are buffered).
+pub fn unbuffered_stdio() -> io::Result<(File, File)> {
+    let r = io::stdin().as_handle().try_clone_to_owned()?;
+    let w = io::stdout().as_handle().try_clone_to_owned()?;
+    Ok((r.into(), w.into()))
+}
+
+/// The parent process's id: not known here (Windows does not re-parent orphans, so the
+/// id would not tell that the parent has gone).
+pub fn parent_process_id() -> Option<u32> {
+    None
+}
