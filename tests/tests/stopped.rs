@@ -52,6 +52,31 @@ impl Driven {
     }
 }
 
+/// Stops `a` with SIGSTOP at a moment it does not hold the region lock, and returns once
+/// it is stopped. A process stopped while it holds the lock blocks every process of the
+/// segment until it continues (alive is alive: its lock is not broken), which is not what
+/// these tests are about; so a stop that lands inside one of `a`'s operations (its
+/// keepalive thread takes the lock every few milliseconds) is undone and tried again.
+fn stop_outside_lock(a: &Driven, server: &mut Driven) {
+    for attempt in 0..100u64 {
+        a.signal(libc::SIGSTOP);
+        let mut status = 0;
+        // SAFETY: waits for a state change of our own child; WUNTRACED reports the stop
+        // without reaping it.
+        let r = unsafe { libc::waitpid(a.pid(), &mut status, libc::WUNTRACED) };
+        assert!(
+            r == a.pid() && libc::WIFSTOPPED(status),
+            "A stopped ({status:#x})"
+        );
+        if server.ask("holder", "holder") != format!("holder {}", a.pid()) {
+            return;
+        }
+        a.signal(libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(1 + attempt));
+    }
+    panic!("A held the region lock at each of 100 stops");
+}
+
 fn driven(name: &str, who: &'static str) -> (Driven, String) {
     let mut peer = Peer::spawn_captured(peer_exe!(), &["driven", name]);
     let lines = peer.lines();
@@ -146,7 +171,7 @@ fn stopped_client_is_unresponsive_not_dead() {
     assert!(a_bytes >= HELD as u64);
 
     // A stops, for well past heartbeat x max_missed; the server gives up on it.
-    a.signal(libc::SIGSTOP);
+    stop_outside_lock(&a, &mut server);
     std::thread::sleep(Duration::from_millis(3 * HEARTBEAT_MS * MAX_MISSED));
     let end = Instant::now() + ANSWER;
     loop {
@@ -323,7 +348,7 @@ fn an_unresponsive_client_is_killed_when_asked() {
     let (start, _) = stats(&mut server);
     let (mut a, _) = driven(&name, "A");
     assert_eq!(a.ask(&format!("hold {HELD} 0x5a"), "hold"), "hold ok");
-    a.signal(libc::SIGSTOP);
+    stop_outside_lock(&a, &mut server);
     let status = a.peer.wait(ANSWER);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(

@@ -335,6 +335,10 @@ fn collector(name: &str, opts: &[String]) -> Result<(), String> {
                     let ids: Vec<String> = server.clients().iter().map(|c| c.to_string()).collect();
                     println!("clients {}", ids.join(" "));
                 }
+                "holder" => match server.segment().lock_holder() {
+                    Some(id) => println!("holder {}", id.pid),
+                    None => println!("holder none"),
+                },
                 "procs" => {
                     let mut out = String::from("procs");
                     match server.segment().processes() {
