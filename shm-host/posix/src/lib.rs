@@ -11,11 +11,11 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod listing;
 pub mod mapping;
 pub mod sem;
 pub mod signal;
-pub mod stdio;
 
 pub use mapping::{ObjectStat, PosixMapping};
 

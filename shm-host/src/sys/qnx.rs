@@ -15,7 +15,10 @@ pub fn install_stop_handler() -> Result<&'static std::sync::atomic::AtomicBool> 
 /// folder's `cli.rs`).
 #[cfg(feature = "cli")]
 pub mod cli {
-    pub use shm_posix::stdio::{parent_process_id, unbuffered_stdio};
+    pub use shm_posix::cli::{
+        parent_process_id, uds_accept, uds_connect, uds_listen, unbuffered_stdio, UdsListener,
+        UdsStream,
+    };
 
     /// Pinning is not offered on QNX (`shmipc bench --pin` says so).
     pub fn pin_current_thread(_cpu: usize) -> std::io::Result<()> {

@@ -24,4 +24,7 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-pub use shm_posix::stdio::{parent_process_id, unbuffered_stdio};
+pub use shm_posix::cli::{
+    parent_process_id, uds_accept, uds_connect, uds_listen, unbuffered_stdio, UdsListener,
+    UdsStream,
+};

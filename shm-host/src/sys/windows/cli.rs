@@ -25,3 +25,31 @@ pub fn unbuffered_stdio() -> io::Result<(File, File)> {
 pub fn parent_process_id() -> Option<u32> {
     None
 }
+
+/// A listening Unix-domain stream socket (Windows 10 and later have them; std has no type
+/// for them there, socket2 does).
+pub type UdsListener = socket2::Socket;
+
+/// A connected Unix-domain stream socket.
+pub type UdsStream = socket2::Socket;
+
+/// Binds a listener at `path` and listens on it; fails where the system has no
+/// Unix-domain sockets.
+pub fn uds_listen(path: &std::path::Path) -> io::Result<UdsListener> {
+    let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    s.bind(&socket2::SockAddr::unix(path)?)?;
+    s.listen(128)?;
+    Ok(s)
+}
+
+/// Accepts one connection (`WouldBlock` on a non-blocking listener with none pending).
+pub fn uds_accept(listener: &UdsListener) -> io::Result<UdsStream> {
+    listener.accept().map(|(stream, _)| stream)
+}
+
+/// Connects to the listener at `path`.
+pub fn uds_connect(path: &std::path::Path) -> io::Result<UdsStream> {
+    let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    s.connect(&socket2::SockAddr::unix(path)?)?;
+    Ok(s)
+}

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use socket2::{Domain, SockAddr, Socket, Type};
+use shm_host::cli::{uds_accept, uds_connect, uds_listen};
 
 use super::measure::{run_sizes, Link, Peer};
 use super::plan::Plan;
@@ -117,23 +117,21 @@ impl Drop for RemoveOnDrop {
 /// one cannot be made, the rows are skipped with a note.
 pub(super) fn run_uds(plan: &Plan, out: &mut Output) -> Res<()> {
     out.progress("uds", "blocking", None);
-    let listener = match Socket::new(Domain::UNIX, Type::STREAM, None) {
+    let path = std::env::temp_dir().join(format!("shmipc-bench-{}.sock", std::process::id()));
+    // A leftover of an earlier process with our pid.
+    let _ = std::fs::remove_file(&path);
+    let listener = match uds_listen(&path) {
         Ok(s) => s,
         Err(e) => {
             let note = format!(
-                "Unix-domain sockets are not measured on this system (only shm and pipe): {e}"
+                "Unix-domain sockets are not measured on this system (only shm and pipe): \
+                 listening at {}: {e}",
+                path.display()
             );
             out.skip(plan.sizes.len(), note);
             return Ok(());
         }
     };
-    let path = std::env::temp_dir().join(format!("shmipc-bench-{}.sock", std::process::id()));
-    // A leftover of an earlier process with our pid.
-    let _ = std::fs::remove_file(&path);
-    let bind = SockAddr::unix(&path)
-        .and_then(|addr| listener.bind(&addr))
-        .and_then(|()| listener.listen(128));
-    bind.with_context(|| format!("binding {}", path.display()))?;
     let remove = RemoveOnDrop(path.clone());
     listener
         .set_nonblocking(true)
@@ -143,8 +141,8 @@ pub(super) fn run_uds(plan: &Plan, out: &mut Output) -> Res<()> {
     let mut process = Peer::spawn(cmd, "uds".into())?;
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let stream = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
+        match uds_accept(&listener) {
+            Ok(s) => break s,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 process.check()?;
                 plan.check_stop()?;
@@ -177,9 +175,7 @@ pub(super) fn run_uds(plan: &Plan, out: &mut Output) -> Res<()> {
 
 /// The peer of the uds rows: connects to the bench's listener and echoes.
 pub(super) fn peer_uds(path: &Path) -> Res<()> {
-    let s = Socket::new(Domain::UNIX, Type::STREAM, None)
-        .and_then(|s| s.connect(&SockAddr::unix(path)?).map(|()| s))
-        .with_context(|| format!("connecting to {}", path.display()))?;
+    let s = uds_connect(path).with_context(|| format!("connecting to {}", path.display()))?;
     let r = s.try_clone().context("cloning the socket")?;
     echo_stream(r, s)
 }
