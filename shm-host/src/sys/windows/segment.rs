@@ -20,6 +20,10 @@
 //!   16, see `shm_core::format`) if it is non-zero and fits the view; otherwise the view's
 //!   size, and `Heap::attach` then refuses the region cleanly (not formatted yet, or not
 //!   ours).
+//!
+//! About 420 lines of code and 160 of tests: the security descriptor and handle helpers
+//! stay here, beside the one call that creates a section with them, so that every
+//! folder under `sys/` keeps the same file names.
 
 use std::collections::HashMap;
 use std::ptr::NonNull;

@@ -1,14 +1,19 @@
 //! [`Server`]: creates (or takes over) a segment, accepts clients, receives and sends
-//! messages, watches clients with heartbeats.
+//! messages; its watch over clients (heartbeats) is in [`watch`].
+
+mod events;
+mod watch;
+
+pub use events::{BroadcastReport, DeathReason, ServerEvent};
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use shm_core::format::KIND_SERVER;
-use shm_core::{Beat, ParticipantId};
+use shm_core::ParticipantId;
 use shm_core::{Control, Error, HeapConfig, Incarnation, Offset, Received, SendMode};
 
 use crate::buffer::Buffer;
@@ -16,7 +21,7 @@ use crate::endpoint::{Endpoint, RecvMode};
 use crate::error::{HostError, NamedResult, Result};
 use crate::peer::{Message, PeerId, SendError};
 use crate::segment::{Attachment, Segment};
-use crate::system::{CreateOptions, Mapping, System};
+use crate::system::{CreateOptions, System};
 use crate::NativeSystem;
 
 /// Server settings.
@@ -65,54 +70,6 @@ impl Default for ServerOptions {
             kill_unresponsive: false,
         }
     }
-}
-
-/// Why a client was declared dead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeathReason {
-    /// Its process is gone (the operating system says so).
-    ProcessGone,
-    /// Its participant disappeared without a `Disconnect`: another process's watchdog
-    /// reclaimed it first.
-    Reclaimed,
-}
-
-/// Something that happened to a client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerEvent {
-    /// A client connected.
-    Connected(PeerId),
-    /// A client disconnected cleanly.
-    Disconnected(PeerId),
-    /// A client stopped taking keepalives: the server disconnected it and delivers nothing
-    /// more to it. Its memory stays its own until its process is gone (then a `Died`
-    /// event follows... or, if another process's watchdog gets there first, nothing).
-    Unresponsive {
-        /// The client.
-        client: PeerId,
-        /// Consecutive keepalives it missed.
-        missed: u32,
-        /// Whether the server killed it ([`ServerOptions::kill_unresponsive`]).
-        killed: bool,
-    },
-    /// A client was declared dead; its memory was reclaimed.
-    Died {
-        /// The client.
-        client: PeerId,
-        /// Why.
-        reason: DeathReason,
-        /// Bytes returned to the heap.
-        bytes_freed: u64,
-    },
-}
-
-/// Result of a broadcast.
-#[derive(Debug, Default)]
-pub struct BroadcastReport {
-    /// Clients the buffer was sent to.
-    pub sent: Vec<PeerId>,
-    /// Clients it could not be sent to, and why.
-    pub failed: Vec<(PeerId, HostError)>,
 }
 
 /// A connected client, as the server tracks it.
@@ -513,142 +470,6 @@ impl<S: System> Inner<S> {
                 }
                 Received::Control { .. } => {}
             }
-        }
-    }
-
-    fn heartbeat_loop(&self, stopped: Receiver<()>) {
-        loop {
-            match stopped.recv_timeout(self.opts.heartbeat) {
-                Err(RecvTimeoutError::Timeout) => self.tick(),
-                _ => return,
-            }
-        }
-    }
-
-    /// One heartbeat: the segment's size, keepalives to every client, disconnection of the
-    /// silent, reclaim of the dead, reserve top-up.
-    ///
-    /// A client is reclaimed only when the operating system says its process is gone. One
-    /// that stops taking keepalives (stopped, or stuck) is only disconnected: it gets no
-    /// more messages, its own operations fail with `Disconnected`, and its memory stays
-    /// its own until it is dead.
-    fn tick(&self) {
-        let att = &self.ep.att;
-        let heap = att.heap();
-        if self.broken.get().is_none() {
-            let mapped = att.seg.mapping().len() as u64;
-            match att.seg.system().object_size(att.seg.mapping()) {
-                Ok(now) if now < mapped => {
-                    let _ = self.broken.set((mapped, now));
-                }
-                _ => {}
-            }
-        }
-        if self.broken.get().is_some() {
-            return;
-        }
-        let clients: Vec<(PeerId, ClientEntry)> =
-            self.lock_clients().iter().map(|(k, v)| (*k, *v)).collect();
-        for (id, entry) in clients {
-            let p = match heap.participant(entry.participant.at) {
-                Ok(p) if p.owner == entry.participant.owner => p,
-                _ => {
-                    // Gone without our noticing its death: a clean exit whose `Disconnect`
-                    // is still in our queue (wait one beat for `recv` to take it), or
-                    // another process's watchdog reclaimed it.
-                    let mut clients = self.lock_clients();
-                    let Some(c) = clients.get_mut(&id) else {
-                        continue;
-                    };
-                    if c.gone_beats == 0 {
-                        c.gone_beats = 1;
-                        continue;
-                    }
-                    clients.remove(&id);
-                    drop(clients);
-                    self.event(ServerEvent::Died {
-                        client: id,
-                        reason: DeathReason::Reclaimed,
-                        bytes_freed: 0,
-                    });
-                    continue;
-                }
-            };
-            let pid = p.info().id.owner;
-            let process = heap
-                .process(pid.slot)
-                .ok()
-                .filter(|i| i.incarnation() == pid);
-            let alive = process.is_none_or(|i| att.seg.is_alive(i.id));
-            if !alive {
-                self.lock_clients().remove(&id);
-                let bytes_freed = heap.reclaim(pid).map_or(0, |r| r.bytes_freed);
-                self.event(ServerEvent::Died {
-                    client: id,
-                    reason: DeathReason::ProcessGone,
-                    bytes_freed,
-                });
-                continue;
-            }
-            if let Ok(Beat::Missed { missed }) = heap.heartbeat(att.me(), entry.participant) {
-                if missed > self.opts.max_missed {
-                    // Unresponsive is not dead: disconnect, keep watching, reclaim nothing.
-                    let _ = heap.send_control(
-                        att.me(),
-                        entry.participant,
-                        Control::Disconnected,
-                        entry.participant.at,
-                        self.ep.waker(),
-                    );
-                    self.lock_clients().remove(&id);
-                    self.lock_unresponsive().insert(id, pid);
-                    let killed = self.opts.kill_unresponsive
-                        && process.is_some_and(|p| {
-                            matches!(
-                                att.seg.system().terminate(att.seg.mapping(), p.id),
-                                Ok(true)
-                            )
-                        });
-                    self.event(ServerEvent::Unresponsive {
-                        client: id,
-                        missed,
-                        killed,
-                    });
-                }
-            }
-        }
-        // Unresponsive clients whose processes have since died.
-        let watched: Vec<(PeerId, Incarnation)> = self
-            .lock_unresponsive()
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        for (id, inc) in watched {
-            match heap.reclaim(inc) {
-                Ok(r) => {
-                    self.lock_unresponsive().remove(&id);
-                    self.event(ServerEvent::Died {
-                        client: id,
-                        reason: DeathReason::ProcessGone,
-                        bytes_freed: r.bytes_freed,
-                    });
-                }
-                Err(Error::StillAlive { .. }) => {}
-                Err(_) => {
-                    // Reclaimed by someone else, or gone some other way.
-                    self.lock_unresponsive().remove(&id);
-                }
-            }
-        }
-        let _ = heap.reclaim_dead();
-        let low = heap
-            .process(att.incarnation().slot)
-            .ok()
-            .filter(|i| i.reserve != 0)
-            .and_then(|i| heap.block_len(Offset::new(i.reserve)).ok())
-            .is_none_or(|len| len < self.opts.keepalive_reserve / 2);
-        if low {
-            let _ = heap.reserve(att.me(), self.opts.keepalive_reserve);
         }
     }
 }
