@@ -34,7 +34,9 @@ use core::sync::atomic::{
 };
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{DeferredWords, JournalEntries, JournalHead, JOURNALED_HEADER_START};
+use crate::format::{
+    DeferredWords, JournalEntries, JournalHead, RegionHeader, JOURNALED_HEADER_START,
+};
 use crate::region::Region;
 
 /// The journal's words in the region header: its head and entries, the deferred store,
@@ -54,7 +56,9 @@ pub(crate) struct Journal<'m> {
 /// A store an operation defers until after it commits (see [`Tx::defer`]): when the word
 /// at `at` holds `expect`, store `value` there, then ring the doorbell at `bell` (0:
 /// none). A compare-and-swap, so completing it twice (a recoverer after a process that
-/// died right after making it) changes nothing the second time.
+/// died right after making it) changes nothing the second time. Only a publication is
+/// ever made (`value` is `expect + 1`, to a word past the header; see
+/// [`Journal::complete`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DeferredStore {
     /// Offset of the word.
@@ -89,10 +93,24 @@ impl<'m> Journal<'m> {
 
     /// Makes a deferred store and marks it done. Release, so what the operation wrote
     /// before is seen first by whoever reads the stored word.
+    ///
+    /// The record is untrusted (a dead or hostile process wrote it), and whoever breaks a
+    /// lock makes it: so only the store it exists for is made - a publication, which moves
+    /// a word one step on (`value` is `expect + 1`, as a queue slot's sequence number), to
+    /// a word past the header. Anything else is reported as corruption, and dropped.
     pub(crate) fn complete(&self, region: &Region<'_>, s: DeferredStore) -> Result<(), Error> {
-        let done = region.word(s.at).map(|w| {
-            let _ = w.compare_exchange(s.expect, s.value, Release, Relaxed);
-        });
+        let done = if s.value == s.expect.wrapping_add(1)
+            && s.at as usize >= core::mem::size_of::<RegionHeader>()
+        {
+            region.word(s.at).map(|w| {
+                let _ = w.compare_exchange(s.expect, s.value, Release, Relaxed);
+            })
+        } else {
+            Err(corrupt(
+                region.offset_of(&self.deferred.at).unwrap_or(0),
+                CorruptionKind::BadJournal,
+            ))
+        };
         self.deferred.at.store(0, Release);
         done
     }

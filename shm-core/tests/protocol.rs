@@ -464,3 +464,60 @@ fn dead_server_entry_is_recognised_by_its_incarnation() {
     assert!(heap.server_status().running);
     heap.check().unwrap();
 }
+
+/// Server identity across a takeover: a new server may replace one that died before it was
+/// reclaimed; from then on neither the dead server's incarnation nor the process that later
+/// gets its slot acts as the server (heartbeats refused, stop ignored), reclaiming the dead
+/// one leaves the new entry alone, and a second start while the new server lives is
+/// refused.
+#[test]
+fn takeover_entry_belongs_to_the_new_server_only() {
+    let p = connected(4);
+    let heap = &p.f.heap;
+    p.f.platform.kill(100);
+
+    // Takeover before the dead server is reclaimed: the root block is reused.
+    let root = heap.snapshot().root;
+    let new = heap.register_as(ProcessId::from_pid(102)).unwrap();
+    let np = heap.create_participant(new, KIND_SERVER, 4).unwrap();
+    assert_eq!(heap.start_server(new, np.at, 100, 3), Ok(2));
+    assert_eq!(heap.snapshot().root, root);
+    let owner = heap.server_status().owner;
+    assert_eq!(owner, new.incarnation());
+
+    // The dead server, still registered, is not the server any more.
+    assert_eq!(heap.heartbeat(p.server, p.client_p), Err(Error::NoServer));
+    heap.stop_server(p.server).unwrap();
+    assert!(
+        heap.server_status().running,
+        "the old server stopped the new"
+    );
+
+    // Reclaiming it leaves the new entry alone; its slot's next owner is not the server.
+    heap.reclaim(p.server.incarnation()).unwrap();
+    let st = heap.server_status();
+    assert!(st.running);
+    assert_eq!((st.owner, st.generation), (owner, 2));
+    let heir = heap.register_as(ProcessId::from_pid(103)).unwrap();
+    assert_eq!(heir.slot(), p.server.slot());
+    assert_eq!(heap.heartbeat(heir, p.client_p), Err(Error::NoServer));
+    heap.stop_server(heir).unwrap();
+    assert!(
+        heap.server_status().running,
+        "the slot's heir stopped the server"
+    );
+
+    // A second server while this one lives is refused.
+    let rival = heap.register_as(ProcessId::from_pid(104)).unwrap();
+    let rp = heap.create_participant(rival, KIND_SERVER, 4).unwrap();
+    assert_eq!(
+        heap.start_server(rival, rp.at, 100, 3),
+        Err(Error::ServerRunning)
+    );
+    assert!(matches!(
+        heap.heartbeat(new, p.client_p),
+        Ok(Beat::Sent { .. })
+    ));
+    assert_eq!(heap.snapshot().root, root, "one root block");
+    heap.check().unwrap();
+}

@@ -27,3 +27,54 @@ fn participant_creation_with_a_full_owner_array() {
         f.heap.check().unwrap();
     }
 }
+
+/// The deferred store in the header is untrusted (any process may have written it): whoever
+/// takes the lock completes it only as the queue publication it stands for (`value` is
+/// `expect + 1`, as a slot's sequence number moves) and only outside the header - never as
+/// an arbitrary store, which would let a hostile process make a lock breaker write a word
+/// of its choice.
+#[test]
+fn deferred_store_completes_only_a_publication() {
+    use core::mem::offset_of;
+    use core::sync::atomic::Ordering::Relaxed;
+    use shm_core::format::{RegionHeader, FORMAT_VERSION};
+    use shm_core::Region;
+
+    let f = Fixture::new(1 << 16);
+    let me = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let block = f.heap.try_alloc(me, 64).unwrap();
+    // SAFETY: the fixture's buffer outlives `region`; only atomics are accessed through it.
+    let region = unsafe { Region::from_raw(f.buf.as_ptr(), f.buf.len()) }.unwrap();
+    let d = offset_of!(RegionHeader, deferred) as u32;
+    let forge = |at: u32, expect: u32, value: u32| {
+        region.word(d + 4).unwrap().store(expect, Relaxed);
+        region.word(d + 8).unwrap().store(value, Relaxed);
+        region.word(d + 12).unwrap().store(0, Relaxed);
+        region.word(d).unwrap().store(at, Relaxed);
+    };
+    let target = region.word(block.get()).unwrap();
+    target.store(7, Relaxed);
+
+    // An arbitrary value into a block.
+    forge(block.get(), 7, 0xdead_beef);
+    let _ = f.heap.try_alloc(me, 32);
+    assert_eq!(target.load(Relaxed), 7, "an arbitrary store was made");
+    assert_eq!(region.word(d).unwrap().load(Relaxed), 0, "the record stays");
+
+    // A publication-shaped store into the header's identity.
+    let version = offset_of!(RegionHeader, version) as u32;
+    forge(version, FORMAT_VERSION, FORMAT_VERSION + 1);
+    let _ = f.heap.try_alloc(me, 32);
+    assert_eq!(
+        region.word(version).unwrap().load(Relaxed),
+        FORMAT_VERSION,
+        "a header word was stored"
+    );
+
+    // A real publication's shape still completes, and the heap goes on working.
+    forge(block.get(), 7, 8);
+    let _ = f.heap.try_alloc(me, 32);
+    assert_eq!(target.load(Relaxed), 8);
+    f.heap.try_alloc(me, 32).unwrap();
+    f.heap.check().unwrap();
+}

@@ -119,6 +119,14 @@ impl<'m> Space<'m> {
             let at = self.region.offset_of(root)?;
             return Err(corrupt(at, CorruptionKind::BadProcessTable));
         }
+        let payload = self.alloc_system(tx, bytes)?;
+        tx.set(root, payload)?;
+        Ok(Offset::new(payload))
+    }
+
+    /// Carves a block of `bytes` of zeroed system data (owned by no process) from the high
+    /// end; returns its payload offset. The process table and the root block are made so.
+    fn alloc_system(&self, tx: &mut Tx<'_, 'm>, bytes: u32) -> Result<u32, Error> {
         let need = self.geo.block_size(bytes)?;
         let f = self
             .last_fit(need)?
@@ -131,8 +139,7 @@ impl<'m> Space<'m> {
             tx.set_fresh(self.region.word(o)?, 0)?;
         }
         self.carve(tx, f, system_piece(at, size))?;
-        tx.set(root, payload)?;
-        Ok(Offset::new(payload))
+        Ok(payload)
     }
 
     /// Marks `slot`'s process as no longer taking part: clears its application words, so
@@ -157,18 +164,7 @@ impl<'m> Space<'m> {
         let bytes = u32::from(capacity)
             .checked_mul(4)
             .ok_or(AttachError::BadConfig)?;
-        let need = self.geo.block_size(bytes)?;
-        let f = self
-            .last_fit(need)?
-            .ok_or(Error::OutOfMemory { requested: bytes })?;
-        let (at, size) = self.place(f, need, Placement::High)?;
-        let bad = || corrupt(at, CorruptionKind::BadBlockSize);
-        let table = at.checked_add(self.geo.hsize).ok_or_else(bad)?;
-        let table_end = table.checked_add(bytes).ok_or_else(bad)?;
-        for o in (table..table_end).step_by(4) {
-            tx.set_fresh(self.region.word(o)?, 0)?;
-        }
-        self.carve(&mut tx, f, system_piece(at, size))?;
+        let table = self.alloc_system(&mut tx, bytes)?;
         let h = &self.hdr.heap;
         tx.set(&h.proc_table, table)?;
         tx.set(&h.proc_capacity, u32::from(capacity))?;
