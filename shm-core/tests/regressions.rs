@@ -78,3 +78,39 @@ fn deferred_store_completes_only_a_publication() {
     f.heap.try_alloc(me, 32).unwrap();
     f.heap.check().unwrap();
 }
+
+/// A root word naming the process table (the other block owned by no process) is not taken
+/// for the server's root block: starting a server reports the damaged root word instead
+/// of writing the server entry over the process table, which stays intact.
+#[test]
+fn root_word_naming_the_process_table_is_ignored() {
+    use core::mem::offset_of;
+    use core::sync::atomic::Ordering::Relaxed;
+    use shm_core::format::{HeapState, RegionHeader, KIND_SERVER};
+    use shm_core::Region;
+
+    let f = Fixture::new(1 << 16);
+    let me = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    // SAFETY: the fixture's buffer outlives `region`; only atomics are accessed through it.
+    let region = unsafe { Region::from_raw(f.buf.as_ptr(), f.buf.len()) }.unwrap();
+    let table = (offset_of!(RegionHeader, heap) + offset_of!(HeapState, proc_table)) as u32;
+    let proc_table = region.word(table).unwrap().load(Relaxed);
+    assert_ne!(proc_table, 0);
+    let root = offset_of!(RegionHeader, root) as u32;
+    region.word(root).unwrap().store(proc_table, Relaxed);
+
+    let sp = f.heap.create_participant(me, KIND_SERVER, 4).unwrap();
+    assert!(!f.heap.server_status().running);
+    assert!(matches!(
+        f.heap.start_server(me, sp.at, 100, 3),
+        Err(shm_core::Error::Corrupted(_))
+    ));
+    assert!(!f.heap.server_status().running);
+    assert_eq!(
+        f.heap.processes().unwrap().count(),
+        1,
+        "the process table is intact"
+    );
+    // The root word itself stays damaged, and the full check says so.
+    assert!(f.heap.check().is_err());
+}

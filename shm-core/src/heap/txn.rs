@@ -90,6 +90,10 @@ impl<'s, 'm> HeapView<'s, 'm> {
     /// never lets the layer above write into someone's block).
     pub(crate) fn root(&self) -> Option<(Offset, u32)> {
         let at = Offset::from_link(self.space.root().load(Relaxed))?;
+        // The process table is the other unowned block a forged root word could name.
+        if at.get() == self.space.hdr.heap.proc_table.load(Relaxed) {
+            return None;
+        }
         let (h, _) = self.space.used_block(at).ok()?;
         if h.owner.load(Relaxed) != NO_OWNER {
             return None;
