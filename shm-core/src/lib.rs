@@ -17,7 +17,7 @@
 //!
 //! let region = Region::from_slice(&mut memory.0)?;
 //! let heap = Heap::init(region, HeapConfig::default(), SpinPlatform::new(1))?;
-//! let me = heap.register()?; // a process slot: owner of what it allocates
+//! let me = heap.register()?; // a Member: the right to act as this registration
 //! let other = heap.register_as(shm_core::ProcessId::from_pid(2))?;
 //!
 //! let block = heap.try_alloc(me, 100)?; // an offset, valid in every process

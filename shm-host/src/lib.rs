@@ -67,6 +67,14 @@ pub use shm_core::SystemError;
 pub use sys::*;
 pub use system::{CreateOptions, Mapping, SegmentPlatform, System};
 
+/// The workspace README's Rust examples, compiled and run as this crate's doctests so the
+/// README cannot drift from the API: the host example, and shm-core's (its crate doc
+/// example, which `shm-core/tests/readme.rs` keeps equal to the README's copy). The item
+/// exists only when rustdoc collects doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// FNV-1a (32-bit) of `bytes`: the checksum `shmipc serve` prints and the tests use.
 pub fn checksum(bytes: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;

@@ -108,6 +108,11 @@ pub(crate) const FIRST_CLIENT_OP: u32 = 13;
 /// [`register`](Heap::register) and checked under the lock at every operation (a member
 /// whose registration ended gets [`Error::StaleMember`]). A process normally registers
 /// once; firmware, tests and simulators may register several members in one program.
+///
+/// `Heap` is `Send` and `Sync` when its platform is (the firmware platforms and the hosts'
+/// are): the region's state is only touched through atomics under the region lock. With
+/// a platform that is not `Sync`, neither is the heap (`tests/send_sync.rs` and
+/// `tests/compile_fail/` pin both).
 #[derive(Debug)]
 pub struct Heap<'m, P: Platform> {
     space: Space<'m>,
