@@ -1,4 +1,14 @@
 //! Operations and their decoding from bytes.
+//!
+//! Hand-written rather than `#[derive(arbitrary::Arbitrary)]`, measured: the derive picks
+//! variants uniformly from a 4-byte little-endian tag (only its last byte matters), while
+//! this decoder weights them (allocations 13/32, so heaps fill up; kills 1/64) with a
+//! one-byte kind whose top bit doubles as the `by_owner`/`from_freed` flag. With the
+//! derive and the same field bounds, a 200 KB stream decoded 28k operations instead of
+//! 45k, reached at most 20 live blocks instead of 49 and 1 out-of-memory instead of 80,
+//! and the protocol streams delivered 4 messages instead of 47; 30-second fuzz runs ended
+//! with less coverage for both targets. Weights on top of the derive would be a
+//! hand-written table again.
 
 use alloc::vec::Vec;
 
