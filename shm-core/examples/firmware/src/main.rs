@@ -49,10 +49,10 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use critical_section::Mutex;
-use shm_core::Doorbell;
-use shm_core::RegionAllocator;
 use shm_core::format::{KIND_CLIENT, KIND_SERVER};
+use shm_core::Doorbell;
 use shm_core::ParticipantId;
+use shm_core::RegionAllocator;
 use shm_core::{
     Control, CriticalSectionPlatform, Error, Heap, HeapConfig, HeapStats, Incarnation, Member,
     Offset, ParticipantRef, ProcSlot, ProcessId, Received, SendMode,
