@@ -12,7 +12,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{corrupt, CorruptionKind, Error};
 use crate::format::{BlockHeader, SERVICE, USED};
-use crate::heap::{Placement, Space};
+use crate::heap::Space;
 use crate::journal::Tx;
 
 /// A used block about to be carved out of a free one.
@@ -295,4 +295,13 @@ impl<'m> Space<'m> {
         )?;
         Ok(())
     }
+}
+
+/// Where an allocation is taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// From the front of a good fit, so user blocks grow up from the low end.
+    Low,
+    /// Last fit from the high end (service data).
+    High,
 }

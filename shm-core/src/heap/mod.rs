@@ -44,6 +44,7 @@ use core::sync::atomic::{
 };
 
 pub use check::CheckReport;
+pub(crate) use freelist::Placement;
 pub use members::ReclaimReport;
 pub(crate) use members::ReclaimStep;
 pub(crate) use space::{align_up, Space};
@@ -458,13 +459,4 @@ impl<'m, P: Platform> Heap<'m, P> {
             self.platform.notify_all(&hdr.free_epoch);
         }
     }
-}
-
-/// Where an allocation is taken from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Placement {
-    /// From the front of a good fit, so user blocks grow up from the low end.
-    Low,
-    /// Last fit from the high end (service data).
-    High,
 }
