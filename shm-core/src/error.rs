@@ -7,6 +7,21 @@ use crate::ids::{Incarnation, ProcSlot};
 use crate::offset::Offset;
 
 /// Why an operation failed.
+///
+/// One enum for every operation, not one per family (allocation, ownership, protocol,
+/// attach): the families' operations nest (a send is an ownership change plus a queue
+/// publication; connecting allocates), so a per-family enum would either repeat the
+/// other families' variants or wrap them, and every operation shares the failures below.
+/// What each operation can return is listed in its `# Errors` section, and the model
+/// tests (`testkit::model`) fail on any error an operation returns outside the cases they
+/// expect for it.
+///
+/// Every operation that acts for a member can fail with:
+/// - [`Error::StaleMember`] or [`Error::NotRegistered`]: the member is not (or no longer)
+///   the process in its slot;
+/// - [`Error::Corrupted`]: the region's bytes break an invariant;
+/// - [`Error::JournalFull`]: a bug in this crate (the operation was undone);
+/// - [`Error::InjectedCrash`]: only with the `fault-injection` feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {

@@ -17,6 +17,15 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Allocates `size` bytes for `me`: from the front of the smallest free block whose
     /// size class fits (see the `index` module). Fails at once with [`Error::OutOfMemory`] when no
     /// free block is large enough.
+    ///
+    /// # Errors
+    /// - [`Error::OutOfMemory`]: no free block fits now, or `me`'s owner array is full
+    ///   and cannot grow.
+    /// - [`Error::TooLarge`]: no free block could ever fit `size` in this region.
+    /// - [`Error::InvalidSize`]: `size` is 0 or overflows when rounded up.
+    /// - [`Error::OwnerTableFull`]: `me` owns 65,535 blocks.
+    ///
+    /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn try_alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.op(OpCode::Alloc, |tx, s| {
             s.alloc(tx, s.member(me)?, size, Placement::Low)
@@ -33,6 +42,12 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Allocates `size` bytes for `me`, waiting for other processes to free memory when
     /// none fits. Fails with [`Error::TooLarge`] at once if the request can never fit.
+    ///
+    /// # Errors
+    /// As [`try_alloc`](Heap::try_alloc), except that [`Error::OutOfMemory`] makes it
+    /// wait instead; [`Error::Timeout`] only when the platform's bounded wait gives up.
+    ///
+    /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.alloc_timeout(me, size, None)
     }
@@ -113,6 +128,14 @@ impl<'m, P: Platform> Heap<'m, P> {
     }
 
     /// Frees a block `me` owns alone.
+    ///
+    /// # Errors
+    /// - [`Error::BadOffset`]: `block` is not the payload offset of a block.
+    /// - [`Error::DoubleFree`]: the block is free already.
+    /// - [`Error::NotOwner`]: `me` does not own the block.
+    /// - [`Error::Shared`]: others co-own it (use [`release`](Heap::release)).
+    ///
+    /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn free(&self, me: Member, block: Offset) -> Result<(), Error> {
         self.op(OpCode::Free, |tx, s| s.free(tx, s.member(me)?, block))?;
         self.freed();
@@ -138,6 +161,15 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Hands `me`'s reference to `block` over to process `to` (how a buffer changes hands
     /// on send). If `block` is shared, only `me`'s reference moves.
+    ///
+    /// # Errors
+    /// - [`Error::BadOffset`], [`Error::DoubleFree`], [`Error::NotOwner`]: as for
+    ///   [`free`](Heap::free).
+    /// - [`Error::AlreadyOwner`]: `to` co-owns the block already.
+    /// - [`Error::OutOfMemory`], [`Error::OwnerTableFull`]: `to`'s owner array has no room.
+    /// - [`Error::StaleMember`], [`Error::NotRegistered`]: for `to` as for `me`.
+    ///
+    /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn give(&self, me: Member, block: Offset, to: Member) -> Result<(), Error> {
         self.op(OpCode::Give, |tx, s| {
             s.give(tx, s.member(me)?, block, s.member(to)?)
@@ -146,6 +178,16 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Makes process `with` a co-owner of `block`, which `me` owns or co-owns. The block
     /// is freed when its last owner releases it.
+    ///
+    /// # Errors
+    /// - [`Error::BadOffset`], [`Error::DoubleFree`], [`Error::NotOwner`]: as for
+    ///   [`free`](Heap::free).
+    /// - [`Error::AlreadyOwner`]: `with` is `me` or co-owns the block already.
+    /// - [`Error::OutOfMemory`], [`Error::OwnerTableFull`]: `with`'s owner array has no
+    ///   room.
+    /// - [`Error::StaleMember`], [`Error::NotRegistered`]: for `with` as for `me`.
+    ///
+    /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn share(&self, me: Member, block: Offset, with: Member) -> Result<(), Error> {
         self.op(OpCode::Share, |tx, s| {
             s.share(tx, s.member(me)?, block, s.member(with)?)
@@ -154,6 +196,12 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// Drops `me`'s reference to `block`; frees the block if it was the last. Returns
     /// whether the block was freed.
+    ///
+    /// # Errors
+    /// - [`Error::BadOffset`], [`Error::DoubleFree`], [`Error::NotOwner`]: as for
+    ///   [`free`](Heap::free).
+    ///
+    /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn release(&self, me: Member, block: Offset) -> Result<bool, Error> {
         let freed = self.op(OpCode::Release, |tx, s| s.release(tx, s.member(me)?, block))?;
         if freed {
