@@ -240,22 +240,20 @@ impl<'m, P: Platform> Heap<'m, P> {
         {
             return Err(AttachError::BadMagic.into());
         }
-        let version = hdr.version.load(Relaxed);
-        if version != FORMAT_VERSION {
-            return Err(AttachError::Version {
-                found: version,
-                expected: FORMAT_VERSION,
+        // A word of the header that must hold what this build writes there.
+        let expect = |word: &AtomicU32, expected: u32, err: fn(u32, u32) -> AttachError| {
+            let found = word.load(Relaxed);
+            match found == expected {
+                true => Ok(()),
+                false => Err(Error::from(err(found, expected))),
             }
-            .into());
-        }
-        let fp = hdr.fingerprint.load(Relaxed);
-        if fp != LAYOUT_FINGERPRINT {
-            return Err(AttachError::Layout {
-                found: fp,
-                expected: LAYOUT_FINGERPRINT,
-            }
-            .into());
-        }
+        };
+        expect(&hdr.version, FORMAT_VERSION, |found, expected| {
+            AttachError::Version { found, expected }
+        })?;
+        expect(&hdr.fingerprint, LAYOUT_FINGERPRINT, |found, expected| {
+            AttachError::Layout { found, expected }
+        })?;
         let recorded = u64::from(hdr.size.load(Relaxed));
         if recorded != u64::from(region.end()) {
             return Err(AttachError::SizeMismatch {
