@@ -12,7 +12,8 @@
  *    region too small for the heap's header), pvPortMalloc returns NULL and the
  *    statistics read 0;
  *  - a second vPortDefineHeapRegions is ignored unless vPortHeapResetState came first;
- *  - vPortFree ignores pointers outside the regions and blocks that are already free.
+ *  - vPortFree ignores pointers outside the regions, and a second free of a block until
+ *    its memory is handed out again; freeing anything else is undefined, as with heap_5.
  *
  * Blocks are aligned to portBYTE_ALIGNMENT: 8, or the value of the environment variable
  * SHM_HEAP5_BYTE_ALIGNMENT (a power of two from 8 to 4096) when the library was built.

@@ -24,8 +24,9 @@
 //!   and the statistics read 0;
 //! - a second `vPortDefineHeapRegions` (without `vPortHeapResetState` in between) is
 //!   ignored: the blocks already handed out stay valid;
-//! - `vPortFree` ignores a pointer outside the regions and a block that is already free.
-//!   Like heap_5, it cannot recognise every pointer that is not a block it returned.
+//! - `vPortFree` ignores a pointer outside the regions, and a second free of a block until
+//!   its memory is handed out again. Like heap_5, it cannot recognise every pointer that
+//!   is not a block it returned: freeing one is undefined.
 //!
 //! # The malloc-failed hook
 //! With the Cargo feature `malloc-failed-hook` (FreeRTOS's `configUSE_MALLOC_FAILED_HOOK
@@ -341,7 +342,7 @@ fn malloc_failed() {
 fn malloc_failed() {}
 
 /// Frees a block from [`pvPortMalloc`]. NULL does nothing; a pointer outside the regions,
-/// or to a block that is already free, is ignored.
+/// or to a block freed already (until its memory is handed out again), is ignored.
 ///
 /// # Safety
 /// `pv` is NULL or a pointer returned by [`pvPortMalloc`] or [`pvPortCalloc`] and not
