@@ -411,3 +411,25 @@ pub unsafe extern "C" fn vPortGetHeapStats(out: *mut HeapStats_t) {
     // SAFETY: `out` is non-null and writable (the caller's contract).
     unsafe { out.write(counted) };
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::byte_alignment;
+
+    /// The build-time alignment: 8 by default, or the power of two the variable names.
+    #[test]
+    fn byte_alignment_is_parsed() {
+        assert_eq!(byte_alignment(None), 8);
+        assert_eq!(byte_alignment(Some("8")), 8);
+        assert_eq!(byte_alignment(Some("64")), 64);
+        assert_eq!(byte_alignment(Some("4096")), 4096);
+        for bad in ["4", "12", "8192", "x", "", "99999999999999999999"] {
+            assert!(
+                std::panic::catch_unwind(|| byte_alignment(Some(bad))).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
