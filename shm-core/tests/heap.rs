@@ -71,6 +71,28 @@ fn split_and_coalesce_with_both_neighbours() {
     assert_eq!((after.allocs, after.frees), (8, 8));
 }
 
+/// Resetting the low-water mark (FreeRTOS `xPortResetHeapMinimumEverFreeHeapSize`) restarts
+/// it from the current free bytes; later allocations lower it again, frees do not raise it.
+#[test]
+fn reset_min_ever_free_restarts_the_low_water_mark() {
+    let f = Fixture::new(64 * 1024);
+    let (a, _) = two_processes(&f);
+    let x = f.heap.try_alloc(a, 4000).unwrap();
+    f.heap.free(a, x).unwrap();
+    let s = f.heap.stats().unwrap();
+    assert!(s.min_ever_free_bytes < s.free_bytes);
+    f.heap.reset_min_ever_free().unwrap();
+    let s = f.heap.stats().unwrap();
+    assert_eq!(s.min_ever_free_bytes, s.free_bytes);
+    let y = f.heap.try_alloc(a, 100).unwrap();
+    let low = f.heap.stats().unwrap().free_bytes;
+    f.heap.free(a, y).unwrap();
+    let s = f.heap.stats().unwrap();
+    assert_eq!(s.min_ever_free_bytes, low);
+    assert!(low < s.free_bytes);
+    f.heap.check().unwrap();
+}
+
 /// A remainder smaller than a minimum block is not split off: the allocation absorbs it.
 #[test]
 fn small_remainder_is_absorbed() {

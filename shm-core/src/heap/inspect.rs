@@ -70,6 +70,17 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.op(OpCode::Check, |_, s| s.stats())
     }
 
+    /// Restarts the low-water mark of the free bytes from the current free bytes, like
+    /// FreeRTOS `xPortResetHeapMinimumEverFreeHeapSize`: from now on
+    /// [`HeapStats::min_ever_free_bytes`] is the lowest value since this call.
+    pub fn reset_min_ever_free(&self) -> Result<(), Error> {
+        self.op(OpCode::ResetMinFree, |tx, s| {
+            let h = &s.hdr.heap;
+            // History, not derived state: journaled like the update in `take`.
+            tx.set(&h.min_free_bytes, h.free_bytes.load(Relaxed))
+        })
+    }
+
     /// Statistics without taking the lock (see [`check_unlocked`](Heap::check_unlocked)).
     pub fn stats_unlocked(&self) -> Result<HeapStats, Error> {
         self.space.stats()

@@ -98,10 +98,11 @@ pub(crate) enum OpCode {
     Reclaim = 10,
     Check = 11,
     SetApp = 12,
+    ResetMinFree = 13,
 }
 
 /// The first operation code free for layers above the heap (see [`Heap::transact`]).
-pub(crate) const FIRST_CLIENT_OP: u32 = 13;
+pub(crate) const FIRST_CLIENT_OP: u32 = 14;
 
 /// A heap over a region, used by one process (which may use it from several threads).
 ///

@@ -10,7 +10,10 @@
 //! - buffers passed back and forth with `Heap::send(.., SendMode::Give)`: ownership follows
 //!   every buffer, so at the end the heap shows that none was lost;
 //! - `CriticalSectionPlatform`: every heap operation runs inside `critical_section::with`,
-//!   so the handler never sees a half-done operation; `recv` needs no lock at all.
+//!   so the handler never sees a half-done operation; `recv` needs no lock at all;
+//! - C code using the FreeRTOS heap_5 API of `shm-heap5` (`src/heap5_demo.c`, see
+//!   [`heap5_c`]): a second heap over two RAM banks, filled until `pvPortMalloc` returns
+//!   NULL, with the malloc-failed hook and the heap statistics.
 //!
 //! The main loop keeps [`IN_FLIGHT`] buffers of various sizes on their way: it fills each
 //! with a pattern and sends it to the handler's queue. On every tick the handler takes up
@@ -38,6 +41,7 @@
 
 extern crate alloc;
 
+mod heap5_c;
 mod packet;
 
 use alloc::vec::Vec;
@@ -126,6 +130,8 @@ pub(crate) enum Failure {
         expected: u64,
         found: u64,
     },
+    /// A check in `heap5_demo.c` failed at this line.
+    CHeap { line: i32 },
     /// The run did not finish in time.
     Timeout { done: u32, ticks: u32 },
     /// Anything else.
@@ -143,6 +149,7 @@ impl fmt::Display for Failure {
                 expected,
                 found,
             } => write!(f, "{what}: expected {expected}, found {found}"),
+            Failure::CHeap { line } => write!(f, "heap5_demo.c:{line}: check failed"),
             Failure::Timeout { done, ticks } => write!(
                 f,
                 "timed out after {ticks} ticks with {done} of {ROUND_TRIPS} round trips done"
@@ -166,12 +173,18 @@ impl<T> Context<T> for Result<T, Error> {
 #[entry]
 fn main() -> ! {
     hprintln!("firmware: shm-core example on a Cortex-M4 (QEMU mps2-an386)");
-    match run() {
-        Ok(leaked) => {
+    match run().and_then(|leaked| Ok((leaked, run_c()?))) {
+        Ok((leaked, c)) => {
             hprintln!(
-                "firmware ok: {} round trips, {} blocks leaked, check passed",
+                "firmware ok: {} round trips, {} blocks leaked, check passed; C heap_5: {} regions, {} blocks of 256 B until NULL (twice), malloc-failed hook called {} times, {} allocations and {} frees, {} bytes free after each run",
                 ROUND_TRIPS,
-                leaked
+                leaked,
+                c.regions,
+                c.blocks,
+                c.hook_calls,
+                c.allocations,
+                c.frees,
+                c.free_bytes
             );
             debug::exit(debug::EXIT_SUCCESS);
             halt()
@@ -247,6 +260,19 @@ fn run() -> Result<u64, Failure> {
         report.owner_cells
     );
     Ok(leaked)
+}
+
+/// The C code's run over the heap_5 API (see [`heap5_c`]), with a line of its results.
+fn run_c() -> Result<heap5_c::HeapDemo, Failure> {
+    let c = heap5_c::run()?;
+    hprintln!(
+        "C heap_5: {} regions; {} blocks of 256 B before NULL, from both regions; lowest free {} bytes; {} free after freeing all",
+        c.regions,
+        c.blocks,
+        c.lowest_free,
+        c.free_bytes
+    );
+    Ok(c)
 }
 
 /// Formats the region, registers the SysTick handler as a second process and connects
