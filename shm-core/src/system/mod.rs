@@ -127,6 +127,23 @@ pub trait System: WaitNotify + Clone + Send + Sync + 'static {
     /// Removes a segment's name (mappings stay valid until unmapped).
     fn unlink(&self, name: &SegmentName) -> SystemResult<()>;
 
+    /// What a server does with its segment `m` of name `name` at a clean shutdown. The
+    /// default removes the name ([`unlink`](System::unlink)); a system can remove exactly
+    /// the segment it mapped (System V: `IPC_RMID` on the mapped id, never on whatever the
+    /// name's key names now), or keep it (a file whose heap outlives its processes).
+    fn withdraw(&self, name: &SegmentName, m: &Self::Mapping) -> SystemResult<()> {
+        let _ = m;
+        self.unlink(name)
+    }
+
+    /// Writes the segment's memory through to its backing store, waiting until it is
+    /// there (`msync(MS_SYNC)` for a file). The default does nothing: a segment held in
+    /// memory only has no store to write to.
+    fn flush(&self, m: &Self::Mapping) -> SystemResult<()> {
+        let _ = m;
+        Ok(())
+    }
+
     /// Calls `each` with the name of every segment this library created that still
     /// exists (for `shmipc clean`), in no particular order. Systems whose segments cannot
     /// outlive their last user call it for none.
