@@ -314,6 +314,18 @@ fn open_file(path: &CString, flags: libc::c_int, mode: u32) -> Result<OwnedFd> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SysvSystem;
 
+impl SysvSystem {
+    /// The key of segment `name` (see the module documentation; `ipcs -m` shows it).
+    pub fn key(name: &SegmentName) -> i32 {
+        key_of(name)
+    }
+
+    /// The lock file of segment `name`, where its attachments hold their liveness marks.
+    pub fn lock_path(name: &SegmentName) -> std::path::PathBuf {
+        lock_path(name)
+    }
+}
+
 impl WaitNotify for SysvSystem {
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
         wait::futex_wait(word, expected, timeout)
