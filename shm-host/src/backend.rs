@@ -97,4 +97,34 @@ mod tests {
             assert!(bad.parse::<Backend>().is_err(), "{bad:?}");
         }
     }
+
+    struct Name;
+    impl OnSystem for Name {
+        type Output = &'static str;
+        fn on<S: System>(self, _system: S) -> &'static str {
+            std::any::type_name::<S>()
+        }
+    }
+
+    /// Each kind runs on its system where this system has it, and is refused as
+    /// unavailable elsewhere (System V and files exist on Linux only).
+    #[test]
+    fn kinds_run_on_their_systems() {
+        assert!(Backend::Native.run(Name).is_ok());
+        for kind in [Backend::Sysv, Backend::File("x".into())] {
+            let r = kind.run(Name);
+            if cfg!(target_os = "linux") {
+                assert!(r.is_ok());
+            } else {
+                assert!(
+                    matches!(r, Err(HostError::BackendUnavailable { .. })),
+                    "{kind}"
+                );
+            }
+        }
+        if cfg!(target_os = "linux") {
+            assert!(Backend::Sysv.run(Name).unwrap().ends_with("SysvSystem"));
+            assert_eq!(Backend::listed(), [Backend::Posix, Backend::Sysv]);
+        }
+    }
 }
