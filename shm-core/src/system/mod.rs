@@ -127,13 +127,21 @@ pub trait System: WaitNotify + Clone + Send + Sync + 'static {
     /// Removes a segment's name (mappings stay valid until unmapped).
     fn unlink(&self, name: &SegmentName) -> SystemResult<()>;
 
-    /// What a server does with its segment `m` of name `name` at a clean shutdown. The
-    /// default removes the name ([`unlink`](System::unlink)); a system can remove exactly
-    /// the segment it mapped (System V: `IPC_RMID` on the mapped id, never on whatever the
-    /// name's key names now), or keep it (a file whose heap outlives its processes).
-    fn withdraw(&self, name: &SegmentName, m: &Self::Mapping) -> SystemResult<()> {
+    /// Removes segment `m`, known by `name`. The default removes the name
+    /// ([`unlink`](System::unlink)), whatever segment it names by now; a system that can
+    /// tell segments apart removes exactly `m` (System V: `IPC_RMID` on the mapped id; a
+    /// file: only if the path still leads to the mapped file), so that a segment made
+    /// under the name since is left alone.
+    fn remove(&self, name: &SegmentName, m: &Self::Mapping) -> SystemResult<()> {
         let _ = m;
         self.unlink(name)
+    }
+
+    /// What a server does with its segment `m` of name `name` at a clean shutdown: by
+    /// default [`remove`](System::remove) it; a system whose segments are meant to outlive
+    /// their processes (a file) keeps it.
+    fn withdraw(&self, name: &SegmentName, m: &Self::Mapping) -> SystemResult<()> {
+        self.remove(name, m)
     }
 
     /// Writes the segment's memory through to its backing store, waiting until it is

@@ -96,8 +96,12 @@ fn scan<S: System>(
         ..Tally::default()
     };
     let mut victims = Vec::new();
+    // The victims that could be opened, kept mapped until removed: what is removed is the
+    // segment judged (`System::remove`), not whatever the name names by then.
+    let mut judged = std::collections::HashMap::new();
     for name in names {
         let shown = label(&name);
+        let mut opened = None;
         let verdict = match Segment::open(system.clone(), &name) {
             Ok(seg) => {
                 let heap = &seg;
@@ -120,6 +124,7 @@ fn scan<S: System>(
                     );
                     None
                 } else if alive.is_empty() {
+                    opened = Some(seg);
                     Some(format!("{total} registered processes, all dead"))
                 } else {
                     println!("kept {shown}: live processes {alive:?}");
@@ -133,13 +138,20 @@ fn scan<S: System>(
             }
         };
         match verdict {
-            Some(why) => victims.push((name, why)),
+            Some(why) => {
+                if let Some(seg) = opened {
+                    judged.insert(name.clone(), seg);
+                }
+                victims.push((name, why));
+            }
             None => tally.kept += 1,
         }
     }
     let (removed, failed) = remove_all(&victims, verb, &label, |name| {
         if args.dry_run {
             Ok(())
+        } else if let Some(seg) = judged.get(name) {
+            system.remove(name, seg.mapping()).named(name)
         } else {
             system.unlink(name).named(name)
         }

@@ -308,6 +308,36 @@ impl System for FileSystem {
         Ok(())
     }
 
+    /// Removes the file if the path still leads to the mapped one (else
+    /// [`SystemError::Foreign`]: another file took its place, and stays).
+    fn remove(&self, name: &SegmentName, m: &FileMapping) -> Result<()> {
+        let path = self.c_path(name)?;
+        // SAFETY: all-zero is a valid `stat` to be overwritten.
+        let mut at_path: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a valid C string and `at_path` a valid out-pointer.
+        if unsafe { libc::stat(path.as_ptr(), &mut at_path) } != 0 {
+            let e = last_os("stat");
+            return Err(match e.os_code() {
+                Some(libc::ENOENT) => SystemError::NotFound,
+                _ => e,
+            });
+        }
+        // SAFETY: as above.
+        let mut mapped: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the mapping's descriptor is open; `mapped` is a valid out-pointer.
+        if unsafe { libc::fstat(m.whole.fd().as_raw_fd(), &mut mapped) } != 0 {
+            return Err(last_os("fstat"));
+        }
+        if (at_path.st_dev, at_path.st_ino) != (mapped.st_dev, mapped.st_ino) {
+            return Err(SystemError::Foreign);
+        }
+        // SAFETY: `path` is a valid C string.
+        if unsafe { libc::unlink(path.as_ptr()) } != 0 {
+            return Err(last_os("unlink"));
+        }
+        Ok(())
+    }
+
     /// Keeps the file: its heap is there for the next server.
     fn withdraw(&self, _name: &SegmentName, _m: &FileMapping) -> Result<()> {
         Ok(())
@@ -395,8 +425,16 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), HEADER + 8192);
         assert_eq!(&bytes[HEADER + 100..HEADER + 107], b"durable");
-        drop(m);
-        fs.unlink(&n).unwrap();
+        // A server's clean stop keeps it; removing the mapped segment removes it, but
+        // not a file that took its place.
+        fs.withdraw(&n, &m).unwrap();
+        assert!(path.exists());
+        std::fs::rename(&path, temp("moved")).unwrap();
+        std::fs::write(&path, b"another file").unwrap();
+        assert_eq!(fs.remove(&n, &m).err(), Some(SystemError::Foreign));
+        std::fs::rename(temp("moved"), &path).unwrap();
+        fs.remove(&n, &m).unwrap();
         assert!(!path.exists());
+        drop(m);
     }
 }

@@ -23,8 +23,9 @@
 //!
 //! **Ids.** A `shmid` is a reused number; this code acts on one only while it holds an
 //! attachment of it (which keeps the id from being freed) after checking the header
-//! there: removal (`IPC_RMID`) at a clean shutdown names the id of the server's own
-//! mapping, and `unlink` attaches, checks the name, then removes.
+//! there: removal (`IPC_RMID`) by a server at its clean shutdown, and by `shmipc clean`,
+//! names the id of the remover's own mapping (`System::remove`), and `unlink` attaches,
+//! checks the name, then removes.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -494,7 +495,7 @@ impl System for SysvSystem {
         Ok(())
     }
 
-    fn withdraw(&self, name: &SegmentName, m: &SysvMapping) -> Result<()> {
+    fn remove(&self, name: &SegmentName, m: &SysvMapping) -> Result<()> {
         // The lock file first: while the segment still holds its key, no new segment of
         // this name can have made a lock file of its own.
         remove_lock_file(&c_path(name)?, file_id(m.lock.as_fd())?);
@@ -614,9 +615,9 @@ mod tests {
         assert_eq!(SysvSystem.open(&n).err(), Some(SystemError::Foreign));
         std::fs::write(&path, b"").unwrap();
         assert_eq!(SysvSystem.open(&n).err(), Some(SystemError::Foreign));
-        // The server's own withdrawal removes its segment, and leaves a file that is not
-        // its lock file alone.
-        SysvSystem.withdraw(&n, &m).unwrap();
+        // Removing the mapped segment removes it, and leaves a file that is not its lock
+        // file alone.
+        SysvSystem.remove(&n, &m).unwrap();
         assert!(path.exists());
         std::fs::remove_file(&path).unwrap();
         assert_eq!(SysvSystem.open(&n).err(), Some(SystemError::NotFound));
