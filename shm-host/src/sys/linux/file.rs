@@ -94,7 +94,9 @@ enum Place {
 }
 
 /// File-backed segments on a real (local) filesystem: the heap outlives its processes,
-/// and what [`Segment::flush`](crate::Segment::flush) wrote survives a power loss.
+/// and what [`Segment::flush`](crate::Segment::flush) wrote survives a power loss (see
+/// the README's "File-backed segments" for what does not). The size a server asks for
+/// applies only when it makes the file; on an existing one it takes the heap as it is.
 ///
 /// ```
 /// # #[cfg(target_os = "linux")] {
