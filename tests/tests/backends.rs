@@ -8,7 +8,7 @@
 //! which outlives its server by design, is removed by the test). And a file-backed
 //! segment survives server restarts with its blocks intact: blocks written under one
 //! server process are read, unchanged, by the next one, after a clean stop and after a
-//! SIGKILL.
+//! SIGKILL. A System V segment is taken over only once the kernel says its server died.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // tests report failures by panicking
 
@@ -112,6 +112,38 @@ fn sysv_segments_carry_traffic_through_a_kill_and_leave_nothing() {
         "lock file left in /dev/shm"
     );
     assert!(!shm_tests::shm_path(&name).exists());
+}
+
+/// System V takeover follows the identity rules: a second server is refused while the
+/// first one's process lives (the kernel holds its mark on the lock file), and takes the
+/// segment over once that process was SIGKILLed (a new generation in the same segment,
+/// the dead server reclaimed); its clean stop then removes the segment and lock file.
+#[test]
+fn sysv_takeover_waits_for_the_kernel_to_say_dead() {
+    let name = unique_name("sysv-takeover");
+    let seg_name = SegmentName::new(&name).unwrap();
+    let _ = SysvSystem.unlink(&seg_name);
+    let mut first = Peer::spawn_on(peer_exe!(), "sysv", &["server", &name]);
+    assert_eq!(first.read_line(), "serving 1");
+    let refused = Server::create_on(SysvSystem, &name, ServerOptions::default()).err();
+    assert!(
+        matches!(
+            refused,
+            Some(HostError::TakeoverRefused {
+                why: shm_host::Refusal::ServerAlive,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    first.kill();
+    let second = Server::create_on(SysvSystem, &name, ServerOptions::default()).unwrap();
+    assert_eq!(second.generation(), 2);
+    assert_eq!(second.segment().processes().unwrap().len(), 1);
+    second.segment().check().unwrap();
+    drop(second);
+    assert!(!sysv_key_present(SysvSystem::key(&seg_name)));
+    assert!(!SysvSystem::lock_path(&seg_name).exists());
 }
 
 /// A file path for `test` in the build's scratch directory, removed on drop.
