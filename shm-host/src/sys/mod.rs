@@ -2,7 +2,7 @@
 //! Every OS folder has the same files (`bell.rs`, `process.rs`, `segment.rs`, `signal.rs`,
 //! `wait.rs`) and exports the same [`NativeSystem`], `install_stop_handler` and the
 //! segment kinds it offers (`run_on_backend`, `listed_backends`); Linux adds two more
-//! systems, `SysvSystem` (`sysv.rs`) and `FileSystem` (`file.rs`); QNX's
+//! systems, `SysvSystem` (`sysv/`) and `FileSystem` (`file.rs`); QNX's
 //! implementation is the `shm-qnx` crate (which `qnx.rs` re-exports), since it must not
 //! depend on this crate. Nothing outside this module names an OS; the crate root
 //! re-exports everything public here.
