@@ -69,6 +69,19 @@ pub enum HostError {
         /// Bytes the object has now.
         now: u64,
     },
+    /// The object where segment `name` would be is not that segment (another program's,
+    /// another name's at the same System V key, a file that is not a segment, or one
+    /// still being created); it was left alone.
+    Foreign {
+        /// The segment's name.
+        name: String,
+    },
+    /// The segment kind asked for does not exist on this system (System V or file-backed
+    /// segments off Linux).
+    BackendUnavailable {
+        /// The kind, as named (`sysv`, `file:PATH`, ...).
+        backend: String,
+    },
     /// A system error of a kind that has no variant of its own here.
     System(SystemError),
 }
@@ -88,6 +101,7 @@ impl HostError {
                 name,
                 reason: e.reason(),
             },
+            SystemError::Foreign => HostError::Foreign { name },
             e => HostError::from(e),
         }
     }
@@ -140,6 +154,14 @@ impl fmt::Display for HostError {
                     "segment {name:?} has a server that is alive (or cannot be told dead)"
                 ),
             },
+            HostError::Foreign { name } => write!(
+                f,
+                "the object where segment {name:?} would be is not that segment (another program's, another name's, or one being created); left alone"
+            ),
+            HostError::BackendUnavailable { backend } => write!(
+                f,
+                "segment kind {backend:?} is not available on this system"
+            ),
             HostError::System(e) => write!(f, "{e}"),
             HostError::Truncated { mapped, now } => write!(
                 f,

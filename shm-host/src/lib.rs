@@ -39,6 +39,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod buffer;
 pub mod client;
 mod endpoint;
@@ -51,6 +52,7 @@ pub mod support;
 mod sys;
 pub mod system;
 
+pub use backend::{Backend, OnSystem};
 pub use buffer::Buffer;
 pub use client::{Client, ClientOptions};
 pub use endpoint::RecvMode;

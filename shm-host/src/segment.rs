@@ -221,6 +221,15 @@ impl<S: System> Segment<S> {
         Ok(self.heap.for_each_block(f)?)
     }
 
+    /// Writes the segment's memory through to its backing store and waits until it is
+    /// there: `msync(MS_SYNC)` for a file-backed segment (`FileSystem`); nothing for a
+    /// segment held in memory only (POSIX, System V, Windows, QNX), which has no store.
+    /// Only a file-backed segment survives a restart of the machine, and then only what
+    /// was flushed (see the README's "File-backed segments").
+    pub fn flush(&self) -> Result<()> {
+        self.system.flush(&self.mapping).named(&self.name)
+    }
+
     /// The segment's name.
     pub fn name(&self) -> &SegmentName {
         &self.name

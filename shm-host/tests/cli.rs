@@ -23,19 +23,42 @@ fn text(o: &Output) -> String {
 struct Serve {
     child: Child,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    /// The line it started with (`serving NAME (generation G, ...)`).
+    #[allow(dead_code)] // read by the Linux-only tests
+    first: String,
 }
 
 impl Serve {
     fn start(name: &str) -> Serve {
+        Serve::start_with(name, &[])
+    }
+
+    /// `serve NAME --size 4MiB EXTRA...`.
+    fn start_with(name: &str, extra: &[&str]) -> Serve {
         let mut child = Command::new(EXE)
             .args(["serve", name, "--size", "4MiB"])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().unwrap().unwrap();
         assert!(first.starts_with(&format!("serving {name}")), "{first}");
-        Serve { child, lines }
+        Serve {
+            child,
+            lines,
+            first,
+        }
+    }
+
+    /// Stops it with SIGTERM and waits for its last line containing `what`.
+    #[cfg(unix)]
+    fn stop_expecting(mut self, what: &str) -> String {
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let line = self.expect_line(what);
+        assert!(self.child.wait().unwrap().success());
+        line
     }
 
     /// The next line containing `what`, within a generous limit (a hang guard).
@@ -200,4 +223,92 @@ fn bad_input_is_reported() {
     assert!(text(&out).contains("unit"), "{}", text(&out));
     let out = shmipc(&["inspect", &format!("never-{}", std::process::id())]);
     assert!(text(&out).contains("does not exist"), "{}", text(&out));
+}
+
+/// The row of `/proc/sysvipc/shm` (what `ipcs -m` shows) for System V key `key`.
+#[cfg(target_os = "linux")]
+fn sysv_row(key: i32) -> Option<String> {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap()
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&key.to_string()))
+        .map(str::to_owned)
+}
+
+/// `--backend sysv`: `serve` makes a System V segment with mode 0600 at the name's key;
+/// `send` and `inspect` find it by name; `clean` keeps it while its server lives and
+/// removes it (and its lock file) once the server was killed.
+#[cfg(target_os = "linux")]
+#[test]
+fn sysv_segments_from_the_command_line() {
+    let name = format!("cli-sysv-{}", std::process::id());
+    let seg = shm_host::SegmentName::new(&name).unwrap();
+    let key = shm_host::SysvSystem::key(&seg);
+    let mut serve = Serve::start_with(&name, &["--backend", "sysv"]);
+    let row = sysv_row(key).expect("the segment is in the kernel's table");
+    assert_eq!(row.split_whitespace().nth(2), Some("600"), "{row}");
+    let out = shmipc(&["send", &name, "--tag", "9", "--backend", "sysv", "-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(serve.expect_line("message from").contains("tag 9"));
+    let out = shmipc(&["inspect", &name, "--backend", "sysv"]);
+    assert!(text(&out).contains("check: ok"), "{}", text(&out));
+    let out = shmipc(&["inspect", &name]);
+    assert!(text(&out).contains("does not exist"), "not a POSIX segment");
+    let out = shmipc(&["clean", "--dry-run", "--backend", "sysv"]);
+    assert!(
+        text(&out).contains(&format!("kept {name} (sysv)")),
+        "{}",
+        text(&out)
+    );
+
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+    assert!(sysv_row(key).is_some(), "a killed server's segment stays");
+    let out = shmipc(&["clean", "--backend", "sysv"]);
+    assert!(
+        text(&out).contains(&format!("removed {name} (sysv)")),
+        "{}",
+        text(&out)
+    );
+    assert!(sysv_row(key).is_none(), "clean removed it");
+    assert!(!shm_host::SysvSystem::lock_path(&seg).exists());
+
+    // A clean stop removes it too.
+    let serve = Serve::start_with(&name, &["--backend", "sysv"]);
+    assert!(sysv_row(key).is_some());
+    serve.stop_expecting("removed");
+    assert!(sysv_row(key).is_none());
+}
+
+/// `--backend file:PATH`: a clean stop keeps the file; the next `serve` on it continues
+/// the same heap (generation 2); `inspect` reads it; `clean` leaves it alone.
+#[cfg(target_os = "linux")]
+#[test]
+fn file_segments_from_the_command_line() {
+    let name = format!("cli-file-{}", std::process::id());
+    let path = std::env::temp_dir().join(format!("shmipc-{name}.heap"));
+    let _ = std::fs::remove_file(&path);
+    let backend = format!("file:{}", path.display());
+    let mut serve = Serve::start_with(&name, &["--backend", &backend]);
+    assert!(serve.first.contains("generation 1"), "{}", serve.first);
+    let out = shmipc(&["send", &name, "--tag", "3", "--backend", &backend, "-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(serve.expect_line("message from").contains("tag 3"));
+    let last = serve.stop_expecting("stopped");
+    assert!(last.contains("kept in"), "{last}");
+    assert!(path.exists());
+
+    let serve = Serve::start_with(&name, &["--backend", &backend]);
+    assert!(serve.first.contains("generation 2"), "{}", serve.first);
+    let out = shmipc(&["inspect", &name, "--backend", &backend]);
+    assert!(
+        text(&out).contains("server: generation 2"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("check: ok"), "{}", text(&out));
+    let out = shmipc(&["clean", "--dry-run"]);
+    assert!(!text(&out).contains(&name), "{}", text(&out));
+    serve.stop_expecting("stopped");
+    std::fs::remove_file(&path).unwrap();
 }

@@ -1,6 +1,7 @@
 //! The contract of shm-core's `System` trait, written once as generic functions (module
 //! [`contract`]) and instantiated for every implementation by [`system_contract!`]: here
-//! for the native system of the target, so Linux runs it with `cargo test`, Windows under
+//! for the native system of the target (and on Linux for `SysvSystem` and `FileSystem`
+//! too), so Linux runs it with `cargo test`, Windows under
 //! Wine (`cargo test --target x86_64-pc-windows-gnu -p shm-host --test system_contract`),
 //! and QNX's `QnxSystem` is type-checked by `cargo check --tests` for the QNX targets (see
 //! `.ci/run`). A new implementation adds one `system_contract!` line.
@@ -431,3 +432,19 @@ macro_rules! system_contract {
 // The system this target runs on: Linux, Windows or QNX (`QnxSystem`). Permission bits
 // exist on the POSIX ones.
 system_contract!(native, shm_host::NativeSystem, modes = cfg!(unix));
+
+// Linux's other systems: System V segments, and segment files in a directory of the
+// build's scratch space (`FileSystem::dir`, so each test's name is its own file).
+#[cfg(target_os = "linux")]
+system_contract!(sysv, shm_host::SysvSystem, modes = true);
+#[cfg(target_os = "linux")]
+system_contract!(file, crate::segment_files(), modes = true);
+
+/// The file system of the contract tests: segment files under the build's scratch
+/// directory.
+#[cfg(target_os = "linux")]
+fn segment_files() -> shm_host::FileSystem {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("contract-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    shm_host::FileSystem::dir(dir)
+}

@@ -31,7 +31,13 @@ impl Peer {
     /// Starts `EXE ARGS...` (the helper binary, see [`peer_exe!`]) with stdin and stdout
     /// piped.
     pub fn spawn(exe: &str, args: &[&str]) -> Peer {
-        Peer::start(exe, args, Stdio::inherit)
+        Peer::start(exe, args, &[], Stdio::inherit)
+    }
+
+    /// Like [`spawn`](Peer::spawn), with the peer's segment roles on the kind of segment
+    /// `backend` names (`sysv`, `file:PATH`, ...; the peer's `SHM_TEST_BACKEND`).
+    pub fn spawn_on(exe: &str, backend: &str, args: &[&str]) -> Peer {
+        Peer::start(exe, args, &[("SHM_TEST_BACKEND", backend)], Stdio::inherit)
     }
 
     /// Starts the peer with stdin and stdout piped and stderr as `stderr` makes it.
@@ -40,12 +46,13 @@ impl Peer {
     /// `CreateProcess` fails now and then while many processes come and go ("Internal
     /// error", os error 1359). A process that failed to start did nothing, so trying again
     /// changes nothing the test observes.
-    fn start(exe: &str, args: &[&str], stderr: fn() -> Stdio) -> Peer {
+    fn start(exe: &str, args: &[&str], env: &[(&str, &str)], stderr: fn() -> Stdio) -> Peer {
         const ATTEMPTS: u32 = 5;
         let mut attempt = 1;
         let mut child = loop {
             match Command::new(exe)
                 .args(args)
+                .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(stderr())
@@ -241,7 +248,7 @@ impl Peer {
     /// Like [`spawn`](Peer::spawn), with stderr piped too (see
     /// [`finish_output`](Peer::finish_output)), for peers whose error output is checked.
     pub fn spawn_captured(exe: &str, args: &[&str]) -> Peer {
-        Peer::start(exe, args, Stdio::piped)
+        Peer::start(exe, args, &[], Stdio::piped)
     }
 
     /// Moves the peer's stdout to a background reader (for peers that print a lot or

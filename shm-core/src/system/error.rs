@@ -33,6 +33,10 @@ pub enum SystemError {
     TakeoverRefused(Refusal),
     /// The core refused something in the region (a doorbell's platform area, ...).
     Core(crate::error::Error),
+    /// The object where this segment would be is not this segment: another program's,
+    /// another segment's that shares its key (System V), a file that is not a segment, or
+    /// one still being created. It is left alone.
+    Foreign,
 }
 
 /// Why an existing segment may not be taken over by a new server.
@@ -94,6 +98,9 @@ impl fmt::Display for SystemError {
             SystemError::InvalidName(e) => write!(f, "{e}"),
             SystemError::TakeoverRefused(why) => write!(f, "not taking the segment over: {why}"),
             SystemError::Core(e) => write!(f, "{e}"),
+            SystemError::Foreign => f.write_str(
+                "the object there is not this segment (another program's, another name's, or one being created); left alone",
+            ),
         }
     }
 }

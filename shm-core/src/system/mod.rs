@@ -127,6 +127,31 @@ pub trait System: WaitNotify + Clone + Send + Sync + 'static {
     /// Removes a segment's name (mappings stay valid until unmapped).
     fn unlink(&self, name: &SegmentName) -> SystemResult<()>;
 
+    /// Removes segment `m`, known by `name`. The default removes the name
+    /// ([`unlink`](System::unlink)), whatever segment it names by now; a system that can
+    /// tell segments apart removes exactly `m` (System V: `IPC_RMID` on the mapped id; a
+    /// file: only if the path still leads to the mapped file), so that a segment made
+    /// under the name since is left alone.
+    fn remove(&self, name: &SegmentName, m: &Self::Mapping) -> SystemResult<()> {
+        let _ = m;
+        self.unlink(name)
+    }
+
+    /// What a server does with its segment `m` of name `name` at a clean shutdown: by
+    /// default [`remove`](System::remove) it; a system whose segments are meant to outlive
+    /// their processes (a file) keeps it.
+    fn withdraw(&self, name: &SegmentName, m: &Self::Mapping) -> SystemResult<()> {
+        self.remove(name, m)
+    }
+
+    /// Writes the segment's memory through to its backing store, waiting until it is
+    /// there (`msync(MS_SYNC)` for a file). The default does nothing: a segment held in
+    /// memory only has no store to write to.
+    fn flush(&self, m: &Self::Mapping) -> SystemResult<()> {
+        let _ = m;
+        Ok(())
+    }
+
     /// Calls `each` with the name of every segment this library created that still
     /// exists (for `shmipc clean`), in no particular order. Systems whose segments cannot
     /// outlive their last user call it for none.

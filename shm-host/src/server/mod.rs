@@ -107,7 +107,8 @@ struct Inner<S: System> {
 /// messages. A background thread sends heartbeats and reclaims dead clients.
 ///
 /// Dropping the server tells connected clients it is stopping, withdraws it from the
-/// segment and removes the segment's name.
+/// segment and removes the segment's name ([`System::withdraw`]: a file-backed segment
+/// stays, for the next server).
 pub struct Server<S: System = NativeSystem> {
     inner: Arc<Inner<S>>,
     stop: Option<Sender<()>>,
@@ -389,6 +390,11 @@ impl<S: System> Server<S> {
             .ok()
     }
 
+    /// Writes the segment through to its backing store (see [`Segment::flush`]).
+    pub fn flush(&self) -> Result<()> {
+        self.segment().flush()
+    }
+
     /// Runs the watchdog now: reclaims every dead process (a lock it held is broken
     /// on the way). Returns how many were reclaimed.
     pub fn watchdog(&self) -> Result<u32> {
@@ -484,7 +490,7 @@ impl<S: System> Drop for Server<S> {
         let att = &inner.ep.att;
         if inner.broken.get().is_some() {
             // The mapping is shorter than it looks: touch nothing; just withdraw the name.
-            let _ = att.seg.system().unlink(att.seg.name());
+            let _ = att.seg.system().withdraw(att.seg.name(), att.seg.mapping());
             return;
         }
         let heap = att.heap();
@@ -504,6 +510,8 @@ impl<S: System> Drop for Server<S> {
             );
         }
         let _ = inner.ep.close();
-        let _ = att.seg.system().unlink(att.seg.name());
+        // Removes the segment's name (System V: marks exactly this segment `IPC_RMID`),
+        // or keeps a file-backed segment for the next server.
+        let _ = att.seg.system().withdraw(att.seg.name(), att.seg.mapping());
     }
 }

@@ -1,6 +1,8 @@
 //! The operating-system layer: the one place that picks an implementation by target.
 //! Every OS folder has the same files (`bell.rs`, `process.rs`, `segment.rs`, `signal.rs`,
-//! `wait.rs`) and exports the same [`NativeSystem`] and `install_stop_handler`; QNX's
+//! `wait.rs`) and exports the same [`NativeSystem`], `install_stop_handler` and the
+//! segment kinds it offers (`run_on_backend`, `listed_backends`); Linux adds two more
+//! systems, `SysvSystem` (`sysv/`) and `FileSystem` (`file.rs`); QNX's
 //! implementation is the `shm-qnx` crate (which `qnx.rs` re-exports), since it must not
 //! depend on this crate. Nothing outside this module names an OS; the crate root
 //! re-exports everything public here.
@@ -8,15 +10,26 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{signal::install_stop_handler, NativeSystem};
+pub use linux::{
+    file::{FileMapping, FileSystem},
+    signal::install_stop_handler,
+    sysv::{SysvMapping, SysvSystem},
+    NativeSystem,
+};
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{listed_backends, run_on_backend};
 
 #[cfg(any(target_os = "nto", target_os = "qnx"))]
 mod qnx;
 #[cfg(any(target_os = "nto", target_os = "qnx"))]
 pub use qnx::{install_stop_handler, NativeSystem};
+#[cfg(any(target_os = "nto", target_os = "qnx"))]
+pub(crate) use qnx::{listed_backends, run_on_backend};
 
 #[cfg(windows)]
 mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{listed_backends, run_on_backend};
 #[cfg(windows)]
 pub use windows::{signal::install_stop_handler, NativeSystem};
 

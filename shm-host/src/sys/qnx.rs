@@ -6,6 +6,19 @@ use crate::error::Result;
 
 pub use shm_qnx::QnxSystem as NativeSystem;
 
+/// Runs `f` on the system of kind `b`: the native (POSIX) one only on QNX.
+pub fn run_on_backend<F: crate::OnSystem>(b: &crate::Backend, f: F) -> Option<F::Output> {
+    match b {
+        crate::Backend::Native | crate::Backend::Posix => Some(f.on(NativeSystem)),
+        _ => None,
+    }
+}
+
+/// The kinds `shmipc clean` scans.
+pub fn listed_backends() -> Vec<crate::Backend> {
+    vec![crate::Backend::Posix]
+}
+
 /// Makes SIGINT/SIGTERM set the returned flag instead of ending the process.
 pub fn install_stop_handler() -> Result<&'static std::sync::atomic::AtomicBool> {
     Ok(shm_posix::signal::install_stop_handler()?)

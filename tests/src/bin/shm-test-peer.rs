@@ -5,7 +5,13 @@
 //! - `stream NAME ID`: like `client` but never stops (for kill tests); prints `ready`.
 //! - `hold-lock NAME`: attaches, starts an allocation that stops half-way with the region
 //!   lock held (fault injection), prints `holding`, then sleeps until killed.
-//! - `server NAME`: a server that echoes every message; prints `serving GEN`.
+//! - `server NAME`: a server that echoes every message; prints `serving GEN`. A line
+//!   `quit` on stdin flushes the segment (`Server::flush`), drops the server (a clean
+//!   stop), prints `bye` and exits.
+//!
+//! `client`, `stream`, `server` and `hold-lock` run on the kind of segment the
+//! environment variable `SHM_TEST_BACKEND` names (`native`, `posix`, `sysv`,
+//! `file:PATH`; `native` when unset).
 //! - `send-one NAME TAG`: connects, sends one message with TAG, prints `sent`, waits for the
 //!   echo and prints `echo TAG`, then waits for a line on stdin before exiting.
 //! - `collector NAME [--heartbeat MS] [--max-missed N] [--hold BYTES] [--kill-unresponsive 0|1]`: a server (default
@@ -31,7 +37,10 @@ use std::io::BufRead;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shm_host::{Client, Segment, SegmentName, Server, ServerEvent, ServerOptions};
+use shm_host::{
+    Backend, Client, ClientOptions, OnSystem, Segment, SegmentName, Server, ServerEvent,
+    ServerOptions, System,
+};
 use shm_tests::{churn, wire};
 
 /// Tag bit asking the collector to echo a message back.
@@ -41,16 +50,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
     let result = match arg(0) {
-        "client" => client(
-            arg(1),
-            arg(2).parse().unwrap(),
-            arg(3).parse().unwrap(),
-            arg(4).parse().unwrap(),
-            false,
-        ),
-        "stream" => client(arg(1), arg(2).parse().unwrap(), u32::MAX, 8, true),
-        "hold-lock" => hold_lock(arg(1)),
-        "server" => server(arg(1)),
+        "client" | "stream" | "hold-lock" | "server" => on_backend(&args),
         "send-one" => send_one(arg(1), arg(2).parse().unwrap()),
         "collector" => collector(arg(1), &args[2..]),
         "churn-client" => churn_client(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
@@ -62,6 +62,37 @@ fn main() {
     if let Err(e) = result {
         eprintln!("shm-test-peer {args:?}: {e}");
         std::process::exit(1);
+    }
+}
+
+/// The roles that run on the kind of segment `SHM_TEST_BACKEND` names.
+fn on_backend(args: &[String]) -> Result<(), String> {
+    let backend: Backend = std::env::var("SHM_TEST_BACKEND")
+        .unwrap_or_else(|_| "native".into())
+        .parse()?;
+    backend.run(Role(args)).map_err(|e| e.to_string())?
+}
+
+struct Role<'a>(&'a [String]);
+
+impl OnSystem for Role<'_> {
+    type Output = Result<(), String>;
+    fn on<S: System>(self, system: S) -> Result<(), String> {
+        let arg = |i: usize| -> &str { self.0.get(i).map(String::as_str).unwrap_or("") };
+        match arg(0) {
+            "client" => client(
+                system,
+                arg(1),
+                arg(2).parse().unwrap(),
+                arg(3).parse().unwrap(),
+                arg(4).parse().unwrap(),
+                false,
+            ),
+            "stream" => client(system, arg(1), arg(2).parse().unwrap(), u32::MAX, 8, true),
+            "hold-lock" => hold_lock(system, arg(1)),
+            "server" => server(system, arg(1)),
+            other => Err(format!("unknown role {other:?}")),
+        }
     }
 }
 
@@ -112,8 +143,16 @@ fn fork_alloc(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn client(name: &str, id: u32, count: u32, window: usize, announce: bool) -> Result<(), String> {
-    let c = Client::connect(name).map_err(|e| format!("connect: {e}"))?;
+fn client<S: System>(
+    system: S,
+    name: &str,
+    id: u32,
+    count: u32,
+    window: usize,
+    announce: bool,
+) -> Result<(), String> {
+    let c = Client::connect_on(system, name, ClientOptions::default())
+        .map_err(|e| format!("connect: {e}"))?;
     c.wait_connected(Duration::from_secs(20))
         .map_err(|e| format!("wait_connected: {e}"))?;
     if announce {
@@ -165,12 +204,9 @@ fn client(name: &str, id: u32, count: u32, window: usize, announce: bool) -> Res
     Ok(())
 }
 
-fn hold_lock(name: &str) -> Result<(), String> {
-    let seg = Segment::open(
-        shm_host::NativeSystem,
-        &SegmentName::new(name).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+fn hold_lock<S: System>(system: S, name: &str) -> Result<(), String> {
+    let seg = Segment::open(system, &SegmentName::new(name).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
     // SAFETY: acts only as the member it registers here and touches no payload.
     let heap = unsafe { seg.heap() };
     let me = heap.register().map_err(|e| e.to_string())?;
@@ -190,8 +226,9 @@ fn hold_lock(name: &str) -> Result<(), String> {
     }
 }
 
-fn server(name: &str) -> Result<(), String> {
-    let s = Server::create_with(
+fn server<S: System>(system: S, name: &str) -> Result<(), String> {
+    let s = Server::create_on(
+        system,
         name,
         ServerOptions {
             size: 8 << 20,
@@ -201,7 +238,14 @@ fn server(name: &str) -> Result<(), String> {
     )
     .map_err(|e| format!("server: {e}"))?;
     println!("serving {}", s.generation());
+    let commands = stdin_lines();
     loop {
+        if commands.try_recv().is_ok_and(|l| l.trim() == "quit") {
+            s.flush().map_err(|e| format!("flush: {e}"))?;
+            drop(s);
+            println!("bye");
+            return Ok(());
+        }
         if let Some(msg) = s
             .recv_timeout(Duration::from_millis(100))
             .map_err(|e| e.to_string())?

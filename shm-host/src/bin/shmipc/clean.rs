@@ -1,7 +1,7 @@
 //! `shmipc clean`: removes segments whose participants are all dead (the classic shared
 //! memory leak after crashes).
 
-use shm_host::{NamedResult, NativeSystem, Segment, SegmentName, System};
+use shm_host::{Backend, NamedResult, OnSystem, Segment, SegmentName, System};
 
 /// Arguments of `clean`.
 #[derive(clap::Args, Debug)]
@@ -13,13 +13,37 @@ pub struct Args {
     /// incompatible version) and segments where no process has registered yet.
     #[arg(long)]
     pub force: bool,
+    /// Scan only this kind of segment (posix or sysv); by default every kind whose
+    /// segments outlive their processes (on Linux, POSIX and System V). File-backed
+    /// segments are never removed: their heaps are meant to outlive their processes.
+    #[arg(long)]
+    pub backend: Option<Backend>,
+}
+
+/// What one kind's scan did.
+#[derive(Default)]
+struct Tally {
+    found: usize,
+    removed: usize,
+    kept: usize,
+    failed: usize,
 }
 
 /// Scans and removes.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let system = NativeSystem;
-    let names = shm_host::support::list_segments(&system)?;
-    if names.is_empty() {
+    let kinds = match &args.backend {
+        Some(b) => vec![b.clone()],
+        None => Backend::listed(),
+    };
+    let mut all = Tally::default();
+    for kind in &kinds {
+        let t = kind.run(Scan { args: &args, kind })??;
+        all.found += t.found;
+        all.removed += t.removed;
+        all.kept += t.kept;
+        all.failed += t.failed;
+    }
+    if all.found == 0 {
         println!("no shmipc segments");
         return Ok(());
     }
@@ -28,10 +52,57 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "removed"
     };
-    let mut kept = 0;
+    let (removed, kept, failed) = (all.removed, all.kept, all.failed);
+    if failed == 0 {
+        println!("{removed} {verb}, {kept} kept");
+        return Ok(());
+    }
+    println!("{removed} {verb}, {kept} kept, {failed} failed");
+    Err(format!("{failed} segment(s) could not be removed").into())
+}
+
+/// The scan of one kind of segment.
+struct Scan<'a> {
+    args: &'a Args,
+    kind: &'a Backend,
+}
+
+impl OnSystem for Scan<'_> {
+    type Output = Result<Tally, Box<dyn std::error::Error>>;
+    fn on<S: System>(self, system: S) -> Self::Output {
+        scan(system, self.args, self.kind)
+    }
+}
+
+fn scan<S: System>(
+    system: S,
+    args: &Args,
+    kind: &Backend,
+) -> Result<Tally, Box<dyn std::error::Error>> {
+    // POSIX names are shown as they are (as before there were other kinds); others say
+    // their kind.
+    let label = |name: &SegmentName| match kind {
+        Backend::Native | Backend::Posix => name.to_string(),
+        other => format!("{name} ({other})"),
+    };
+    let names = shm_host::support::list_segments(&system)?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut tally = Tally {
+        found: names.len(),
+        ..Tally::default()
+    };
     let mut victims = Vec::new();
+    // The victims that could be opened, kept mapped until removed: what is removed is the
+    // segment judged (`System::remove`), not whatever the name names by then.
+    let mut judged = std::collections::HashMap::new();
     for name in names {
-        let verdict = match Segment::open(system, &name) {
+        let shown = label(&name);
+        let mut opened = None;
+        let verdict = match Segment::open(system.clone(), &name) {
             Ok(seg) => {
                 let heap = &seg;
                 let mut total = 0;
@@ -49,40 +120,45 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 if total == 0 && !st.running && !args.force {
                     // Nobody registered yet: most likely a server is creating it right now.
                     println!(
-                        "kept {name}: no process registered (being created?); --force removes it"
+                        "kept {shown}: no process registered (being created?); --force removes it"
                     );
                     None
                 } else if alive.is_empty() {
+                    opened = Some(seg);
                     Some(format!("{total} registered processes, all dead"))
                 } else {
-                    println!("kept {name}: live processes {alive:?}");
+                    println!("kept {shown}: live processes {alive:?}");
                     None
                 }
             }
             Err(e) if args.force => Some(format!("unreadable ({e})")),
             Err(e) => {
-                println!("kept {name}: cannot read it ({e}); --force removes it");
+                println!("kept {shown}: cannot read it ({e}); --force removes it");
                 None
             }
         };
         match verdict {
-            Some(why) => victims.push((name, why)),
-            None => kept += 1,
+            Some(why) => {
+                if let Some(seg) = opened {
+                    judged.insert(name.clone(), seg);
+                }
+                victims.push((name, why));
+            }
+            None => tally.kept += 1,
         }
     }
-    let (removed, failed) = remove_all(&victims, verb, |name| {
+    let (removed, failed) = remove_all(&victims, verb, &label, |name| {
         if args.dry_run {
             Ok(())
+        } else if let Some(seg) = judged.get(name) {
+            system.remove(name, seg.mapping()).named(name)
         } else {
             system.unlink(name).named(name)
         }
     });
-    if failed == 0 {
-        println!("{removed} {verb}, {kept} kept");
-        return Ok(());
-    }
-    println!("{removed} {verb}, {kept} kept, {failed} failed");
-    Err(format!("{failed} segment(s) could not be removed").into())
+    tally.removed = removed;
+    tally.failed = failed;
+    Ok(tally)
 }
 
 /// Unlinks every victim, going on after a failure so that one stuck segment does not
@@ -91,17 +167,19 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 fn remove_all(
     victims: &[(SegmentName, String)],
     verb: &str,
+    label: &dyn Fn(&SegmentName) -> String,
     mut unlink: impl FnMut(&SegmentName) -> shm_host::Result<()>,
 ) -> (usize, usize) {
     let (mut removed, mut failed) = (0, 0);
     for (name, why) in victims {
+        let shown = label(name);
         match unlink(name) {
             Ok(()) => {
-                println!("{verb} {name}: {why}");
+                println!("{verb} {shown}: {why}");
                 removed += 1;
             }
             Err(e) => {
-                eprintln!("failed to remove {name} ({why}): {e}");
+                eprintln!("failed to remove {shown} ({why}): {e}");
                 failed += 1;
             }
         }
@@ -122,7 +200,7 @@ mod tests {
             .map(|n| (SegmentName::new(n).expect("valid name"), "dead".into()))
             .collect();
         let mut tried = Vec::new();
-        let (removed, failed) = remove_all(&victims, "removed", |name| {
+        let (removed, failed) = remove_all(&victims, "removed", &|n| n.to_string(), |name| {
             tried.push(name.as_str().to_owned());
             if name.as_str() == "a" || name.as_str() == "c" {
                 Err(shm_host::HostError::Os {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shm_core::format::{FORMAT_VERSION, LAYOUT_FINGERPRINT};
 use shm_core::format::{KIND_CLIENT, KIND_SERVER, P_DISCONNECTED};
 use shm_core::Offset;
-use shm_host::{Mapping, NativeSystem, Segment, SegmentName};
+use shm_host::{Backend, Mapping, OnSystem, Segment, SegmentName, System};
 
 use serde::{Serialize, Serializer};
 
@@ -21,6 +21,9 @@ use crate::util::human_bytes;
 pub struct Args {
     /// Segment name.
     pub name: String,
+    /// The kind of segment: native, posix, sysv or file:PATH.
+    #[arg(long, default_value = "native")]
+    pub backend: Backend,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -135,7 +138,21 @@ impl Serialize for SizeClasses {
 
 /// Prints the report.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let system = NativeSystem;
+    let backend = args.backend.clone();
+    backend.run(Inspect(args))?
+}
+
+/// The report, on the system of the kind asked for.
+struct Inspect(Args);
+
+impl OnSystem for Inspect {
+    type Output = Result<(), Box<dyn std::error::Error>>;
+    fn on<S: System>(self, system: S) -> Self::Output {
+        report(system, self.0)
+    }
+}
+
+fn report<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let name = SegmentName::new(&args.name)?;
     let seg = Segment::open(system, &name)?;
     let heap = &seg;
@@ -388,7 +405,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// Runs `f`, which waits for the region lock, and says on stderr what it waits for if
 /// that takes long: a holder that is stopped (not dead) is never broken, so the wait
 /// would otherwise look like a hang with no way out named.
-fn waiting_for_lock<T>(seg: &Segment<NativeSystem>, f: impl FnOnce() -> T) -> T {
+fn waiting_for_lock<S: System, T>(seg: &Segment<S>, f: impl FnOnce() -> T) -> T {
     let (done, wait) = mpsc::channel::<()>();
     std::thread::scope(|s| {
         s.spawn(move || {

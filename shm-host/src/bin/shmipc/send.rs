@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use shm_host::Client;
+use shm_host::{Backend, Client, ClientOptions, OnSystem, System};
 
 /// Arguments of `send`.
 #[derive(clap::Args, Debug)]
@@ -21,11 +21,28 @@ pub struct Args {
     /// the message.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     pub timeout: u64,
+    /// The kind of segment: native, posix, sysv or file:PATH.
+    #[arg(long, default_value = "native")]
+    pub backend: Backend,
 }
 
 /// Sends one message.
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::connect(&args.name)?;
+    let backend = args.backend.clone();
+    backend.run(SendOne(args))?
+}
+
+struct SendOne(Args);
+
+impl OnSystem for SendOne {
+    type Output = Result<(), Box<dyn std::error::Error>>;
+    fn on<S: System>(self, system: S) -> Self::Output {
+        send(system, self.0)
+    }
+}
+
+fn send<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::connect_on(system, &args.name, ClientOptions::default())?;
     let wait = Duration::from_secs(args.timeout);
     let buffer = match args.file.as_deref() {
         None | Some("-") => {

@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shm_host::{checksum, Mapping, NativeSystem, RecvMode, Server, ServerEvent, ServerOptions};
+use shm_host::{
+    checksum, Backend, Mapping, OnSystem, RecvMode, Server, ServerEvent, ServerOptions, System,
+};
 
 use crate::util::parse_size;
 
@@ -18,12 +20,31 @@ pub struct Args {
     /// How to wait for messages: busy, blocking, adaptive.
     #[arg(long, default_value = "adaptive")]
     pub mode: RecvMode,
+    /// The kind of segment: native (posix on Linux), posix, sysv, or file:PATH (a file
+    /// whose heap outlives the server: a clean stop keeps it).
+    #[arg(long, default_value = "native")]
+    pub backend: Backend,
 }
 
-/// Serves until SIGINT/SIGTERM, then removes the segment.
+/// Serves until SIGINT/SIGTERM, then removes the segment (keeps a file-backed one).
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let backend = args.backend.clone();
+    backend.run(Serve(args))?
+}
+
+struct Serve(Args);
+
+impl OnSystem for Serve {
+    type Output = Result<(), Box<dyn std::error::Error>>;
+    fn on<S: System>(self, system: S) -> Self::Output {
+        serve(system, self.0)
+    }
+}
+
+fn serve<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let stop = shm_host::install_stop_handler()?;
-    let server = Server::create_with(
+    let server = Server::create_on(
+        system.clone(),
         &args.name,
         ServerOptions {
             size: args.size,
@@ -54,8 +75,15 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     while let Some(ev) = server.try_event() {
         print_event(ev);
     }
-    let system = NativeSystem;
     let segment = server.segment().name().clone();
+    if let Backend::File(path) = &args.backend {
+        // The heap stays in the file for the next server; written through first.
+        let flushed = server.flush();
+        drop(server);
+        flushed.map_err(|e| format!("stopped, but flushing {} failed: {e}", path.display()))?;
+        println!("stopped; segment {} kept in {}", args.name, path.display());
+        return Ok(());
+    }
     // Dropping the server unlinks the segment but cannot report a failure, so look for the
     // name afterwards. (Where a segment vanishes with its last handle, `list` is empty:
     // nothing can be left behind.)

@@ -4,9 +4,11 @@
 mod bell;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod file;
 mod process;
 mod segment;
 pub mod signal;
+pub mod sysv;
 mod wait;
 
 use std::sync::atomic::AtomicU32;
@@ -19,7 +21,21 @@ use shm_core::system::polling;
 use shm_core::system::{CreateOptions, SegmentName, System, SystemResult};
 use shm_posix::PosixMapping;
 
-/// The Linux system.
+/// Runs `f` on the system of kind `b`: all of them exist on Linux.
+pub fn run_on_backend<F: crate::OnSystem>(b: &crate::Backend, f: F) -> Option<F::Output> {
+    Some(match b {
+        crate::Backend::Native | crate::Backend::Posix => f.on(NativeSystem),
+        crate::Backend::Sysv => f.on(sysv::SysvSystem),
+        crate::Backend::File(path) => f.on(file::FileSystem::file(path)),
+    })
+}
+
+/// The kinds `shmipc clean` scans: POSIX and System V segments.
+pub fn listed_backends() -> Vec<crate::Backend> {
+    vec![crate::Backend::Posix, crate::Backend::Sysv]
+}
+
+/// The Linux system: POSIX shared memory.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeSystem;
 

@@ -32,6 +32,20 @@ use shm_core::system::{CreateOptions, SegmentName, System, SystemResult as Resul
 
 pub use segment::WinMapping;
 
+/// Runs `f` on the system of kind `b`: only the native one exists on Windows.
+pub fn run_on_backend<F: crate::OnSystem>(b: &crate::Backend, f: F) -> Option<F::Output> {
+    match b {
+        crate::Backend::Native => Some(f.on(NativeSystem)),
+        _ => None,
+    }
+}
+
+/// The kinds `shmipc clean` scans (Windows sections vanish with their last handle, so
+/// its listing is empty).
+pub fn listed_backends() -> Vec<crate::Backend> {
+    vec![crate::Backend::Native]
+}
+
 /// The Windows system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeSystem;

@@ -1,0 +1,285 @@
+//! Linux's other kinds of segment with real processes: System V segments (`SysvSystem`)
+//! and file-backed segments (`FileSystem`).
+//!
+//! For each: client processes stream checksummed messages through a server on that kind
+//! while one of them is SIGKILLed mid-stream; the survivor's every echo checks out, the
+//! killed client's memory comes back to the last byte, `check()` holds, and after the
+//! server's clean stop nothing is left (`ipcs -m` and `/dev/shm` for System V; the file,
+//! which outlives its server by design, is removed by the test). And a file-backed
+//! segment survives server restarts with its blocks intact: blocks written under one
+//! server process are read, unchanged, by the next one, after a clean stop and after a
+//! SIGKILL. A System V segment is taken over only once the kernel says its server died.
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shm_host::{
+    Client, ClientOptions, FileSystem, HostError, Segment, SegmentName, Server, ServerEvent,
+    ServerOptions, System, SysvSystem,
+};
+use shm_tests::{eventually, peer_exe, unique_name, wire, Peer};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Echoes every message until `stop`; returns how many it echoed.
+fn echo<S: System>(server: &Server<S>, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(msg) = server.recv_timeout(Duration::from_millis(10)).unwrap() {
+            n += 1;
+            // The sender may have been killed: then the buffer comes back and is dropped.
+            let _ = server.send(msg.from, msg.buffer, msg.tag);
+        }
+    }
+    n
+}
+
+/// The traffic test on `system` (named `backend` for the peers): a survivor client sends
+/// 3,000 checksummed messages while a streaming client is SIGKILLed mid-stream; the
+/// survivor finishes with every echo verified, the victim is declared dead once, the
+/// server's available bytes return to their value from before any client came, and
+/// `check()` passes. Returns with the server stopped (dropped).
+fn killed_client_mid_stream<S: System>(system: S, backend: &str, name: &str) {
+    let server = Server::create_on(
+        system,
+        name,
+        ServerOptions {
+            size: 8 << 20,
+            heartbeat: Duration::from_millis(20),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let baseline = server.available_bytes().unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let echoer = s.spawn(|| echo(&server, &stop));
+        let mut survivor =
+            Peer::spawn_on(peer_exe!(), backend, &["client", name, "7", "3000", "8"]);
+        let mut victim = Peer::spawn_on(peer_exe!(), backend, &["stream", name, "1"]);
+        assert_eq!(victim.read_line(), "ready");
+        // Let it get into the middle of its traffic.
+        std::thread::sleep(Duration::from_millis(50));
+        victim.kill();
+        assert_eq!(survivor.read_line(), "done 7 3000");
+        assert!(survivor.wait(PATIENCE).success());
+        let mut died = 0;
+        eventually(PATIENCE, "the killed client declared dead", || {
+            for ev in std::iter::from_fn(|| server.try_event()) {
+                if matches!(ev, ServerEvent::Died { .. }) {
+                    died += 1;
+                }
+            }
+            (died >= 1).then_some(())
+        });
+        assert_eq!(died, 1, "only the killed client died, once");
+        eventually(PATIENCE, "every client gone", || {
+            (server.segment().processes().unwrap().len() == 1).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        assert!(echoer.join().unwrap() >= 3000, "traffic flowed");
+    });
+    eventually(PATIENCE, "memory back to the baseline", || {
+        let _ = server.try_recv().unwrap();
+        (server.available_bytes().unwrap() == baseline).then_some(())
+    });
+    server.segment().check().unwrap();
+}
+
+/// Whether `/proc/sysvipc/shm` lists a segment at `key`.
+fn sysv_key_present(key: i32) -> bool {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().next() == Some(&key.to_string()))
+}
+
+/// System V: the traffic test, then nothing left: no segment at the name's key in the
+/// kernel's table (what `ipcs -m` shows), no lock file in `/dev/shm`.
+#[test]
+fn sysv_segments_carry_traffic_through_a_kill_and_leave_nothing() {
+    let name = unique_name("sysv-traffic");
+    let seg_name = SegmentName::new(&name).unwrap();
+    let key = SysvSystem::key(&seg_name);
+    let _ = SysvSystem.unlink(&seg_name); // a leftover of a crashed run
+    killed_client_mid_stream(SysvSystem, "sysv", &name);
+    assert!(!sysv_key_present(key), "segment left in ipcs -m");
+    assert!(
+        !SysvSystem::lock_path(&seg_name).exists(),
+        "lock file left in /dev/shm"
+    );
+    assert!(!shm_tests::shm_path(&name).exists());
+}
+
+/// System V takeover follows the identity rules: a second server is refused while the
+/// first one's process lives (the kernel holds its mark on the lock file), and takes the
+/// segment over once that process was SIGKILLed (a new generation in the same segment,
+/// the dead server reclaimed); its clean stop then removes the segment and lock file.
+#[test]
+fn sysv_takeover_waits_for_the_kernel_to_say_dead() {
+    let name = unique_name("sysv-takeover");
+    let seg_name = SegmentName::new(&name).unwrap();
+    let _ = SysvSystem.unlink(&seg_name);
+    let mut first = Peer::spawn_on(peer_exe!(), "sysv", &["server", &name]);
+    assert_eq!(first.read_line(), "serving 1");
+    let refused = Server::create_on(SysvSystem, &name, ServerOptions::default()).err();
+    assert!(
+        matches!(
+            refused,
+            Some(HostError::TakeoverRefused {
+                why: shm_host::Refusal::ServerAlive,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    first.kill();
+    let second = Server::create_on(SysvSystem, &name, ServerOptions::default()).unwrap();
+    assert_eq!(second.generation(), 2);
+    assert_eq!(second.segment().processes().unwrap().len(), 1);
+    second.segment().check().unwrap();
+    drop(second);
+    assert!(!sysv_key_present(SysvSystem::key(&seg_name)));
+    assert!(!SysvSystem::lock_path(&seg_name).exists());
+}
+
+/// A file path for `test` in the build's scratch directory, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(test: &str) -> TempFile {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{}.heap", unique_name(test)));
+        let _ = std::fs::remove_file(&path);
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Files: the traffic test; the server's clean stop keeps the file (its heap outlives its
+/// processes) holding a heap that passes `check()` with no process registered; the test
+/// removes it.
+#[test]
+fn file_segments_carry_traffic_through_a_kill() {
+    let file = TempFile::new("file-traffic");
+    let name = unique_name("file-traffic");
+    let backend = format!("file:{}", file.0.display());
+    killed_client_mid_stream(FileSystem::file(&file.0), &backend, &name);
+    assert!(file.0.exists(), "a clean stop keeps the file");
+    let seg = Segment::open(FileSystem::file(&file.0), &SegmentName::new(&name).unwrap()).unwrap();
+    seg.check().unwrap();
+    assert!(seg.processes().unwrap().is_empty());
+    drop(seg);
+    std::fs::remove_file(&file.0).unwrap();
+    assert!(!shm_tests::shm_path(&name).exists());
+}
+
+/// The blocks the client holds: written once, each checked against its checksum.
+const BLOCKS: u32 = 40;
+
+/// Sends every held buffer to the server (which echoes it) and checks each echo: the
+/// bytes are the ones written before the restart.
+fn round_trip(
+    client: &Client<FileSystem>,
+    held: Vec<shm_host::Buffer<FileSystem>>,
+) -> Vec<shm_host::Buffer<FileSystem>> {
+    let mut back = Vec::new();
+    for (seq, buf) in (0..).zip(held) {
+        assert_eq!(
+            wire::decode(&buf).unwrap(),
+            (5, seq),
+            "written bytes changed"
+        );
+        client.send(buf, seq).map_err(|e| e.error).unwrap();
+        let msg = client.recv_timeout(PATIENCE).unwrap().expect("an echo");
+        assert_eq!(msg.tag, seq);
+        assert_eq!(wire::decode(&msg.buffer).unwrap(), (5, seq));
+        back.push(msg.buffer);
+    }
+    back
+}
+
+/// A file-backed segment survives server restarts with its blocks intact. A client
+/// process (this one) writes checksummed blocks and has them echoed by server process 1;
+/// that server stops cleanly (flushes, keeps the file); server process 2 attaches to the
+/// same heap (generation 2, not a new heap) and reads every block back unchanged; it is
+/// SIGKILLed, and server process 3 recovers the heap (reclaims the dead server) and reads
+/// them again. At the end, the heap is whole: `check()` passes and nothing is leaked.
+#[test]
+fn a_file_segment_survives_server_restarts_with_its_blocks() {
+    let file = TempFile::new("file-restart");
+    let name = unique_name("file-restart");
+    let backend = format!("file:{}", file.0.display());
+    let system = FileSystem::file(&file.0);
+
+    let mut s1 = Peer::spawn_on(peer_exe!(), &backend, &["server", &name]);
+    assert_eq!(s1.read_line(), "serving 1");
+    let client = Client::connect_on(system.clone(), &name, ClientOptions::default()).unwrap();
+    client.wait_connected(PATIENCE).unwrap();
+    let free_before = client.segment().stats().unwrap().free_bytes;
+    let mut held = Vec::new();
+    for seq in 0..BLOCKS {
+        let size = wire::HEADER + wire::body_len(5, seq);
+        let mut buf = client.alloc(size).unwrap();
+        buf.resize(size).unwrap();
+        wire::encode(buf.as_mut_slice().unwrap(), 5, seq);
+        held.push(buf);
+    }
+    let held = round_trip(&client, held);
+
+    // A clean stop: flushed, the file stays.
+    s1.write_line("quit");
+    assert_eq!(s1.read_line(), "bye");
+    assert!(s1.wait(PATIENCE).success());
+    assert!(file.0.exists());
+
+    let mut s2 = Peer::spawn_on(peer_exe!(), &backend, &["server", &name]);
+    assert_eq!(
+        s2.read_line(),
+        "serving 2",
+        "the same heap, a new server generation"
+    );
+    let err = client
+        .send(client.alloc_from(b"x").unwrap(), 0)
+        .unwrap_err()
+        .error;
+    assert!(
+        matches!(err, HostError::Core(shm_core::Error::ServerRestarted)),
+        "{err}"
+    );
+    client.reconnect().unwrap();
+    client.wait_connected(PATIENCE).unwrap();
+    let held = round_trip(&client, held);
+
+    // A crash: the next server recovers the heap and reclaims the dead one.
+    s2.kill();
+    let mut s3 = Peer::spawn_on(peer_exe!(), &backend, &["server", &name]);
+    assert_eq!(s3.read_line(), "serving 3");
+    eventually(PATIENCE, "the client rejoins", || {
+        client.reconnect().ok()?;
+        client.wait_connected(Duration::from_secs(1)).ok()
+    });
+    let held = round_trip(&client, held);
+    client.segment().check().unwrap();
+
+    drop(held);
+    drop(client);
+    s3.write_line("quit");
+    assert_eq!(s3.read_line(), "bye");
+    assert!(s3.wait(PATIENCE).success());
+    // Nobody left: the heap in the file is whole, every block the processes held is free
+    // again, and it has at least the free bytes it had with a server and a client in it.
+    let seg = Segment::open(system, &SegmentName::new(&name).unwrap()).unwrap();
+    seg.check().unwrap();
+    assert!(seg.processes().unwrap().is_empty());
+    assert!(seg.stats().unwrap().free_bytes >= free_before);
+    assert_eq!(seg.server_status().generation, 3);
+}
