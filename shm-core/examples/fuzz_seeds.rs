@@ -46,6 +46,11 @@ fn image(len: usize, align: u32, ops: u32) -> Vec<u8> {
                 0 => heap.share(a, x, b).unwrap(),
                 1 => heap.give(a, x, b).unwrap(),
                 2 => heap.free(a, x).unwrap(),
+                // Kept blocks, the last one named as the kept root.
+                3 if i % 2 == 1 => {
+                    heap.keep(a, x).unwrap();
+                    heap.set_kept_root(a, Some(x)).unwrap();
+                }
                 _ => {}
             }
         }

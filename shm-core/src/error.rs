@@ -108,6 +108,17 @@ pub enum Error {
         /// Payload offset of the block.
         offset: Offset,
     },
+    /// The block is kept (owned by the region, see [`Heap::keep`](crate::Heap::keep)): no
+    /// process may free, give, share or release it until one takes it.
+    Kept {
+        /// Payload offset of the block.
+        offset: Offset,
+    },
+    /// The block is not kept, so it cannot be taken or named as the kept root.
+    NotKept {
+        /// Payload offset of the block.
+        offset: Offset,
+    },
     /// The process has no reserve, or the reserve is smaller than the request.
     ReserveTooSmall {
         /// Bytes asked for.
@@ -301,6 +312,10 @@ impl fmt::Display for Error {
                 write!(f, "process {process} owns the maximum number of blocks")
             }
             Error::Shared { offset } => write!(f, "block {offset} is shared by several owners"),
+            Error::Kept { offset } => {
+                write!(f, "block {offset} is kept by the region; take it first")
+            }
+            Error::NotKept { offset } => write!(f, "block {offset} is not a kept block"),
             Error::ReserveTooSmall {
                 requested,
                 available,

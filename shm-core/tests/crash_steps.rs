@@ -58,6 +58,9 @@ struct Ctx {
     hole: Offset,
     c_msg: Offset,
     s_bcast: Offset,
+    /// A block of `a`'s to keep, and a kept block named as the kept root.
+    a_keep: Offset,
+    kept: Offset,
 }
 
 /// A formatted region after the setup, as bytes, and the handles into it.
@@ -148,6 +151,10 @@ fn world() -> World {
         heap.send(s, cp.id(), s_to_c, 5, SendMode::Give, |_| {})
             .unwrap();
         let s_bcast = heap.try_alloc(s, 88).unwrap();
+        let a_keep = heap.try_alloc(a, 56).unwrap();
+        let kept = heap.try_alloc(b, 44).unwrap();
+        heap.keep(b, kept).unwrap();
+        heap.set_kept_root(b, Some(kept)).unwrap();
         // Last, so that no allocation above takes it.
         heap.free(a, hole).unwrap();
         heap.check().unwrap();
@@ -172,6 +179,8 @@ fn world() -> World {
             hole,
             c_msg,
             s_bcast,
+            a_keep,
+            kept,
         }
     };
     World {
@@ -236,6 +245,13 @@ fn ops() -> Vec<CrashOp> {
             assert!(h.release(x.a, x.a_last)?);
             Ok(())
         }),
+        op("keep", |h, x| h.keep(x.a, x.a_keep)),
+        op("take (the kept root)", |h, x| {
+            h.take(x.a, x.kept)?;
+            assert_eq!(h.kept_root(), None);
+            Ok(())
+        }),
+        op("set_kept_root (clear)", |h, x| h.set_kept_root(x.a, None)),
         op("register", |h, _| {
             h.register_as(ProcessId::from_pid(107)).map(drop)
         }),

@@ -129,6 +129,18 @@ fn crash_at_every_step_of_every_operation() {
                 from_freed: true,
                 size: 20,
             },
+            Op::Keep {
+                who,
+                pick: 3,
+                by_owner: true,
+            },
+            Op::SetRoot {
+                who,
+                pick: 3,
+                clear: false,
+            },
+            // Pick 1: the kept block (the runner's `Take` prefers kept blocks).
+            Op::Take { who, pick: 1 },
             Op::Reclaim { who: who + 1 },
             Op::Kill { who: who + 1 },
         ]
@@ -157,11 +169,15 @@ fn crash_at_every_step_of_every_operation() {
         for (i, op) in ops.iter().enumerate() {
             if i == target {
                 let crashes = r.stats().crashes;
-                let before = (r.model().blocks.clone(), r.model().procs.clone());
+                let meaning = |r: &Runner| {
+                    let m = r.model();
+                    (m.blocks.clone(), m.procs.clone(), m.kept_root)
+                };
+                let before = meaning(&r);
                 r.step(&Op::Crash { steps });
                 r.step(op);
                 let fired = r.stats().crashes > crashes;
-                let changed = before != (r.model().blocks.clone(), r.model().procs.clone());
+                let changed = before != meaning(&r);
                 out = (fired, changed);
             } else {
                 r.step(op);
@@ -222,6 +238,7 @@ fn long_run_exercises_everything() {
     assert!(stats.relocations > 100, "{stats:?}");
     assert!(stats.out_of_memory > 10, "{stats:?}");
     assert!(stats.growths > 0, "{stats:?}");
+    assert!(stats.keeps > 100 && stats.takes > 50, "{stats:?}");
     assert!(stats.ok > stats.ops / 3, "{stats:?}");
 }
 

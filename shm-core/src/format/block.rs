@@ -12,6 +12,10 @@
 //! | 2    | offset of the next free block      | reference count                     |
 //! | 3    | reserved for a size-class index    | first owner: process slot, cell     |
 //!
+//! A used block is owned by processes (word 3 names the first owner cell, word 2 counts
+//! them), is system data (word 3 `NO_OWNER`, count 0) or is kept (word 3 `KEPT_OWNER`,
+//! count 0: owned by the region until a process takes it).
+//!
 //! Word 1 is a boundary tag: with it a block's physical neighbours are both found in O(1).
 //! Word 3 of a free block is left for a future size-class index (a previous-free link).
 
@@ -30,6 +34,11 @@ pub const ALIGN_RANGE: (u32, u32) = (8, 4096);
 /// Marker for "no owner" in an owner reference (word 3 of a system block, the `next` of
 /// the last cell on an owner chain).
 pub const NO_OWNER: u32 = u32::MAX;
+
+/// Owner word of a kept block: owned by the region rather than by a process, with
+/// reference count 0, so no reclaim frees it (see [`Heap::keep`](crate::Heap::keep)).
+/// Its slot half, 0xFFFF, is never a process slot (a table holds at most 65,534).
+pub const KEPT_OWNER: u32 = u32::MAX - 1;
 
 /// Flag: the block is in use (allocated, an end marker, or system data).
 pub const USED: u32 = 1;
@@ -93,10 +102,10 @@ impl OwnerRef {
         ((self.slot as u32) << 16) | self.cell as u32
     }
 
-    /// Unpacks a stored word; `None` for [`NO_OWNER`].
+    /// Unpacks a stored word; `None` for [`NO_OWNER`] and [`KEPT_OWNER`].
     #[inline]
     pub const fn unpack(word: u32) -> Option<Self> {
-        if word == NO_OWNER {
+        if word == NO_OWNER || word == KEPT_OWNER {
             None
         } else {
             Some(OwnerRef {

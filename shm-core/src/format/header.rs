@@ -34,7 +34,8 @@ pub struct RangeDesc {
 /// - `free_bytes` and `free_blocks` are the sum of sizes and the number of free blocks;
 /// - `min_free_bytes <= free_bytes`;
 /// - `used_blocks` counts used blocks other than end markers;
-/// - `proc_count` counts the non-zero entries of the process table.
+/// - `proc_count` counts the non-zero entries of the process table;
+/// - `kept_blocks` counts the kept blocks.
 #[repr(C)]
 #[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct HeapState {
@@ -65,8 +66,9 @@ pub struct HeapState {
     pub registrations: AtomicU32,
     /// Processes reclaimed after they died (or unregistered).
     pub reclaims: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: AtomicU32,
+    /// Kept blocks: used blocks owned by the region rather than by a process (owner word
+    /// [`KEPT_OWNER`](crate::format::KEPT_OWNER)), which no reclaim frees.
+    pub kept_blocks: AtomicU32,
 }
 
 /// The region header at offset 0.
@@ -131,8 +133,12 @@ pub struct RegionHeader {
     /// (owned by no process, like the process table), so reclaiming processes never frees
     /// it; the heap knows nothing of its contents.
     pub root: AtomicU32,
+    /// Payload offset of the kept block the application named as its root (where a later
+    /// process finds the data kept across restarts), 0 when none. Names a kept block
+    /// whenever it is not 0; taking that block clears it.
+    pub kept_root: AtomicU32,
     /// Reserved, zero (keeps the journal's entries on a cache line of their own).
-    pub reserved2: [AtomicU32; 15],
+    pub reserved2: [AtomicU32; 14],
     /// The undo journal's entries (its length is in `journal`).
     pub journal_entries: JournalEntries,
     /// The size-class index over the free blocks.

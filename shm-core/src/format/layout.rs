@@ -8,7 +8,7 @@
 
 use core::mem::{offset_of, size_of};
 
-use crate::format::block::BlockHeader;
+use crate::format::block::{BlockHeader, KEPT_OWNER};
 use crate::format::doorbell::Doorbell;
 use crate::format::header::{HeapState, RangeDesc, RegionHeader, FORMAT_VERSION};
 use crate::format::index::{FreeIndex, FL_COUNT, SL_COUNT};
@@ -81,6 +81,8 @@ const _: () = {
     assert!(offset_of!(RegionHeader, derived_dirty) == 172);
     assert!(offset_of!(RegionHeader, heap) == 192);
     assert!(offset_of!(RegionHeader, root) == 256);
+    assert!(offset_of!(RegionHeader, kept_root) == 260);
+    assert!(offset_of!(HeapState, kept_blocks) == 60);
     assert!(offset_of!(RegionHeader, journal_entries) == 320);
     assert!(offset_of!(RegionHeader, index) == 320 + size_of::<JournalEntries>());
     assert!(size_of::<RegionHeader>() == offset_of!(RegionHeader, index) + size_of::<FreeIndex>());
@@ -144,6 +146,9 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     size_of::<DeferredWords>(),
     offset_of!(RegionHeader, derived_dirty),
     offset_of!(RegionHeader, root),
+    offset_of!(RegionHeader, kept_root),
+    offset_of!(HeapState, kept_blocks),
+    KEPT_OWNER as usize,
     offset_of!(RegionHeader, journal_entries),
     offset_of!(RegionHeader, index),
     size_of::<FreeIndex>(),

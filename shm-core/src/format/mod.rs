@@ -22,7 +22,8 @@ mod server;
 
 pub use crate::region::MAX_RANGES;
 pub use block::{
-    BlockHeader, OwnerRef, ALIGN_RANGE, DEFAULT_ALIGN, END, FLAGS, NO_OWNER, SERVICE, USED,
+    BlockHeader, OwnerRef, ALIGN_RANGE, DEFAULT_ALIGN, END, FLAGS, KEPT_OWNER, NO_OWNER, SERVICE,
+    USED,
 };
 pub use doorbell::{Doorbell, OS_AREA_ALIGN, OS_AREA_BYTES};
 pub(crate) use header::load_u64;

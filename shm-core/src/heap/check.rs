@@ -4,7 +4,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{OwnerCell, END, NO_CELL, NO_OWNER};
+use crate::format::{OwnerCell, OwnerRef, END, KEPT_OWNER, NO_CELL, NO_OWNER};
 use crate::heap::owners::RecordRef;
 use crate::heap::Space;
 use crate::ids::ProcSlot;
@@ -25,6 +25,10 @@ pub struct CheckReport {
     pub processes: u32,
     /// Used owner cells over all processes (= sum of reference counts).
     pub owner_cells: u64,
+    /// Kept blocks (owned by the region; counted in `used_blocks` too).
+    pub kept_blocks: u32,
+    /// Bytes in kept blocks, headers included.
+    pub kept_bytes: u64,
 }
 
 impl<'m> Space<'m> {
@@ -99,11 +103,17 @@ impl<'m> Space<'m> {
                     prev_free = false;
                     rep.used_blocks = rep.used_blocks.saturating_add(1);
                     let refs = h.link.load(Relaxed);
-                    if h.owner.load(Relaxed) == NO_OWNER {
+                    let owner = h.owner.load(Relaxed);
+                    if owner == NO_OWNER || owner == KEPT_OWNER {
                         if refs != 0 {
                             return Err(corrupt(b, CorruptionKind::BadRefCount));
                         }
-                        system = system.saturating_add(1);
+                        if owner == NO_OWNER {
+                            system = system.saturating_add(1);
+                        } else {
+                            rep.kept_blocks = rep.kept_blocks.saturating_add(1);
+                            rep.kept_bytes = rep.kept_bytes.saturating_add(u64::from(size));
+                        }
                     } else {
                         ref_sum = ref_sum.saturating_add(u64::from(refs));
                         if ref_sum > cell_capacity {
@@ -154,6 +164,7 @@ impl<'m> Space<'m> {
             || stat(&heap.free_blocks) != u64::from(rep.free_blocks)
             || stat(&heap.used_blocks) != u64::from(rep.used_blocks)
             || stat(&heap.min_free_bytes) > rep.free_bytes
+            || stat(&heap.kept_blocks) != u64::from(rep.kept_blocks)
         {
             return Err(corrupt(stats_at, CorruptionKind::BadStatistics));
         }
@@ -174,6 +185,17 @@ impl<'m> Space<'m> {
             let (rh, _) = self.used_block(Offset::new(root)).map_err(|_| root_bad())?;
             if rh.owner.load(Relaxed) != NO_OWNER {
                 return Err(root_bad());
+            }
+        }
+        // The kept root is empty or names a kept block.
+        let kept_root = self.hdr.kept_root.load(Relaxed);
+        if kept_root != 0 {
+            let kept_bad = || corrupt(kept_root, CorruptionKind::BadOwner);
+            let (kh, _) = self
+                .used_block(Offset::new(kept_root))
+                .map_err(|_| kept_bad())?;
+            if kh.owner.load(Relaxed) != KEPT_OWNER {
+                return Err(kept_bad());
             }
         }
         let expected_system = rep
@@ -243,7 +265,8 @@ impl<'m> Space<'m> {
             let (h, _) = self
                 .used_block(Offset::new(p))
                 .map_err(|_| corrupt(r.cell_offset(i), CorruptionKind::BadOwner))?;
-            if h.owner.load(Relaxed) == NO_OWNER {
+            // A cell never names system data or a kept block.
+            if OwnerRef::unpack(h.owner.load(Relaxed)).is_none() {
                 return Err(corrupt(r.cell_offset(i), CorruptionKind::BadOwner));
             }
             bytes = bytes.wrapping_add(h.size());

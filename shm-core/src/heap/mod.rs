@@ -19,16 +19,19 @@
 //!    block exactly once, in the list of its class (the index's own invariants are in
 //!    [`index`]).
 //! 3. Every used block other than system data (the process table, process records and the
-//!    root block) is named by exactly `refcount` owner cells, chained from its header;
-//!    every used cell names such a block.
+//!    root block) and kept blocks is named by exactly `refcount` owner cells, chained from
+//!    its header; every used cell names such a block.
 //! 4. The statistics in [`HeapState`](crate::format::HeapState) match the walk.
 //! 5. The journal is empty whenever the lock is free.
+//! 6. Kept blocks (owned by the region, see [`Heap::keep`]) have reference count 0 and are
+//!    counted in the header; the kept root is 0 or names one of them.
 
 mod alloc;
 mod check;
 mod freelist;
 mod index;
 mod inspect;
+mod kept;
 mod members;
 mod ops;
 pub(crate) mod owners;
@@ -99,10 +102,13 @@ pub(crate) enum OpCode {
     Check = 11,
     SetApp = 12,
     ResetMinFree = 13,
+    Keep = 14,
+    Take = 15,
+    SetKeptRoot = 16,
 }
 
 /// The first operation code free for layers above the heap (see [`Heap::transact`]).
-pub(crate) const FIRST_CLIENT_OP: u32 = 14;
+pub(crate) const FIRST_CLIENT_OP: u32 = 17;
 
 /// A heap over a region, used by one process (which may use it from several threads).
 ///

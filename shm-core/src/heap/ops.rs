@@ -8,7 +8,7 @@
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{BlockHeader, OwnerCell, OwnerRef, NO_OWNER, SERVICE, USED};
+use crate::format::{BlockHeader, OwnerCell, OwnerRef, KEPT_OWNER, NO_OWNER, SERVICE, USED};
 use crate::heap::freelist::{Found, Piece};
 use crate::heap::owners::{ChainPos, RecordRef};
 use crate::heap::{Placement, ReclaimStep, Space};
@@ -329,10 +329,108 @@ impl<'m> Space<'m> {
         Ok(())
     }
 
-    /// Lists the owners of block `p`.
+    /// Lists the owners of block `p` (none for a kept block).
     pub(crate) fn owners(&self, p: Offset, mut f: impl FnMut(ProcSlot)) -> Result<(), Error> {
         let (h, _) = self.used_block(p)?;
+        if h.owner.load(Relaxed) == KEPT_OWNER && h.link.load(Relaxed) == 0 {
+            return Ok(());
+        }
         self.walk_chain(p, h, |pos| f(ProcSlot(pos.at.slot)))
+    }
+
+    /// `keep`: block `p`, which `me` owns alone, becomes kept (owned by the region).
+    pub(crate) fn keep(&self, tx: &mut Tx<'_, 'm>, me: ProcSlot, p: Offset) -> Result<(), Error> {
+        let (h, _) = self.used_block(p)?;
+        // The checks and errors of `free`: `Kept` for a kept block, `BadOffset` for system
+        // data, then `me` must be the first and only owner.
+        let head = self.owner_head(p, h)?;
+        let (mine, _) = self.chain_find(p, h, me, None)?;
+        let pos = mine.ok_or(Error::NotOwner {
+            offset: p,
+            process: me,
+        })?;
+        if head.slot != me.0 || h.link.load(Relaxed) != 1 {
+            return Err(Error::Shared { offset: p });
+        }
+        let r = self.record(me)?;
+        self.put_cell(tx, &r, u32::from(pos.at.cell), pos.cell)?;
+        owned(tx, &r, h.size(), false)?;
+        if r.rec.reserve.load(Relaxed) == p.get() {
+            tx.set(&r.rec.reserve, 0)?;
+        }
+        tx.set(&h.link, 0)?;
+        tx.set(&h.owner, KEPT_OWNER)?;
+        let kept = &self.hdr.heap.kept_blocks;
+        let n = kept
+            .load(Relaxed)
+            .checked_add(1)
+            .ok_or_else(|| self.kept_count_bad())?;
+        tx.set(kept, n)
+    }
+
+    /// `take`: kept block `p` becomes `me`'s alone; the kept root is cleared if it named
+    /// `p`.
+    pub(crate) fn take(&self, tx: &mut Tx<'_, 'm>, me: ProcSlot, p: Offset) -> Result<(), Error> {
+        let (h, b) = self.used_block(p)?;
+        if h.owner.load(Relaxed) != KEPT_OWNER {
+            return Err(Error::NotKept { offset: p });
+        }
+        if h.link.load(Relaxed) != 0 {
+            return Err(corrupt(b, CorruptionKind::BadRefCount));
+        }
+        let kept = &self.hdr.heap.kept_blocks;
+        let n = kept
+            .load(Relaxed)
+            .checked_sub(1)
+            .ok_or_else(|| self.kept_count_bad())?;
+        // Taking a cell may grow the owner array: a new service block, never this one.
+        let (r, index, cell) = self.take_cell(tx, me)?;
+        tx.set(&cell.block, p.get())?;
+        tx.set(&cell.next, NO_OWNER)?;
+        tx.set(&h.owner, r.owner_ref(index).pack())?;
+        tx.set(&h.link, 1)?;
+        owned(tx, &r, h.size(), true)?;
+        tx.set(kept, n)?;
+        if self.hdr.kept_root.load(Relaxed) == p.get() {
+            tx.set(&self.hdr.kept_root, 0)?;
+        }
+        Ok(())
+    }
+
+    /// `set_kept_root`: names kept block `p` (or nothing) as the kept root.
+    pub(crate) fn set_kept_root(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        p: Option<Offset>,
+    ) -> Result<(), Error> {
+        let word = match p {
+            None => 0,
+            Some(p) => {
+                let (h, _) = self.used_block(p)?;
+                if h.owner.load(Relaxed) != KEPT_OWNER {
+                    return Err(Error::NotKept { offset: p });
+                }
+                p.get()
+            }
+        };
+        tx.set(&self.hdr.kept_root, word)
+    }
+
+    /// The kept root, if it names a kept block (read without the lock; a damaged word
+    /// names nothing).
+    pub(crate) fn kept_root(&self) -> Option<Offset> {
+        let p = Offset::from_link(self.hdr.kept_root.load(Relaxed))?;
+        let (h, _) = self.used_block(p).ok()?;
+        (h.owner.load(Relaxed) == KEPT_OWNER).then_some(p)
+    }
+
+    /// The error for a kept-block counter that cannot move as asked.
+    fn kept_count_bad(&self) -> Error {
+        let at = self
+            .region
+            .offset_of(&self.hdr.heap.kept_blocks)
+            .unwrap_or(0);
+        corrupt(at, CorruptionKind::BadStatistics)
     }
 
     /// `reserve`: replaces `me`'s reserve with a new block of `size` bytes.

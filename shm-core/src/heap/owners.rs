@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use crate::error::{corrupt, AttachError, CorruptionKind, Error};
 use crate::format::{
     grown_capacity, record_bytes, BlockHeader, OwnerCell, OwnerRef, ProcessRecord, INITIAL_CELLS,
-    MAX_CELLS, MAX_SLOTS, NO_CELL, NO_OWNER, SERVICE,
+    KEPT_OWNER, MAX_CELLS, MAX_SLOTS, NO_CELL, NO_OWNER, SERVICE,
 };
 use crate::heap::freelist::Piece;
 use crate::heap::{Placement, Space};
@@ -428,7 +428,11 @@ impl<'m> Space<'m> {
     /// mismatch means `p` does not name a live block: the caller's error.
     pub(crate) fn owner_head(&self, p: Offset, h: &'m BlockHeader) -> Result<OwnerRef, Error> {
         let bad = Error::BadOffset { offset: p };
-        let head = OwnerRef::unpack(h.owner.load(Relaxed)).ok_or(bad)?;
+        let word = h.owner.load(Relaxed);
+        if word == KEPT_OWNER {
+            return Err(Error::Kept { offset: p });
+        }
+        let head = OwnerRef::unpack(word).ok_or(bad)?;
         let (_, c) = self.cell_of(head).map_err(|_| bad)?;
         if c.block.load(Relaxed) != p.get() || h.link.load(Relaxed) == 0 {
             return Err(bad);

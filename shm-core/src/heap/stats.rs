@@ -4,7 +4,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{load_u64, OwnerRef, RegionHeader, NO_OWNER, SERVICE};
+use crate::format::{load_u64, OwnerRef, RegionHeader, KEPT_OWNER, NO_OWNER, SERVICE};
 use crate::heap::Space;
 use crate::ids::{Incarnation, ProcSlot, ProcessId};
 
@@ -35,6 +35,9 @@ pub struct HeapStats {
     pub lock_breaks: u32,
     /// Largest request that would succeed now (payload bytes).
     pub largest_alloc: u32,
+    /// Kept blocks: owned by the region, not by a process (see
+    /// [`Heap::keep`](crate::Heap::keep)).
+    pub kept_blocks: u32,
 }
 
 /// One registered process, as its record describes it.
@@ -81,6 +84,8 @@ pub struct BlockInfo {
     pub service: bool,
     /// Whether it is system data (process table or a process record).
     pub system: bool,
+    /// Whether it is kept: owned by the region, not by a process.
+    pub kept: bool,
     /// Reference count (0 for free and system blocks).
     pub refs: u32,
     /// First owner.
@@ -109,6 +114,7 @@ impl<'m> Space<'m> {
                     used,
                     service: h.flags() & SERVICE != 0,
                     system: used && owner == NO_OWNER,
+                    kept: used && owner == KEPT_OWNER,
                     refs: if used { h.link.load(Relaxed) } else { 0 },
                     owner: if used {
                         OwnerRef::unpack(owner).map(|o| ProcSlot(o.slot))
@@ -137,6 +143,7 @@ impl<'m> Space<'m> {
             used_blocks: h.used_blocks.load(Relaxed),
             processes: h.proc_count.load(Relaxed),
             lock_breaks: self.hdr.lock_breaks.load(Relaxed),
+            kept_blocks: h.kept_blocks.load(Relaxed),
             ..HeapStats::default()
         };
         let mut smallest = u32::MAX;
@@ -237,6 +244,8 @@ pub struct HeapSnapshot {
     pub derived_dirty: bool,
     /// Payload offset of the layer above's root structure, 0 when none.
     pub root: u32,
+    /// The kept root word (see [`Heap::kept_root`](crate::Heap::kept_root)), 0 when none.
+    pub kept_root: u32,
 }
 
 impl HeapSnapshot {
@@ -251,6 +260,7 @@ impl HeapSnapshot {
             waiters: hdr.waiters.load(Relaxed),
             derived_dirty: hdr.derived_dirty.load(Relaxed) != 0,
             root: hdr.root.load(Relaxed),
+            kept_root: hdr.kept_root.load(Relaxed),
         }
     }
 }

@@ -110,6 +110,13 @@ pub fn run(data: &[u8]) -> u32 {
             Op::Write { pick } => heap.owners(off(pick), |_| {}).is_ok(),
             Op::Relocate => heap.check().is_ok(),
             Op::Crash { .. } => heap.stats().is_ok(),
+            Op::Keep { who, pick, .. } => heap.keep(slot(who), off(pick)).is_ok(),
+            Op::Take { who, pick } => heap.take(slot(who), off(pick)).is_ok(),
+            Op::SetRoot { who, pick, clear } => {
+                let root = (!clear).then(|| off(pick));
+                let set = heap.set_kept_root(slot(who), root).is_ok();
+                set | heap.kept_root().is_some()
+            }
         };
         count(r);
     }

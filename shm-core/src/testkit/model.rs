@@ -9,6 +9,7 @@
 //! - every live block has exactly the model's owners and reference count, and its bytes
 //!   are intact (so no two blocks ever overlap and nothing moved);
 //! - every process owns the model's blocks and reserve;
+//! - the kept blocks (the model's blocks without owners) and the kept root are the model's;
 //! - no operation journaled more words than the journal holds.
 //!
 //! A crash (fault injection) must leave the heap exactly as before the operation, after
@@ -59,6 +60,8 @@ pub struct Model {
     pub procs: BTreeMap<u16, ProcModel>,
     /// Payload offsets freed recently (targets for double frees and `alloc_at`).
     pub freed: Vec<u32>,
+    /// The kept root (a block of `blocks` with no owners: a kept block).
+    pub kept_root: Option<u32>,
 }
 
 /// What a run did, so tests can assert that it exercised what it claims to.
@@ -80,6 +83,10 @@ pub struct RunStats {
     pub out_of_memory: u32,
     /// Most words one operation journaled.
     pub journal_high_water: u32,
+    /// Blocks made kept.
+    pub keeps: u32,
+    /// Kept blocks taken.
+    pub takes: u32,
 }
 
 /// A heap and the buffer it lives in; the heap is dropped first.
@@ -482,6 +489,15 @@ impl Runner {
                 "check report {rep:?} vs model: {} blocks, {} processes, {refs} references",
                 m.blocks.len(),
                 m.procs.len()
+            ));
+        }
+        let kept = m.blocks.values().filter(|b| b.owners.is_empty()).count();
+        if rep.kept_blocks as usize != kept || heap.kept_root().map(|o| o.get()) != m.kept_root {
+            self.fail(&format!(
+                "kept: {} blocks, root {:?}; model {kept} blocks, root {:?}",
+                rep.kept_blocks,
+                heap.kept_root(),
+                m.kept_root
             ));
         }
         for (&p, b) in &m.blocks {

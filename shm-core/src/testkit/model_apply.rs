@@ -121,13 +121,15 @@ impl Runner {
                 let owners = self.model.blocks[&p].owners.clone();
                 let r = crash_or!(self.heap().free(self.m(me), Offset::new(p)));
                 counted_ok(r.is_ok(), &mut self.stats);
+                let kept = owners.is_empty();
                 let sole = owners.len() == 1 && owners.contains(&me.0);
                 match r {
                     Ok(()) if sole => {
                         self.drop_owner(p, me);
                     }
                     Err(Error::Shared { .. }) if owners.contains(&me.0) && !sole => {}
-                    Err(Error::NotOwner { .. }) if !owners.contains(&me.0) => {}
+                    Err(Error::NotOwner { .. }) if !owners.contains(&me.0) && !kept => {}
+                    Err(Error::Kept { .. }) if kept => {}
                     r => self.fail(&format!("free {p:#x} by {me} (owners {owners:?}): {r:?}")),
                 }
             }
@@ -262,7 +264,8 @@ impl Runner {
                         }
                         self.drop_owner(p, me);
                     }
-                    Err(Error::NotOwner { .. }) if !mine => {}
+                    Err(Error::NotOwner { .. }) if !mine && !owners.is_empty() => {}
+                    Err(Error::Kept { .. }) if owners.is_empty() => {}
                     Err(Error::AlreadyOwner { .. }) if owners.contains(&to.0) && to != me => {}
                     Err(Error::OutOfMemory { .. }) if to_full => {}
                     r => self.fail(&format!(
@@ -299,7 +302,8 @@ impl Runner {
                         }
                     }
                     Err(Error::AlreadyOwner { .. }) if with == me || owners.contains(&with.0) => {}
-                    Err(Error::NotOwner { .. }) if !mine => {}
+                    Err(Error::NotOwner { .. }) if !mine && !owners.is_empty() => {}
+                    Err(Error::Kept { .. }) if owners.is_empty() => {}
                     Err(Error::OutOfMemory { .. }) if with_full => {}
                     r => self.fail(&format!(
                         "share {p:#x} {me}+{with} (owners {owners:?}): {r:?}"
@@ -324,7 +328,9 @@ impl Runner {
                     Ok(freed) if owners.contains(&me.0) && freed == (owners.len() == 1) => {
                         self.drop_owner(p, me);
                     }
-                    Err(Error::NotOwner { .. }) if !owners.contains(&me.0) => {}
+                    Err(Error::NotOwner { .. })
+                        if !owners.contains(&me.0) && !owners.is_empty() => {}
+                    Err(Error::Kept { .. }) if owners.is_empty() => {}
                     r => self.fail(&format!(
                         "release {p:#x} by {me} (owners {owners:?}): {r:?}"
                     )),
@@ -381,6 +387,94 @@ impl Runner {
                 }
             }
             Op::Crash { .. } => {}
+            Op::Keep {
+                who,
+                pick,
+                by_owner,
+            } => {
+                let Some(p) = self.pick(pick) else {
+                    return false;
+                };
+                let Some(me) = self.actor(who, p, by_owner) else {
+                    return false;
+                };
+                let owners = self.model.blocks[&p].owners.clone();
+                let r = crash_or!(self.heap().keep(self.m(me), Offset::new(p)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                let sole = owners.len() == 1 && owners.contains(&me.0);
+                match r {
+                    Ok(()) if sole => {
+                        self.stats.keeps += 1;
+                        if let Some(pm) = self.model.procs.get_mut(&me.0) {
+                            if pm.reserve == Some(p) {
+                                pm.reserve = None;
+                            }
+                        }
+                        if let Some(b) = self.model.blocks.get_mut(&p) {
+                            b.owners.clear();
+                        }
+                    }
+                    Err(Error::Kept { .. }) if owners.is_empty() => {}
+                    Err(Error::Shared { .. }) if owners.contains(&me.0) && !sole => {}
+                    Err(Error::NotOwner { .. })
+                        if !owners.is_empty() && !owners.contains(&me.0) => {}
+                    r => self.fail(&format!("keep {p:#x} by {me} (owners {owners:?}): {r:?}")),
+                }
+            }
+            Op::Take { who, pick } => {
+                // Mostly a kept block (so kept blocks do not pile up), sometimes any.
+                let kept_blocks: alloc::vec::Vec<u32> = self
+                    .model
+                    .blocks
+                    .iter()
+                    .filter(|(_, b)| b.owners.is_empty())
+                    .map(|(&p, _)| p)
+                    .collect();
+                let p = match kept_blocks.len() {
+                    n if n > 0 && pick % 4 != 0 => kept_blocks[usize::from(pick) % n],
+                    _ => match self.pick(pick) {
+                        Some(p) => p,
+                        None => return false,
+                    },
+                };
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let kept = self.model.blocks[&p].owners.is_empty();
+                let cells_full = self.cells_full(me);
+                let r = crash_or!(self.heap().take(self.m(me), Offset::new(p)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                match r {
+                    Ok(()) if kept => {
+                        self.stats.takes += 1;
+                        if let Some(b) = self.model.blocks.get_mut(&p) {
+                            b.owners.insert(me.0);
+                        }
+                        if self.model.kept_root == Some(p) {
+                            self.model.kept_root = None;
+                        }
+                    }
+                    Err(Error::NotKept { .. }) if !kept => {}
+                    Err(Error::OutOfMemory { .. }) if kept && cells_full => {}
+                    r => self.fail(&format!("take {p:#x} by {me} (kept {kept}): {r:?}")),
+                }
+            }
+            Op::SetRoot { who, pick, clear } => {
+                let Some(me) = self.who(who) else {
+                    return false;
+                };
+                let target = if clear { None } else { self.pick(pick) };
+                let kept = target.is_none_or(|p| self.model.blocks[&p].owners.is_empty());
+                let r = crash_or!(self
+                    .heap()
+                    .set_kept_root(self.m(me), target.map(Offset::new)));
+                counted_ok(r.is_ok(), &mut self.stats);
+                match r {
+                    Ok(()) if kept => self.model.kept_root = target,
+                    Err(Error::NotKept { .. }) if !kept => {}
+                    r => self.fail(&format!("set_kept_root {target:?} by {me}: {r:?}")),
+                }
+            }
         }
         false
     }

@@ -81,6 +81,17 @@ pub enum Op {
     Relocate,
     /// Arm fault injection: the next operation "dies" at its `steps`-th journal step.
     Crash { steps: u16 },
+    /// `keep` of a live block, by one of its owners (`by_owner`) or by `who`.
+    Keep {
+        who: Who,
+        pick: Pick,
+        by_owner: bool,
+    },
+    /// `take` by `who` of a kept block (three times in four, when there is one) or of any
+    /// live block.
+    Take { who: Who, pick: Pick },
+    /// `set_kept_root` to a live block (kept or not), or to nothing (`clear`).
+    SetRoot { who: Who, pick: Pick, clear: bool },
 }
 
 /// Region shape for a run.
@@ -177,6 +188,11 @@ impl<'a> Decoder<'a> {
                 pick: self.u16()?,
                 by_owner: kind & 0x80 == 0,
             },
+            14 if kind & 0x80 != 0 => Op::Keep {
+                who,
+                pick: self.u16()?,
+                by_owner: kind & 0x40 == 0,
+            },
             14 => Op::FreeBad {
                 who,
                 pick: self.u16()?,
@@ -209,7 +225,19 @@ impl<'a> Decoder<'a> {
             },
             22 => Op::Reclaim { who },
             23 => Op::Kill { who },
+            24 if kind & 0x80 != 0 => {
+                let pick = self.u16()?;
+                Op::SetRoot {
+                    who,
+                    pick,
+                    clear: pick % 4 == 0,
+                }
+            }
             24 => Op::Write { pick: self.u16()? },
+            25 if kind & 0x80 != 0 => Op::Take {
+                who,
+                pick: self.u16()?,
+            },
             25 => Op::Relocate,
             _ => Op::Crash {
                 steps: 1 + self.u16()? % 64,

@@ -1,6 +1,6 @@
 //! A comparable picture of a heap's meaning: statistics, used blocks with their owners and
-//! payload bytes, processes, the server entry, and every participant with its queued
-//! entries. Crash tests take one before an operation, one after a run without a crash, and
+//! payload bytes, processes, the server entry, every participant with its queued entries,
+//! and the kept root. Crash tests take one before an operation, one after a run without a crash, and
 //! one after a crash and its recovery, and require the last to equal one of the first two
 //! (or, for multi-step operations such as reclaiming, to be made of their parts).
 //!
@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub server: ServerStatus,
     /// Valid participants by payload offset.
     pub participants: BTreeMap<u32, ParticipantSnap>,
+    /// The kept root.
+    pub kept_root: Option<Offset>,
 }
 
 fn fnv(hash: u64, word: u32) -> u64 {
@@ -128,6 +130,7 @@ impl Snapshot {
             procs,
             server: heap.server_status(),
             participants,
+            kept_root: heap.kept_root(),
         })
     }
 
@@ -148,6 +151,12 @@ impl Snapshot {
         }
         if self.server != other.server {
             return Some(format!("server: {:?} vs {:?}", self.server, other.server));
+        }
+        if self.kept_root != other.kept_root {
+            return Some(format!(
+                "kept root: {:?} vs {:?}",
+                self.kept_root, other.kept_root
+            ));
         }
         first("block", &self.blocks, &other.blocks)
             .or_else(|| first("process", &self.procs, &other.procs))
@@ -224,6 +233,12 @@ impl Snapshot {
                     return Err(format!("reclaimed process {x}: now {m:?}, before {b:?}"));
                 }
             }
+        }
+        if self.kept_root != before.kept_root && self.kept_root != after.kept_root {
+            return Err(format!(
+                "kept root: now {:?}, before {:?}, after {:?}",
+                self.kept_root, before.kept_root, after.kept_root
+            ));
         }
         if self.server != before.server && self.server != after.server {
             return Err(format!(
