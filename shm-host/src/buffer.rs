@@ -309,6 +309,15 @@ impl<S: System> Buffer<S> {
         self.prepend(bytes)
     }
 
+    /// Makes the block a kept block (owned by the segment, not by this process), copying it
+    /// first if other processes co-own it; returns its offset. The buffer is gone either
+    /// way, so no one holds a handle that writes a kept block.
+    pub(crate) fn into_kept(mut self) -> Result<Offset> {
+        self.make_unique()?;
+        self.att.heap().keep(self.att.me(), self.block)?;
+        Ok(self.into_sent())
+    }
+
     /// Gives up the buffer without releasing the block (it was sent).
     pub(crate) fn into_sent(mut self) -> Offset {
         self.owned = false;

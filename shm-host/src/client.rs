@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use shm_core::format::{KIND_CLIENT, P_DISCONNECTED};
 use shm_core::ParticipantId;
-use shm_core::{Control, Error, Received, SendMode};
+use shm_core::{Control, Error, Offset, Received, SendMode};
 
 use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
@@ -176,6 +176,39 @@ impl<S: System> Client<S> {
     pub fn alloc_from(&self, data: &[u8]) -> Result<Buffer<S>> {
         self.inner.still_connected()?;
         self.inner.ep.alloc_from(data)
+    }
+
+    /// Keeps `buffer` in the segment after every process has exited: its block becomes
+    /// a kept block, owned by the segment instead of by this process, which no reclaim
+    /// frees. Returns its offset, valid in every process and, on a file-backed segment,
+    /// across restarts (see the README, "File-backed segments"). Name it with
+    /// [`set_kept_root`](Self::set_kept_root) so that a later process finds it; get it
+    /// back with [`take`](Self::take).
+    ///
+    /// A buffer other processes co-own (a broadcast) is copied first. The buffer is
+    /// consumed, so nothing can write the block until it is taken; on error its block is
+    /// released as when a buffer is dropped.
+    pub fn keep(&self, buffer: Buffer<S>) -> Result<Offset> {
+        self.inner.ep.keep(buffer)
+    }
+
+    /// Takes kept block `block` back as a buffer of this process (its data as kept). If it
+    /// was the kept root, the kept root is cleared in the same step. Taking a block that
+    /// is not kept, or was taken already, fails with [`shm_core::Error::NotKept`].
+    pub fn take(&self, block: Offset) -> Result<Buffer<S>> {
+        self.inner.ep.take(block)
+    }
+
+    /// Names kept block `root` as the kept root, where a later process finds the kept
+    /// data ([`kept_root`](Self::kept_root)); `None` clears it. A block that is not kept
+    /// is refused with [`shm_core::Error::NotKept`].
+    pub fn set_kept_root(&self, root: Option<Offset>) -> Result<()> {
+        self.inner.ep.set_kept_root(root)
+    }
+
+    /// The kept root, if one is set.
+    pub fn kept_root(&self) -> Option<Offset> {
+        self.inner.ep.att.heap().kept_root()
     }
 
     /// Sends `buffer` to the server with `tag`: ownership moves, nothing is copied. On

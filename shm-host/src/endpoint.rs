@@ -182,6 +182,26 @@ impl<S: System> Endpoint<S> {
         }
     }
 
+    /// Makes `buffer`'s block a kept block (see [`Server::keep`](crate::Server::keep)).
+    pub fn keep(&self, buffer: Buffer<S>) -> Result<Offset> {
+        buffer.into_kept()
+    }
+
+    /// Takes kept block `block` as a buffer of this process (see
+    /// [`Server::take`](crate::Server::take)). A block whose header does not describe data
+    /// inside it is released (it is ours now) and reported, as for a received message.
+    pub fn take(&self, block: Offset) -> Result<Buffer<S>> {
+        self.att.heap().take(self.att.me(), block)?;
+        Buffer::received(&self.att, block).inspect_err(|_| {
+            let _ = self.att.heap().release(self.att.me(), block);
+        })
+    }
+
+    /// Names kept block `root` (or nothing) as the kept root.
+    pub fn set_kept_root(&self, root: Option<Offset>) -> Result<()> {
+        Ok(self.att.heap().set_kept_root(self.att.me(), root)?)
+    }
+
     /// The closure that wakes a receiver, for the core's sending operations.
     pub fn waker(&self) -> impl Fn(&shm_core::Doorbell) + '_ {
         move |bell| {

@@ -206,6 +206,11 @@ impl<S: System> Segment<S> {
         self.heap.snapshot().journal_len
     }
 
+    /// The kept root (see [`Server::keep`](crate::Server::keep)), if one is set.
+    pub fn kept_root(&self) -> Option<Offset> {
+        self.heap.kept_root()
+    }
+
     /// Block alignment in bytes.
     pub fn align(&self) -> u32 {
         self.heap.align()

@@ -303,3 +303,52 @@ fn a_departed_clients_id_never_reaches_its_successor() {
         2
     );
 }
+
+/// Kept buffers: `keep` consumes the buffer and leaves the block to the segment (a
+/// broadcast buffer is copied first, so the co-owners keep theirs); the kept root finds
+/// it; `take` gives it back to any process with its bytes and clears the root; a second
+/// `take`, a take of a block that is not kept, and naming such a block as the root fail.
+#[test]
+fn kept_buffers_are_taken_once() {
+    use shm_core::Error;
+    let s = server("kept");
+    let c = Client::connect(&name("kept")).unwrap();
+    assert!(s.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert_eq!(s.kept_root(), None);
+
+    let at = c.keep(c.alloc_from(b"kept bytes").unwrap()).unwrap();
+    c.set_kept_root(Some(at)).unwrap();
+    assert_eq!(s.kept_root(), Some(at));
+    assert_eq!(s.segment().stats().unwrap().kept_blocks, 1);
+    let b = s.take(at).unwrap();
+    assert_eq!(
+        (&b[..], b.offset(), b.owners().unwrap()),
+        (&b"kept bytes"[..], at, 1)
+    );
+    assert_eq!(s.kept_root(), None);
+    let twice = c.take(at).unwrap_err();
+    assert!(
+        matches!(twice, HostError::Core(Error::NotKept { .. })),
+        "{twice}"
+    );
+    let refused = s.set_kept_root(Some(at)).unwrap_err();
+    assert!(
+        matches!(refused, HostError::Core(Error::NotKept { .. })),
+        "{refused}"
+    );
+    drop(b);
+
+    // A broadcast buffer: kept as a private copy.
+    let b = s.alloc_from(b"to all").unwrap();
+    assert_eq!(s.broadcast(&b, 1).sent.len(), 1);
+    let m = c.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let shared = b.offset();
+    let kept = s.keep(b).unwrap();
+    assert_ne!(kept, shared, "a shared block is copied before it is kept");
+    assert_eq!(&m.buffer[..], b"to all");
+    assert_eq!(m.buffer.owners().unwrap(), 1);
+    let back = c.take(kept).unwrap();
+    assert_eq!(&back[..], b"to all");
+    drop((back, m));
+    assert_eq!(s.segment().check().unwrap().kept_blocks, 0);
+}

@@ -312,3 +312,45 @@ fn file_segments_from_the_command_line() {
     serve.stop_expecting("stopped");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// `inspect` shows the kept blocks of a file-backed segment nobody runs on: their number,
+/// bytes and the kept root, in text and JSON.
+#[cfg(target_os = "linux")]
+#[test]
+fn inspect_shows_kept_blocks() {
+    use shm_host::{Client, ClientOptions, FileSystem, Server, ServerOptions};
+    let name = format!("cli-kept-{}", std::process::id());
+    let path = std::env::temp_dir().join(format!("shmipc-{name}.heap"));
+    let _ = std::fs::remove_file(&path);
+    let files = FileSystem::file(&path);
+    let opts = ServerOptions {
+        size: 1 << 20,
+        ..ServerOptions::default()
+    };
+    let server = Server::create_on(files.clone(), &name, opts).unwrap();
+    let client = Client::connect_on(files, &name, ClientOptions::default()).unwrap();
+    let root = client.keep(client.alloc(1000).unwrap()).unwrap();
+    client.keep(client.alloc(10).unwrap()).unwrap();
+    client.set_kept_root(Some(root)).unwrap();
+    drop((client, server));
+
+    let backend = format!("file:{}", path.display());
+    let out = shmipc(&["inspect", &name, "--backend", &backend]);
+    let want = "kept: 2 blocks, ";
+    assert!(text(&out).contains(want), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("root {}", root.get())),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("check: ok"), "{}", text(&out));
+    let out = shmipc(&["inspect", &name, "--backend", &backend, "--json"]);
+    let json = String::from_utf8(out.stdout).unwrap();
+    let want = "\"kept\":{\"blocks\":2,\"bytes\":";
+    assert!(json.contains(want), "{json}");
+    assert!(
+        json.contains(&format!("\"root\":{}}}", root.get())),
+        "{json}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}

@@ -8,7 +8,9 @@
 //! which outlives its server by design, is removed by the test). And a file-backed
 //! segment survives server restarts with its blocks intact: blocks written under one
 //! server process are read, unchanged, by the next one, after a clean stop and after a
-//! SIGKILL. A System V segment is taken over only once the kernel says its server died.
+//! SIGKILL. Kept blocks outlive every process: written and kept by one client, read back
+//! by another client of the next server, after all processes stopped or were killed. A
+//! System V segment is taken over only once the kernel says its server died.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // tests report failures by panicking
 
@@ -282,4 +284,86 @@ fn a_file_segment_survives_server_restarts_with_its_blocks() {
     assert!(seg.processes().unwrap().is_empty());
     assert!(seg.stats().unwrap().free_bytes >= free_before);
     assert_eq!(seg.server_status().generation, 3);
+}
+
+/// A sequence number whose wire message has a body of at least 1 KiB.
+fn long_message_seq() -> u32 {
+    (0..)
+        .find(|&seq| wire::body_len(KEPT_CLIENT, seq) >= 1024)
+        .unwrap()
+}
+
+/// The client number the peer's `keep` role writes into its message.
+const KEPT_CLIENT: u32 = 77;
+
+/// Kept data outlives every process. Server process 1 serves a file-backed segment;
+/// client process 1 writes a checksummed message, keeps it, names it the kept root and
+/// flushes; then every process ends (`kill`: both SIGKILLed; otherwise the server stops
+/// cleanly and the client exits). With nobody running, the file holds one kept block.
+/// Server process 2 starts on the file (recovering the heap, reclaiming the dead), and
+/// client process 2 takes the kept root, verifies the checksum, fails to take it twice
+/// and frees it. Then `check()` holds, no kept block is left, and the test removes the
+/// file.
+fn kept_data_outlives_every_process(kill: bool) {
+    let test = if kill { "kept-kill" } else { "kept-stop" };
+    let file = TempFile::new(test);
+    let name = unique_name(test);
+    let backend = format!("file:{}", file.0.display());
+    let system = FileSystem::file(&file.0);
+    let seg_name = SegmentName::new(&name).unwrap();
+    let seq = long_message_seq();
+
+    let mut s1 = Peer::spawn_on(peer_exe!(), &backend, &["server", &name]);
+    assert_eq!(s1.read_line(), "serving 1");
+    let mut keeper = Peer::spawn_on(peer_exe!(), &backend, &["keep", &name, &seq.to_string()]);
+    let line = keeper.read_line();
+    let at: u32 = line
+        .strip_prefix("kept ")
+        .unwrap_or_else(|| panic!("keeper said {line:?}"))
+        .parse()
+        .unwrap();
+    if kill {
+        keeper.kill();
+        s1.kill();
+    } else {
+        keeper.write_line("exit");
+        assert!(keeper.wait(PATIENCE).success());
+        s1.write_line("quit");
+        assert_eq!(s1.read_line(), "bye");
+        assert!(s1.wait(PATIENCE).success());
+    }
+
+    // Nobody runs: the file alone holds the heap, and the kept block in it.
+    let seg = Segment::open(system.clone(), &seg_name).unwrap();
+    assert_eq!(seg.stats().unwrap().kept_blocks, 1);
+    drop(seg);
+
+    let mut s2 = Peer::spawn_on(peer_exe!(), &backend, &["server", &name]);
+    assert_eq!(s2.read_line(), "serving 2", "the same heap, recovered");
+    let mut taker = Peer::spawn_on(peer_exe!(), &backend, &["take", &name]);
+    assert_eq!(taker.read_line(), format!("took {KEPT_CLIENT} {seq} {at}"));
+    assert!(taker.wait(PATIENCE).success());
+    s2.write_line("quit");
+    assert_eq!(s2.read_line(), "bye");
+    assert!(s2.wait(PATIENCE).success());
+
+    let seg = Segment::open(system, &seg_name).unwrap();
+    let rep = seg.check().unwrap();
+    assert_eq!(rep.kept_blocks, 0, "the taker freed the kept block");
+    assert!(seg.processes().unwrap().is_empty());
+    drop(seg);
+    std::fs::remove_file(&file.0).unwrap();
+    assert!(!file.0.exists());
+}
+
+/// See [`kept_data_outlives_every_process`]: every process ends cleanly.
+#[test]
+fn kept_data_outlives_every_process_after_clean_exits() {
+    kept_data_outlives_every_process(false);
+}
+
+/// See [`kept_data_outlives_every_process`]: every process is SIGKILLed.
+#[test]
+fn kept_data_outlives_every_process_after_sigkill() {
+    kept_data_outlives_every_process(true);
 }

@@ -9,7 +9,12 @@
 //!   `quit` on stdin flushes the segment (`Server::flush`), drops the server (a clean
 //!   stop), prints `bye` and exits.
 //!
-//! `client`, `stream`, `server` and `hold-lock` run on the kind of segment the
+//! - `keep NAME SEQ`: a client that writes a checksummed message, keeps it as the kept
+//!   root, flushes and prints `kept OFFSET`, then exits at a line on stdin.
+//! - `take NAME`: a client that takes the kept root, verifies it, prints
+//!   `took CLIENT SEQ OFFSET`, frees it and exits.
+//!
+//! `client`, `stream`, `server`, `hold-lock`, `keep` and `take` run on the kind of segment the
 //! environment variable `SHM_TEST_BACKEND` names (`native`, `posix`, `sysv`,
 //! `file:PATH`; `native` when unset).
 //! - `send-one NAME TAG`: connects, sends one message with TAG, prints `sent`, waits for the
@@ -50,7 +55,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
     let result = match arg(0) {
-        "client" | "stream" | "hold-lock" | "server" => on_backend(&args),
+        "client" | "stream" | "hold-lock" | "server" | "keep" | "take" => on_backend(&args),
         "send-one" => send_one(arg(1), arg(2).parse().unwrap()),
         "collector" => collector(arg(1), &args[2..]),
         "churn-client" => churn_client(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
@@ -91,6 +96,8 @@ impl OnSystem for Role<'_> {
             "stream" => client(system, arg(1), arg(2).parse().unwrap(), u32::MAX, 8, true),
             "hold-lock" => hold_lock(system, arg(1)),
             "server" => server(system, arg(1)),
+            "keep" => keep(system, arg(1), arg(2).parse().unwrap()),
+            "take" => take(system, arg(1)),
             other => Err(format!("unknown role {other:?}")),
         }
     }
@@ -254,6 +261,48 @@ fn server<S: System>(system: S, name: &str) -> Result<(), String> {
         }
     }
 }
+
+/// `keep NAME SEQ`: writes wire message (`KEPT_CLIENT`, SEQ), keeps it, names it the kept
+/// root, flushes the segment and prints `kept OFFSET`; then waits for a line on stdin and
+/// exits (or is killed).
+fn keep<S: System>(system: S, name: &str, seq: u32) -> Result<(), String> {
+    let c = Client::connect_on(system, name, ClientOptions::default())
+        .map_err(|e| format!("connect: {e}"))?;
+    let size = wire::HEADER + wire::body_len(KEPT_CLIENT, seq);
+    let mut buf = c.alloc(size).map_err(|e| e.to_string())?;
+    buf.resize(size).map_err(|e| e.to_string())?;
+    wire::encode(
+        buf.as_mut_slice().map_err(|e| e.to_string())?,
+        KEPT_CLIENT,
+        seq,
+    );
+    let at = c.keep(buf).map_err(|e| format!("keep: {e}"))?;
+    c.set_kept_root(Some(at))
+        .map_err(|e| format!("root: {e}"))?;
+    c.segment().flush().map_err(|e| format!("flush: {e}"))?;
+    println!("kept {}", at.get());
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
+}
+
+/// `take NAME`: takes the kept root, verifies it as a wire message and prints
+/// `took CLIENT SEQ OFFSET`; then drops it (freeing the block) and exits.
+fn take<S: System>(system: S, name: &str) -> Result<(), String> {
+    let c = Client::connect_on(system, name, ClientOptions::default())
+        .map_err(|e| format!("connect: {e}"))?;
+    let root = c.kept_root().ok_or("no kept root")?;
+    let buf = c.take(root).map_err(|e| format!("take: {e}"))?;
+    let (client, seq) = wire::decode(&buf)?;
+    if c.take(root).is_ok() {
+        return Err("the kept block was taken twice".into());
+    }
+    println!("took {client} {seq} {}", root.get());
+    Ok(())
+}
+
+/// The client number in the kept block's wire message.
+const KEPT_CLIENT: u32 = 77;
 
 fn send_one(name: &str, tag: u32) -> Result<(), String> {
     let c = Client::connect(name).map_err(|e| format!("connect: {e}"))?;

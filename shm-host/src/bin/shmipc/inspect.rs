@@ -66,6 +66,7 @@ struct Report<'a> {
     server: ServerJson,
     processes: &'a [Proc],
     free_block_sizes: Outcome<SizeClasses>,
+    kept: Outcome<&'a KeptJson>,
     statistics: Outcome<StatsJson>,
     check: CheckJson,
 }
@@ -98,6 +99,15 @@ struct StatsJson {
     allocs: u64,
     frees: u64,
     lock_breaks: u32,
+}
+
+/// Kept blocks: owned by the segment rather than a process (headers included in `bytes`),
+/// and the kept root's payload offset (`null` when none).
+#[derive(Serialize)]
+struct KeptJson {
+    blocks: u32,
+    bytes: u64,
+    root: Option<u32>,
 }
 
 /// `{"ok": true, "blocks": N, "locked": B}` or `{"ok": false, "error": "...", "locked": B}`.
@@ -211,10 +221,19 @@ fn report<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Er
             missed,
         });
     }
-    // Free blocks by size class (powers of four from 64 bytes).
+    // Free blocks by size class (powers of four from 64 bytes), and the kept blocks.
     let mut classes = [0u32; 8];
+    let mut kept = KeptJson {
+        blocks: 0,
+        bytes: 0,
+        root: heap.kept_root().map(|o| o.get()),
+    };
     let mut free_walk = Ok(());
     if let Err(e) = heap.for_each_block(|b| {
+        if b.kept {
+            kept.blocks += 1;
+            kept.bytes += u64::from(b.size);
+        }
         if !b.used {
             let mut c = 0;
             let mut limit = 64u32;
@@ -264,6 +283,10 @@ fn report<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Er
                         .map(|(i, n)| (class_label(i), *n))
                         .collect(),
                 )),
+                Err(e) => Outcome::failed(e),
+            },
+            kept: match &free_walk {
+                Ok(()) => Outcome::Ok(&kept),
                 Err(e) => Outcome::failed(e),
             },
             statistics: match &stats {
@@ -386,6 +409,16 @@ fn report<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Er
             );
         }
         Err(e) => println!("statistics: unavailable ({e})"),
+    }
+    // Kept blocks belong to the segment, not to a process: they outlive every process.
+    match &free_walk {
+        Ok(()) => println!(
+            "kept: {} blocks, {}, root {}",
+            kept.blocks,
+            human_bytes(kept.bytes),
+            kept.root.map_or("none".to_string(), |r| r.to_string())
+        ),
+        Err(e) => println!("kept: unavailable (read without the lock: {e})"),
     }
     let unlocked = if args.no_lock {
         "; read without the lock, possibly inconsistent"
