@@ -194,7 +194,9 @@ impl<S: System> Client<S> {
 
     /// Takes kept block `block` back as a buffer of this process (its data as kept). If it
     /// was the kept root, the kept root is cleared in the same step. Taking a block that
-    /// is not kept, or was taken already, fails with [`shm_core::Error::NotKept`].
+    /// is not kept, or was taken already, fails with [`shm_core::Error::NotKept`]. A kept
+    /// block whose message header does not describe data inside it (not kept from a
+    /// buffer) is freed and reported ([`HostError::BadMessage`]), as a received one is.
     pub fn take(&self, block: Offset) -> Result<Buffer<S>> {
         self.inner.ep.take(block)
     }

@@ -86,9 +86,9 @@ pub struct BlockInfo {
     pub system: bool,
     /// Whether it is kept: owned by the region, not by a process.
     pub kept: bool,
-    /// Reference count (0 for free and system blocks).
+    /// Reference count (0 for free, system and kept blocks).
     pub refs: u32,
-    /// First owner.
+    /// First owner (`None` for free, system and kept blocks).
     pub owner: Option<ProcSlot>,
 }
 
