@@ -28,7 +28,7 @@ pub enum ServerEvent {
         client: PeerId,
         /// Consecutive keepalives it missed.
         missed: u32,
-        /// Whether the server killed it ([`ServerOptions::kill_unresponsive`]).
+        /// Whether the server killed it ([`ServerOptions::kill_unresponsive`](crate::ServerOptions::kill_unresponsive)).
         killed: bool,
     },
     /// A client was declared dead; its memory was reclaimed.

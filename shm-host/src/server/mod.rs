@@ -1,5 +1,5 @@
 //! [`Server`]: creates (or takes over) a segment, accepts clients, receives and sends
-//! messages; its watch over clients (heartbeats) is in [`watch`].
+//! messages; its watch over clients (heartbeats) is in the `watch` module.
 
 mod events;
 mod watch;
