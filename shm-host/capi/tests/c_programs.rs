@@ -27,33 +27,42 @@ fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `libshm.a`, which Cargo builds with this crate's rlib (one rustc run makes every
-/// crate type) into `target/<profile>/`, next to `deps/` where this test runs.
-fn static_lib() -> PathBuf {
+/// `target/<profile>/`, where Cargo puts `libshm.a` and `libshm.so` (one rustc run
+/// makes every crate type of this crate's library), next to `deps/` where this test runs.
+fn profile_dir() -> PathBuf {
     let me = std::env::current_exe().unwrap();
-    let profile_dir = me
-        .parent()
+    me.parent()
         .and_then(Path::parent)
-        .expect("test executable inside target/<profile>/deps");
-    let lib = profile_dir.join("libshm.a");
-    assert!(lib.exists(), "{} is missing", lib.display());
-    lib
+        .expect("test executable inside target/<profile>/deps")
+        .to_path_buf()
 }
 
-/// Compiles `source` (relative to the crate) once per test run; the executable's path.
-fn program(source: &str) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+/// How a program is linked.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Link {
+    /// With `libshm.a`: the program needs nothing at run time.
+    Static,
+    /// With `libshm.so`, found through the program's run path.
+    Shared,
+}
+
+/// Compiles `source` (relative to the crate) once per test run and link; the
+/// executable's path.
+fn program_linked(source: &str, link: Link) -> PathBuf {
+    type Built = HashMap<(String, Link), PathBuf>;
+    static BUILT: Mutex<Option<Built>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let built = built.get_or_insert_with(HashMap::new);
-    if let Some(exe) = built.get(source) {
+    if let Some(exe) = built.get(&(source.to_owned(), link)) {
         return exe.clone();
     }
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-programs");
     std::fs::create_dir_all(&out_dir).unwrap();
     let stem = Path::new(source).file_stem().unwrap().to_str().unwrap();
-    let exe = out_dir.join(stem);
-    let st = Command::new("gcc")
-        .args(["-std=c11", "-D_POSIX_C_SOURCE=200809L"])
+    let exe = out_dir.join(format!("{stem}-{link:?}").to_lowercase());
+    let lib_dir = profile_dir();
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-std=c11", "-D_POSIX_C_SOURCE=200809L"])
         .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
         .arg("-I")
         .arg(crate_dir().join("include"))
@@ -61,30 +70,46 @@ fn program(source: &str) -> PathBuf {
         .arg(crate_dir().join("tests/c"))
         .arg("-o")
         .arg(&exe)
-        .arg(crate_dir().join(source))
-        .arg(static_lib())
-        // What Rust's standard library needs on glibc (`rustc --print native-static-libs`).
-        .args([
-            "-lgcc_s",
-            "-lutil",
-            "-lrt",
-            "-lpthread",
-            "-lm",
-            "-ldl",
-            "-lc",
-        ])
-        .status()
-        .unwrap_or_else(|e| panic!("running gcc: {e}"));
-    assert!(st.success(), "gcc failed on {source}: {st}");
-    built.insert(source.to_owned(), exe.clone());
+        .arg(crate_dir().join(source));
+    match link {
+        Link::Static => {
+            let lib = lib_dir.join("libshm.a");
+            assert!(lib.exists(), "{} is missing", lib.display());
+            // What Rust's standard library needs on glibc (`rustc --print
+            // native-static-libs`).
+            gcc.arg(lib).args([
+                "-lgcc_s",
+                "-lutil",
+                "-lrt",
+                "-lpthread",
+                "-lm",
+                "-ldl",
+                "-lc",
+            ]);
+        }
+        Link::Shared => {
+            assert!(lib_dir.join("libshm.so").exists(), "libshm.so is missing");
+            gcc.arg("-L")
+                .arg(&lib_dir)
+                .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+                .arg("-lshm");
+        }
+    }
+    let st = gcc.status().unwrap_or_else(|e| panic!("running gcc: {e}"));
+    assert!(st.success(), "gcc failed on {source} ({link:?}): {st}");
+    built.insert((source.to_owned(), link), exe.clone());
     exe
+}
+
+/// `source` compiled and linked with the static library.
+fn program(source: &str) -> PathBuf {
+    program_linked(source, Link::Static)
 }
 
 /// The `shmipc` binary, built now: one left in the target directory by an earlier build
 /// may speak an older region format (`cargo build` is quick when it is current).
 fn shmipc() -> PathBuf {
-    let me = std::env::current_exe().unwrap();
-    let profile_dir = me.parent().and_then(Path::parent).unwrap();
+    let profile_dir = profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-p", "shm-host", "--bin", "shmipc"])
@@ -127,6 +152,21 @@ fn api_suite_in_c() {
     assert!(out.status.success(), "api.c: {stdout}");
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.ends_with(" passed, 0 failed"), "{stdout}");
+    assert_removed(&name);
+}
+
+/// The same suite linked with the shared library, `libshm.so`.
+#[test]
+fn api_suite_in_c_with_the_shared_library() {
+    let name = unique_name("capi-api-so");
+    let _guard = SegmentGuard(name.clone());
+    let out = Command::new(program_linked("tests/c/api.c", Link::Shared))
+        .arg(&name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "api.c: {stdout}");
+    assert!(stdout.trim_end().ends_with(" passed, 0 failed"), "{stdout}");
     assert_removed(&name);
 }
 
