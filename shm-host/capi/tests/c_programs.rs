@@ -19,6 +19,10 @@ use std::time::Duration;
 
 use shm_tests::{shm_path, unique_name, Peer, SegmentGuard};
 
+/// What Rust's standard library needs when linked statically on glibc (`rustc --print
+/// native-static-libs`); the README's link line.
+const NATIVE_LIBS: &str = "-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc";
+
 /// How long a step may take before the test calls it a hang (not a timing check).
 const HANG: Duration = Duration::from_secs(120);
 
@@ -75,17 +79,7 @@ fn program_linked(source: &str, link: Link) -> PathBuf {
         Link::Static => {
             let lib = lib_dir.join("libshm.a");
             assert!(lib.exists(), "{} is missing", lib.display());
-            // What Rust's standard library needs on glibc (`rustc --print
-            // native-static-libs`).
-            gcc.arg(lib).args([
-                "-lgcc_s",
-                "-lutil",
-                "-lrt",
-                "-lpthread",
-                "-lm",
-                "-ldl",
-                "-lc",
-            ]);
+            gcc.arg(lib).args(NATIVE_LIBS.split(' '));
         }
         Link::Shared => {
             assert!(lib_dir.join("libshm.so").exists(), "libshm.so is missing");
