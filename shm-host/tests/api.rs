@@ -303,3 +303,47 @@ fn a_departed_clients_id_never_reaches_its_successor() {
         2
     );
 }
+
+/// With several threads receiving, a client's first message is never handled before its
+/// connection: replying to it never fails with `PeerGone` (the server used to accept a
+/// `Connect` after releasing the queue, so another receiver could take the next message
+/// first and find the client unknown).
+#[test]
+fn concurrent_receivers_accept_a_connection_before_its_messages() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+    /// Stops the receiving threads also when the test fails (a panic in the scope).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let s = server("concurrent-receivers");
+    let stop = AtomicBool::new(false);
+    let refused = AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        for _ in 0..3 {
+            scope.spawn(|| {
+                while !stop.load(Relaxed) {
+                    if let Ok(Some(m)) = s.recv_timeout(Duration::from_millis(20)) {
+                        if s.send(m.from, m.buffer, m.tag).is_err() {
+                            refused.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let name = s.segment().name().as_str().to_owned();
+        for round in 0..200 {
+            let c = Client::connect(&name).unwrap();
+            let mut b = c.alloc(8).unwrap();
+            b.write_all(b"first").unwrap();
+            c.send(b, round).unwrap();
+            if c.recv_timeout(Duration::from_secs(5)).unwrap().is_none() {
+                break; // counted as refused by the server thread
+            }
+        }
+    });
+    assert_eq!(refused.load(Relaxed), 0);
+}

@@ -86,6 +86,11 @@ struct Inner<S: System> {
     ep: Endpoint<S>,
     opts: ServerOptions,
     clients: Mutex<HashMap<PeerId, ClientEntry>>,
+    /// Held by a receiving thread from taking an entry off the queue until it has handled
+    /// it if it is a control (a `Connect` is accepted and its client registered), so that
+    /// another receiver cannot handle the client's next message first and find it
+    /// unknown.
+    receiving: Mutex<()>,
     /// Clients disconnected for missing keepalives whose processes still live: watched
     /// until they die, to report it.
     unresponsive: Mutex<HashMap<PeerId, Incarnation>>,
@@ -193,6 +198,7 @@ impl<S: System> Server<S> {
             ep,
             opts,
             clients: Mutex::new(HashMap::new()),
+            receiving: Mutex::new(()),
             unresponsive: Mutex::new(HashMap::new()),
             broken: std::sync::OnceLock::new(),
             events_tx: Mutex::new(tx),
@@ -426,11 +432,13 @@ impl<S: System> Inner<S> {
         let heap = self.ep.att.heap();
         loop {
             self.usable()?;
+            let receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
             let Some(r) = self.ep.next(timeout)? else {
                 return Ok(None);
             };
             match r {
                 Received::Message { block, tag, from } => {
+                    drop(receiving);
                     return self.ep.message(block, tag, from).map(Some);
                 }
                 Received::Control {
