@@ -2,6 +2,7 @@
 //! `libshm.a` and `include/shm.h`, run as real processes:
 //!
 //! - `tests/c/api.c`: every function's success and failure paths in one process;
+//! - `tests/c/threads.c`: a server and a client each shared by several threads;
 //! - `examples/hello.c` (the README's C example) against the Rust `shmipc serve`;
 //! - `tests/c/echo_server.c` with three `tests/c/stream_client.c` processes streaming
 //!   checksummed messages, and the same with one client SIGKILLed mid-stream.
@@ -160,6 +161,23 @@ fn api_suite_in_c_with_the_shared_library() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "api.c: {stdout}");
+    assert!(stdout.trim_end().ends_with(" passed, 0 failed"), "{stdout}");
+    assert_removed(&name);
+}
+
+/// One server and one client, each shared by several threads of a C program: the
+/// thread-safety the header promises (every `const` handle function from any thread, at
+/// the same time).
+#[test]
+fn handles_shared_by_c_threads() {
+    let name = unique_name("capi-threads");
+    let _guard = SegmentGuard(name.clone());
+    let out = Command::new(program("tests/c/threads.c"))
+        .arg(&name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "threads.c: {stdout}");
     assert!(stdout.trim_end().ends_with(" passed, 0 failed"), "{stdout}");
     assert_removed(&name);
 }
