@@ -347,3 +347,49 @@ fn concurrent_receivers_accept_a_connection_before_its_messages() {
     });
     assert_eq!(refused.load(Relaxed), 0);
 }
+
+/// A buffer is sent only through the server or client it came from. Its block offset
+/// means nothing in another attachment: there it may name a block the other side owns
+/// and still holds (here: the same history in two segments puts both servers' held
+/// messages at the same offset), which would hand that block away while a `Buffer`
+/// still points into it.
+#[test]
+fn a_buffer_is_sent_only_through_its_own_server_or_client() {
+    let sa = server("foreign-a");
+    let sb = server("foreign-b");
+    let ca = Client::connect(sa.segment().name().as_str()).unwrap();
+    let cb = Client::connect(sb.segment().name().as_str()).unwrap();
+    for (c, text) in [(&ca, b"held by A"), (&cb, b"held by B")] {
+        let mut b = c.alloc(16).unwrap();
+        b.write_all(text).unwrap();
+        c.send(b, 1).unwrap();
+    }
+    let held_a = sa.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let held_b = sb.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(held_a.buffer.offset(), held_b.buffer.offset());
+
+    // Server A with server B's buffer: refused, the buffer comes back unchanged.
+    let back = sa.send(held_a.from, held_b.buffer, 9).unwrap_err();
+    assert!(
+        matches!(back.error, HostError::ForeignBuffer),
+        "{}",
+        back.error
+    );
+    assert_eq!(&back.buffer[..], b"held by B");
+    let report = sa.broadcast(&back.buffer, 9);
+    assert!(report.sent.is_empty());
+    assert!(matches!(report.failed[..], [(_, HostError::ForeignBuffer)]));
+    // A client of the same segment is another attachment too.
+    let theirs = ca.alloc(4).unwrap();
+    let back = sa.send(held_a.from, theirs, 9).unwrap_err();
+    assert!(matches!(back.error, HostError::ForeignBuffer));
+    let back = cb.send(back.buffer, 9).unwrap_err();
+    assert!(matches!(back.error, HostError::ForeignBuffer));
+    // Nothing moved: A's client got nothing, A's server still owns its message alone.
+    assert!(ca.try_recv().unwrap().is_none());
+    assert_eq!(&held_a.buffer[..], b"held by A");
+    assert_eq!(held_a.buffer.owners().unwrap(), 1);
+    drop(back);
+    sa.segment().check().unwrap();
+    sb.segment().check().unwrap();
+}

@@ -223,6 +223,7 @@ impl From<HostError> for Failure {
             HostError::Timeout => SHM_ERR_TIMEOUT,
             HostError::Disconnected => SHM_ERR_DISCONNECTED,
             HostError::BadMessage => SHM_ERR_BAD_MESSAGE,
+            HostError::ForeignBuffer => SHM_ERR_INVALID_ARGUMENT,
             HostError::TakeoverRefused { .. } => SHM_ERR_TAKEOVER_REFUSED,
             HostError::Truncated { .. } => SHM_ERR_TRUNCATED,
             _ => SHM_ERR_OTHER,

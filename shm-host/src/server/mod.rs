@@ -306,10 +306,17 @@ impl<S: System> Server<S> {
     /// Sends `buffer` to `client` with `tag`: ownership moves, nothing is copied. On
     /// failure the buffer comes back inside the error: `QueueFull` when the client is
     /// behind, `PeerGone` when that client (that incarnation: a newer process in the same
-    /// slot is another client) is no longer connected.
+    /// slot is another client) is no longer connected, [`HostError::ForeignBuffer`] for
+    /// a buffer of another server or client.
     pub fn send(&self, client: PeerId, buffer: Buffer<S>, tag: u32) -> Result<(), SendError<S>> {
         if let Err(error) = self.inner.usable() {
             return Err(SendError { buffer, error });
+        }
+        if !buffer.is_in(&self.inner.ep.att) {
+            return Err(SendError {
+                buffer,
+                error: HostError::ForeignBuffer,
+            });
         }
         let Some(entry) = self.inner.lock_clients().get(&client).copied() else {
             // Ids come from connections and messages: one not connected now has left, was
@@ -341,7 +348,8 @@ impl<S: System> Server<S> {
 
     /// Sends the same bytes to every connected client without copying: each becomes a
     /// co-owner of the block, which is freed when the last owner drops it. The server
-    /// keeps its own reference (writing to it afterwards copies it first).
+    /// keeps its own reference (writing to it afterwards copies it first). A buffer of
+    /// another server or client reaches nobody ([`HostError::ForeignBuffer`]).
     pub fn broadcast(&self, buffer: &Buffer<S>, tag: u32) -> BroadcastReport {
         let clients: Vec<(PeerId, ParticipantId)> = self
             .inner
@@ -356,6 +364,12 @@ impl<S: System> Server<S> {
                 report
                     .failed
                     .push((id, HostError::Truncated { mapped, now }));
+            }
+            return report;
+        }
+        if !buffer.is_in(&ep.att) {
+            for (id, _) in clients {
+                report.failed.push((id, HostError::ForeignBuffer));
             }
             return report;
         }
