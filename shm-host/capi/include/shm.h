@@ -213,8 +213,7 @@ typedef struct shm_buffer shm_buffer;
  * and allocating run in parallel). Only `shm_client_close` needs the client to itself.
  * A background thread of the library takes the server's keepalives, so the server sees
  * a live client even while the application does not receive. A child made by `fork`
- * cannot use its parent's client (its calls fail with `SHM_ERR_STALE`); it connects
- * anew.
+ * cannot act with its parent's client; it connects anew.
  */
 typedef struct shm_client shm_client;
 
@@ -225,7 +224,7 @@ typedef struct shm_client shm_client;
  * thread, also at the same time from several (receiving is serialised inside: a queue
  * has one consumer; sending and allocating run in parallel). Only `shm_server_close`
  * needs the server to itself. A background thread of the library sends heartbeats and
- * reclaims dead clients. A child made by `fork` cannot use its parent's server.
+ * reclaims dead clients. A child made by `fork` cannot act with its parent's server.
  */
 typedef struct shm_server shm_server;
 

@@ -19,8 +19,7 @@ use crate::types::{millis, recv_mode, recv_mode_fields, shm_message, shm_peer, s
 /// and allocating run in parallel). Only `shm_client_close` needs the client to itself.
 /// A background thread of the library takes the server's keepalives, so the server sees
 /// a live client even while the application does not receive. A child made by `fork`
-/// cannot use its parent's client (its calls fail with `SHM_ERR_STALE`); it connects
-/// anew.
+/// cannot act with its parent's client; it connects anew.
 #[allow(non_camel_case_types)]
 pub struct shm_client {
     inner: Client,
@@ -354,4 +353,16 @@ pub unsafe extern "C" fn shm_client_stats(
         // SAFETY: the caller's contract.
         unsafe { put(out, stats.into()) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults the documentation of `shm_client_options_default` lists.
+    #[test]
+    fn documented_defaults() {
+        let o = shm_client_options_default();
+        assert_eq!((o.queue_capacity, o.recv_mode, o.spin_us), (256, 2, 50));
+    }
 }

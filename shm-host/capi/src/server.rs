@@ -19,7 +19,7 @@ use crate::types::{
 /// thread, also at the same time from several (receiving is serialised inside: a queue
 /// has one consumer; sending and allocating run in parallel). Only `shm_server_close`
 /// needs the server to itself. A background thread of the library sends heartbeats and
-/// reclaims dead clients. A child made by `fork` cannot use its parent's server.
+/// reclaims dead clients. A child made by `fork` cannot act with its parent's server.
 #[allow(non_camel_case_types)]
 pub struct shm_server {
     inner: Server,
@@ -653,4 +653,50 @@ pub unsafe extern "C" fn shm_server_watchdog(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults the documentation of `shm_server_options_default` lists, and that
+    /// they convert back unchanged.
+    #[test]
+    fn documented_defaults() {
+        let o = shm_server_options_default();
+        assert_eq!(o.size, 16 << 20);
+        assert_eq!(
+            (o.heartbeat_ms, o.max_missed, o.queue_capacity),
+            (100, 20, 1024)
+        );
+        assert_eq!(
+            (o.recv_mode, o.spin_us, o.permissions, o.flags),
+            (2, 50, 0o600, 0)
+        );
+        let back = server_options(o).unwrap();
+        let d = ServerOptions::default();
+        assert_eq!(
+            (back.size, back.heartbeat, back.recv_mode),
+            (d.size, d.heartbeat, d.recv_mode)
+        );
+        assert_eq!(back.create, d.create);
+    }
+
+    /// Out-of-range option values from C are refused, not trusted.
+    #[test]
+    fn bad_options_are_refused() {
+        let mut o = shm_server_options_default();
+        o.heartbeat_ms = 0;
+        assert!(server_options(o).is_err());
+        let mut o = shm_server_options_default();
+        o.recv_mode = 3;
+        assert!(server_options(o).is_err());
+        let mut o = shm_server_options_default();
+        o.flags = 4;
+        assert!(server_options(o).is_err());
+        let mut o = shm_server_options_default();
+        o.flags = SHM_SERVER_PREFAULT | SHM_SERVER_KILL_UNRESPONSIVE;
+        let back = server_options(o).unwrap();
+        assert!(back.create.prefault && back.kill_unresponsive);
+    }
 }
