@@ -318,6 +318,12 @@ impl<S: System> Buffer<S> {
         Ok(self.into_sent())
     }
 
+    /// Whether this buffer's block is in `att`, the attachment a send goes through (an
+    /// offset means nothing in another attachment, of this segment or another one).
+    pub(crate) fn is_in(&self, att: &Arc<Attachment<S>>) -> bool {
+        Arc::ptr_eq(&self.att, att)
+    }
+
     /// Gives up the buffer without releasing the block (it was sent).
     pub(crate) fn into_sent(mut self) -> Offset {
         self.owned = false;

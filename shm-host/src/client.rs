@@ -214,7 +214,8 @@ impl<S: System> Client<S> {
     }
 
     /// Sends `buffer` to the server with `tag`: ownership moves, nothing is copied. On
-    /// failure (full queue, server gone or restarted) the buffer comes back in the error.
+    /// failure (full queue, server gone or restarted, [`HostError::ForeignBuffer`] for a
+    /// buffer of another server or client) the buffer comes back in the error.
     pub fn send(&self, buffer: Buffer<S>, tag: u32) -> Result<(), SendError<S>> {
         self.send_at(buffer, tag).map(|_| ())
     }
@@ -239,6 +240,12 @@ impl<S: System> Client<S> {
             Ok(s) => s,
             Err(error) => return Err(SendError { buffer, error }),
         };
+        if !buffer.is_in(&self.inner.ep.att) {
+            return Err(SendError {
+                buffer,
+                error: HostError::ForeignBuffer,
+            });
+        }
         let ep = &self.inner.ep;
         match ep.att.heap().send(
             ep.att.me(),

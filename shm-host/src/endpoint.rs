@@ -183,7 +183,12 @@ impl<S: System> Endpoint<S> {
     }
 
     /// Makes `buffer`'s block a kept block (see [`Server::keep`](crate::Server::keep)).
+    /// A buffer of another server or client is refused ([`HostError::ForeignBuffer`]):
+    /// the offset returned would name nothing in this one's segment.
     pub fn keep(&self, buffer: Buffer<S>) -> Result<Offset> {
+        if !buffer.is_in(&self.att) {
+            return Err(HostError::ForeignBuffer);
+        }
         buffer.into_kept()
     }
 

@@ -53,6 +53,9 @@ pub enum HostError {
     Disconnected,
     /// The message payload's header is inconsistent (a corrupted or foreign message).
     BadMessage,
+    /// The buffer was allocated or received through another server or client (of this
+    /// segment or another one): it can only be sent through its own.
+    ForeignBuffer,
     /// An existing segment of that name may not be taken over; says which rule failed.
     TakeoverRefused {
         /// The segment's name.
@@ -140,6 +143,9 @@ impl fmt::Display for HostError {
             HostError::Timeout => f.write_str("timed out"),
             HostError::Disconnected => f.write_str("disconnected by the server"),
             HostError::BadMessage => f.write_str("message header is inconsistent"),
+            HostError::ForeignBuffer => f.write_str(
+                "the buffer belongs to another server or client; send it through its own",
+            ),
             HostError::TakeoverRefused { name, why } => match why {
                 Refusal::OtherUser { owner, me } => write!(
                     f,

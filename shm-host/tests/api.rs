@@ -352,3 +352,109 @@ fn kept_buffers_are_taken_once() {
     drop((back, m));
     assert_eq!(s.segment().check().unwrap().kept_blocks, 0);
 }
+
+/// With several threads receiving, a client's first message is never handled before its
+/// connection: replying to it never fails with `PeerGone` (the server used to accept a
+/// `Connect` after releasing the queue, so another receiver could take the next message
+/// first and find the client unknown).
+#[test]
+fn concurrent_receivers_accept_a_connection_before_its_messages() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+    /// Stops the receiving threads also when the test fails (a panic in the scope).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let s = server("concurrent-receivers");
+    let stop = AtomicBool::new(false);
+    let refused = AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        for _ in 0..3 {
+            scope.spawn(|| {
+                while !stop.load(Relaxed) {
+                    if let Ok(Some(m)) = s.recv_timeout(Duration::from_millis(20)) {
+                        if s.send(m.from, m.buffer, m.tag).is_err() {
+                            refused.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let name = s.segment().name().as_str().to_owned();
+        for round in 0..200 {
+            let c = Client::connect(&name).unwrap();
+            let mut b = c.alloc(8).unwrap();
+            b.write_all(b"first").unwrap();
+            c.send(b, round).unwrap();
+            if c.recv_timeout(Duration::from_secs(5)).unwrap().is_none() {
+                break; // counted as refused by the server thread
+            }
+        }
+    });
+    assert_eq!(refused.load(Relaxed), 0);
+}
+
+/// A buffer is sent only through the server or client it came from. Its block offset
+/// means nothing in another attachment: there it may name a block the other side owns
+/// and still holds (here: the same history in two segments puts both servers' held
+/// messages at the same offset), which would hand that block away while a `Buffer`
+/// still points into it.
+#[test]
+fn a_buffer_is_sent_only_through_its_own_server_or_client() {
+    let sa = server("foreign-a");
+    let sb = server("foreign-b");
+    let ca = Client::connect(sa.segment().name().as_str()).unwrap();
+    let cb = Client::connect(sb.segment().name().as_str()).unwrap();
+    for (c, text) in [(&ca, b"held by A"), (&cb, b"held by B")] {
+        let mut b = c.alloc(16).unwrap();
+        b.write_all(text).unwrap();
+        c.send(b, 1).unwrap();
+    }
+    let held_a = sa.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let held_b = sb.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(held_a.buffer.offset(), held_b.buffer.offset());
+
+    // Server A with server B's buffer: refused, the buffer comes back unchanged.
+    let back = sa.send(held_a.from, held_b.buffer, 9).unwrap_err();
+    assert!(
+        matches!(back.error, HostError::ForeignBuffer),
+        "{}",
+        back.error
+    );
+    assert_eq!(&back.buffer[..], b"held by B");
+    let report = sa.broadcast(&back.buffer, 9);
+    assert!(report.sent.is_empty());
+    assert!(matches!(report.failed[..], [(_, HostError::ForeignBuffer)]));
+    // A client of the same segment is another attachment too.
+    let theirs = ca.alloc(4).unwrap();
+    let back = sa.send(held_a.from, theirs, 9).unwrap_err();
+    assert!(matches!(back.error, HostError::ForeignBuffer));
+    let back = cb.send(back.buffer, 9).unwrap_err();
+    assert!(matches!(back.error, HostError::ForeignBuffer));
+    // Nothing moved: A's client got nothing, A's server still owns its message alone.
+    assert!(ca.try_recv().unwrap().is_none());
+    assert_eq!(&held_a.buffer[..], b"held by A");
+    assert_eq!(held_a.buffer.owners().unwrap(), 1);
+    drop(back);
+    sa.segment().check().unwrap();
+    sb.segment().check().unwrap();
+}
+
+/// `keep` through a server or client refuses a buffer of another one: the offset it
+/// returns would name nothing in that segment. The refused buffer is released, and both
+/// segments stay consistent with nothing kept.
+#[test]
+fn keep_refuses_a_buffer_of_another_segment() {
+    let sa = server("keep-foreign-a");
+    let sb = server("keep-foreign-b");
+    let foreign = sb.alloc_from(b"of B").unwrap();
+    let e = sa.keep(foreign).unwrap_err();
+    assert!(matches!(e, HostError::ForeignBuffer), "{e}");
+    for s in [&sa, &sb] {
+        let report = s.segment().check().unwrap();
+        assert_eq!(report.kept_blocks, 0);
+    }
+}

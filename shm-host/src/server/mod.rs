@@ -86,6 +86,11 @@ struct Inner<S: System> {
     ep: Endpoint<S>,
     opts: ServerOptions,
     clients: Mutex<HashMap<PeerId, ClientEntry>>,
+    /// Held by a receiving thread from taking an entry off the queue until it has handled
+    /// it if it is a control (a `Connect` is accepted and its client registered), so that
+    /// another receiver cannot handle the client's next message first and find it
+    /// unknown.
+    receiving: Mutex<()>,
     /// Clients disconnected for missing keepalives whose processes still live: watched
     /// until they die, to report it.
     unresponsive: Mutex<HashMap<PeerId, Incarnation>>,
@@ -194,6 +199,7 @@ impl<S: System> Server<S> {
             ep,
             opts,
             clients: Mutex::new(HashMap::new()),
+            receiving: Mutex::new(()),
             unresponsive: Mutex::new(HashMap::new()),
             broken: std::sync::OnceLock::new(),
             events_tx: Mutex::new(tx),
@@ -336,10 +342,17 @@ impl<S: System> Server<S> {
     /// Sends `buffer` to `client` with `tag`: ownership moves, nothing is copied. On
     /// failure the buffer comes back inside the error: `QueueFull` when the client is
     /// behind, `PeerGone` when that client (that incarnation: a newer process in the same
-    /// slot is another client) is no longer connected.
+    /// slot is another client) is no longer connected, [`HostError::ForeignBuffer`] for
+    /// a buffer of another server or client.
     pub fn send(&self, client: PeerId, buffer: Buffer<S>, tag: u32) -> Result<(), SendError<S>> {
         if let Err(error) = self.inner.usable() {
             return Err(SendError { buffer, error });
+        }
+        if !buffer.is_in(&self.inner.ep.att) {
+            return Err(SendError {
+                buffer,
+                error: HostError::ForeignBuffer,
+            });
         }
         let Some(entry) = self.inner.lock_clients().get(&client).copied() else {
             // Ids come from connections and messages: one not connected now has left, was
@@ -371,7 +384,8 @@ impl<S: System> Server<S> {
 
     /// Sends the same bytes to every connected client without copying: each becomes a
     /// co-owner of the block, which is freed when the last owner drops it. The server
-    /// keeps its own reference (writing to it afterwards copies it first).
+    /// keeps its own reference (writing to it afterwards copies it first). A buffer of
+    /// another server or client reaches nobody ([`HostError::ForeignBuffer`]).
     pub fn broadcast(&self, buffer: &Buffer<S>, tag: u32) -> BroadcastReport {
         let clients: Vec<(PeerId, ParticipantId)> = self
             .inner
@@ -386,6 +400,12 @@ impl<S: System> Server<S> {
                 report
                     .failed
                     .push((id, HostError::Truncated { mapped, now }));
+            }
+            return report;
+        }
+        if !buffer.is_in(&ep.att) {
+            for (id, _) in clients {
+                report.failed.push((id, HostError::ForeignBuffer));
             }
             return report;
         }
@@ -467,11 +487,13 @@ impl<S: System> Inner<S> {
         let heap = self.ep.att.heap();
         loop {
             self.usable()?;
+            let receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
             let Some(r) = self.ep.next(timeout)? else {
                 return Ok(None);
             };
             match r {
                 Received::Message { block, tag, from } => {
+                    drop(receiving);
                     return self.ep.message(block, tag, from).map(Some);
                 }
                 Received::Control {
