@@ -1,6 +1,6 @@
 //! [`shm_error`]: what every fallible function returns, its static messages
 //! ([`shm_strerror`]), the calling thread's last detailed message ([`shm_last_error`]),
-//! and [`call`], which runs a function body with panics caught.
+//! and `call`, which runs a function body with panics caught.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
