@@ -65,7 +65,7 @@ fn program_linked(source: &str, link: Link) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let stem = Path::new(source).file_stem().unwrap().to_str().unwrap();
     let exe = out_dir.join(format!("{stem}-{link:?}").to_lowercase());
-    let lib_dir = profile_dir();
+    let lib_dir = libraries();
     let mut gcc = Command::new("gcc");
     gcc.args(["-std=c11", "-D_POSIX_C_SOURCE=200809L"])
         .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
@@ -101,21 +101,37 @@ fn program(source: &str) -> PathBuf {
     program_linked(source, Link::Static)
 }
 
-/// The `shmipc` binary, built now: one left in the target directory by an earlier build
-/// may speak an older region format (`cargo build` is quick when it is current).
-fn shmipc() -> PathBuf {
+/// Runs `cargo build` with `args` into this test's target directory and profile, so that
+/// what it builds is current (`cargo test` builds `libshm.a` and `libshm.so` only as
+/// dependencies of the tests, in `deps/`, and leaves any older copy in the profile
+/// directory as it was; an old `shmipc` may speak an older region format). Quick when
+/// everything is current.
+fn cargo_build(args: &[&str]) {
     let profile_dir = profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "shm-host", "--bin", "shmipc"])
+    cmd.arg("build")
+        .args(args)
         .current_dir(crate_dir())
         .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
     let st = cmd.status().unwrap();
-    assert!(st.success(), "building shmipc ({cmd:?}): {st}");
-    profile_dir.join("shmipc")
+    assert!(st.success(), "{cmd:?}: {st}");
+}
+
+/// The directory holding a current `libshm.a` and `libshm.so` (built once per test run).
+fn libraries() -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| cargo_build(&["-p", "shm-capi", "--lib"]));
+    profile_dir()
+}
+
+/// The `shmipc` binary, built now (see [`cargo_build`]).
+fn shmipc() -> PathBuf {
+    cargo_build(&["-p", "shm-host", "--bin", "shmipc"]);
+    profile_dir().join("shmipc")
 }
 
 /// Asserts that nothing of segment `name` is left.
