@@ -80,8 +80,14 @@ pub struct FdLiveness {
 }
 
 impl FdLiveness {
-    /// Liveness from locks on the object behind `fd` (the descriptor is duplicated,
-    /// close-on-exec; it shares the open file description).
+    /// Liveness from locks on the object behind `fd`.
+    ///
+    /// The locks are taken through a new open file description of that object, opened
+    /// through `/proc/self/fd` (read-write, close-on-exec), not through `fd`'s: a
+    /// descriptor received over a socket shares its open file description with the
+    /// sender's, and a lock probe cannot see locks held through the probing description,
+    /// so the sender would look dead. Fails if the object cannot be opened that way, or
+    /// the new description is not of the same object.
     ///
     /// Entering memory with it checks, in `/proc/self/maps`, that the memory's first byte
     /// is a mapping of this object, and refuses memory it cannot confirm.
@@ -93,14 +99,27 @@ impl FdLiveness {
     /// holds no lock there, so the others would see it dead and reclaim its memory while
     /// it still uses it.
     pub unsafe fn new(fd: impl AsFd) -> SystemResult<Self> {
-        let fd = fd
-            .as_fd()
-            .try_clone_to_owned()
+        let given = fd.as_fd();
+        let path = format!("/proc/self/fd/{}", given.as_raw_fd());
+        let own = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
             .map_err(|e| SystemError::Os {
-                call: "fcntl(F_DUPFD_CLOEXEC)",
+                call: "open(/proc/self/fd/N)",
                 code: e.raw_os_error().unwrap_or(0),
             })?;
-        Ok(FdLiveness { fd: Arc::new(fd) })
+        let live = FdLiveness {
+            fd: Arc::new(OwnedFd::from(own)),
+        };
+        let (a, b) = (stat(given)?, live.stat()?);
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+            return Err(SystemError::Os {
+                call: "open(/proc/self/fd/N) (reopened another object)",
+                code: libc::EINVAL,
+            });
+        }
+        Ok(live)
     }
 
     /// The descriptor.
@@ -109,13 +128,7 @@ impl FdLiveness {
     }
 
     fn stat(&self) -> SystemResult<libc::stat> {
-        // SAFETY: an all-zero `stat` is a valid value to be overwritten by `fstat`.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: the descriptor is open and `st` is a valid out-pointer.
-        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(last_os("fstat"));
-        }
-        Ok(st)
+        stat(self.fd.as_fd())
     }
 
     /// Refuses memory whose first byte is not a mapping of this descriptor's object.
@@ -143,6 +156,17 @@ impl FdLiveness {
             })
         }
     }
+}
+
+/// `fstat` of `fd`.
+fn stat(fd: BorrowedFd<'_>) -> SystemResult<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten by `fstat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open and `st` is a valid out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(last_os("fstat"));
+    }
+    Ok(st)
 }
 
 /// One line of `/proc/self/maps`: `start-end perms offset major:minor inode [path]`.
