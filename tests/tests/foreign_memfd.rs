@@ -2,8 +2,8 @@
 //! it with plain `mmap`, builds a `Server` over the mapping (`shm_host::foreign`) and
 //! passes the descriptor over a Unix socket (`SCM_RIGHTS`) to client processes
 //! (`shm-foreign-peer`), which map it themselves and connect. Checksummed traffic, clients
-//! SIGKILLed mid-stream, and what the evidence-free liveness provider does with a killed
-//! client. Nothing of these tests has a name in `/dev/shm`.
+//! SIGKILLed mid-stream, a killed server taken over, and what the evidence-free liveness
+//! provider does with a killed client. Nothing of these tests has a name in `/dev/shm`.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // tests report failures by panicking
 
@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shm_host::foreign::{Liveness, SemDoorbells};
-use shm_host::{Server, ServerEvent, ServerOptions, System};
+use shm_host::{
+    Client, ClientOptions, HostError, Refusal, Server, ServerEvent, ServerOptions, System,
+};
 use shm_tests::{eventually, memfd, unique_name, wire, Peer};
 
 type ForeignServer<L> = Server<shm_host::foreign::ForeignSystem<SemDoorbells, L>>;
@@ -291,4 +293,83 @@ fn without_evidence_a_killed_client_keeps_its_memory() {
     assert!(procs.iter().any(|p| p.id.pid == victim_pid));
     assert!(host.server.available_bytes().unwrap() < baseline);
     host.finish();
+}
+
+/// A server in the memfd whose process was killed is known dead by the kernel evidence
+/// (`FdLiveness`): a second server is refused while the first lives, takes the memory
+/// over once it is killed (generation 2, the dead server reclaimed), and a client of the
+/// old server reconnects to the new one.
+#[test]
+fn a_killed_memfd_server_is_taken_over() {
+    let label = unique_name("foreign-takeover");
+    let fd = memfd::create(8 << 20).unwrap();
+    let socket = std::env::temp_dir().join(format!("{label}.sock"));
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut old = Peer::spawn(PEER, &["serve", socket.to_str().unwrap(), "fd", "0"]);
+    let (stream, _) = eventually(Duration::from_secs(30), "the peer connects", || {
+        listener.accept().ok()
+    });
+    stream.set_nonblocking(false).unwrap();
+    memfd::send_fd(&stream, fd.as_fd()).unwrap();
+    assert_eq!(old.read_line(), "serving 1");
+
+    let client = Client::connect_on(
+        memfd::system(fd.as_fd()).unwrap(),
+        &label,
+        ClientOptions::default(),
+    )
+    .unwrap();
+    client.wait_connected(Duration::from_secs(10)).unwrap();
+    client
+        .send(client.alloc_from(b"first").unwrap(), 1)
+        .unwrap();
+    let echo = client
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo.buffer[..], b"first");
+    drop(echo);
+
+    match Server::create_on(memfd::system(fd.as_fd()).unwrap(), &label, options()) {
+        Err(HostError::TakeoverRefused {
+            why: Refusal::ServerAlive,
+            ..
+        }) => {}
+        other => panic!("expected ServerAlive, got {:?}", other.err()),
+    }
+    old.kill();
+    let server = Server::create_on(memfd::system(fd.as_fd()).unwrap(), &label, options()).unwrap();
+    assert_eq!(server.generation(), 2);
+
+    let err = client
+        .send(client.alloc_from(b"lost").unwrap(), 2)
+        .unwrap_err();
+    assert!(
+        matches!(err.error, HostError::Core(shm_core::Error::ServerRestarted)),
+        "{}",
+        err.error
+    );
+    client.reconnect().unwrap();
+    client.send(err.buffer, 3).unwrap();
+    let msg = server
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!((&msg.buffer[..], msg.tag), (&b"lost"[..], 3));
+    server.send(msg.from, msg.buffer, 4).unwrap();
+    let echo = client
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo.tag, 4);
+    drop(echo);
+    // Registered now: the new server and the client; the killed server was reclaimed.
+    assert_eq!(server.segment().processes().unwrap().len(), 2);
+    server.segment().check().unwrap();
+    drop(client);
+    drop(server);
+    let _ = std::fs::remove_file(&socket);
+    assert!(no_shm_entry(&label));
 }

@@ -8,7 +8,9 @@
 //! - `client`: sends COUNT checksummed messages (`shm_tests::wire`, at most 8 unanswered),
 //!   verifies every echo, prints `done ID COUNT`, exits 0 (1 on any error);
 //! - `stream`: prints `ready` and sends and verifies messages until killed;
-//! - `idle`: like `client`, then stays connected, sending nothing, until killed.
+//! - `idle`: like `client`, then stays connected, sending nothing, until killed;
+//! - `serve`: instead of a client, a server over the memfd (heartbeat 20 ms) that prints
+//!   `serving GEN` and echoes every message until killed.
 #![allow(clippy::unwrap_used)] // a test helper: any failure ends it with a message
 
 #[cfg(target_os = "linux")]
@@ -17,14 +19,19 @@ fn main() {
     let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
     let count = match arg(0) {
         "client" | "idle" => arg(4).parse().unwrap(),
-        "stream" => u32::MAX,
+        "stream" | "serve" => u32::MAX,
         other => {
             eprintln!("shm-foreign-peer: unknown role {other:?}");
             std::process::exit(1);
         }
     };
     let id: u32 = arg(3).parse().unwrap();
-    if let Err(e) = linux::run(arg(1), arg(2), id, count, arg(0) == "idle") {
+    let result = if arg(0) == "serve" {
+        linux::serve(arg(1))
+    } else {
+        linux::run(arg(1), arg(2), id, count, arg(0) == "idle")
+    };
+    if let Err(e) = result {
         eprintln!("shm-foreign-peer {args:?}: {e}");
         std::process::exit(1);
     }
@@ -43,7 +50,7 @@ mod linux {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
-    use shm_host::{Client, ClientOptions, HostError, System};
+    use shm_host::{Client, ClientOptions, HostError, Server, ServerOptions, System};
     use shm_tests::{memfd, wire};
 
     pub fn run(
@@ -60,6 +67,28 @@ mod linux {
             "fd" => talk(memfd::system(fd.as_fd()), id, count, idle),
             "assume" => talk(memfd::system_assuming_alive(fd.as_fd()), id, count, idle),
             other => Err(format!("unknown liveness {other:?}")),
+        }
+    }
+
+    pub fn serve(socket: &str) -> Result<(), String> {
+        let sock = UnixStream::connect(socket).map_err(|e| format!("connect {socket}: {e}"))?;
+        let fd = memfd::recv_fd(&sock).map_err(|e| format!("receiving the memfd: {e}"))?;
+        drop(sock);
+        let system = memfd::system(fd.as_fd()).map_err(|e| format!("mapping: {e}"))?;
+        let opts = ServerOptions {
+            heartbeat: Duration::from_millis(20),
+            ..ServerOptions::default()
+        };
+        let s =
+            Server::create_on(system, "foreign-memfd", opts).map_err(|e| format!("server: {e}"))?;
+        println!("serving {}", s.generation());
+        loop {
+            if let Some(msg) = s
+                .recv_timeout(Duration::from_millis(100))
+                .map_err(|e| e.to_string())?
+            {
+                let _ = s.send(msg.from, msg.buffer, msg.tag);
+            }
         }
     }
 
