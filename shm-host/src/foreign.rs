@@ -23,7 +23,8 @@
 //!   holding, stay taken). On Linux `FdLiveness` takes a descriptor of the object behind
 //!   the memory (a memfd) and gives the same kernel evidence as named segments: an
 //!   open-file-description lock per attachment, which the kernel drops when its process
-//!   exits.
+//!   exits. On Windows `ProcessLiveness` gives the evidence of named Windows segments (pid
+//!   and creation time), which needs no object.
 //!
 //! The segment's size is the memory's: `ServerOptions::size` and `CreateOptions` (mode,
 //! pre-faulting) are not used, since the memory already exists.
@@ -42,7 +43,7 @@ use shm_core::{AttachError, Doorbell, ProcessId, Processes, Region, WaitNotify, 
 
 use crate::system::{Mapping, System};
 
-// Empty on systems that offer no providers beyond the portable ones (Windows, QNX).
+// Empty on systems that offer no providers beyond the portable ones (QNX).
 #[allow(unused_imports)]
 pub use crate::sys::foreign_providers::*;
 

@@ -274,3 +274,32 @@ mod memfd {
         assert!(Server::create_on(plain, "mismatch", options()).is_err());
     }
 }
+
+/// On Windows, `ProcessLiveness` over plain memory: the server and the client see each
+/// other alive (their pid and creation time), a tag that is no creation time is dead, and
+/// the two talk over polled doorbells.
+#[cfg(windows)]
+#[test]
+fn process_liveness_over_plain_memory() {
+    use shm_core::ProcessId;
+    use shm_host::foreign::ProcessLiveness;
+    // SAFETY: every participant (this test's) uses ProcessLiveness.
+    let live = unsafe { ProcessLiveness::new() };
+    let system = ForeignSystem::new(heap_memory(1 << 20), PolledDoorbells, live);
+    let server = Server::create_on(system.clone(), "process", options()).unwrap();
+    let client = Client::connect_on(system, "process", ClientOptions::default()).unwrap();
+    exchange(&server, &client, 3);
+    let me = client.segment().me();
+    assert_eq!(me.pid, std::process::id());
+    assert!(server.segment().is_alive(me));
+    let forged = ProcessId {
+        pid: me.pid,
+        tag: me.tag.wrapping_add(1).max(1),
+    };
+    assert!(
+        !server.segment().is_alive(forged),
+        "not this process's creation time"
+    );
+    drop(client);
+    server.segment().check().unwrap();
+}
