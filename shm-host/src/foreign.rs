@@ -95,9 +95,8 @@ impl ForeignMapping {
     /// - **Same memory everywhere:** every process (and every `ForeignMapping` in this
     ///   one) that attaches to it sees the same bytes: a shared mapping of one object, not
     ///   a private or copy-on-write one, at any address. The memory is coherent between
-    ///   them and supports the CPU's atomic read-modify-write operations and futex-free
-    ///   atomic loads and stores (ordinary cacheable RAM; a device window qualifies only
-    ///   if it is such memory).
+    ///   them and supports the CPU's atomic operations, read-modify-write included
+    ///   (ordinary cacheable RAM; a device window qualifies only if it is such memory).
     /// - **Who writes:** only this library, in the processes that attach to it, reads or
     ///   writes the bytes; other code touches them only through buffers it owns (as the
     ///   safe API allows). Corrupted bytes give errors, but a foreign writer can still
