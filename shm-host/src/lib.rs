@@ -44,6 +44,7 @@ pub mod buffer;
 pub mod client;
 mod endpoint;
 pub mod error;
+pub mod foreign;
 pub mod name;
 pub mod peer;
 pub mod segment;

@@ -300,6 +300,9 @@ pub fn shm_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new("/dev/shm").join(format!("{}{name}", shm_host::name::PREFIX))
 }
 
+#[cfg(target_os = "linux")]
+pub mod memfd;
+
 /// A small deterministic PRNG (xorshift64*), so a test's random choices are the same at
 /// every run.
 pub struct Rng(u64);

@@ -33,6 +33,17 @@ pub(crate) use windows::{listed_backends, run_on_backend};
 #[cfg(windows)]
 pub use windows::{signal::install_stop_handler, NativeSystem};
 
+/// The doorbell and liveness providers for memory mapped by others ([`crate::foreign`])
+/// that this system offers beyond the portable ones: on Linux `SemDoorbells` and
+/// `FdLiveness`, on Windows `ProcessLiveness`; none yet on QNX. Re-exported by
+/// `crate::foreign`.
+pub(crate) mod foreign_providers {
+    #[cfg(target_os = "linux")]
+    pub use super::linux::foreign::{FdLiveness, SemDoorbells};
+    #[cfg(windows)]
+    pub use super::windows::foreign::ProcessLiveness;
+}
+
 /// The POSIX pieces Linux and QNX share (`shm_open` mappings, `sem_t` doorbells), at
 /// their old path `shm_host::posix`.
 #[cfg(unix)]

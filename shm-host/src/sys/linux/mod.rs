@@ -5,6 +5,7 @@ mod bell;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod file;
+pub mod foreign;
 mod process;
 mod segment;
 pub mod signal;

@@ -16,6 +16,7 @@
 mod bell;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod foreign;
 mod process;
 mod segment;
 pub mod signal;
