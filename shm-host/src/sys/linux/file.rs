@@ -21,13 +21,11 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
 
-use shm_core::system::polling;
 use shm_core::system::{
     CreateOptions, Mapping, NameError, SegmentName, System, SystemError, SystemResult as Result,
 };
-use shm_core::{Doorbell, ProcessId, Region, WaitNotify, WaitOutcome};
+use shm_core::ProcessId;
 use shm_posix::{last_os, PosixMapping};
 
 use super::{bell, process, wait};
@@ -209,20 +207,7 @@ fn read_header(fd: &OwnedFd) -> Result<usize> {
     usize::try_from(region).map_err(|_| SystemError::BadSize { size: region })
 }
 
-impl WaitNotify for FileSystem {
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
-        wait::futex_wait(word, expected, timeout)
-    }
-    fn notify_all(&self, word: &AtomicU32) {
-        wait::futex_wake_all(word)
-    }
-    fn relax(&self, round: u32) {
-        polling::relax(round)
-    }
-    fn now(&self) -> Option<Duration> {
-        Some(polling::now())
-    }
-}
+wait::futex_wait_notify!(FileSystem);
 
 impl System for FileSystem {
     type Mapping = FileMapping;
@@ -364,27 +349,7 @@ impl System for FileSystem {
         }
     }
 
-    fn bell_init(&self, _m: &FileMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
-        bell::init(region, bell)
-    }
-
-    fn bell_ring(&self, _m: &FileMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
-        bell::ring(region, bell)
-    }
-
-    fn bell_wait(
-        &self,
-        _m: &FileMapping,
-        region: &Region<'_>,
-        bell: &Doorbell,
-        timeout: Option<Duration>,
-    ) -> Result<WaitOutcome> {
-        bell::wait(region, bell, timeout)
-    }
-
-    fn bell_destroy(&self, _m: &FileMapping, region: &Region<'_>, bell: &Doorbell) {
-        bell::destroy(region, bell)
-    }
+    bell::sem_doorbells!(FileMapping);
 }
 
 #[cfg(test)]

@@ -3,13 +3,11 @@
 //! open-file-description locks on a descriptor of the object behind the memory.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shm_core::system::polling;
 use shm_core::system::{SystemError, SystemResult};
-use shm_core::{Doorbell, ProcessId, Region, WaitNotify, WaitOutcome};
+use shm_core::{Doorbell, ProcessId, Region, WaitOutcome};
 use shm_posix::last_os;
 
 use super::{bell, process, wait};
@@ -29,20 +27,7 @@ use crate::system::Mapping;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SemDoorbells;
 
-impl WaitNotify for SemDoorbells {
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
-        wait::futex_wait(word, expected, timeout)
-    }
-    fn notify_all(&self, word: &AtomicU32) {
-        wait::futex_wake_all(word)
-    }
-    fn relax(&self, round: u32) {
-        polling::relax(round)
-    }
-    fn now(&self) -> Option<Duration> {
-        Some(polling::now())
-    }
-}
+wait::futex_wait_notify!(SemDoorbells);
 
 impl Doorbells for SemDoorbells {
     fn bell_init(&self, region: &Region<'_>, b: &Doorbell) -> SystemResult<()> {

@@ -12,13 +12,6 @@ pub mod signal;
 pub mod sysv;
 mod wait;
 
-use std::sync::atomic::AtomicU32;
-use std::time::Duration;
-
-use shm_core::Doorbell;
-use shm_core::{Region, WaitNotify, WaitOutcome};
-
-use shm_core::system::polling;
 use shm_core::system::{CreateOptions, SegmentName, System, SystemResult};
 use shm_posix::PosixMapping;
 
@@ -40,20 +33,7 @@ pub fn listed_backends() -> Vec<crate::Backend> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeSystem;
 
-impl WaitNotify for NativeSystem {
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
-        wait::futex_wait(word, expected, timeout)
-    }
-    fn notify_all(&self, word: &AtomicU32) {
-        wait::futex_wake_all(word)
-    }
-    fn relax(&self, round: u32) {
-        polling::relax(round)
-    }
-    fn now(&self) -> Option<Duration> {
-        Some(polling::now())
-    }
-}
+wait::futex_wait_notify!(NativeSystem);
 
 impl System for NativeSystem {
     type Mapping = PosixMapping;
@@ -105,35 +85,5 @@ impl System for NativeSystem {
         shm_posix::listing::list_dir(std::path::Path::new(segment::SHM_DIR), each)
     }
 
-    fn bell_init(
-        &self,
-        _m: &PosixMapping,
-        region: &Region<'_>,
-        bell: &Doorbell,
-    ) -> SystemResult<()> {
-        bell::init(region, bell)
-    }
-
-    fn bell_ring(
-        &self,
-        _m: &PosixMapping,
-        region: &Region<'_>,
-        bell: &Doorbell,
-    ) -> SystemResult<()> {
-        bell::ring(region, bell)
-    }
-
-    fn bell_wait(
-        &self,
-        _m: &PosixMapping,
-        region: &Region<'_>,
-        bell: &Doorbell,
-        timeout: Option<Duration>,
-    ) -> SystemResult<WaitOutcome> {
-        bell::wait(region, bell, timeout)
-    }
-
-    fn bell_destroy(&self, _m: &PosixMapping, region: &Region<'_>, bell: &Doorbell) {
-        bell::destroy(region, bell)
-    }
+    bell::sem_doorbells!(PosixMapping);
 }

@@ -40,3 +40,31 @@ pub fn futex_wake_all(word: &AtomicU32) {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
 }
+
+/// Implements `WaitNotify` for a Linux system: futex waits on the words themselves, the
+/// polled backoff and the monotonic clock. Every Linux system (and the foreign-memory
+/// doorbells) waits this way, so the impl is written once.
+macro_rules! futex_wait_notify {
+    ($system:ty) => {
+        impl shm_core::WaitNotify for $system {
+            fn wait(
+                &self,
+                word: &std::sync::atomic::AtomicU32,
+                expected: u32,
+                timeout: Option<std::time::Duration>,
+            ) -> shm_core::WaitOutcome {
+                $crate::sys::linux::wait::futex_wait(word, expected, timeout)
+            }
+            fn notify_all(&self, word: &std::sync::atomic::AtomicU32) {
+                $crate::sys::linux::wait::futex_wake_all(word)
+            }
+            fn relax(&self, round: u32) {
+                shm_core::system::polling::relax(round)
+            }
+            fn now(&self) -> Option<std::time::Duration> {
+                Some(shm_core::system::polling::now())
+            }
+        }
+    };
+}
+pub(crate) use futex_wait_notify;

@@ -33,14 +33,12 @@
 mod object;
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
-use shm_core::system::polling;
 use shm_core::system::{
     CreateOptions, Refusal, SegmentName, System, SystemError, SystemResult as Result,
 };
-use shm_core::{Doorbell, ProcessId, Region, WaitNotify, WaitOutcome};
+use shm_core::ProcessId;
 use shm_posix::last_os;
 
 use super::{bell, process, wait};
@@ -83,20 +81,7 @@ impl SysvSystem {
     }
 }
 
-impl WaitNotify for SysvSystem {
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
-        wait::futex_wait(word, expected, timeout)
-    }
-    fn notify_all(&self, word: &AtomicU32) {
-        wait::futex_wake_all(word)
-    }
-    fn relax(&self, round: u32) {
-        polling::relax(round)
-    }
-    fn now(&self) -> Option<Duration> {
-        Some(polling::now())
-    }
-}
+wait::futex_wait_notify!(SysvSystem);
 
 impl System for SysvSystem {
     type Mapping = SysvMapping;
@@ -294,27 +279,7 @@ impl System for SysvSystem {
         Ok(())
     }
 
-    fn bell_init(&self, _m: &SysvMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
-        bell::init(region, bell)
-    }
-
-    fn bell_ring(&self, _m: &SysvMapping, region: &Region<'_>, bell: &Doorbell) -> Result<()> {
-        bell::ring(region, bell)
-    }
-
-    fn bell_wait(
-        &self,
-        _m: &SysvMapping,
-        region: &Region<'_>,
-        bell: &Doorbell,
-        timeout: Option<Duration>,
-    ) -> Result<WaitOutcome> {
-        bell::wait(region, bell, timeout)
-    }
-
-    fn bell_destroy(&self, _m: &SysvMapping, region: &Region<'_>, bell: &Doorbell) {
-        bell::destroy(region, bell)
-    }
+    bell::sem_doorbells!(SysvMapping);
 }
 
 #[cfg(test)]
