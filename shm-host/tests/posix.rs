@@ -281,12 +281,15 @@ fn a_segment_can_live_in_a_memfd() {
     let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
     file.set_len(256 * 1024).unwrap();
     let name = SegmentName::new("memfd").unwrap();
-    let first = Segment::format(
-        NativeSystem,
-        &name,
-        PosixMapping::open_fd(file.as_fd()).unwrap(),
-        HeapConfig::default(),
-    )
+    // SAFETY: the memfd was made just now; nothing else uses its memory.
+    let first = unsafe {
+        Segment::format(
+            NativeSystem,
+            &name,
+            PosixMapping::open_fd(file.as_fd()).unwrap(),
+            HeapConfig::default(),
+        )
+    }
     .unwrap();
     // SAFETY: this test acts only as the member it registers, and touches no payload.
     let h1 = unsafe { first.heap() };
