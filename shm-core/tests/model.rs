@@ -266,7 +266,10 @@ fn seed_heap_parts(img: &[u8]) -> (AlignedBuf, Option<u32>) {
         // SAFETY: `buf` outlives `heap`, dropped at the end of this block.
         let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
         let heap = Heap::attach(region, TestPlatform::new(1)).unwrap();
-        assert!(heap.stats().unwrap().kept_blocks >= 2, "the seed has kept blocks");
+        assert!(
+            heap.stats().unwrap().kept_blocks >= 2,
+            "the seed has kept blocks"
+        );
         heap.kept_root().map(|o| o.get())
     };
     (buf, root)
@@ -299,7 +302,10 @@ fn damaged_kept_blocks_give_errors() {
     }
     // Undamaged, the operations reach the kept blocks (the root is taken, among others).
     let intact = hostile::run(&hostile::encode(&img, &ops));
-    assert!(intact > 5, "{intact} operations succeeded on the intact image");
+    assert!(
+        intact > 5,
+        "{intact} operations succeeded on the intact image"
+    );
     for at in spots {
         for flip in [0x01u8, 0x80, 0xff] {
             let mut damaged = img.clone();
