@@ -224,7 +224,11 @@ impl WaitNotify for FileSystem {
     }
 }
 
-impl System for FileSystem {
+// SAFETY: a `FileMapping` maps the whole file, whose blocks were allocated, unmapped
+// only on drop (a truncation by another process is the documented SIGBUS limit);
+// liveness is the kernel's lock on the file (process.rs); the fork hook changes the
+// generation.
+unsafe impl System for FileSystem {
     type Mapping = FileMapping;
     type Presence = process::Presence;
 

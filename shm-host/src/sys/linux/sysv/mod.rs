@@ -98,7 +98,10 @@ impl WaitNotify for SysvSystem {
     }
 }
 
-impl System for SysvSystem {
+// SAFETY: a `SysvMapping` is an attachment (`shmat`) of more than HEADER bytes, detached
+// only on drop, and the region after the header page; liveness is the kernel's lock on
+// the very lock file the header names (process.rs); the fork hook changes the generation.
+unsafe impl System for SysvSystem {
     type Mapping = SysvMapping;
     type Presence = process::Presence;
 
