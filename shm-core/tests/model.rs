@@ -77,6 +77,12 @@ fn seed_image(ops: usize) -> Vec<u8> {
             if i % 4 == 1 {
                 heap.release(a, x).unwrap();
             }
+            // Kept blocks (owned by the region), the last one named as the kept root, so
+            // damage reaches the kept-block paths too.
+            if i % 4 == 2 && i % 3 != 0 {
+                heap.keep(a, x).unwrap();
+                heap.set_kept_root(a, Some(x)).unwrap();
+            }
         }
         heap.reserve(b, 300).unwrap();
     }
@@ -242,11 +248,71 @@ fn long_run_exercises_everything() {
     assert!(stats.ok > stats.ops / 3, "{stats:?}");
 }
 
-/// The seed images the hostile fuzz target starts from attach and pass `check`.
+/// The seed images the hostile fuzz target starts from attach and pass `check`, and hold
+/// kept blocks and a kept root (so the damaged-region test reaches them).
 #[test]
 fn seed_images_attach() {
     let img = seed_image(12);
     assert!(hostile::run(&hostile::encode(&img, &[])) > 2);
+    let (buf, root) = seed_heap_parts(&img);
+    assert!(root.is_some(), "the seed has a kept root");
+    drop(buf);
+}
+
+/// The kept root of `img`, attached in a fresh buffer.
+fn seed_heap_parts(img: &[u8]) -> (AlignedBuf, Option<u32>) {
+    let buf = AlignedBuf::copy_of(img);
+    let root = {
+        // SAFETY: `buf` outlives `heap`, dropped at the end of this block.
+        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+        let heap = Heap::attach(region, TestPlatform::new(1)).unwrap();
+        assert!(
+            heap.stats().unwrap().kept_blocks >= 2,
+            "the seed has kept blocks"
+        );
+        heap.kept_root().map(|o| o.get())
+    };
+    (buf, root)
+}
+
+/// Every byte of the kept root word, of the kept-block counter and of the 64 bytes around
+/// the kept root's block, damaged in turn: attaching and then taking, keeping and naming
+/// kept blocks give results or errors, never a panic or a hang.
+#[test]
+fn damaged_kept_blocks_give_errors() {
+    let img = seed_image(12);
+    let (buf, root) = seed_heap_parts(&img);
+    drop(buf);
+    let root = root.unwrap() as usize;
+    let hdr = core::mem::offset_of!(shm_core::format::RegionHeader, kept_root);
+    let count = core::mem::offset_of!(shm_core::format::RegionHeader, heap)
+        + core::mem::offset_of!(shm_core::format::HeapState, kept_blocks);
+    let mut spots: Vec<usize> = (hdr..hdr + 4).chain(count..count + 4).collect();
+    spots.extend(root.saturating_sub(32)..(root + 32).min(img.len()));
+    // Operations, by both processes, at every 16-byte offset near the root: take, name
+    // as root, keep, free, then take again.
+    let mut ops = Vec::new();
+    for pick in (root / 16).saturating_sub(2)..=root / 16 + 2 {
+        let [lo, hi] = (pick as u16).to_le_bytes();
+        for who in [0u8, 1] {
+            for kind in [25 | 0x80, 24 | 0x80, 14 | 0x80, 11, 25 | 0x80] {
+                ops.extend_from_slice(&[kind, who, lo, hi]);
+            }
+        }
+    }
+    // Undamaged, the operations reach the kept blocks (the root is taken, among others).
+    let intact = hostile::run(&hostile::encode(&img, &ops));
+    assert!(
+        intact > 5,
+        "{intact} operations succeeded on the intact image"
+    );
+    for at in spots {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut damaged = img.clone();
+            damaged[at] ^= flip;
+            hostile::run(&hostile::encode(&damaged, &ops));
+        }
+    }
 }
 
 /// Regression: `reserve` frees the old reserve and then carves the new one, possibly out

@@ -361,7 +361,11 @@ impl<B: Doorbells, L: Liveness> WaitNotify for ForeignSystem<B, L> {
     }
 }
 
-impl<B: Doorbells, L: Liveness> System for ForeignSystem<B, L> {
+// SAFETY: the memory is a `ForeignMapping`, whose `unsafe` constructor's caller promised
+// it valid, fixed and reached only through this crate for as long as the mapping lives;
+// liveness is the `Liveness` provider's, an `unsafe` trait with the same promise as
+// `System::Presence` (dead only on evidence); the fork generation is the native system's.
+unsafe impl<B: Doorbells, L: Liveness> System for ForeignSystem<B, L> {
     type Mapping = ForeignMapping;
     type Presence = L::Presence;
 

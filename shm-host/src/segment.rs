@@ -64,7 +64,17 @@ impl<S: System> Segment<S> {
 
     /// Formats a heap in an existing mapping (a file, a memfd, ...). Everything in it is
     /// overwritten.
-    pub fn format(
+    ///
+    /// # Safety
+    ///
+    /// No process, this one included, uses the memory behind `mapping` meanwhile or
+    /// afterwards as anything but this new heap: it is fresh memory, or whatever heap it
+    /// held has no live attachment, no live [`Buffer`](crate::Buffer) and no kept block
+    /// anyone still wants. Formatting a segment in use would hand the blocks its
+    /// processes own (and the kept blocks of a file-backed segment) out again, so that two
+    /// owners write the same bytes. [`Segment::create`] and
+    /// [`Server::create_on`](crate::Server::create_on) never format a segment that exists.
+    pub unsafe fn format(
         system: S,
         name: &SegmentName,
         mapping: S::Mapping,

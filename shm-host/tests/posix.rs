@@ -262,6 +262,29 @@ fn open_fd_maps_a_memfd() {
     assert_eq!(&bytes(&b)[60_000..60_005], b"memfd");
 }
 
+/// `map_fd` refuses a length the file does not have: touching the pages past its end
+/// would raise SIGBUS, so a segment attached over such a mapping (safe code) would crash.
+#[cfg(target_os = "linux")]
+#[test]
+fn map_fd_refuses_more_than_the_file_holds() {
+    use shm_host::{NativeSystem, Segment, SegmentName};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let cname = std::ffi::CString::new("shmipc-memfd-short").unwrap();
+    // SAFETY: `cname` is a valid C string; flags are plain integers.
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0);
+    // SAFETY: `raw` is a descriptor we just opened and own alone.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    file.set_len(4096).unwrap();
+    let long = PosixMapping::map_fd(file.as_fd(), 1 << 20, false);
+    assert!(matches!(long, Err(SystemError::BadSize { .. })), "{long:?}");
+    // What a long mapping would have let safe code do: attach, and fault past the end.
+    if let Ok(m) = long {
+        let _ = Segment::attach(NativeSystem, &SegmentName::new("short").unwrap(), m);
+    }
+    assert!(PosixMapping::map_fd(file.as_fd(), 4096, false).is_ok());
+}
+
 /// A heap formatted in a memfd mapping is seen, block for block, through a second mapping
 /// of the same descriptor (as another process would map it after receiving the fd).
 #[cfg(target_os = "linux")]
@@ -281,12 +304,15 @@ fn a_segment_can_live_in_a_memfd() {
     let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
     file.set_len(256 * 1024).unwrap();
     let name = SegmentName::new("memfd").unwrap();
-    let first = Segment::format(
-        NativeSystem,
-        &name,
-        PosixMapping::open_fd(file.as_fd()).unwrap(),
-        HeapConfig::default(),
-    )
+    // SAFETY: the memfd was made just now; nothing else uses its memory.
+    let first = unsafe {
+        Segment::format(
+            NativeSystem,
+            &name,
+            PosixMapping::open_fd(file.as_fd()).unwrap(),
+            HeapConfig::default(),
+        )
+    }
     .unwrap();
     // SAFETY: this test acts only as the member it registers, and touches no payload.
     let h1 = unsafe { first.heap() };

@@ -43,7 +43,10 @@ impl WaitNotify for QnxSystem {
 
 impl Platform for QnxSystem {}
 
-impl System for QnxSystem {
+// SAFETY: POSIX shared memory mapped whole by `PosixMapping` (sealed against resizing),
+// unmapped only on drop; liveness is the pid with its start-time tag, a failed query
+// counting as alive (process.rs).
+unsafe impl System for QnxSystem {
     type Mapping = PosixMapping;
     // QNX has no PID namespaces: the pid with its start-time tag, checked with
     // `DCMD_PROC_INFO`, is the evidence (process.rs); a failed query counts as alive.

@@ -367,3 +367,82 @@ fn kept_data_outlives_every_process_after_clean_exits() {
 fn kept_data_outlives_every_process_after_sigkill() {
     kept_data_outlives_every_process(true);
 }
+
+/// A segment file is a file anyone with write access can edit: attaching to a damaged
+/// one (bytes of the region flipped, among them the kept root, the kept blocks and the
+/// header; the region zeroed; the file cut short) gives a server, a client and the kept
+/// data, or an error, never a panic, a crash or a hang.
+#[test]
+fn damaged_segment_files_give_errors() {
+    let file = TempFile::new("file-damaged");
+    let name = unique_name("file-damaged");
+    let files = FileSystem::file(&file.0);
+    let opts = ServerOptions {
+        size: 256 << 10,
+        ..ServerOptions::default()
+    };
+    {
+        let server = Server::create_on(files.clone(), &name, opts).unwrap();
+        let client = Client::connect_on(files.clone(), &name, ClientOptions::default()).unwrap();
+        for i in 0..8u8 {
+            let at = client.keep(client.alloc_from(&[i; 300]).unwrap()).unwrap();
+            client.set_kept_root(Some(at)).unwrap();
+        }
+        server.flush().unwrap();
+    }
+    let intact = std::fs::read(&file.0).unwrap();
+    let root = {
+        let seg = Segment::open(files.clone(), &SegmentName::new(&name).unwrap()).unwrap();
+        seg.kept_root().unwrap().get() as usize
+    };
+    const HEADER: usize = 4096;
+    // Where to damage: the file header, the region header, the root block, then spread.
+    let mut spots: Vec<usize> = (0..24).chain(HEADER..HEADER + 320).step_by(3).collect();
+    spots.extend((HEADER + root - 48..HEADER + root + 48).step_by(2));
+    spots.extend((HEADER..intact.len()).step_by(4093));
+    // How far each attempt got: 1 a server, 2 a client too, 3 the kept root taken.
+    let attempt = |bytes: &[u8]| -> u32 {
+        std::fs::write(&file.0, bytes).unwrap();
+        let server = match Server::create_on(files.clone(), &name, opts) {
+            Ok(s) => s,
+            Err(_) => return 0,
+        };
+        let _ = server.segment().check();
+        if let Ok(client) = Client::connect_on(
+            files.clone(),
+            &name,
+            ClientOptions {
+                connect_timeout: Duration::from_millis(200),
+                ..ClientOptions::default()
+            },
+        ) {
+            if let Some(root) = client.kept_root() {
+                if let Ok(b) = client.take(root) {
+                    let _ = b.len();
+                    let _ = client.keep(b);
+                    return 3;
+                }
+            }
+            return 2;
+        }
+        1
+    };
+    let mut taken = 0;
+    for (n, &at) in spots.iter().enumerate() {
+        let mut damaged = intact.clone();
+        damaged[at] ^= [0x01, 0x80, 0xff][n % 3];
+        taken += u32::from(attempt(&damaged) == 3);
+    }
+    // Most damage misses what a server and a client use: the damage did reach the paths.
+    assert!(
+        taken as usize > spots.len() / 2,
+        "{taken} of {}",
+        spots.len()
+    );
+    let mut zeroed = intact.clone();
+    zeroed[HEADER..].fill(0);
+    assert_eq!(attempt(&zeroed), 0);
+    assert_eq!(attempt(&intact[..intact.len() / 2]), 0);
+    assert_eq!(attempt(&intact[..HEADER + 100]), 0);
+    assert_eq!(attempt(&intact), 3);
+}

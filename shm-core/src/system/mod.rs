@@ -66,7 +66,23 @@ impl Default for CreateOptions {
 /// segment itself, which works across PID namespaces and users and cannot outlive it.
 ///
 /// Every implementation passes the same contract tests (`shm-host/tests/system_contract.rs`).
-pub trait System: WaitNotify + Clone + Send + Sync + 'static {
+///
+/// # Safety
+///
+/// `shm-host`'s safe API builds heaps on this system's mappings and hands out the blocks
+/// of processes it judges dead, so an implementation promises:
+/// - every value of [`System::Mapping`] (however it was made) is memory valid for reads
+///   and writes from [`Mapping::as_ptr`] for [`Mapping::len`] bytes for as long as the
+///   value lives, always the same address and length, and other code (in this or other
+///   processes) reaches it only through this crate's protocol (as
+///   [`Region::from_raw`](crate::Region::from_raw) requires);
+/// - [`System::Presence`] answers [`Processes::is_alive`] `false` only for a process that
+///   can no longer act in the segment, and [`Processes::current_process`] gives each live
+///   process an identity no other live process has (attachments of one process may share
+///   one, as on Windows and QNX; Linux gives each attachment its own);
+/// - [`fork_generation`](System::fork_generation) changes in a forked child, where
+///   processes fork.
+pub unsafe trait System: WaitNotify + Clone + Send + Sync + 'static {
     /// Its mapping type.
     type Mapping: Mapping;
 

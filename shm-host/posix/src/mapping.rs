@@ -76,10 +76,23 @@ const POPULATE: libc::c_int = 0;
 
 impl PosixMapping {
     /// Maps `len` bytes of `fd` shared, read-write. The mapping keeps a duplicate of
-    /// `fd` (close-on-exec; the same open file description).
+    /// `fd` (close-on-exec; the same open file description). A regular file (a file,
+    /// a POSIX shared-memory object or a memfd on Linux) shorter than `len` is refused
+    /// ([`SystemError::BadSize`]): its pages past the end would raise SIGBUS when touched.
     pub fn map_fd(fd: BorrowedFd<'_>, len: usize, prefault: bool) -> Result<Self> {
         if len == 0 {
             return Err(SystemError::BadSize { size: 0 });
+        }
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten by `fstat`.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is open and `st` is a valid out-pointer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(last_os("fstat"));
+        }
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && u64::try_from(st.st_size).unwrap_or(0) < len as u64
+        {
+            return Err(SystemError::BadSize { size: len as u64 });
         }
         let own = fd.try_clone_to_owned().map_err(|e| SystemError::Os {
             call: "fcntl(F_DUPFD_CLOEXEC)",

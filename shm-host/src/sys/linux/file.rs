@@ -11,7 +11,9 @@
 //!
 //! Liveness is the native system's: each attachment holds an open-file-description lock
 //! on the file itself (see `process.rs`), which the kernel drops when the process exits.
-//! That is evidence only on a local filesystem; over NFS the locks live on a server.
+//! That is evidence only on a local filesystem; over NFS the locks live on a server, which
+//! drops them when a live client's lease lapses, so a file on a network filesystem is
+//! refused when an attachment enters it.
 //!
 //! Doorbells and waits are the native system's (`sem_t` and futexes in the mapping work
 //! on any shared file mapping).
@@ -207,13 +209,63 @@ fn read_header(fd: &OwnedFd) -> Result<usize> {
     usize::try_from(region).map_err(|_| SystemError::BadSize { size: region })
 }
 
+/// Whether `f_type` (from `fstatfs`) names a network or cluster filesystem. There a lock
+/// is held by a server, and is dropped when the client's lease lapses (a network outage,
+/// a server restart) while the process that took it still lives: a liveness mark there
+/// could say "dead" of a live process, so such files are refused, not trusted.
+fn network_filesystem(f_type: i64) -> bool {
+    const NFS: i64 = 0x6969;
+    const SMB: i64 = 0x517b;
+    const CIFS: i64 = 0xff53_4d42;
+    const SMB2: i64 = 0xfe53_4d42;
+    const CEPH: i64 = 0x00c3_6400;
+    const V9FS: i64 = 0x0102_1997;
+    const AFS: i64 = 0x5346_414f;
+    const CODA: i64 = 0x7375_7245;
+    const NCP: i64 = 0x564c;
+    const LUSTRE: i64 = 0x0bd0_0bd0;
+    const GFS2: i64 = 0x0116_1970;
+    const OCFS2: i64 = 0x7461_636f;
+    // `f_type` is a C long: the 32-bit magics may come back sign-extended.
+    let t = f_type & 0xffff_ffff;
+    [
+        NFS, SMB, CIFS, SMB2, CEPH, V9FS, AFS, CODA, NCP, LUSTRE, GFS2, OCFS2,
+    ]
+    .contains(&t)
+}
+
+/// [`SystemError::Os`] (`EREMOTE`) for a file on a network filesystem.
+fn refuse_network_filesystem(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: all-zero is a valid `statfs` to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` a valid out-pointer.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(last_os("fstatfs"));
+    }
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets
+    if network_filesystem(st.f_type as i64) {
+        return Err(SystemError::Os {
+            call: "fstatfs: a network filesystem (locks there are not the kernel's evidence)",
+            code: libc::EREMOTE,
+        });
+    }
+    Ok(())
+}
+
 wait::futex_wait_notify!(FileSystem);
 
-impl System for FileSystem {
+// SAFETY: a `FileMapping` maps the whole file, whose blocks were allocated, unmapped
+// only on drop (a truncation by another process is the documented SIGBUS limit);
+// liveness is the kernel's lock on the file (process.rs); the fork hook changes the
+// generation.
+unsafe impl System for FileSystem {
     type Mapping = FileMapping;
     type Presence = process::Presence;
 
+    /// Refuses a file on a network filesystem (a lock there is not the kernel's evidence)
+    /// before taking a mark there.
     fn enter(&self, m: &FileMapping) -> Result<process::Presence> {
+        refuse_network_filesystem(m.whole.fd())?;
         process::Presence::enter(m.whole.fd())
     }
 
@@ -377,6 +429,37 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 3 * HEADER]);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(fs.open(&n).err(), Some(SystemError::NotFound));
+    }
+
+    /// Network filesystems are told from local ones (a failing probe of a live process's
+    /// mark there would call it dead), also when `f_type` comes back sign-extended; the
+    /// local file a test makes is accepted.
+    #[test]
+    fn network_filesystems_are_refused() {
+        for t in [
+            0x6969i64,
+            0xff53_4d42,
+            0xff53_4d42u32 as i32 as i64,
+            0x0102_1997,
+        ] {
+            assert!(network_filesystem(t), "{t:#x}");
+        }
+        // tmpfs, ext4, xfs, btrfs, overlayfs
+        for t in [
+            0x0102_1994i64,
+            0xef53,
+            0x5846_5342,
+            0x9123_683e,
+            0x794c_7630,
+        ] {
+            assert!(!network_filesystem(t), "{t:#x}");
+        }
+        let path = temp("local");
+        let fs = FileSystem::file(&path);
+        let n = SegmentName::new("x").unwrap();
+        let m = fs.create(&n, 8192, CreateOptions::default()).unwrap();
+        fs.enter(&m).unwrap();
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// Bytes written and flushed are in the file, at the header's offset.

@@ -35,7 +35,10 @@ pub struct NativeSystem;
 
 wait::futex_wait_notify!(NativeSystem);
 
-impl System for NativeSystem {
+// SAFETY: POSIX shared memory mapped whole by `PosixMapping` (unmapped only on drop);
+// liveness is the kernel's lock on the object (process.rs), dead only when the kernel
+// says no live description holds the mark; the fork hook changes the generation.
+unsafe impl System for NativeSystem {
     type Mapping = PosixMapping;
     type Presence = process::Presence;
 

@@ -77,7 +77,10 @@ impl WaitNotify for NativeSystem {
 
 impl Platform for NativeSystem {}
 
-impl System for NativeSystem {
+// SAFETY: a `WinMapping` is a view of a section mapped whole, unmapped only on drop;
+// liveness is a process handle checked against the creation time, access denied
+// counting as alive (process.rs).
+unsafe impl System for NativeSystem {
     type Mapping = WinMapping;
     // Windows has no PID namespaces: a process handle checked against the creation time
     // (process.rs) is the evidence; access denied counts as alive.

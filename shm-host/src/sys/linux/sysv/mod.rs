@@ -83,7 +83,10 @@ impl SysvSystem {
 
 wait::futex_wait_notify!(SysvSystem);
 
-impl System for SysvSystem {
+// SAFETY: a `SysvMapping` is an attachment (`shmat`) of more than HEADER bytes, detached
+// only on drop, and the region after the header page; liveness is the kernel's lock on
+// the very lock file the header names (process.rs); the fork hook changes the generation.
+unsafe impl System for SysvSystem {
     type Mapping = SysvMapping;
     type Presence = process::Presence;
 
