@@ -51,8 +51,6 @@
 
 #[cfg(feature = "testkit")]
 extern crate alloc;
-#[cfg(feature = "std")]
-extern crate std;
 
 mod error;
 pub mod format;

@@ -37,9 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shm_core::format::MAGIC;
-use shm_core::system::polling;
 use shm_core::system::{CreateOptions, SegmentName, SystemError, SystemResult};
 use shm_core::{AttachError, Doorbell, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
+use shm_polling as polling;
 
 use crate::system::{Mapping, System};
 

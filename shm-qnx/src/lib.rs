@@ -50,7 +50,7 @@
 //! * **A futex.** QNX has none for an arbitrary word in shared memory; its kernel sync
 //!   objects would need a mutex and condition variable beside the word, which the
 //!   region layout has no room for. The only user of `WaitNotify::wait` is the heap's
-//!   blocking allocation, so [`poll_wait`](shm_core::system::polling::poll_wait) polls
+//!   blocking allocation, so [`poll_wait`](shm_polling::poll_wait) polls
 //!   the word with a short backoff (spin, yield, then sleeps of at most 1 ms; QNX rounds
 //!   sleeps up to its clock tick). Messages do
 //!   not take this path: they use the `sem_t` doorbells.
@@ -60,7 +60,7 @@
 //! `QnxSystem` exists only when compiling for QNX (`target_os = "nto"`, and `"qnx"` for QNX 8 on newer compilers). Elsewhere the
 //! crate builds the OS-independent parts only, so that they are tested on Linux: the
 //! `procfs_info` layout and the `DCMD_PROC_INFO` command number, the start-time tag and
-//! the liveness verdict ([`process`]), the polled wait (shm-core's `system::polling`), and the `shm_ctl`
+//! the liveness verdict ([`process`]), the polled wait (`shm-polling`), and the `shm_ctl`
 //! flags and the listing ([`segment`]). The QNX-only parts are type-checked with
 //! `cargo +nightly-2026-10-29 check -Zbuild-std --target x86_64-pc-nto-qnx710 -p shm-qnx
 //! -p shm-host` (QNX 7.1) and `--target aarch64-unknown-qnx` (QNX 8.0; called

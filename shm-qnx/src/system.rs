@@ -4,10 +4,10 @@
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use shm_core::system::polling;
 use shm_core::system::{CreateOptions, SegmentName, System, SystemResult as Result};
 use shm_core::Doorbell;
 use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
+use shm_polling as polling;
 use shm_posix::{sem, PosixMapping};
 
 use crate::{process, segment};

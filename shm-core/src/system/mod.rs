@@ -9,13 +9,9 @@
 //! - [`name`]: [`SegmentName`], a validated name in a bounded string.
 //! - [`error`]: [`SystemError`], what an operation fails with, and [`Refusal`].
 //! - [`process_tag`]: the pid-reuse tag made from a start time.
-//! - `polling` (feature `std`): a polled wait, backoff and clock for systems without a
-//!   cross-process futex.
 
 pub mod error;
 pub mod name;
-#[cfg(feature = "std")]
-pub mod polling;
 pub mod process_tag;
 
 use core::time::Duration;

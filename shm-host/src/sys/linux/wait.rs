@@ -59,10 +59,10 @@ macro_rules! futex_wait_notify {
                 $crate::sys::linux::wait::futex_wake_all(word)
             }
             fn relax(&self, round: u32) {
-                shm_core::system::polling::relax(round)
+                shm_polling::relax(round)
             }
             fn now(&self) -> Option<std::time::Duration> {
-                Some(shm_core::system::polling::now())
+                Some(shm_polling::now())
             }
         }
     };

@@ -28,8 +28,8 @@ use std::time::Duration;
 use shm_core::Doorbell;
 use shm_core::{Platform, ProcessId, Processes, Region, WaitNotify, WaitOutcome};
 
-use shm_core::system::polling;
 use shm_core::system::{CreateOptions, SegmentName, System, SystemResult as Result};
+use shm_polling as polling;
 
 pub use segment::WinMapping;
 

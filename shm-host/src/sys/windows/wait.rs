@@ -2,7 +2,7 @@
 //!
 //! Windows has no cross-process futex: `WaitOnAddress` only wakes threads of the same
 //! process. So [`wait`] polls the word with the shared backoff of
-//! [`poll_wait`](shm_core::system::polling::poll_wait) (spin, yield, then sleeps doubling
+//! [`poll_wait`](shm_polling::poll_wait) (spin, yield, then sleeps doubling
 //! from 50 µs up to 1 ms) until it changes or the timeout passes, and [`notify_all`] has
 //! nothing to do. Blocking allocation (the only user: it waits for the region's free epoch
 //! to move) therefore reacts within about a millisecond, and a blocked allocator costs one
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use shm_core::WaitOutcome;
 
-use shm_core::system::polling;
+use shm_polling as polling;
 
 /// Blocks while `*word == expected`, until it changes or `timeout` passes.
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {

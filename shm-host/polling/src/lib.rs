@@ -4,15 +4,16 @@
 //! [`now`] the monotonic clock.
 //!
 //! Polling is only used by the heap's blocking allocation (waiting for someone to free
-//! memory); message delivery uses each system's doorbells. Behind the `std` feature: the
-//! rest of the crate needs no operating system.
+//! memory); message delivery uses each system's doorbells. A crate of its own, under
+//! `shm-host/`, so that `shm-core` stays `no_std` with no operating system: `shm-host`
+//! (Linux, Windows) and `shm-qnx` both use it.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use crate::os::WaitOutcome;
+use shm_core::WaitOutcome;
 
 /// Rounds spent spinning before yielding.
 const SPIN_ROUNDS: u32 = 16;
