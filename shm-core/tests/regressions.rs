@@ -5,7 +5,7 @@ mod common;
 
 use common::Fixture;
 use shm_core::format::INITIAL_CELLS;
-use shm_core::format::KIND_CLIENT;
+use shm_core::format::{KIND_CLIENT, KIND_SERVER};
 use shm_core::ProcessId;
 
 /// A participant can be created when its owner's owner array is exactly full: the array
@@ -113,4 +113,78 @@ fn root_word_naming_the_process_table_is_ignored() {
     );
     // The root word itself stays damaged, and the full check says so.
     assert!(f.heap.check().is_err());
+}
+
+/// Once the reclaim of a process has begun, that incarnation can no longer act: the
+/// reclaim frees its blocks one operation at a time, and a record it wrote into one (its
+/// participant) would otherwise pass validation again if it allocated the same bytes
+/// anew - and a send to it would then find a "corrupted" queue. Found by the `protocol`
+/// fuzz target: a reclaim crashed halfway, then the dead member kept allocating. Crashes
+/// the reclaim at every step (the budget is checked to cover the whole reclaim), and at
+/// each one checks that the region holds, the dead member is refused once anything of
+/// it was freed, and its participant never validates over other bytes.
+#[test]
+fn a_member_being_reclaimed_can_no_longer_act() {
+    use shm_core::{Error, ParticipantId, SendMode};
+    let (actor, dead_pid) = (1, 100);
+    let mut partial = 0;
+    let mut completed = false;
+    for steps in 1..=400u32 {
+        let f = Fixture::new(1 << 16);
+        let other = f.heap.register_as(ProcessId::from_pid(200)).unwrap();
+        let x = f.heap.register_as(ProcessId::from_pid(dead_pid)).unwrap();
+        let server = f.heap.create_participant(other, KIND_SERVER, 4).unwrap();
+        f.heap.start_server(other, server.at, 100, 3).unwrap();
+        let p = f.heap.create_participant(x, KIND_CLIENT, 4).unwrap();
+        f.heap.connect(x, p.at, |_| {}).unwrap();
+        f.heap.accept(other, p.at, |_| {}).unwrap();
+        let to = ParticipantId {
+            at: p.at,
+            owner: x.incarnation(),
+        };
+        let bytes = f.heap.block_len(p.at).unwrap();
+        for size in [32, 200, 900] {
+            f.heap.try_alloc(x, size).unwrap();
+        }
+        f.platform.kill(dead_pid);
+        f.heap.faults().arm(steps);
+        let r = f.heap.reclaim_dead();
+        let fired = !f.heap.faults().armed();
+        f.heap.faults().arm(0);
+        if !fired {
+            assert_eq!(r, Ok(1), "an unbroken reclaim");
+            completed = true;
+            break;
+        }
+        assert_eq!(r, Err(Error::InjectedCrash));
+        // The reclaimer died holding the lock; the next process breaks it.
+        f.platform.kill(actor);
+        f.platform.set_pid(actor + 1);
+        f.heap.check().unwrap();
+        let still = f
+            .heap
+            .process(x.slot())
+            .is_ok_and(|i| i.incarnation() == x.incarnation());
+        let freed = f.heap.block_len(p.at).is_err();
+        if still && freed {
+            partial += 1;
+        }
+        // Whatever the dead member can still do, its old participant never validates
+        // over bytes it reallocated, and a send never reports corruption.
+        match f.heap.try_alloc(x, bytes) {
+            Ok(_) => assert!(!freed, "step {steps}: a leaving member allocated"),
+            Err(e) => assert!(matches!(e, Error::StaleMember { .. }), "step {steps}: {e}"),
+        }
+        let b = f.heap.try_alloc(other, 16).unwrap();
+        match f.heap.send(other, to, b, 1, SendMode::Give, |_| {}) {
+            Ok(_) => assert!(!freed, "step {steps}: sent to a freed participant"),
+            Err(e) => assert!(matches!(e, Error::PeerGone), "step {steps}: {e}"),
+        }
+        f.heap.check().unwrap();
+        // Anyone finishes the reclaim.
+        assert_eq!(f.heap.reclaim_dead(), Ok(1));
+        f.heap.check().unwrap();
+    }
+    assert!(completed, "the step budget covers the whole reclaim");
+    assert!(partial > 0, "some crash left the reclaim half done");
 }

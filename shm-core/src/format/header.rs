@@ -16,7 +16,7 @@ pub const MAGIC: [u32; 2] = [
 ];
 
 /// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// One range of the region, as recorded in the header (offsets from the base).
 #[repr(C)]

@@ -41,7 +41,8 @@ pub const MAX_CELLS: u32 = 0xFFFF;
 /// - `cells_used` plus the length of the free-cell list starting at `free_cell` equals
 ///   `cell_capacity`, and the block is large enough for `cell_capacity` cells;
 /// - `owned_bytes` is the sum of the sizes of the blocks its used cells name;
-/// - `reserve` is 0 or the payload offset of a block this process owns.
+/// - `reserve` is 0 or the payload offset of a block this process owns;
+/// - `leaving` is 0 or 1, and once 1 it stays 1 until the record is freed.
 #[repr(C)]
 #[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct ProcessRecord {
@@ -68,8 +69,12 @@ pub struct ProcessRecord {
     /// Allocations of this process blocked waiting for memory (its share of the header's
     /// `waiters`, given back when a dead process is reclaimed).
     pub waiting: AtomicU32,
-    /// Reserved, zero (keeps the cells that follow 8-aligned).
-    pub reserved: AtomicU32,
+    /// 1 once reclaiming or unregistering this incarnation has begun, 0 before. A leaving
+    /// incarnation may not act any more: its blocks are being freed one operation at a
+    /// time, and bytes it wrote into one (a participant record, say) would pass
+    /// validation again if it allocated the same block anew. (Also keeps the cells that
+    /// follow 8-aligned.)
+    pub leaving: AtomicU32,
 }
 
 // SAFETY: every field is an atomic (the derives prove the rest of the contract).

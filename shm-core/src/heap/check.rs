@@ -234,6 +234,9 @@ impl<'m> Space<'m> {
         if rh.owner.load(Relaxed) != NO_OWNER {
             return Err(bad());
         }
+        if r.rec.leaving.load(Relaxed) > 1 {
+            return Err(bad());
+        }
         let cap = r.rec.cell_capacity.load(Relaxed);
         // Free-cell list: bounded by the capacity, every cell on it empty.
         let mut free = 0u32;

@@ -59,7 +59,7 @@ impl<'m, P: Platform> Heap<'m, P> {
         let mut first = true;
         loop {
             let step = self.op(OpCode::Reclaim, |tx, s| {
-                let r = s.incarnation(process)?;
+                let r = s.leaving_incarnation(process)?;
                 if first && must_be_dead {
                     let id = ProcessId {
                         pid: r.rec.pid.load(Relaxed),

@@ -540,10 +540,18 @@ impl<'m> Space<'m> {
         slot: ProcSlot,
         cursor: &mut u32,
     ) -> Result<ReclaimStep, Error> {
-        if *cursor == 0 && self.detach(tx, slot)? {
-            return Ok(ReclaimStep::Detached);
-        }
         let r = self.record(slot)?;
+        if *cursor == 0 {
+            // From the first step on, the incarnation may no longer act (see
+            // `ProcessRecord::leaving`); a reclaim resumed after a crash finds it set.
+            let newly = r.rec.leaving.load(Relaxed) == 0;
+            if newly {
+                tx.set(&r.rec.leaving, 1)?;
+            }
+            if self.detach(tx, slot)? || newly {
+                return Ok(ReclaimStep::Detached);
+            }
+        }
         let cap = r.rec.cell_capacity.load(Relaxed);
         while *cursor < cap {
             let p = self.cell(&r, *cursor)?.block.load(Relaxed);

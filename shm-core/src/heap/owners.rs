@@ -206,6 +206,16 @@ impl<'m> Space<'m> {
     /// Every operation that acts as or on a process goes through here, under the lock, so
     /// a handle that outlived its registration never reaches the slot's next occupant.
     pub(crate) fn incarnation(&self, inc: Incarnation) -> Result<RecordRef<'m>, Error> {
+        let r = self.leaving_incarnation(inc)?;
+        if r.rec.leaving.load(Relaxed) != 0 {
+            return Err(Error::StaleMember { process: inc });
+        }
+        Ok(r)
+    }
+
+    /// Like [`Self::incarnation`], but also a record whose reclaim has begun: for the
+    /// reclaim itself, which goes on over several operations (and crashes).
+    pub(crate) fn leaving_incarnation(&self, inc: Incarnation) -> Result<RecordRef<'m>, Error> {
         let stale = Error::StaleMember { process: inc };
         let r = match self.record(inc.slot) {
             Ok(r) => r,
@@ -277,7 +287,7 @@ impl<'m> Space<'m> {
             tx.set_fresh(w, 0)?;
         }
         tx.set_fresh(&rec.waiting, 0)?;
-        tx.set_fresh(&rec.reserved, 0)?;
+        tx.set_fresh(&rec.leaving, 0)?;
         let r = RecordRef {
             at: rec_at,
             rec,

@@ -58,14 +58,10 @@ impl<'s, 'm> HeapView<'s, 'm> {
         })
     }
 
-    /// The registration serial `slot` holds ([`Error::NotRegistered`] when free).
-    pub(crate) fn serial_of(&self, slot: ProcSlot) -> Result<u32, Error> {
-        Ok(self.space.record(slot)?.rec.serial.load(Relaxed))
-    }
-
-    /// Whether `inc`'s slot still holds that incarnation.
+    /// Whether `inc`'s slot still holds that incarnation, and it is not leaving (see
+    /// [`ProcessRecord::leaving`](crate::format::ProcessRecord)).
     pub(crate) fn is_registered(&self, inc: Incarnation) -> bool {
-        self.serial_of(inc.slot) == Ok(inc.serial)
+        self.space.incarnation(inc).is_ok()
     }
 
     /// The process `slot` was registered for.
