@@ -143,11 +143,17 @@ fn serve_send_inspect_and_stop() {
     }
 }
 
+/// The tests that run `clean` over every POSIX segment, one at a time: each would
+/// otherwise remove the dead segment the other is about to look for.
+#[cfg(unix)]
+static CLEAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `clean` removes a segment whose processes are all dead and keeps live ones. (On
 /// Windows a segment disappears with its last handle: there is nothing to clean.)
 #[cfg(unix)]
 #[test]
 fn clean_removes_dead_segments_only() {
+    let _one_clean_at_a_time = CLEAN.lock();
     let dead = format!("cli-dead-{}", std::process::id());
     let live = format!("cli-live-{}", std::process::id());
     let mut victim = Serve::start(&dead);
@@ -176,6 +182,48 @@ fn clean_removes_dead_segments_only() {
     assert!(text(&out).contains("does not exist"), "{}", text(&out));
     let out = shmipc(&["inspect", &live]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `clean` keeps a segment whose process table cannot be read (its processes cannot be
+/// told dead) and goes on to the next segment, which it removes; `--force` removes the
+/// damaged one too.
+#[cfg(target_os = "linux")]
+#[test]
+fn clean_keeps_an_unreadable_process_table_and_goes_on() {
+    let _one_clean_at_a_time = CLEAN.lock();
+    use std::io::{Seek, SeekFrom, Write};
+    let damaged = format!("cli-badtable-{}", std::process::id());
+    let dead = format!("cli-dead2-{}", std::process::id());
+    for name in [&damaged, &dead] {
+        let mut s = Serve::start(name);
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
+    // The table's offset now points past the end of the region.
+    let at = core::mem::offset_of!(shm_core::format::RegionHeader, heap.proc_table);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/shmipc.{damaged}"))
+        .unwrap();
+    f.seek(SeekFrom::Start(at as u64)).unwrap();
+    f.write_all(&0xffff_fff0u32.to_le_bytes()).unwrap();
+    drop(f);
+    let out = shmipc(&["clean"]);
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("kept {damaged}: cannot read its process table")),
+        "{t}"
+    );
+    assert!(t.contains(&format!("removed {dead}")), "{t}");
+    // A dry run only: a real `--force` would also remove other tests' segments that are
+    // being created right now.
+    let out = shmipc(&["clean", "--force", "--dry-run"]);
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("would remove {damaged}: process table unreadable")),
+        "{t}"
+    );
+    std::fs::remove_file(format!("/dev/shm/shmipc.{damaged}")).unwrap();
 }
 
 /// The demo runs its whole story and reports every byte back and `check()` passing.

@@ -9,8 +9,9 @@ pub struct Args {
     /// Only report what would be removed.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also remove segments that are not readable regions (not formatted, or made by an
-    /// incompatible version) and segments where no process has registered yet.
+    /// Also remove segments that are not readable regions (not formatted, made by an
+    /// incompatible version, or with a process table that cannot be read) and segments
+    /// where no process has registered yet.
     #[arg(long)]
     pub force: bool,
     /// Scan only this kind of segment (posix or sysv); by default every kind whose
@@ -104,16 +105,30 @@ fn scan<S: System>(
         let mut opened = None;
         let verdict = match Segment::open(system.clone(), &name) {
             Ok(seg) => {
-                let heap = &seg;
-                let mut total = 0;
-                let mut alive = Vec::new();
-                for p in heap.processes()? {
-                    total += 1;
-                    if seg.is_alive(p.id) {
-                        alive.push(p.id.pid);
+                // A table that cannot be read is a segment whose processes cannot be
+                // told dead: kept, and the scan goes on to the next segment.
+                let processes = match seg.processes() {
+                    Ok(p) => p,
+                    Err(e) if args.force => {
+                        judged.insert(name.clone(), seg);
+                        victims.push((name, format!("process table unreadable ({e})")));
+                        continue;
                     }
-                }
-                let st = heap.server_status();
+                    Err(e) => {
+                        println!(
+                            "kept {shown}: cannot read its process table ({e}); --force removes it"
+                        );
+                        tally.kept += 1;
+                        continue;
+                    }
+                };
+                let total = processes.len();
+                let mut alive: Vec<u32> = processes
+                    .iter()
+                    .filter(|p| seg.is_alive(p.id))
+                    .map(|p| p.id.pid)
+                    .collect();
+                let st = seg.server_status();
                 if st.running && seg.is_alive(st.id) && !alive.contains(&st.id.pid) {
                     alive.push(st.id.pid);
                 }
