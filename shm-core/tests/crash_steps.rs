@@ -461,9 +461,12 @@ fn crash_at_every_step_of_every_operation_truly() {
     let mut report = Vec::new();
     for op in &all {
         let (n, late) = if cfg!(miri) {
-            // Slow: one heap, one reclaiming and one protocol operation, one crash each.
+            // Slow: heap operations (kept blocks included), one reclaiming and one
+            // protocol operation, one crash each.
             if ![
                 "give (to another member)",
+                "keep",
+                "take (the kept root)",
                 "reclaim client (all steps)",
                 "send (give)",
             ]
