@@ -188,3 +188,45 @@ fn a_member_being_reclaimed_can_no_longer_act() {
     assert!(completed, "the step budget covers the whole reclaim");
     assert!(partial > 0, "some crash left the reclaim half done");
 }
+
+/// A heartbeat succeeds when the server's and the client's owner arrays are both full
+/// (with and without a server reserve to cut the packet from): the packet takes a cell of
+/// each, and growing both arrays inside the heartbeat's one operation journaled the whole
+/// second copy (the first growth freed memory) and overflowed the journal. Found by the
+/// protocol interpreter's fixed inputs once its well-formed runs stopped reusing offsets.
+#[test]
+fn heartbeat_with_both_owner_arrays_full() {
+    use shm_core::ParticipantId;
+    for server_reserve in [0, 600] {
+        let f = Fixture::new(1 << 18);
+        let s = f.heap.register_as(ProcessId::from_pid(200)).unwrap();
+        let c = f.heap.register_as(ProcessId::from_pid(201)).unwrap();
+        let sp = f.heap.create_participant(s, KIND_SERVER, 4).unwrap();
+        f.heap.start_server(s, sp.at, 100, 3).unwrap();
+        if server_reserve > 0 {
+            f.heap.reserve(s, server_reserve).unwrap();
+        }
+        let cp = f.heap.create_participant(c, KIND_CLIENT, 4).unwrap();
+        f.heap.connect(c, cp.at, |_| {}).unwrap();
+        f.heap.accept(s, cp.at, |_| {}).unwrap();
+        // Full arrays, the client's grown once already (a longer copy).
+        for (who, at_least) in [(s, 0), (c, 2 * INITIAL_CELLS)] {
+            loop {
+                let i = f.heap.process(who.slot()).unwrap();
+                if i.blocks == i.cell_capacity && i.blocks >= at_least {
+                    break;
+                }
+                f.heap.try_alloc(who, 32).unwrap();
+            }
+        }
+        let to = ParticipantId {
+            at: cp.at,
+            owner: c.incarnation(),
+        };
+        let beat = f.heap.heartbeat(s, to).unwrap();
+        assert!(matches!(beat, shm_core::Beat::Sent { .. }), "{beat:?}");
+        f.heap.check().unwrap();
+        assert_eq!(f.heap.take_keepalive(c, cp.at).unwrap(), Some(1));
+        f.heap.check().unwrap();
+    }
+}
