@@ -101,7 +101,10 @@ pub(super) struct Driver<'h> {
     /// Whether the region is well-formed (strict checks) or hostile (must only return).
     pub(super) strict: bool,
     pub(super) procs: Vec<Proc>,
-    pub(super) blocks: Vec<Offset>,
+    /// Blocks the processes got (allocated or received), each with the incarnation that
+    /// got it. Well-formed runs act only on blocks the acting process still holds, as a
+    /// program does; hostile runs pick any of them, stale or not.
+    pub(super) blocks: Vec<(Incarnation, Offset)>,
     /// Messages sent and not yet taken, with their receivers: the receiver must own the
     /// block when it takes the entry, unless it dropped it meanwhile (then the pair is
     /// forgotten).
@@ -117,21 +120,36 @@ impl Driver<'_> {
         (n > 0).then(|| self.procs[usize::from(w) % n])
     }
 
-    pub(super) fn block(&self, p: u8, w: u8) -> Offset {
+    /// A block for `holder` to act on, chosen by `p`: well-formed, one it holds (`None`
+    /// when it holds none: a program does not reuse an offset it let go of, which may name
+    /// another of its blocks by now, such as its participant or a keepalive packet);
+    /// hostile, any known block, now and then an arbitrary offset.
+    pub(super) fn block(&self, p: u8, w: u8, holder: Incarnation) -> Option<Offset> {
+        if self.strict {
+            let held = || self.blocks.iter().filter(|(h, _)| *h == holder);
+            let n = held().count();
+            return held().nth(usize::from(p) % n.max(1)).map(|&(_, b)| b);
+        }
         let n = self.blocks.len();
-        if n == 0 || (!self.strict && p & 7 == 7) {
-            // Hostile: now and then an arbitrary offset.
-            Offset::new(u32::from(p) * 64 + u32::from(w) * 16)
+        if n == 0 || p & 7 == 7 {
+            Some(Offset::new(u32::from(p) * 64 + u32::from(w) * 16))
         } else {
-            self.blocks[usize::from(p) % n]
+            Some(self.blocks[usize::from(p) % n].1)
         }
     }
 
-    pub(super) fn keep_block(&mut self, b: Offset) {
+    /// `holder` got block `b` (allocated or received).
+    pub(super) fn keep_block(&mut self, holder: Member, b: Offset) {
         if self.blocks.len() >= 64 {
             self.blocks.remove(0);
         }
-        self.blocks.push(b);
+        self.blocks.push((holder.incarnation(), b));
+    }
+
+    /// `holder` no longer holds `b` (released it or gave it away).
+    pub(super) fn let_go(&mut self, holder: Member, b: Offset) {
+        let inc = holder.incarnation();
+        self.blocks.retain(|&(h, x)| !(h == inc && x == b));
     }
 
     /// Where a send to `to` goes: its participant, or (hostile) an offset from the bytes.
@@ -332,7 +350,7 @@ impl Driver<'_> {
                     return false;
                 };
                 if let Ok(b) = judged!(heap.try_alloc(p.member, u32::from(size))) {
-                    self.keep_block(b);
+                    self.keep_block(p.member, b);
                 }
             }
             POp::Reserve { who, size } => {
@@ -357,7 +375,10 @@ impl Driver<'_> {
                         Err(_) => return false,
                     }
                 } else {
-                    self.block(pick >> 1, who)
+                    match self.block(pick >> 1, who, p.member.incarnation()) {
+                        Some(b) => b,
+                        None => return false,
+                    }
                 };
                 let mode = if share {
                     SendMode::Share
@@ -367,6 +388,9 @@ impl Driver<'_> {
                 let r = judged!(heap.send(p.member, to, b, u32::from(tag), mode, |_| {}));
                 if r.is_ok() {
                     self.dropped(p.member, b);
+                    if !share {
+                        self.let_go(p.member, b);
+                    }
                     if self.in_flight.len() < 256 {
                         self.in_flight.push((to.owner, b));
                     }
@@ -390,6 +414,7 @@ impl Driver<'_> {
                         self.received(p, block);
                         if !keep && judged!(heap.release(p.member, block)).is_ok() {
                             self.dropped(p.member, block);
+                            self.let_go(p.member, block);
                         }
                     }
                     r => self.judge(&op, &r),
@@ -441,7 +466,10 @@ impl Driver<'_> {
                         match heap.recv(&part) {
                             Ok(Some(Received::Message { block, .. })) => {
                                 self.received(p, block);
-                                let _ = judged!(heap.release(p.member, block));
+                                if judged!(heap.release(p.member, block)).is_ok() {
+                                    self.dropped(p.member, block);
+                                    self.let_go(p.member, block);
+                                }
                             }
                             Ok(Some(_)) => {}
                             _ => break,
@@ -456,9 +484,12 @@ impl Driver<'_> {
                 let Some(p) = self.proc(who) else {
                     return false;
                 };
-                let b = self.block(pick, who);
+                let Some(b) = self.block(pick, who, p.member.incarnation()) else {
+                    return false;
+                };
                 if judged!(heap.release(p.member, b)).is_ok() {
                     self.dropped(p.member, b);
+                    self.let_go(p.member, b);
                 }
             }
             POp::Kill { who } => {
@@ -507,7 +538,7 @@ impl Driver<'_> {
             .iter()
             .position(|&(r, x)| r == inc && x == block)
         else {
-            self.keep_block(block);
+            self.keep_block(p.member, block);
             return;
         };
         self.in_flight.remove(i);
@@ -518,6 +549,6 @@ impl Driver<'_> {
                 panic!("{} received {block:?} it does not own ({r:?})", p.member);
             }
         }
-        self.keep_block(block);
+        self.keep_block(p.member, block);
     }
 }

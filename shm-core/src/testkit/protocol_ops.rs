@@ -4,7 +4,8 @@
 //! participants, killing and reclaiming processes, and injected crashes.
 //!
 //! Two scenarios, chosen by bit 0 of the first byte:
-//! - **well-formed**: a freshly formatted region; after every operation (and after every
+//! - **well-formed**: a freshly formatted region, driven as programs drive it (a process
+//!   frees or sends only blocks it still holds); after every operation (and after every
 //!   crash, once another process broke the lock) `check()` must pass, no operation may
 //!   report corruption or a full journal, an injected crash must surface as
 //!   `InjectedCrash` and nothing else, and every message a receiver takes must be a block
