@@ -27,6 +27,10 @@
 //! operation is undone they are unreachable again. That holds only for memory that was
 //! free when the operation began: once an operation has freed a block, undoing it brings
 //! that block back to life, so from then on "fresh" words are journaled like any other.
+//! An owner array that moved is therefore freed only when the operation ends
+//! ([`Tx::retire`]): an operation that moves two arrays (a heartbeat takes a cell of the
+//! server's and then one of the client's) would otherwise journal every word the second
+//! move copies, and even the smallest array overflows the journal.
 
 use core::sync::atomic::{
     AtomicU32,
@@ -172,8 +176,16 @@ pub(crate) struct Tx<'a, 'm> {
     dirty: bool,
     /// The store this operation deferred until after its commit, if any.
     deferred: Option<DeferredStore>,
+    /// Blocks to free when the operation ends (see [`Tx::retire`]): the first
+    /// `retired_len` entries.
+    retired: [u32; RETIRED_MAX],
+    retired_len: usize,
     faults: &'a FaultInjector,
 }
+
+/// How many blocks one operation can retire; more are freed at once. Two arrays move in
+/// the operations that move most (a heartbeat, a give).
+const RETIRED_MAX: usize = 2;
 
 impl<'a, 'm> Tx<'a, 'm> {
     /// Starts an operation. The caller holds the region lock and the journal is empty.
@@ -192,6 +204,8 @@ impl<'a, 'm> Tx<'a, 'm> {
             fresh_unlogged: true,
             dirty: false,
             deferred: None,
+            retired: [0; RETIRED_MAX],
+            retired_len: 0,
             faults,
         }
     }
@@ -276,6 +290,28 @@ impl<'a, 'm> Tx<'a, 'm> {
         self.fresh_unlogged = false;
     }
 
+    /// Asks for the used block at `b` to be freed when the operation ends, rather than
+    /// now, so that fresh words written meanwhile stay unlogged (see the module
+    /// documentation). Returns `false`, recording nothing, when the caller must free it
+    /// now instead.
+    pub(crate) fn retire(&mut self, b: u32) -> bool {
+        match self.retired.get_mut(self.retired_len) {
+            Some(slot) => {
+                *slot = b;
+                self.retired_len = self.retired_len.saturating_add(1); // below RETIRED_MAX
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next block retired by [`Self::retire`], taken off the list.
+    pub(crate) fn take_retired(&mut self) -> Option<u32> {
+        let n = self.retired_len.checked_sub(1)?;
+        self.retired_len = n;
+        self.retired.get(n).copied()
+    }
+
     /// Records a store to make after this operation commits (one per operation; a later
     /// call replaces an earlier one). Journaled: if the operation is undone, so is the
     /// record. The heap makes the store right after the commit, still under the lock;
@@ -295,6 +331,10 @@ impl<'a, 'm> Tx<'a, 'm> {
     /// Makes the operation permanent. Returns how many words it journaled and the store
     /// it deferred, for the caller to make (see [`Journal::complete`]).
     pub(crate) fn commit(self) -> Result<(u32, Option<DeferredStore>), Error> {
+        debug_assert!(
+            self.retired_len == 0,
+            "retired blocks are freed before the commit"
+        );
         self.faults.step()?;
         self.journal.head.len.store(0, Release);
         // After the journal: a crash in between must not undo what the derived state

@@ -124,34 +124,6 @@ impl<'m, P: Platform> Heap<'m, P> {
         })
     }
 
-    /// Makes room for `spare` more owner cells in `of`'s owner array, in an operation of
-    /// its own; `me` only proves that a registered process acts. For the layer above, before
-    /// an operation that takes cells of two processes: growing an array frees its old one,
-    /// after which every fresh word (the copy of the next array to grow) is journaled, and a
-    /// second growth in one operation could overflow the journal. Does nothing when there
-    /// is room already (read without the lock first, then under it).
-    pub(crate) fn spare_cells(&self, me: Member, of: Incarnation, spare: u32) -> Result<(), Error> {
-        let room = |used: u32, cap: u32| used.saturating_add(spare) <= cap;
-        if let Ok(p) = self.process(of.slot) {
-            if p.incarnation() == of && room(p.blocks, p.cell_capacity) {
-                return Ok(());
-            }
-        }
-        self.op(OpCode::Reserve, |tx, s| {
-            s.member(me)?;
-            let r = s.incarnation(of)?;
-            let (used, cap) = (
-                r.rec.cells_used.load(Relaxed),
-                r.rec.cell_capacity.load(Relaxed),
-            );
-            if room(used, cap) {
-                return Ok(());
-            }
-            s.reserve_cells(tx, of.slot, used.saturating_add(spare))
-                .map(drop)
-        })
-    }
-
     /// Stores `value` in application word `index` (0..3) of `process`'s record, a place
     /// for the layer above to find per-process data.
     pub fn set_app_word(&self, me: Member, index: usize, value: u32) -> Result<(), Error> {

@@ -378,7 +378,14 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.platform.critical(|| {
             self.lock()?;
             let mut tx = self.space.begin(code, &self.faults);
-            match f(&mut tx, &self.space) {
+            let done = f(&mut tx, &self.space).and_then(|v| {
+                // Blocks the operation replaced (owner arrays that moved), last.
+                while let Some(b) = tx.take_retired() {
+                    self.space.free_block_at(&mut tx, b)?;
+                }
+                Ok(v)
+            });
+            match done {
                 Ok(v) => {
                     // An error from here on is an injected crash: "die" holding the lock,
                     // leaving the journal or the deferred store for the recoverer.

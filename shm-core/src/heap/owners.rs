@@ -385,7 +385,10 @@ impl<'m> Space<'m> {
             .at
             .checked_sub(self.geo.hsize)
             .ok_or_else(|| corrupt(old.at, CorruptionKind::BadProcessTable))?;
-        self.free_block_at(tx, old_b)?;
+        // Freed when the operation ends, so that a second move in it copies unlogged.
+        if !tx.retire(old_b) {
+            self.free_block_at(tx, old_b)?;
+        }
         self.record(slot)
     }
 

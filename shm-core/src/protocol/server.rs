@@ -165,16 +165,6 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// packet there (cut from the server's reserve, or allocated when the reserve is used
     /// up); otherwise counts a miss.
     pub fn heartbeat(&self, me: Member, client: ParticipantId) -> Result<Beat, Error> {
-        // The packet takes a cell of the server (two when it is cut from the reserve, whose
-        // rest gets a cell of its own) and then one of the client: their owner arrays grow,
-        // if they must, each in an operation of its own (see `Heap::spare_cells`).
-        self.spare_cells(me, me.incarnation(), 2)?;
-        match self.spare_cells(me, client.owner, 1) {
-            Err(Error::StaleMember { process }) if process == client.owner => {
-                return Err(Error::PeerGone)
-            }
-            r => r?,
-        }
         self.transact(ProtocolOp::Heartbeat as u32, |t| {
             let slot = t.member(me)?;
             let (si, st) = as_server(t, me)?;
