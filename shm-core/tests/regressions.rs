@@ -231,3 +231,58 @@ fn heartbeat_with_both_owner_arrays_full() {
         f.heap.check().unwrap();
     }
 }
+
+/// A participant block is never sent: giving or sharing it would hand its record,
+/// doorbell and queue to the receiver as message bytes to write, and once the block came
+/// back to its owner alone (given back, or the share released) the record would validate
+/// again over whatever the receiver wrote. `send` refuses it with `BadOffset` and changes
+/// nothing; the participant stays its owner's.
+#[test]
+fn a_participant_block_is_never_sent() {
+    use shm_core::{Error, ParticipantId, SendMode};
+    for (mode, from_server) in [
+        (SendMode::Give, false),
+        (SendMode::Share, false),
+        (SendMode::Give, true),
+        (SendMode::Share, true),
+    ] {
+        let f = Fixture::new(1 << 16);
+        let s = f.heap.register_as(ProcessId::from_pid(200)).unwrap();
+        let c = f.heap.register_as(ProcessId::from_pid(300)).unwrap();
+        let sp = f.heap.create_participant(s, KIND_SERVER, 4).unwrap();
+        f.heap.start_server(s, sp.at, 100, 3).unwrap();
+        let cp = f.heap.create_participant(c, KIND_CLIENT, 4).unwrap();
+        f.heap.connect(c, cp.at, |_| {}).unwrap();
+        f.heap.accept(s, cp.at, |_| {}).unwrap();
+        let (me, mine, to) = if from_server {
+            (
+                s,
+                sp.at,
+                ParticipantId {
+                    at: cp.at,
+                    owner: c.incarnation(),
+                },
+            )
+        } else {
+            (
+                c,
+                cp.at,
+                ParticipantId {
+                    at: sp.at,
+                    owner: s.incarnation(),
+                },
+            )
+        };
+        let r = f.heap.send(me, to, mine, 1, mode, |_| {});
+        assert!(
+            matches!(r, Err(Error::BadOffset { .. })),
+            "{mode:?} from server {from_server}: {r:?}"
+        );
+        let p = f.heap.participant(mine).unwrap();
+        assert_eq!(p.owner, me.incarnation());
+        let mut owners = Vec::new();
+        f.heap.owners(mine, |o| owners.push(o)).unwrap();
+        assert_eq!(owners, [me.slot()]);
+        f.heap.check().unwrap();
+    }
+}

@@ -10,7 +10,7 @@ use crate::heap::Heap;
 use crate::ids::{Incarnation, Member, ProcSlot};
 use crate::offset::Offset;
 use crate::platform::Platform;
-use crate::protocol::participant::{participant_of, sender_connected};
+use crate::protocol::participant::{is_participant, participant_of, sender_connected};
 use crate::protocol::{ring, ParticipantId, ParticipantRef, ProtocolOp, Received, SendMode};
 use crate::queue::QueueEntry;
 
@@ -60,6 +60,9 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// [`Error::QueueFull`] and the block stays the sender's; a receiver whose owner is
     /// gone fails with [`Error::PeerGone`], one not connected with [`Error::NotConnected`];
     /// a sender whose own participant was disconnected fails with [`Error::Disconnected`].
+    /// A participant block is never sent ([`Error::BadOffset`]): its record, doorbell and
+    /// queue would become the receiver's message bytes, and the record would validate
+    /// again once the block was its owner's alone.
     /// `wake` as for [`connect`](Heap::connect). Returns the entry's position in the
     /// receiver's queue (see [`OffsetQueue::taken`](crate::OffsetQueue::taken)).
     pub fn send(
@@ -82,6 +85,9 @@ impl<'m, P: Platform> Heap<'m, P> {
                 let p = participant_of(t, to)?;
                 if p.rec.state.load(Relaxed) != P_CONNECTED {
                     return Err(Error::NotConnected);
+                }
+                if is_participant(t, block) {
+                    return Err(Error::BadOffset { offset: block });
                 }
                 match mode {
                     SendMode::Give => t.give(slot, block, p.slot)?,

@@ -67,6 +67,13 @@ pub(crate) fn participant<'m>(
     })
 }
 
+/// Whether the block at `at` holds a participant that validates. Most blocks are ruled
+/// out by their first word (a participant's kind) without the full validation.
+pub(crate) fn is_participant(v: &HeapView<'_, '_>, at: Offset) -> bool {
+    let kind = v.region().word(at.get()).map(|w| w.load(Relaxed));
+    matches!(kind, Ok(KIND_SERVER | KIND_CLIENT)) && participant(v, at).is_ok()
+}
+
 /// The participant `id` names, checked to still belong to that incarnation.
 pub(crate) fn participant_of<'m>(
     v: &HeapView<'_, 'm>,
