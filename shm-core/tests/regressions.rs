@@ -129,7 +129,8 @@ fn a_member_being_reclaimed_can_no_longer_act() {
     let (actor, dead_pid) = (1, 100);
     let mut partial = 0;
     let mut completed = false;
-    for steps in 1..=400u32 {
+    // Under miri a sample of the steps (each one formats a region and runs the reclaim).
+    for steps in (1..=400u32).step_by(if cfg!(miri) { 41 } else { 1 }) {
         let f = Fixture::new(1 << 16);
         let other = f.heap.register_as(ProcessId::from_pid(200)).unwrap();
         let x = f.heap.register_as(ProcessId::from_pid(dead_pid)).unwrap();
@@ -153,6 +154,7 @@ fn a_member_being_reclaimed_can_no_longer_act() {
         f.heap.faults().arm(0);
         if !fired {
             assert_eq!(r, Ok(1), "an unbroken reclaim");
+            println!("the reclaim completed unbroken with {steps} steps armed");
             completed = true;
             break;
         }
