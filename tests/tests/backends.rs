@@ -446,3 +446,34 @@ fn damaged_segment_files_give_errors() {
     assert_eq!(attempt(&intact[..HEADER + 100]), 0);
     assert_eq!(attempt(&intact), 3);
 }
+
+/// A segment file whose creator died after writing the file's header page but before
+/// formatting the region (here: `System::create`, then nothing) is refused, with the
+/// reason, and left as it is: it could be a live creator's file a moment before it
+/// formats. Once it is deleted, a server makes it anew.
+#[test]
+fn an_unformatted_segment_file_is_refused_until_deleted() {
+    let file = TempFile::new("file-unformatted");
+    let name = unique_name("file-unformatted");
+    let files = FileSystem::file(&file.0);
+    let opts = ServerOptions {
+        size: 256 << 10,
+        ..ServerOptions::default()
+    };
+    let creator = files
+        .create(
+            &SegmentName::new(&name).unwrap(),
+            opts.size,
+            Default::default(),
+        )
+        .unwrap();
+    drop(creator);
+    let refused = Server::create_on(files.clone(), &name, opts).err();
+    let why = refused.map(|e| e.to_string()).unwrap_or_default();
+    println!("refused: {why}");
+    assert!(why.contains("no region header"), "{why}");
+    assert!(file.0.exists(), "a refused file is left alone");
+    std::fs::remove_file(&file.0).unwrap();
+    let server = Server::create_on(files, &name, opts).unwrap();
+    server.segment().check().unwrap();
+}
