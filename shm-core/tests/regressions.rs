@@ -196,11 +196,15 @@ fn a_member_being_reclaimed_can_no_longer_act() {
 /// each, and growing both arrays inside the heartbeat's one operation journaled the whole
 /// second copy (the first growth freed memory) and overflowed the journal. Found by the
 /// protocol interpreter's fixed inputs once its well-formed runs stopped reusing offsets,
-/// and by pseudo-random inputs.
+/// and by pseudo-random inputs. The old arrays are freed when the operation ends, so the
+/// heartbeat is also crashed at every step (under miri every 120th, without a reserve; the budget is checked to
+/// cover it): after each crash the region checks out and the next heartbeat goes through.
 #[test]
 fn heartbeat_with_both_owner_arrays_full() {
-    use shm_core::ParticipantId;
-    for server_reserve in [0, 600] {
+    use shm_core::{Beat, Error, Member, ParticipantId};
+    // A server and a client whose owner arrays are full, the client's grown once already
+    // (a longer copy).
+    let world = |server_reserve: u32| -> (Fixture, Member, Member, ParticipantId) {
         let f = Fixture::new(1 << 16);
         let s = f.heap.register_as(ProcessId::from_pid(200)).unwrap();
         let c = f.heap.register_as(ProcessId::from_pid(201)).unwrap();
@@ -212,7 +216,6 @@ fn heartbeat_with_both_owner_arrays_full() {
         let cp = f.heap.create_participant(c, KIND_CLIENT, 4).unwrap();
         f.heap.connect(c, cp.at, |_| {}).unwrap();
         f.heap.accept(s, cp.at, |_| {}).unwrap();
-        // Full arrays, the client's grown once already (a longer copy).
         for (who, at_least) in [(s, 0), (c, 2 * INITIAL_CELLS)] {
             loop {
                 let i = f.heap.process(who.slot()).unwrap();
@@ -226,11 +229,47 @@ fn heartbeat_with_both_owner_arrays_full() {
             at: cp.at,
             owner: c.incarnation(),
         };
+        (f, s, c, to)
+    };
+    for server_reserve in [0, 600] {
+        let (f, s, c, to) = world(server_reserve);
         let beat = f.heap.heartbeat(s, to).unwrap();
-        assert!(matches!(beat, shm_core::Beat::Sent { .. }), "{beat:?}");
+        assert!(matches!(beat, Beat::Sent { .. }), "{beat:?}");
         f.heap.check().unwrap();
-        assert_eq!(f.heap.take_keepalive(c, cp.at).unwrap(), Some(1));
+        assert_eq!(f.heap.take_keepalive(c, to.at).unwrap(), Some(1));
         f.heap.check().unwrap();
+
+        if cfg!(miri) && server_reserve > 0 {
+            continue;
+        }
+        let mut completed = false;
+        for steps in (1..=600u32).step_by(if cfg!(miri) { 120 } else { 1 }) {
+            let (f, s, _, to) = world(server_reserve);
+            f.heap.faults().arm(steps);
+            let r = f.heap.heartbeat(s, to);
+            let fired = !f.heap.faults().armed();
+            f.heap.faults().arm(0);
+            if !fired {
+                assert!(matches!(r, Ok(Beat::Sent { .. })), "{r:?}");
+                println!(
+                    "reserve {server_reserve}: the heartbeat completed with {steps} steps armed"
+                );
+                completed = true;
+                break;
+            }
+            assert_eq!(r, Err(Error::InjectedCrash), "step {steps}");
+            // The actor died holding the lock; the next one recovers.
+            f.platform.kill(1);
+            f.platform.set_pid(2);
+            f.heap.check().unwrap();
+            let r = f.heap.heartbeat(s, to);
+            assert!(
+                matches!(r, Ok(Beat::Sent { .. })),
+                "after step {steps}: {r:?}"
+            );
+            f.heap.check().unwrap();
+        }
+        assert!(completed, "the step budget covers the whole heartbeat");
     }
 }
 
