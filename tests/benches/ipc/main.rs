@@ -41,7 +41,7 @@
 //! # Running
 //!
 //! ```text
-//! cargo bench -p shm-tests --bench ipc              # the full run, about 40 s on 2 cores
+//! cargo bench -p shm-tests --bench ipc              # the full run, under a minute on 2 cores
 //! IPC_BENCH_QUICK=1 cargo bench -p shm-tests --bench ipc   # the smoke run, optimised
 //! cargo test -p shm-tests --benches                 # the smoke run (CI): a few seconds
 //! ```
