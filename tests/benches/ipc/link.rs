@@ -2,6 +2,7 @@
 //! an answer without hanging, and the per-link message count checked against the peer's.
 
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use shm_tests::Peer;
@@ -29,8 +30,45 @@ pub trait PingPong {
     }
 }
 
-/// Starts this bench binary again as a peer: `EXE --peer ROLE ARGS...`.
+/// The CPUs this process (the first) and its peers (the second) run on, as with
+/// `shmipc bench --pin 0,1`. Unpinned, a peer woken from its wait between measurements is
+/// often placed on this process's CPU, and two spinning processes of low priority
+/// (`nice`) sharing one CPU hand over at the scheduler's pace, not the transport's.
+pub const CPUS: (usize, usize) = (0, 1);
+
+/// Whether [`pin`] succeeded: peers are then started on [`CPUS`]`.1`.
+static PINNED: AtomicBool = AtomicBool::new(false);
+
+/// Pins this thread (and the threads and processes it starts later) to [`CPUS`]`.0`,
+/// where the system offers it; says so where not. Returns whether it did.
+pub fn pin() -> bool {
+    match shm_host::cli::pin_current_thread(CPUS.0) {
+        Ok(()) => {
+            PINNED.store(true, Relaxed);
+            true
+        }
+        Err(e) => {
+            eprintln!("(not pinned to CPUs {CPUS:?}: {e})");
+            false
+        }
+    }
+}
+
+/// Starts this bench binary again as a peer: `EXE --peer ROLE ARGS...`, on [`CPUS`]`.1`
+/// if this process is pinned (a child inherits the CPUs of the thread that starts it).
 pub fn spawn_peer(role: &str, args: &[&str]) -> Res<Peer> {
+    let pinned = PINNED.load(Relaxed);
+    if pinned {
+        shm_host::cli::pin_current_thread(CPUS.1).map_err(|e| format!("pinning: {e}"))?;
+    }
+    let peer = start_peer(role, args);
+    if pinned {
+        shm_host::cli::pin_current_thread(CPUS.0).map_err(|e| format!("pinning: {e}"))?;
+    }
+    peer
+}
+
+fn start_peer(role: &str, args: &[&str]) -> Res<Peer> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let exe = exe
         .to_str()

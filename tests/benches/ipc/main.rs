@@ -21,6 +21,9 @@
 //!
 //! Ours runs over payloads from 8 B to 16 MiB, so that its flatness can be judged.
 //!
+//! CPUs: this process runs on CPU 0 and every peer on CPU 1 (`link::CPUS`), where the
+//! system lets a process choose (Linux; elsewhere a note says they are not pinned).
+//!
 //! Interleaving: every row's peer is started once and waits without spinning between its
 //! measurements. Each of [`Config::rounds`] rounds measures the floor, then each payload
 //! size's rows one after the other (their order rotating from round to round); the
@@ -30,7 +33,8 @@
 //!
 //! Many-to-one (`many.rs`): 1, 2, 4 and 8 client processes each allocate and send 64-byte
 //! messages to one server, which receives and frees them; aggregate messages per second,
-//! the median of the rounds, per number of clients.
+//! the median of the rounds, per number of clients. The server runs on CPU 0 and the
+//! clients share CPU 1.
 //!
 //! Honesty checks, in every run: each peer prints how many messages it received, which
 //! must equal what was sent to it; every answer's stamp must be intact and carry the
@@ -203,6 +207,8 @@ impl Row {
 /// The latency rows, one round after the other; then the many-to-one rounds.
 fn run(cfg: &Config) -> Res<Results> {
     let max = cfg.sweep.iter().copied().max().unwrap_or(8);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let pinned = link::pin();
     let mut floor = floor_row()?;
     let cycle = Row::new("cycle", ours::Ours::start(true, max)?);
     let same = Row::new("same", ours::Ours::start(false, max)?);
@@ -212,7 +218,7 @@ fn run(cfg: &Config) -> Res<Results> {
     for &len in &cfg.sweep {
         by_len.push((len, compared_rows(len)?));
     }
-    let mut results = Results::new(cfg);
+    let mut results = Results::new(cfg, pinned, cpus);
     for round in 0..cfg.rounds {
         eprintln!("round {} of {}", round + 1, cfg.rounds);
         if let Some(row) = floor.as_mut() {

@@ -19,6 +19,10 @@ pub struct Sample {
 /// Every measurement of a run.
 pub struct Results {
     cfg: Config,
+    /// Whether this process and its peers ran on CPUs of their own.
+    pinned: bool,
+    /// CPUs of the machine (as this process saw them before it was pinned).
+    cpus: usize,
     /// (row, payload) -> one sample per round.
     latency: BTreeMap<(&'static str, usize), Vec<Sample>>,
     /// Clients -> messages per second, one per round.
@@ -52,9 +56,11 @@ const COLUMNS: [(&str, &str); 3] = [
 ];
 
 impl Results {
-    pub fn new(cfg: &Config) -> Results {
+    pub fn new(cfg: &Config, pinned: bool, cpus: usize) -> Results {
         Results {
             cfg: cfg.clone(),
+            pinned,
+            cpus,
             latency: BTreeMap::new(),
             many: BTreeMap::new(),
         }
@@ -104,16 +110,21 @@ impl Results {
     /// The tables, Markdown.
     pub fn table(&self) -> String {
         let mut t = String::new();
-        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let cpus = self.cpus;
         let load = std::fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|l| l.split_whitespace().next().map(str::to_owned))
             .unwrap_or_else(|| "unknown".into());
         let _ = writeln!(
             t,
-            "One-way latency, ns: p50 (p99), median of {} rounds{}; {cpus} CPUs, load average {load}",
+            "One-way latency, ns: p50 (p99), median of {} rounds{}; {cpus} CPUs, load average {load}; {}",
             self.cfg.rounds,
             if self.cfg.quick { " (smoke run: not a measurement)" } else { "" },
+            if self.pinned {
+                "this process on CPU 0, its peers on CPU 1"
+            } else {
+                "not pinned"
+            },
         );
         let _ = writeln!(t);
         let _ = write!(t, "| payload |");
@@ -245,6 +256,7 @@ impl Results {
             .collect();
         let doc = serde_json::json!({
             "quick": self.cfg.quick,
+            "pinned": self.pinned,
             "rounds": self.cfg.rounds,
             "latency": latency,
             "ratios": ratios,
