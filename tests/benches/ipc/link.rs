@@ -40,9 +40,11 @@ pub const CPUS: (usize, usize) = (0, 1);
 static PINNED: AtomicBool = AtomicBool::new(false);
 
 /// Pins this thread (and the threads and processes it starts later) to [`CPUS`]`.0`,
-/// where the system offers it; says so where not. Returns whether it did.
+/// where the system offers it and has both CPUs; says so where not. Returns whether it
+/// did (trying the peers' CPU first, so that a peer's start cannot fail on it later).
 pub fn pin() -> bool {
-    match shm_host::cli::pin_current_thread(CPUS.0) {
+    let pin = shm_host::cli::pin_current_thread;
+    match pin(CPUS.1).and_then(|()| pin(CPUS.0)) {
         Ok(()) => {
             PINNED.store(true, Relaxed);
             true
