@@ -146,8 +146,11 @@ impl Driver<'_> {
         self.blocks.push((holder.incarnation(), b));
     }
 
-    /// `holder` no longer holds `b` (released it or gave it away).
+    /// `holder` no longer holds `b` (released it or gave it away): it is no longer one of
+    /// its blocks, and (see [`Self::dropped`]) a message about `b` waiting in its queue no
+    /// longer implies ownership.
     pub(super) fn let_go(&mut self, holder: Member, b: Offset) {
+        self.dropped(holder, b);
         let inc = holder.incarnation();
         self.blocks.retain(|&(h, x)| !(h == inc && x == b));
     }
@@ -387,8 +390,10 @@ impl Driver<'_> {
                 };
                 let r = judged!(heap.send(p.member, to, b, u32::from(tag), mode, |_| {}));
                 if r.is_ok() {
-                    self.dropped(p.member, b);
-                    if !share {
+                    // Shared, the block stays one of the sender's too.
+                    if share {
+                        self.dropped(p.member, b);
+                    } else {
                         self.let_go(p.member, b);
                     }
                     if self.in_flight.len() < 256 {
@@ -413,7 +418,6 @@ impl Driver<'_> {
                     Ok(Some(Received::Message { block, .. })) => {
                         self.received(p, block);
                         if !keep && judged!(heap.release(p.member, block)).is_ok() {
-                            self.dropped(p.member, block);
                             self.let_go(p.member, block);
                         }
                     }
@@ -467,7 +471,6 @@ impl Driver<'_> {
                             Ok(Some(Received::Message { block, .. })) => {
                                 self.received(p, block);
                                 if judged!(heap.release(p.member, block)).is_ok() {
-                                    self.dropped(p.member, block);
                                     self.let_go(p.member, block);
                                 }
                             }
@@ -488,7 +491,6 @@ impl Driver<'_> {
                     return false;
                 };
                 if judged!(heap.release(p.member, b)).is_ok() {
-                    self.dropped(p.member, b);
                     self.let_go(p.member, b);
                 }
             }

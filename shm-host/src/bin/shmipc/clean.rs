@@ -104,48 +104,45 @@ fn scan<S: System>(
         let shown = label(&name);
         let mut opened = None;
         let verdict = match Segment::open(system.clone(), &name) {
-            Ok(seg) => {
-                // A table that cannot be read is a segment whose processes cannot be
-                // told dead: kept, and the scan goes on to the next segment.
-                let processes = match seg.processes() {
-                    Ok(p) => p,
-                    Err(e) if args.force => {
-                        judged.insert(name.clone(), seg);
-                        victims.push((name, format!("process table unreadable ({e})")));
-                        continue;
-                    }
-                    Err(e) => {
-                        println!(
-                            "kept {shown}: cannot read its process table ({e}); --force removes it"
-                        );
-                        tally.kept += 1;
-                        continue;
-                    }
-                };
-                let total = processes.len();
-                let mut alive: Vec<u32> = processes
-                    .iter()
-                    .filter(|p| seg.is_alive(p.id))
-                    .map(|p| p.id.pid)
-                    .collect();
-                let st = seg.server_status();
-                if st.running && seg.is_alive(st.id) && !alive.contains(&st.id.pid) {
-                    alive.push(st.id.pid);
+            // A table that cannot be read is a segment whose processes cannot be told
+            // dead: kept (unless --force), and the scan goes on to the next segment.
+            Ok(seg) => match seg.processes() {
+                Err(e) if args.force => {
+                    opened = Some(seg);
+                    Some(format!("process table unreadable ({e})"))
                 }
-                if total == 0 && !st.running && !args.force {
-                    // Nobody registered yet: most likely a server is creating it right now.
+                Err(e) => {
                     println!(
-                        "kept {shown}: no process registered (being created?); --force removes it"
+                        "kept {shown}: cannot read its process table ({e}); --force removes it"
                     );
                     None
-                } else if alive.is_empty() {
-                    opened = Some(seg);
-                    Some(format!("{total} registered processes, all dead"))
-                } else {
-                    println!("kept {shown}: live processes {alive:?}");
-                    None
                 }
-            }
+                Ok(processes) => {
+                    let total = processes.len();
+                    let mut alive: Vec<u32> = processes
+                        .iter()
+                        .filter(|p| seg.is_alive(p.id))
+                        .map(|p| p.id.pid)
+                        .collect();
+                    let st = seg.server_status();
+                    if st.running && seg.is_alive(st.id) && !alive.contains(&st.id.pid) {
+                        alive.push(st.id.pid);
+                    }
+                    if total == 0 && !st.running && !args.force {
+                        // Nobody registered yet: most likely a server is creating it now.
+                        println!(
+                            "kept {shown}: no process registered (being created?); --force removes it"
+                        );
+                        None
+                    } else if alive.is_empty() {
+                        opened = Some(seg);
+                        Some(format!("{total} registered processes, all dead"))
+                    } else {
+                        println!("kept {shown}: live processes {alive:?}");
+                        None
+                    }
+                }
+            },
             Err(e) if args.force => Some(format!("unreadable ({e})")),
             Err(e) => {
                 println!("kept {shown}: cannot read it ({e}); --force removes it");
