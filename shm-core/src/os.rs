@@ -43,6 +43,12 @@ pub trait WaitNotify {
     /// Wakes every waiter on `word`.
     fn notify_all(&self, word: &AtomicU32);
 
+    /// Wakes at least one waiter on `word` (the region lock hands itself to one waiter at
+    /// a time). Platforms that cannot wake just one wake them all.
+    fn notify_one(&self, word: &AtomicU32) {
+        self.notify_all(word)
+    }
+
     /// Called between attempts to take a contended lock; `round` counts the attempts.
     /// Spin, yield or sleep as the platform prefers.
     fn relax(&self, round: u32) {
@@ -71,6 +77,9 @@ impl<T: WaitNotify + ?Sized> WaitNotify for &T {
     }
     fn notify_all(&self, word: &AtomicU32) {
         (**self).notify_all(word)
+    }
+    fn notify_one(&self, word: &AtomicU32) {
+        (**self).notify_one(word)
     }
     fn relax(&self, round: u32) {
         (**self).relax(round)

@@ -37,6 +37,9 @@ impl WaitNotify for RingSpy {
     fn notify_all(&self, word: &AtomicU32) {
         self.inner.notify_all(word)
     }
+    fn notify_one(&self, word: &AtomicU32) {
+        self.inner.notify_one(word)
+    }
 }
 
 impl Platform for RingSpy {

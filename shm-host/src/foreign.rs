@@ -353,6 +353,9 @@ impl<B: Doorbells, L: Liveness> WaitNotify for ForeignSystem<B, L> {
     fn notify_all(&self, word: &AtomicU32) {
         self.bells.notify_all(word)
     }
+    fn notify_one(&self, word: &AtomicU32) {
+        self.bells.notify_one(word)
+    }
     fn relax(&self, round: u32) {
         self.bells.relax(round)
     }

@@ -62,6 +62,9 @@ impl<S: System> WaitNotify for SegmentPlatform<S> {
     fn notify_all(&self, word: &AtomicU32) {
         self.system.notify_all(word)
     }
+    fn notify_one(&self, word: &AtomicU32) {
+        self.system.notify_one(word)
+    }
     fn relax(&self, round: u32) {
         self.system.relax(round)
     }

@@ -16,7 +16,7 @@ pub const MAGIC: [u32; 2] = [
 ];
 
 /// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// One range of the region, as recorded in the header (offsets from the base).
 #[repr(C)]
@@ -124,8 +124,16 @@ pub struct RegionHeader {
     /// Whoever finds it set under the lock rebuilds that state from the blocks (see the
     /// `journal` module).
     pub derived_dirty: AtomicU32,
+    /// Non-zero when a process may be sleeping for the lock: set by every waiter before
+    /// it tries the lock once more and sleeps, cleared by the releaser that then wakes one
+    /// (see the `lock` module). A waiter that died leaves it set for one release only.
+    pub lock_contended: AtomicU32,
+    /// Counts releases that found [`lock_contended`](Self::lock_contended) set; waiters
+    /// sleep on it (a futex on Linux), so a release between a waiter's last try and its
+    /// sleep is never missed.
+    pub lock_wake: AtomicU32,
     /// Reserved, zero.
-    pub reserved1: [AtomicU32; 4],
+    pub reserved1: [AtomicU32; 2],
     /// Allocator state.
     pub heap: HeapState,
     /// Payload offset of the root structure of the layer above the heap (the protocol's

@@ -79,6 +79,8 @@ const _: () = {
     assert!(offset_of!(RegionHeader, free_epoch) == 164);
     assert!(offset_of!(RegionHeader, waiters) == 168);
     assert!(offset_of!(RegionHeader, derived_dirty) == 172);
+    assert!(offset_of!(RegionHeader, lock_contended) == 176);
+    assert!(offset_of!(RegionHeader, lock_wake) == 180);
     assert!(offset_of!(RegionHeader, heap) == 192);
     assert!(offset_of!(RegionHeader, root) == 256);
     assert!(offset_of!(RegionHeader, kept_root) == 260);
@@ -145,6 +147,8 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     offset_of!(RegionHeader, deferred),
     size_of::<DeferredWords>(),
     offset_of!(RegionHeader, derived_dirty),
+    offset_of!(RegionHeader, lock_contended),
+    offset_of!(RegionHeader, lock_wake),
     offset_of!(RegionHeader, root),
     offset_of!(RegionHeader, kept_root),
     offset_of!(HeapState, kept_blocks),

@@ -396,7 +396,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                         self.space.journal().complete(&self.space.region, store)?;
                     }
                     after(&v);
-                    hdr.lock.release();
+                    lock::release(hdr, &self.platform);
                     Ok(v)
                 }
                 Err(Error::InjectedCrash) => Err(Error::InjectedCrash),
@@ -411,7 +411,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                                 Ok(())
                             }
                         });
-                    hdr.lock.release();
+                    lock::release(hdr, &self.platform);
                     undone.and(Err(e))
                 }
             }
@@ -424,20 +424,20 @@ impl<'m, P: Platform> Heap<'m, P> {
     fn lock(&self) -> Result<(), Error> {
         let hdr = self.space.hdr;
         let me = self.platform.current_process();
-        if let Acquired::FromDead(_) = lock::acquire(&hdr.lock, &self.platform, me) {
+        if let Acquired::FromDead(_) = lock::acquire(hdr, &self.platform, me) {
             hdr.lock_breaks.fetch_add(1, Relaxed);
         }
         if hdr.journal.len.load(Acquire) != 0 {
             let also = self.space.journaled_header_words();
             if let Err(e) = journal::recover(&self.space.region, self.space.journal(), &also) {
-                hdr.lock.release();
+                lock::release(hdr, &self.platform);
                 return Err(e);
             }
         }
         // Derived state an unfinished (or undone) operation may have left behind.
         if hdr.derived_dirty.load(Acquire) != 0 {
             if let Err(e) = self.space.rebuild_derived() {
-                hdr.lock.release();
+                lock::release(hdr, &self.platform);
                 return Err(e);
             }
         }
@@ -447,7 +447,7 @@ impl<'m, P: Platform> Heap<'m, P> {
         let journal = self.space.journal();
         if let Some(store) = journal.pending() {
             if let Err(e) = journal.complete(&self.space.region, store) {
-                hdr.lock.release();
+                lock::release(hdr, &self.platform);
                 return Err(e);
             }
             if store.bell != 0 {

@@ -41,6 +41,14 @@ pub fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+/// Wakes one waiter on `word`.
+pub fn futex_wake_one(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned 4-byte atomic; FUTEX_WAKE does not access memory.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1);
+    }
+}
+
 /// Implements `WaitNotify` for a Linux system: futex waits on the words themselves, the
 /// polled backoff and the monotonic clock. Every Linux system (and the foreign-memory
 /// doorbells) waits this way, so the impl is written once.
@@ -57,6 +65,9 @@ macro_rules! futex_wait_notify {
             }
             fn notify_all(&self, word: &std::sync::atomic::AtomicU32) {
                 $crate::sys::linux::wait::futex_wake_all(word)
+            }
+            fn notify_one(&self, word: &std::sync::atomic::AtomicU32) {
+                $crate::sys::linux::wait::futex_wake_one(word)
             }
             fn relax(&self, round: u32) {
                 shm_polling::relax(round)
