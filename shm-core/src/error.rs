@@ -98,7 +98,7 @@ pub enum Error {
         /// Capacity of the table.
         capacity: u16,
     },
-    /// The process owns as many blocks as an owner table can index (65 535).
+    /// The process owns as many blocks as an owner table can index (16,777,215).
     OwnerTableFull {
         /// The process.
         process: ProcSlot,

@@ -248,6 +248,58 @@ fn owner_array_grows() {
     f.heap.check().unwrap();
 }
 
+/// One process can own more than 65,536 blocks at once (the owner reference's cell index
+/// is 24 bits): its owner array grows past 2^16 cells, every block is freed again, and the
+/// heap checks out before and after. Under miri a few hundred blocks stand in (the
+/// crossing itself is too slow there).
+#[test]
+fn a_process_owns_more_than_65536_blocks() {
+    let count: usize = if cfg!(miri) { 300 } else { 70_000 };
+    let f = Fixture::new(8 << 20);
+    let (a, _) = two_processes(&f);
+    let blocks: Vec<Offset> = (0..count)
+        .map(|i| {
+            f.heap
+                .try_alloc(a, 16)
+                .unwrap_or_else(|e| panic!("allocation {i}: {e}"))
+        })
+        .collect();
+    let info = f.heap.process(a.slot()).unwrap();
+    assert_eq!(info.blocks as usize, count);
+    assert!(info.cell_capacity as usize >= count);
+    f.heap.check().unwrap();
+    for x in blocks {
+        f.heap.free(a, x).unwrap();
+    }
+    assert_eq!(f.heap.process(a.slot()).unwrap().blocks, 0);
+    f.heap.check().unwrap();
+}
+
+/// A process table holds at most 255 processes (an owner reference keeps 8 bits of
+/// slot): `init` refuses more with `BadConfig`, and takes exactly 255.
+#[test]
+fn process_table_holds_at_most_255() {
+    for (max_processes, ok) in [(255u16, true), (256, false), (u16::MAX, false), (0, false)] {
+        let buf = AlignedBuf::new(64 * 1024);
+        // SAFETY: `buf` outlives the region and the heap, both dropped in this iteration.
+        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+        let config = HeapConfig {
+            align: 16,
+            max_processes,
+        };
+        match Heap::init(region, config, TestPlatform::new(1)) {
+            Ok(heap) => {
+                assert!(ok, "{max_processes} processes accepted");
+                heap.check().unwrap();
+            }
+            Err(e) => {
+                assert!(!ok, "{max_processes} processes refused: {e}");
+                assert_eq!(e, Error::Attach(AttachError::BadConfig));
+            }
+        }
+    }
+}
+
 /// `alloc_at` takes exactly the asked offset when it is free, and refuses when any part of
 /// it is used or a header would not fit in front.
 #[test]

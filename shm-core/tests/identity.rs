@@ -242,7 +242,7 @@ fn hostile_capacity_and_self_linked_cell_give_an_error() {
             .word(table + 4 * u32::from(head.slot))
             .unwrap()
             .load(Relaxed);
-        let cell_next = rec + record_bytes(u32::from(head.cell)) + 4;
+        let cell_next = rec + record_bytes(head.cell) + 4;
         // The corruption: the cell names itself as the next owner, the count is huge, the
         // table claims u32::MAX slots.
         region.word(cell_next).unwrap().store(head.pack(), Relaxed);

@@ -37,7 +37,7 @@ pub const NO_OWNER: u32 = u32::MAX;
 
 /// Owner word of a kept block: owned by the region rather than by a process, with
 /// reference count 0, so no reclaim frees it (see [`Heap::keep`](crate::Heap::keep)).
-/// Its slot half, 0xFFFF, is never a process slot (a table holds at most 65,534).
+/// Its slot byte, 0xFF, is never a process slot (a table holds at most 255).
 pub const KEPT_OWNER: u32 = u32::MAX - 1;
 
 /// Flag: the block is in use (allocated, an end marker, or system data).
@@ -86,20 +86,34 @@ impl BlockHeader {
     }
 }
 
-/// A reference to one owner cell: process slot in the high half, cell index in the low.
+/// A reference to one owner cell: process slot in the high byte, cell index in the low 24
+/// bits, so a process can own up to [`MAX_CELLS`](crate::format::MAX_CELLS) blocks and a
+/// region has at most [`MAX_SLOTS`](crate::format::MAX_SLOTS) slots. Slot 0xFF is never a
+/// process slot, so [`NO_OWNER`] and [`KEPT_OWNER`] are never references.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnerRef {
-    /// Process slot.
+    /// Process slot (below [`MAX_SLOTS`](crate::format::MAX_SLOTS)).
     pub slot: u16,
-    /// Cell index in that process's owner table.
-    pub cell: u16,
+    /// Cell index in that process's owner table (below
+    /// [`MAX_CELLS`](crate::format::MAX_CELLS)).
+    pub cell: u32,
 }
+
+/// Bits of an owner reference that hold the cell index.
+pub const CELL_BITS: u32 = 24;
+/// The cell index of an owner reference.
+const CELL_MASK: u32 = (1 << CELL_BITS) - 1;
+/// The slot of an owner reference, once shifted down.
+const SLOT_MASK: u32 = u32::MAX >> CELL_BITS;
 
 impl OwnerRef {
     /// Packs into the stored word.
     #[inline]
+    /// Both fields are in range wherever a reference is made (a record's slot is below
+    /// the table's checked capacity, a cell below its array's); the masks only keep an
+    /// out-of-range value from spilling into the other field.
     pub const fn pack(self) -> u32 {
-        ((self.slot as u32) << 16) | self.cell as u32
+        ((self.slot as u32 & SLOT_MASK) << CELL_BITS) | (self.cell & CELL_MASK)
     }
 
     /// Unpacks a stored word; `None` for [`NO_OWNER`] and [`KEPT_OWNER`].
@@ -109,8 +123,8 @@ impl OwnerRef {
             None
         } else {
             Some(OwnerRef {
-                slot: (word >> 16) as u16,
-                cell: word as u16,
+                slot: (word >> CELL_BITS) as u16,
+                cell: word & CELL_MASK,
             })
         }
     }

@@ -22,16 +22,18 @@ use zerocopy::{FromBytes, IntoBytes, KnownLayout};
 
 use crate::region::ShmSafe;
 
-/// Most process slots a region can have (slots are 16-bit; 0xFFFF is never a slot). A
+/// Most process slots a region can have: an owner reference keeps 8 bits for the slot
+/// (see [`OwnerRef`](crate::format::OwnerRef)), and 0xFF is never a slot. Also a
 /// process-local bound for every walk over slots or owner chains, whatever the region's
 /// (untrusted) `proc_capacity` says.
-pub const MAX_SLOTS: u32 = 0xFFFF;
+pub const MAX_SLOTS: u32 = 0xFF;
 
 /// Marker for "no cell" in a free-cell link.
-pub const NO_CELL: u32 = 0xFFFF;
+pub const NO_CELL: u32 = 0xFF_FFFF;
 
-/// Most cells one owner table holds (the cell index is 16 bits, 0xFFFF means none).
-pub const MAX_CELLS: u32 = 0xFFFF;
+/// Most cells one owner table holds, so most blocks one process owns at once (the cell
+/// index is 24 bits, 0xFF_FFFF means none).
+pub const MAX_CELLS: u32 = 0xFF_FFFF;
 
 /// A registered process: identity, owner-array bookkeeping, reserve. Its owner cells
 /// follow it in the same block.

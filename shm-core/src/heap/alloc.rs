@@ -23,7 +23,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     ///   and cannot grow.
     /// - [`Error::TooLarge`]: no free block could ever fit `size` in this region.
     /// - [`Error::InvalidSize`]: `size` is 0 or overflows when rounded up.
-    /// - [`Error::OwnerTableFull`]: `me` owns 65,535 blocks.
+    /// - [`Error::OwnerTableFull`]: `me` owns [`MAX_CELLS`](crate::format::MAX_CELLS) (16,777,215) blocks.
     ///
     /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn try_alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {

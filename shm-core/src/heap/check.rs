@@ -52,7 +52,7 @@ impl<'m> Space<'m> {
             // u32 values in a u64: cannot saturate.
             || u64::from(th.size())
                 < u64::from(self.geo.hsize).saturating_add(u64::from(cap).saturating_mul(4))
-            || cap > u32::from(u16::MAX)
+            || cap > crate::format::MAX_SLOTS
         {
             return Err(table_bad());
         }

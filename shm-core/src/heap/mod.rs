@@ -71,8 +71,9 @@ pub struct HeapConfig {
     /// Block alignment in bytes: a power of two from 8 to 4096. Payloads are aligned to
     /// it. Default 16.
     pub align: u32,
-    /// Entries in the process table: how many processes may be registered at once.
-    /// Default 64.
+    /// Entries in the process table: how many processes may be registered at once, 1 to
+    /// 255 ([`MAX_SLOTS`](crate::format::MAX_SLOTS); `init` refuses others with
+    /// [`AttachError::BadConfig`]). Default 64.
     pub max_processes: u16,
 }
 
@@ -138,7 +139,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// block, at the high end.
     pub fn init(region: Region<'m>, config: HeapConfig, platform: P) -> Result<Self, Error> {
         let geo = Geometry::new(config.align, region.base_addr())?;
-        if config.max_processes == 0 || config.max_processes == u16::MAX {
+        if config.max_processes == 0 || u32::from(config.max_processes) > crate::format::MAX_SLOTS {
             return Err(AttachError::BadConfig.into());
         }
         let hdr_len = size_of::<RegionHeader>() as u32;

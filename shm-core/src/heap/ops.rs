@@ -187,7 +187,7 @@ impl<'m> Space<'m> {
             return None;
         }
         let r = self.record(me).ok()?;
-        let cell = self.cell(&r, u32::from(head.cell)).ok()?;
+        let cell = self.cell(&r, head.cell).ok()?;
         let ends = cell.block.load(Relaxed) == p.get() && cell.next.load(Relaxed) == NO_OWNER;
         ends.then_some((
             r,
@@ -228,7 +228,7 @@ impl<'m> Space<'m> {
     ) -> Result<bool, Error> {
         let size = h.size();
         tx.set(pos.link, pos.cell.next.load(Relaxed))?;
-        self.put_cell(tx, r, u32::from(pos.at.cell), pos.cell)?;
+        self.put_cell(tx, r, pos.at.cell, pos.cell)?;
         owned(tx, r, size, false)?;
         if r.rec.reserve.load(Relaxed) == p.get() {
             tx.set(&r.rec.reserve, 0)?;
@@ -279,7 +279,7 @@ impl<'m> Space<'m> {
         tx.set(&new_cell.next, pos.cell.next.load(Relaxed))?;
         tx.set(pos.link, rt.owner_ref(index).pack())?;
         let rm = self.record(me)?;
-        self.put_cell(tx, &rm, u32::from(pos.at.cell), pos.cell)?;
+        self.put_cell(tx, &rm, pos.at.cell, pos.cell)?;
         owned(tx, &rm, size, false)?;
         owned(tx, &rt, size, true)?;
         if rm.rec.reserve.load(Relaxed) == p.get() {
@@ -353,7 +353,7 @@ impl<'m> Space<'m> {
             return Err(Error::Shared { offset: p });
         }
         let r = self.record(me)?;
-        self.put_cell(tx, &r, u32::from(pos.at.cell), pos.cell)?;
+        self.put_cell(tx, &r, pos.at.cell, pos.cell)?;
         owned(tx, &r, h.size(), false)?;
         if r.rec.reserve.load(Relaxed) == p.get() {
             tx.set(&r.rec.reserve, 0)?;

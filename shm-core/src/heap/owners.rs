@@ -64,7 +64,7 @@ impl<'m> RecordRef<'m> {
     pub(crate) fn owner_ref(&self, index: u32) -> OwnerRef {
         OwnerRef {
             slot: self.slot.0,
-            cell: index as u16,
+            cell: index,
         }
     }
 }
@@ -175,7 +175,9 @@ impl<'m> Space<'m> {
 
     /// The process-table entry for `slot`.
     pub(crate) fn table_entry(&self, slot: ProcSlot) -> Result<&'m AtomicU32, Error> {
-        let cap = self.hdr.heap.proc_capacity.load(Relaxed);
+        // An owner reference holds 8 bits of slot: whatever the (untrusted) header says,
+        // no slot at or above MAX_SLOTS is ever used, so none can alias a lower one.
+        let cap = self.hdr.heap.proc_capacity.load(Relaxed).min(MAX_SLOTS);
         if u32::from(slot.0) >= cap {
             return Err(Error::NotRegistered { process: slot });
         }
@@ -245,7 +247,7 @@ impl<'m> Space<'m> {
     /// The cell an owner reference names.
     pub(crate) fn cell_of(&self, o: OwnerRef) -> Result<(RecordRef<'m>, &'m OwnerCell), Error> {
         let r = self.record(ProcSlot(o.slot))?;
-        let c = self.cell(&r, u32::from(o.cell))?;
+        let c = self.cell(&r, o.cell)?;
         Ok((r, c))
     }
 
@@ -254,7 +256,7 @@ impl<'m> Space<'m> {
         let h = &self.hdr.heap;
         let cap = h.proc_capacity.load(Relaxed);
         let mut slot = None;
-        for i in 0..cap.min(u32::from(u16::MAX)) {
+        for i in 0..cap.min(MAX_SLOTS) {
             if self.table_entry(ProcSlot(i as u16))?.load(Relaxed) == 0 {
                 slot = Some(ProcSlot(i as u16));
                 break;

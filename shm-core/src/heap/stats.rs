@@ -192,7 +192,7 @@ pub struct ProcessIter<'a, 'm> {
 impl<'a, 'm> ProcessIter<'a, 'm> {
     pub(crate) fn new(space: &'a Space<'m>) -> Result<Self, Error> {
         let cap = space.hdr.heap.proc_capacity.load(Relaxed);
-        if cap > u32::from(u16::MAX) {
+        if cap > crate::format::MAX_SLOTS {
             let at = space.region.offset_of(&space.hdr.heap.proc_capacity)?;
             return Err(corrupt(at, CorruptionKind::BadProcessTable));
         }
