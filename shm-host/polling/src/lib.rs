@@ -1,10 +1,11 @@
 //! Waiting without a cross-process futex (Windows, QNX), for systems that have `std`:
 //! [`poll_wait`] re-reads the word with a backoff that spins briefly, then yields, then
-//! sleeps up to [`MAX_SLEEP`]; [`relax`] is the backoff of a contended region lock;
-//! [`now`] the monotonic clock.
+//! sleeps up to [`MAX_SLEEP`]; [`relax`] is the pause between a region lock waiter's first
+//! tries; [`now`] the monotonic clock.
 //!
 //! Polling is only used by the heap's blocking allocation (waiting for someone to free
-//! memory); message delivery uses each system's doorbells. A crate of its own, under
+//! memory) and by a region lock waiter after its first tries (waiting for a release's
+//! wake-up counter to move); message delivery uses each system's doorbells. A crate of its own, under
 //! `shm-host/`, so that `shm-core` stays `no_std` with no operating system: `shm-host`
 //! (Linux, Windows) and `shm-qnx` both use it.
 

@@ -31,7 +31,7 @@
 //! * **W2 churn, large**: the same with 2,000 live blocks of 16..65,536 B, [`W2_STEPS`] steps.
 //! * **W3 LIFO**: 1,000 x 64 B allocated, then freed in reverse; [`W3_ROUNDS`] rounds.
 //! * **W4 bursts**: allocate 16..4096 B blocks until their sizes add up to 50 % of the
-//!   region (about 46,000 blocks, under shm-core's 65,535 blocks per owner table), then free
+//!   region (about 46,000 blocks), then free
 //!   them all in a random order; [`W4_BURSTS`] bursts.
 //!
 //! An allocation that fails is counted and reported, never a panic; a later `Free` of the

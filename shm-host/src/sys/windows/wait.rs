@@ -4,9 +4,9 @@
 //! process. So [`wait`] polls the word with the shared backoff of
 //! [`poll_wait`](shm_polling::poll_wait) (spin, yield, then sleeps doubling
 //! from 50 µs up to 1 ms) until it changes or the timeout passes, and [`notify_all`] has
-//! nothing to do. Blocking allocation (the only user: it waits for the region's free epoch
-//! to move) therefore reacts within about a millisecond, and a blocked allocator costs one
-//! short wake-up per millisecond. Receivers do not poll: they sleep on their doorbell's
+//! nothing to do. Blocking allocation (waiting for the region's free epoch to move) and a
+//! waiter on a contended region lock (waiting for its wake-up counter to move) therefore
+//! react within about a millisecond, and each costs one short wake-up per millisecond. Receivers do not poll: they sleep on their doorbell's
 //! semaphore (`bell.rs`).
 
 use std::sync::atomic::AtomicU32;
