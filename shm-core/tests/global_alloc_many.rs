@@ -9,9 +9,9 @@ use shm_core::RegionAllocator;
 use shm_core::{HeapConfig, SpinPlatform};
 
 /// Region bytes: room for the live set below with a margin (miri runs a small one).
-const MEMORY: usize = if cfg!(miri) { 1 << 20 } else { 64 << 20 };
+const MEMORY: usize = if cfg!(miri) { 256 << 10 } else { 64 << 20 };
 /// Live allocations held at once.
-const LIVE: usize = if cfg!(miri) { 500 } else { 120_000 };
+const LIVE: usize = if cfg!(miri) { 150 } else { 120_000 };
 
 #[repr(C, align(64))]
 struct Memory([u8; MEMORY]);

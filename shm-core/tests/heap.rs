@@ -250,11 +250,11 @@ fn owner_array_grows() {
 
 /// One process can own more than 65,536 blocks at once (the owner reference's cell index
 /// is 24 bits): its owner array grows past 2^16 cells, every block is freed again, and the
-/// heap checks out before and after. Under miri a few hundred blocks stand in (the
+/// heap checks out before and after. Under miri a hundred blocks stand in (the
 /// crossing itself is too slow there).
 #[test]
 fn a_process_owns_more_than_65536_blocks() {
-    let count: usize = if cfg!(miri) { 300 } else { 70_000 };
+    let count: usize = if cfg!(miri) { 100 } else { 70_000 };
     let f = Fixture::new(8 << 20);
     let (a, _) = two_processes(&f);
     let blocks: Vec<Offset> = (0..count)
