@@ -29,7 +29,30 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use core::time::Duration;
 
+use crate::format::RegionHeader;
+use crate::lock::{self, Acquired};
 use crate::{Platform, ProcessId, Processes, WaitNotify, WaitOutcome};
+
+/// Takes the region lock in `hdr` as `me`, exactly as every heap operation does: retrying,
+/// sleeping on the platform's wait, breaking a dead holder's lock. Returns the dead holder
+/// whose lock was broken, if any. For tests that drive the lock's wait protocol with a
+/// platform of their own.
+pub fn lock_acquire<P: Processes + WaitNotify>(
+    hdr: &RegionHeader,
+    platform: &P,
+    me: ProcessId,
+) -> Option<ProcessId> {
+    match lock::acquire(hdr, platform, me) {
+        Acquired::Free => None,
+        Acquired::FromDead(dead) => Some(dead),
+    }
+}
+
+/// Releases the region lock in `hdr` as every heap operation does, waking one sleeping
+/// waiter if any may sleep (see [`lock_acquire`]).
+pub fn lock_release<P: WaitNotify>(hdr: &RegionHeader, platform: &P) {
+    lock::release(hdr, platform)
+}
 
 /// Heap memory aligned to 4096 bytes (a page, like a mapping), zeroed, freed on drop.
 #[derive(Debug)]
