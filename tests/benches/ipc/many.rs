@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use shm_core::Error as CoreError;
-use shm_host::{Client, ClientOptions, HostError, RecvMode, Server};
+use shm_host::{HostError, Server};
 use shm_tests::Peer;
 
 use crate::link::{self, Res, PATIENCE};
@@ -77,17 +77,7 @@ pub fn round(clients: usize, count: u64, tag: &str) -> Res<f64> {
 /// for the stop and prints `done SENT`.
 pub fn peer(name: &str, count: &str) -> Res<()> {
     let count: u64 = count.parse().map_err(|_| format!("bad count {count:?}"))?;
-    let client = Client::connect_with(
-        name,
-        ClientOptions {
-            recv_mode: RecvMode::Blocking,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|e| format!("connecting to {name}: {e}"))?;
-    client
-        .wait_connected(PATIENCE)
-        .map_err(|e| format!("waiting for the server: {e}"))?;
+    let client = ours::connect(name)?;
     let wait = |want: Kind| -> Res<()> {
         loop {
             let m = client.recv_timeout(Duration::from_millis(100));

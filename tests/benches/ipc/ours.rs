@@ -189,11 +189,9 @@ impl PingPong for Ours {
     }
 }
 
-/// The peer of the `cycle` and `same` rows: a client answering every data message, with a
-/// fresh block (`cycle`) or the same one (`same`), until told to stop. Between
-/// measurements (after a pause) it waits on the doorbell instead of spinning.
-pub fn peer(name: &str, mode: &str) -> Res<()> {
-    let cycle = mode == "cycle";
+/// A peer's client of segment `name` (blocking receives between measurements), once the
+/// server has accepted it.
+pub fn connect(name: &str) -> Res<Client> {
     let client = Client::connect_with(
         name,
         ClientOptions {
@@ -205,6 +203,15 @@ pub fn peer(name: &str, mode: &str) -> Res<()> {
     client
         .wait_connected(PATIENCE)
         .map_err(|e| format!("waiting for the server: {e}"))?;
+    Ok(client)
+}
+
+/// The peer of the `cycle` and `same` rows: a client answering every data message, with a
+/// fresh block (`cycle`) or the same one (`same`), until told to stop. Between
+/// measurements (after a pause) it waits on the doorbell instead of spinning.
+pub fn peer(name: &str, mode: &str) -> Res<()> {
+    let cycle = mode == "cycle";
+    let client = connect(name)?;
     let mut received = 0u64;
     let mut spinning = false;
     loop {
