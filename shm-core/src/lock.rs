@@ -95,7 +95,8 @@ pub(crate) fn acquire<P: Processes + WaitNotify>(
 }
 
 /// Releases the region lock in `hdr` and wakes one sleeping waiter, if any may sleep.
-/// The common case, nobody waiting, costs one load of a word on the lock's cache line.
+/// The common case, nobody waiting, costs a fence and one load of a word on the lock's
+/// cache line.
 pub(crate) fn release<P: WaitNotify>(hdr: &RegionHeader, platform: &P) {
     hdr.lock.release();
     // Pairs with the fence in `acquire` (see the module docs).
