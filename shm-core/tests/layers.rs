@@ -37,6 +37,12 @@ const LAYERS: &[(&str, u8)] = &[
 /// `pub mod`s).
 const PUBLIC_API_ONLY: &[&str] = &["testkit"];
 
+/// The private modules the test kit may still reach, each with its reason. The region
+/// lock's wait protocol has no public call of its own (every heap operation takes the lock
+/// inside); `testkit::lock_acquire` and `lock_release` are its one door, for
+/// `tests/lock_waits.rs`.
+const TESTKIT_DOORS: &[(&str, &str)] = &[("testkit", "lock")];
+
 /// A module path inside the crate, `""` for the root, `"heap::ops"` for `src/heap/ops.rs`.
 type ModPath = String;
 
@@ -468,7 +474,8 @@ fn testkit_uses_only_the_public_api() {
             let first = rest.split("::").next().unwrap_or_default();
             let exported = krate.root_exports.contains_key(first)
                 || krate.public_modules.contains(first)
-                || PUBLIC_API_ONLY.contains(&first);
+                || PUBLIC_API_ONLY.contains(&first)
+                || TESTKIT_DOORS.contains(&(module.as_str(), first));
             if !exported {
                 private.push(format!("{module}: {path}"));
             }
