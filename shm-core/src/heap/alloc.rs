@@ -28,7 +28,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn try_alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.op(OpCode::Alloc, |tx, s| {
-            s.alloc(tx, s.member(me)?, size, Placement::Low)
+            s.alloc_in(tx, s.member_record(me)?, size, Placement::Low)
         })
     }
 
@@ -36,7 +36,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// that it fragments the heap only when the heap is nearly full.
     pub fn try_alloc_service(&self, me: Member, size: u32) -> Result<Offset, Error> {
         self.op(OpCode::Alloc, |tx, s| {
-            s.alloc(tx, s.member(me)?, size, Placement::High)
+            s.alloc_in(tx, s.member_record(me)?, size, Placement::High)
         })
     }
 
@@ -73,12 +73,14 @@ impl<'m, P: Platform> Heap<'m, P> {
             // and one that ran before it left memory this attempt would have found.
             let mut epoch = None;
             let r = self.op(OpCode::Alloc, |tx, s| {
-                let slot = s.member(me)?;
+                let mine = s.member_record(me)?;
+                let slot = mine.slot;
                 if registered {
+                    // Moves no record: `mine` stays valid.
                     unregister_waiter(s, slot);
                     registered = false;
                 }
-                let r = s.alloc(tx, slot, size, Placement::Low);
+                let r = s.alloc_in(tx, mine, size, Placement::Low);
                 if let Err(Error::OutOfMemory { .. }) = r {
                     // Not journaled: the registration outlives the operation's undo.
                     hdr.waiters.fetch_add(1, SeqCst);
@@ -137,7 +139,9 @@ impl<'m, P: Platform> Heap<'m, P> {
     ///
     /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn free(&self, me: Member, block: Offset) -> Result<(), Error> {
-        self.op(OpCode::Free, |tx, s| s.free(tx, s.member(me)?, block))?;
+        self.op(OpCode::Free, |tx, s| {
+            s.free(tx, s.member_record(me)?, block)
+        })?;
         self.freed();
         Ok(())
     }

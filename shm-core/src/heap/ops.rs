@@ -71,6 +71,18 @@ impl<'m> Space<'m> {
         size: u32,
         placement: Placement,
     ) -> Result<Offset, Error> {
+        let r = self.record(me)?;
+        self.alloc_in(tx, r, size, placement)
+    }
+
+    /// [`Self::alloc`] for the process whose record `me` is (validated in this operation).
+    pub(crate) fn alloc_in(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        me: RecordRef<'m>,
+        size: u32,
+        placement: Placement,
+    ) -> Result<Offset, Error> {
         let need = self.geo.block_size(size)?;
         let max = self.max_block();
         if need > max {
@@ -79,7 +91,7 @@ impl<'m> Space<'m> {
                 max: max.saturating_sub(self.geo.hsize),
             });
         }
-        let (r, index, cell) = self.take_cell(tx, me)?;
+        let (r, index, cell) = self.take_cell_in(tx, me)?;
         let f = match placement {
             Placement::Low => self.good_fit(need)?,
             Placement::High => self.last_fit(need)?,
@@ -117,7 +129,7 @@ impl<'m> Space<'m> {
             .get()
             .checked_sub(self.geo.hsize)
             .ok_or(unavailable)?;
-        if b.checked_rem(self.geo.align) != Some(0) {
+        if !self.geo.is_aligned(b) {
             return Err(unavailable);
         }
         let range = self.range_of(b).ok_or(unavailable)?;
@@ -149,12 +161,19 @@ impl<'m> Space<'m> {
         Ok(offset)
     }
 
-    /// `free`: the caller must be the only owner.
-    pub(crate) fn free(&self, tx: &mut Tx<'_, 'm>, me: ProcSlot, p: Offset) -> Result<(), Error> {
+    /// `free`: the caller must be the only owner. `me` is the caller's record, validated
+    /// in this operation.
+    pub(crate) fn free(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        me: RecordRef<'m>,
+        p: Offset,
+    ) -> Result<(), Error> {
         let (h, b) = self.used_block(p)?;
-        if let Some((r, pos)) = self.sole_owner(me, p, h) {
-            return self.drop_ref(tx, &r, p, (h, b), pos).map(|_| ());
+        if let Some(pos) = self.sole_owner(me, p, h) {
+            return self.drop_ref(tx, p, (h, b), pos).map(|_| ());
         }
+        let me = me.slot;
         let head = self.owner_head(p, h)?;
         if head.slot != me.0 {
             // `me` might co-own it; either way it is not `me`'s alone to free.
@@ -178,25 +197,22 @@ impl<'m> Space<'m> {
     /// path, which finds the right error.
     fn sole_owner(
         &self,
-        me: ProcSlot,
+        rec: RecordRef<'m>,
         p: Offset,
         h: &'m BlockHeader,
-    ) -> Option<(RecordRef<'m>, ChainPos<'m>)> {
+    ) -> Option<ChainPos<'m>> {
         let head = OwnerRef::unpack(h.owner.load(Relaxed))?;
-        if head.slot != me.0 || h.link.load(Relaxed) != 1 {
+        if head.slot != rec.slot.0 || h.link.load(Relaxed) != 1 {
             return None;
         }
-        let r = self.record(me).ok()?;
-        let cell = self.cell(&r, head.cell).ok()?;
+        let cell = self.cell(&rec, head.cell).ok()?;
         let ends = cell.block.load(Relaxed) == p.get() && cell.next.load(Relaxed) == NO_OWNER;
-        ends.then_some((
-            r,
-            ChainPos {
-                link: &h.owner,
-                at: head,
-                cell,
-            },
-        ))
+        ends.then_some(ChainPos {
+            link: &h.owner,
+            at: head,
+            cell,
+            rec,
+        })
     }
 
     /// `release`: drops `me`'s reference; frees the block when it was the last.
@@ -212,20 +228,19 @@ impl<'m> Space<'m> {
             offset: p,
             process: me,
         })?;
-        let r = self.record(me)?;
-        self.drop_ref(tx, &r, p, (h, b), pos)
+        self.drop_ref(tx, p, (h, b), pos)
     }
 
-    /// Drops the reference of `r`'s process, at `pos` on the chain of block `p` (header
-    /// `h` at `b`); frees the block when it was the last. Returns whether it was.
+    /// Drops the reference at `pos` on the chain of block `p` (header `h` at `b`), whose
+    /// process is `pos.rec`'s; frees the block when it was the last. Returns whether it was.
     fn drop_ref(
         &self,
         tx: &mut Tx<'_, 'm>,
-        r: &RecordRef<'m>,
         p: Offset,
         (h, b): (&'m BlockHeader, u32),
         pos: ChainPos<'m>,
     ) -> Result<bool, Error> {
+        let r = &pos.rec;
         let size = h.size();
         tx.set(pos.link, pos.cell.next.load(Relaxed))?;
         self.put_cell(tx, r, pos.at.cell, pos.cell)?;
@@ -252,16 +267,17 @@ impl<'m> Space<'m> {
         to: ProcSlot,
     ) -> Result<(), Error> {
         let (h, _) = self.used_block(p)?;
-        self.record(to)?;
         if to == me {
             // Validate ownership, change nothing.
+            self.record(to)?;
             let (mine, _) = self.chain_find(p, h, me, None)?;
             return mine.map(|_| ()).ok_or(Error::NotOwner {
                 offset: p,
                 process: me,
             });
         }
-        // Take `to`'s cell first: growing its array must happen before we hold positions.
+        // Take `to`'s cell first (which also checks that `to` is registered): growing its
+        // array must happen before we hold positions.
         let (rt, index, new_cell) = self.take_cell(tx, to)?;
         let (pos, to_owns) = self.chain_find(p, h, me, Some(to))?;
         let pos = pos.ok_or(Error::NotOwner {
@@ -278,7 +294,8 @@ impl<'m> Space<'m> {
         tx.set(&new_cell.block, p.get())?;
         tx.set(&new_cell.next, pos.cell.next.load(Relaxed))?;
         tx.set(pos.link, rt.owner_ref(index).pack())?;
-        let rm = self.record(me)?;
+        // `me`'s record as the walk found it: no array has moved since `take_cell`.
+        let rm = pos.rec;
         self.put_cell(tx, &rm, pos.at.cell, pos.cell)?;
         owned(tx, &rm, size, false)?;
         owned(tx, &rt, size, true)?;

@@ -107,6 +107,8 @@ pub(crate) struct ChainPos<'m> {
     pub at: OwnerRef,
     /// The cell.
     pub cell: &'m OwnerCell,
+    /// The validated record of the cell's process (looked up once, on the walk).
+    pub rec: RecordRef<'m>,
 }
 
 impl<'m> Space<'m> {
@@ -233,7 +235,14 @@ impl<'m> Space<'m> {
     /// The slot of member `m`, checked to hold its incarnation (see [`Self::incarnation`]).
     #[inline]
     pub(crate) fn member(&self, m: Member) -> Result<ProcSlot, Error> {
-        self.incarnation(m.incarnation()).map(|r| r.slot)
+        self.member_record(m).map(|r| r.slot)
+    }
+
+    /// The record of member `m`, checked to hold its incarnation: for an operation that
+    /// goes on to use the record, so that it is looked up and validated once.
+    #[inline]
+    pub(crate) fn member_record(&self, m: Member) -> Result<RecordRef<'m>, Error> {
+        self.incarnation(m.incarnation())
     }
 
     /// Cell `index` of a validated record.
@@ -401,9 +410,19 @@ impl<'m> Space<'m> {
         tx: &mut Tx<'_, 'm>,
         slot: ProcSlot,
     ) -> Result<(RecordRef<'m>, u32, &'m OwnerCell), Error> {
-        let mut r = self.record(slot)?;
+        let r = self.record(slot)?;
+        self.take_cell_in(tx, r)
+    }
+
+    /// [`Self::take_cell`] of the process whose record `r` is, validated by the caller in
+    /// this operation. The returned record is where the array is now (growing moves it).
+    pub(crate) fn take_cell_in(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        mut r: RecordRef<'m>,
+    ) -> Result<(RecordRef<'m>, u32, &'m OwnerCell), Error> {
         if r.rec.free_cell.load(Relaxed) == NO_CELL {
-            r = self.grow(tx, slot)?;
+            r = self.grow(tx, r.slot)?;
         }
         let index = r.rec.free_cell.load(Relaxed);
         let c = self.cell(&r, index)?;
@@ -442,17 +461,28 @@ impl<'m> Space<'m> {
     /// The first owner of the used block at payload `p`, checked against its cell. A
     /// mismatch means `p` does not name a live block: the caller's error.
     pub(crate) fn owner_head(&self, p: Offset, h: &'m BlockHeader) -> Result<OwnerRef, Error> {
+        self.owner_head_pos(p, h).map(|pos| pos.at)
+    }
+
+    /// [`Self::owner_head`] with the head's place on the chain (the header's `owner` word
+    /// links to it), for a walk that goes on from there without looking it up again.
+    fn owner_head_pos(&self, p: Offset, h: &'m BlockHeader) -> Result<ChainPos<'m>, Error> {
         let bad = Error::BadOffset { offset: p };
         let word = h.owner.load(Relaxed);
         if word == KEPT_OWNER {
             return Err(Error::Kept { offset: p });
         }
         let head = OwnerRef::unpack(word).ok_or(bad)?;
-        let (_, c) = self.cell_of(head).map_err(|_| bad)?;
-        if c.block.load(Relaxed) != p.get() || h.link.load(Relaxed) == 0 {
+        let (rec, cell) = self.cell_of(head).map_err(|_| bad)?;
+        if cell.block.load(Relaxed) != p.get() || h.link.load(Relaxed) == 0 {
             return Err(bad);
         }
-        Ok(head)
+        Ok(ChainPos {
+            link: &h.owner,
+            at: head,
+            cell,
+            rec,
+        })
     }
 
     /// Walks block `p`'s owner chain: exactly its reference count of cells (never more
@@ -462,6 +492,18 @@ impl<'m> Space<'m> {
         &self,
         p: Offset,
         h: &'m BlockHeader,
+        visit: impl FnMut(ChainPos<'m>),
+    ) -> Result<(), Error> {
+        self.walk_chain_from(p, h, None, visit)
+    }
+
+    /// [`Self::walk_chain`], given the head's position when the caller has checked it
+    /// already (from `owner_head_pos` on the same header, with nothing written since).
+    fn walk_chain_from(
+        &self,
+        p: Offset,
+        h: &'m BlockHeader,
+        mut head: Option<ChainPos<'m>>,
         mut visit: impl FnMut(ChainPos<'m>),
     ) -> Result<(), Error> {
         let refs = h.link.load(Relaxed);
@@ -473,16 +515,27 @@ impl<'m> Space<'m> {
         }
         let mut link: &'m AtomicU32 = &h.owner;
         for _ in 0..refs {
-            let at = OwnerRef::unpack(link.load(Relaxed))
-                .ok_or_else(|| corrupt(p.get(), CorruptionKind::BadRefCount))?;
-            let (_, cell) = self
-                .cell_of(at)
-                .map_err(|_| corrupt(p.get(), CorruptionKind::BadOwner))?;
-            if cell.block.load(Relaxed) != p.get() {
-                return Err(corrupt(p.get(), CorruptionKind::BadOwner));
-            }
-            visit(ChainPos { link, at, cell });
-            link = &cell.next;
+            let pos = match head.take() {
+                Some(pos) => pos,
+                None => {
+                    let at = OwnerRef::unpack(link.load(Relaxed))
+                        .ok_or_else(|| corrupt(p.get(), CorruptionKind::BadRefCount))?;
+                    let (rec, cell) = self
+                        .cell_of(at)
+                        .map_err(|_| corrupt(p.get(), CorruptionKind::BadOwner))?;
+                    if cell.block.load(Relaxed) != p.get() {
+                        return Err(corrupt(p.get(), CorruptionKind::BadOwner));
+                    }
+                    ChainPos {
+                        link,
+                        at,
+                        cell,
+                        rec,
+                    }
+                }
+            };
+            link = &pos.cell.next;
+            visit(pos);
         }
         if link.load(Relaxed) != NO_OWNER {
             return Err(corrupt(p.get(), CorruptionKind::BadRefCount));
@@ -499,10 +552,10 @@ impl<'m> Space<'m> {
         find: ProcSlot,
         absent: Option<ProcSlot>,
     ) -> Result<(Option<ChainPos<'m>>, bool), Error> {
-        self.owner_head(p, h)?;
+        let head = self.owner_head_pos(p, h)?;
         let mut found = None;
         let mut seen_absent = false;
-        self.walk_chain(p, h, |pos| {
+        self.walk_chain_from(p, h, Some(head), |pos| {
             if pos.at.slot == find.0 && found.is_none() {
                 found = Some(pos);
             }

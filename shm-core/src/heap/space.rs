@@ -20,6 +20,10 @@ pub(crate) struct Geometry {
     pub hsize: u32,
     /// Smallest block worth splitting off.
     pub min_block: u32,
+    /// `align - 1`: an offset or size is aligned when it has none of these bits. A mask
+    /// test instead of a remainder, because `align` is a power of two (checked in `new`)
+    /// and the test sits on every block lookup.
+    align_mask: u32,
 }
 
 impl Geometry {
@@ -37,7 +41,14 @@ impl Geometry {
             align,
             hsize,
             min_block: hsize.checked_mul(2).ok_or(AttachError::BadConfig)?,
+            align_mask: align.checked_sub(1).ok_or(AttachError::BadConfig)?,
         })
+    }
+
+    /// Whether `v` is a multiple of the alignment.
+    #[inline]
+    pub(crate) fn is_aligned(&self, v: u32) -> bool {
+        v & self.align_mask == 0
     }
 
     /// Block size for a request of `bytes` payload bytes.
@@ -152,7 +163,7 @@ impl<'m> Space<'m> {
     /// inside the same range. End markers are returned as they are.
     #[inline]
     pub(crate) fn block(&self, b: u32) -> Result<&'m BlockHeader, Error> {
-        if b.checked_rem(self.geo.align) != Some(0) {
+        if !self.geo.is_aligned(b) {
             return Err(corrupt(b, CorruptionKind::Misaligned));
         }
         let r = self
@@ -166,7 +177,7 @@ impl<'m> Space<'m> {
             }
         } else if h.flags() & END != 0
             || size < self.geo.min_block
-            || size.checked_rem(self.geo.align) != Some(0)
+            || !self.geo.is_aligned(size)
             // `b <= r.hi` (from `range_of`): the room never saturates.
             || size > r.hi.saturating_sub(b)
         {

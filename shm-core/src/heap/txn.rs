@@ -119,6 +119,20 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         self.view.space.member(m)
     }
 
+    /// [`Self::member`] with application word `index` of the member's record, from one
+    /// lookup of the record.
+    pub(crate) fn member_app_word(
+        &self,
+        m: Member,
+        index: usize,
+    ) -> Result<(ProcSlot, &'m AtomicU32), Error> {
+        let r = self.view.space.member_record(m)?;
+        let word = r.rec.app.get(index).ok_or(Error::InvalidSize {
+            requested: index as u64,
+        })?;
+        Ok((r.slot, word))
+    }
+
     /// Changes a word of a live structure, journaled.
     pub(crate) fn set(&mut self, word: &AtomicU32, value: u32) -> Result<(), Error> {
         self.tx.set(word, value)
@@ -163,7 +177,8 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
 
     /// As [`Heap::free`].
     pub(crate) fn free(&mut self, owner: ProcSlot, block: Offset) -> Result<(), Error> {
-        self.view.space.free(self.tx, owner, block)
+        let me = self.view.space.record(owner)?;
+        self.view.space.free(self.tx, me, block)
     }
 
     /// As [`Heap::release`].

@@ -80,8 +80,7 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.transact_then(
             ProtocolOp::Send as u32,
             |t| {
-                let slot = t.member(me)?;
-                sender_connected(t, slot)?;
+                let slot = sender_connected(t, me)?;
                 let p = participant_of(t, to)?;
                 if p.rec.state.load(Relaxed) != P_CONNECTED {
                     return Err(Error::NotConnected);

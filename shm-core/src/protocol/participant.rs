@@ -22,6 +22,16 @@ pub(crate) fn participant<'m>(
     v: &HeapView<'_, 'm>,
     at: Offset,
 ) -> Result<ParticipantRef<'m>, Error> {
+    participant_checking(v, at, None)
+}
+
+/// [`participant`], where `checked` is an incarnation the caller has already checked to
+/// hold its slot in this operation: a participant of that incarnation is not checked again.
+fn participant_checking<'m>(
+    v: &HeapView<'_, 'm>,
+    at: Offset,
+    checked: Option<Incarnation>,
+) -> Result<ParticipantRef<'m>, Error> {
     let bad = Error::BadOffset { offset: at };
     let block = v.used_block(at).map_err(|_| bad)?;
     let region = v.region();
@@ -41,7 +51,7 @@ pub(crate) fn participant<'m>(
         slot,
         serial: rec.serial.load(Relaxed),
     };
-    if !v.is_registered(owner) {
+    if checked != Some(owner) && !v.is_registered(owner) {
         return Err(Error::PeerGone);
     }
     let (bell_at, queue_at) = participant_layout(at.get())
@@ -86,17 +96,19 @@ pub(crate) fn participant_of<'m>(
     }
 }
 
-/// Checks that `me`'s own participant, if it has one, has not been disconnected: a
+/// Checks that member `me`'s own participant, if it has one, has not been disconnected: a
 /// client that the server gave up on (for example after it stopped answering keepalives)
-/// must not go on sending as if connected.
-pub(crate) fn sender_connected(v: &HeapView<'_, '_>, me: ProcSlot) -> Result<(), Error> {
-    let mine = v.app_word(me, APP_PARTICIPANT)?.load(Relaxed);
+/// must not go on sending as if connected. Returns `me`'s slot, checked to hold its
+/// incarnation (see [`Txn::member`]).
+pub(crate) fn sender_connected(t: &Txn<'_, '_, '_>, me: Member) -> Result<ProcSlot, Error> {
+    let (slot, word) = t.member_app_word(me, APP_PARTICIPANT)?;
+    let mine = word.load(Relaxed);
     if mine == 0 {
-        return Ok(());
+        return Ok(slot);
     }
-    let p = participant(v, Offset::new(mine))?;
+    let p = participant_checking(t, Offset::new(mine), Some(me.incarnation()))?;
     match p.rec.state.load(Relaxed) {
-        P_CONNECTING | P_CONNECTED => Ok(()),
+        P_CONNECTING | P_CONNECTED => Ok(slot),
         _ => Err(Error::Disconnected),
     }
 }
