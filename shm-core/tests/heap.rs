@@ -356,6 +356,44 @@ fn reserve_works_on_a_full_heap() {
     f.heap.check().unwrap();
 }
 
+/// A size no block can hold (zero, or one whose block length overflows) is
+/// `InvalidSize` from `alloc_from_reserve`, with or without a reserve, and the reserve is
+/// untouched.
+#[test]
+fn alloc_from_reserve_refuses_impossible_sizes_with_or_without_a_reserve() {
+    let f = Fixture::new(48 * 1024);
+    let (a, _) = two_processes(&f);
+    for size in [0, u32::MAX, u32::MAX - 7] {
+        assert!(
+            matches!(
+                f.heap.alloc_from_reserve(a, size),
+                Err(Error::InvalidSize { .. })
+            ),
+            "no reserve, size {size}"
+        );
+    }
+    let r = f.heap.reserve(a, 1024).unwrap();
+    for size in [0, u32::MAX, u32::MAX - 7] {
+        assert!(
+            matches!(
+                f.heap.alloc_from_reserve(a, size),
+                Err(Error::InvalidSize { .. })
+            ),
+            "with a reserve, size {size}"
+        );
+        assert_eq!(f.heap.process(a.slot()).unwrap().reserve, r.get());
+    }
+    assert!(
+        matches!(
+            f.heap.alloc_from_reserve(a, 4096),
+            Err(Error::ReserveTooSmall { .. })
+        ),
+        "a valid size larger than the reserve is still ReserveTooSmall"
+    );
+    assert_eq!(f.heap.alloc_from_reserve(a, 100).unwrap(), r);
+    f.heap.check().unwrap();
+}
+
 /// The same bytes work at another address: copy the region, attach, carry on.
 #[test]
 fn region_is_position_independent() {

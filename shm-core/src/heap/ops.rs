@@ -473,6 +473,8 @@ impl<'m> Space<'m> {
         me: ProcSlot,
         size: u32,
     ) -> Result<Offset, Error> {
+        // A size no block can hold is refused as such, whether or not there is a reserve.
+        let need = self.geo.block_size(size)?;
         let r = self.record(me)?;
         let p = r.rec.reserve.load(Relaxed);
         if p == 0 {
@@ -485,7 +487,6 @@ impl<'m> Space<'m> {
         let bad = || corrupt(r.at, CorruptionKind::BadOwnerTable);
         let (h, b) = self.used_block(p).map_err(|_| bad())?;
         let total = h.size();
-        let need = self.geo.block_size(size)?;
         if need > total {
             return Err(Error::ReserveTooSmall {
                 requested: size,

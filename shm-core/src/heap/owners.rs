@@ -52,6 +52,14 @@ pub(crate) struct RecordRef<'m> {
 }
 
 impl<'m> RecordRef<'m> {
+    /// The record's application word `index`; `InvalidSize` past the last one.
+    #[inline]
+    pub fn app_word(&self, index: usize) -> Result<&'m AtomicU32, Error> {
+        self.rec.app.get(index).ok_or(Error::InvalidSize {
+            requested: index as u64,
+        })
+    }
+
     /// Offset of cell `index` (unchecked against the capacity). Saturates at `u32::MAX`,
     /// which is no word's offset (misaligned, past every range): reading there fails.
     #[inline]

@@ -75,10 +75,7 @@ impl<'s, 'm> HeapView<'s, 'm> {
 
     /// Application word `index` of `slot`'s record.
     pub(crate) fn app_word(&self, slot: ProcSlot, index: usize) -> Result<&'m AtomicU32, Error> {
-        let r = self.space.record(slot)?;
-        r.rec.app.get(index).ok_or(Error::InvalidSize {
-            requested: index as u64,
-        })
+        self.space.record(slot)?.app_word(index)
     }
 
     /// The root structure's payload offset and usable length, if the region has one: a
@@ -127,10 +124,7 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         index: usize,
     ) -> Result<(ProcSlot, &'m AtomicU32), Error> {
         let r = self.view.space.member_record(m)?;
-        let word = r.rec.app.get(index).ok_or(Error::InvalidSize {
-            requested: index as u64,
-        })?;
-        Ok((r.slot, word))
+        Ok((r.slot, r.app_word(index)?))
     }
 
     /// Changes a word of a live structure, journaled.

@@ -190,9 +190,11 @@ impl Runner {
                 let reserve = self.model.procs[&me.0].reserve;
                 let r = crash_or!(self.heap().alloc_from_reserve(self.m(me), size));
                 counted_ok(r.is_ok(), &mut self.stats);
+                let size_ok = self.heap().block_size_for(size).is_ok();
                 let Some(res) = reserve else {
                     match r {
-                        Err(Error::ReserveTooSmall { available: 0, .. }) => {}
+                        Err(Error::ReserveTooSmall { available: 0, .. }) if size_ok => {}
+                        Err(Error::InvalidSize { .. }) if !size_ok => {}
                         r => self.fail(&format!("alloc_from_reserve without reserve: {r:?}")),
                     }
                     return false;
@@ -235,7 +237,9 @@ impl Runner {
                             self.fail(&format!("reserve refused {size} bytes it holds"));
                         }
                     }
-                    Err(Error::InvalidSize { .. }) if size == 0 => {}
+                    // Zero, or a size whose block length overflows: refused before the
+                    // reserve is looked at, whatever it holds.
+                    Err(Error::InvalidSize { .. }) if !size_ok => {}
                     r => self.fail(&format!("alloc_from_reserve {size}: {r:?}")),
                 }
             }
