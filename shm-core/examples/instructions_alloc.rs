@@ -11,8 +11,12 @@
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/instructions_alloc 0
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/instructions_alloc 20000
 //! ```
+//!
+//! With `cache` after the step count, every allocation and free goes through a process
+//! [`Cache`](shm_core::Cache) with the default bounds instead (hits, and the refills and
+//! drains they cause).
 
-use shm_core::{Heap, HeapConfig, Offset, Region, SpinPlatform};
+use shm_core::{CacheConfig, Heap, HeapConfig, Offset, Region, SpinPlatform};
 
 const LEN: usize = 64 << 20;
 const LIVE: usize = 10_000;
@@ -34,6 +38,15 @@ fn main() {
     )
     .expect("the region is formatted");
     let me = heap.register().expect("this process registers");
+    let mut cache = match std::env::args().nth(2).as_deref() {
+        Some("cache") => Some(heap.cache(CacheConfig::default()).expect("a cache")),
+        None => None,
+        Some(other) => panic!("unknown mode {other:?} (expected `cache`)"),
+    };
+    let mut alloc = |size: u32| match cache.as_mut() {
+        Some(c) => c.alloc(size),
+        None => heap.try_alloc(me, size),
+    };
     // A fixed-seed LCG: the same sequence on every run and every build.
     let mut seed: u64 = 0x5348_4d2d;
     let mut next = move || {
@@ -43,12 +56,20 @@ fn main() {
         (seed >> 33) as u32
     };
     let mut live: Vec<Offset> = (0..LIVE)
-        .map(|_| heap.try_alloc(me, 16 + next() % 4081).expect("setup fits"))
+        .map(|_| alloc(16 + next() % 4081).expect("setup fits"))
         .collect();
     for _ in 0..steps {
         let i = next() as usize % LIVE;
-        heap.free(me, live[i]).expect("a live block is freed");
-        live[i] = heap.try_alloc(me, 16 + next() % 4081).expect("churn fits");
+        match cache.as_mut() {
+            Some(c) => {
+                c.free(live[i]).expect("a live block is freed");
+                live[i] = c.alloc(16 + next() % 4081).expect("churn fits");
+            }
+            None => {
+                heap.free(me, live[i]).expect("a live block is freed");
+                live[i] = heap.try_alloc(me, 16 + next() % 4081).expect("churn fits");
+            }
+        }
     }
     std::hint::black_box(&live);
 }

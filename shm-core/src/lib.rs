@@ -75,7 +75,8 @@ pub use format::{Control, Doorbell, MessageHeader};
 #[cfg(feature = "global-alloc")]
 pub use global_alloc::RegionAllocator;
 pub use heap::{
-    BlockInfo, CheckReport, Heap, HeapConfig, HeapStats, ProcessInfo, ProcessIter, ReclaimReport,
+    BlockInfo, Cache, CacheConfig, CacheStats, CheckReport, Heap, HeapConfig, HeapStats,
+    ProcessInfo, ProcessIter, ReclaimReport,
 };
 pub use ids::{Incarnation, Member, ProcSlot, ProcessId};
 #[cfg(feature = "fault-injection")]

@@ -21,6 +21,15 @@ pub trait Processes {
     /// or one that does not match the live process with that pid) as dead: otherwise a
     /// corrupted lock word naming some unrelated long-lived pid would never be broken.
     fn is_alive(&self, id: ProcessId) -> bool;
+
+    /// Changes in a process made by `fork` (a copy of its memory that is another process).
+    /// State kept in process memory that acts as this process without the lock (a
+    /// [`Cache`](crate::Cache)) compares it and refuses to act in the copy. Platforms
+    /// without `fork` keep the default, 0. Must be cheap: it is read on every cache
+    /// operation.
+    fn fork_generation(&self) -> u32 {
+        0
+    }
 }
 
 /// How [`WaitNotify::wait`] ended.
@@ -68,6 +77,9 @@ impl<T: Processes + ?Sized> Processes for &T {
     }
     fn is_alive(&self, id: ProcessId) -> bool {
         (**self).is_alive(id)
+    }
+    fn fork_generation(&self) -> u32 {
+        (**self).fork_generation()
     }
 }
 

@@ -386,7 +386,7 @@ unsafe impl<B: Doorbells, L: Liveness> System for ForeignSystem<B, L> {
 
     fn fork_generation(&self) -> u32 {
         // A forked child is another process whatever memory it shares.
-        crate::NativeSystem.fork_generation()
+        System::fork_generation(&crate::NativeSystem)
     }
 
     /// The memory, when it holds no heap yet (the caller formats it); `Exists` when it

@@ -53,6 +53,9 @@ impl<S: System> Processes for SegmentPlatform<S> {
     fn is_alive(&self, id: ProcessId) -> bool {
         self.presence.is_alive(id)
     }
+    fn fork_generation(&self) -> u32 {
+        self.system.fork_generation()
+    }
 }
 
 impl<S: System> WaitNotify for SegmentPlatform<S> {

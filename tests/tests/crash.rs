@@ -233,3 +233,55 @@ fn recv_returns_when_the_server_is_killed() {
         );
     }
 }
+
+/// Processes allocating and freeing through process caches are killed at whatever point
+/// each kill lands (a hit, a refill or a drain under the lock, a full cache): their cached
+/// blocks are visible as cached while they run (in `check()` and in `shmipc inspect`), and once they are reclaimed every byte is
+/// back and `check()` passes. Four at once, at the default segment size.
+#[test]
+fn processes_killed_with_full_caches_give_back_all_memory() {
+    let name = unique_name("kill-cache");
+    let server =
+        Server::<shm_host::NativeSystem>::create_with(&name, ServerOptions::default()).unwrap();
+    let heap = server.segment();
+    let baseline = server.available_bytes().unwrap();
+    let mut peers: Vec<Peer> = (0..4)
+        .map(|i| Peer::spawn(peer_exe!(), &["cache-churn", &name, &(7 + i).to_string()]))
+        .collect();
+    for p in &mut peers {
+        let line = p.read_line();
+        let cached: u64 = line
+            .strip_prefix("ready ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("peer said {line:?}"));
+        assert!(cached > 0, "{line}");
+    }
+    let rep = heap.check().unwrap();
+    assert!(rep.cached_blocks > 0, "{rep:?}");
+    // `shmipc inspect` shows each process's cached bytes.
+    let out = std::process::Command::new(shm_tests::shmipc_exe())
+        .args(["inspect", &name, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let with_cache = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["cached_bytes"].as_u64().unwrap() > 0)
+        .count();
+    assert!(with_cache >= 1, "{report}");
+    for (round, p) in peers.iter_mut().enumerate() {
+        // Let it get into the middle of its churn.
+        std::thread::sleep(Duration::from_millis(20 + 13 * round as u64));
+        p.kill();
+    }
+    eventually(Duration::from_secs(30), "all four reclaimed", || {
+        let _ = server.watchdog();
+        (heap.processes().unwrap().len() == 1).then_some(())
+    });
+    let rep = heap.check().unwrap();
+    assert_eq!(rep.cached_blocks, 0, "{rep:?}");
+    assert_eq!(server.available_bytes().unwrap(), baseline);
+}

@@ -47,3 +47,28 @@ fn a_forked_child_cannot_act_as_its_parent() {
     assert!(peer.wait(Duration::from_secs(60)).success());
     server.segment().check().unwrap();
 }
+
+/// A process cache copied into a forked child refuses to act there (`StaleMember` for an
+/// allocation that would take the parent's cached block, and for a free), and the parent
+/// gets its cached block back untouched.
+#[test]
+fn a_forked_child_cannot_use_its_parents_cache() {
+    let name = unique_name("fork-cache");
+    let server = Server::create_with(
+        &name,
+        ServerOptions {
+            size: 1 << 20,
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let mut peer = Peer::spawn(peer_exe!(), &["fork-cache", &name]);
+    let lines = [peer.read_line(), peer.read_line()];
+    assert_eq!(
+        lines,
+        ["child 0", "parent ok"],
+        "child refused, parent works"
+    );
+    assert!(peer.wait(Duration::from_secs(60)).success());
+    server.segment().check().unwrap();
+}

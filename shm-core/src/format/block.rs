@@ -14,7 +14,11 @@
 //!
 //! A used block is owned by processes (word 3 names the first owner cell, word 2 counts
 //! them), is system data (word 3 `NO_OWNER`, count 0) or is kept (word 3 `KEPT_OWNER`,
-//! count 0: owned by the region until a process takes it).
+//! count 0: owned by the region until a process takes it). A used block whose word 3 names
+//! an owner cell but whose count is 0 is cached: freed into its one owner's process cache
+//! (see [`Cache`](crate::Cache)), still owned by that process alone, so it counts as one
+//! reference wherever references are counted, and is freed with its owner. Only its
+//! owner writes that word while the block is cached, without the lock.
 //!
 //! Word 1 is a boundary tag: with it a block's physical neighbours are both found in O(1).
 //! Word 3 of a free block is left for a future size-class index (a previous-free link).
@@ -57,7 +61,8 @@ pub struct BlockHeader {
     pub size_flags: AtomicU32,
     /// Offset of the physically previous block in the same range, 0 for the first.
     pub prev_phys: AtomicU32,
-    /// Free: next free block (0 ends the list). Used: reference count.
+    /// Free: next free block (0 ends the list). Used: reference count (0 with an owner:
+    /// cached, one reference; see [`BlockHeader::refs`]).
     pub link: AtomicU32,
     /// Used: first owner reference ([`OwnerRef`]). Free: reserved.
     pub owner: AtomicU32,
@@ -83,6 +88,30 @@ impl BlockHeader {
     #[inline]
     pub fn is_used(&self) -> bool {
         self.flags() & USED != 0
+    }
+
+    /// Reference count of a used block: word 2, except that a cached block (count 0 with
+    /// an owner) holds one.
+    #[inline]
+    pub fn refs(&self) -> u32 {
+        cached_refs(self.link.load(Relaxed), self.owner.load(Relaxed))
+    }
+
+    /// Whether this used block is cached: owned, with count 0.
+    #[inline]
+    pub fn is_cached(&self) -> bool {
+        self.link.load(Relaxed) == 0 && OwnerRef::unpack(self.owner.load(Relaxed)).is_some()
+    }
+}
+
+/// The reference count a used block's count word `link` and owner word `owner` mean: the
+/// count, or 1 for a cached block (count 0, owner a cell).
+#[inline]
+pub const fn cached_refs(link: u32, owner: u32) -> u32 {
+    if link == 0 && OwnerRef::unpack(owner).is_some() {
+        1
+    } else {
+        link
     }
 }
 

@@ -16,7 +16,7 @@ pub const MAGIC: [u32; 2] = [
 ];
 
 /// Region format version. Bumped whenever the meaning of the bytes changes.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// One range of the region, as recorded in the header (offsets from the base).
 #[repr(C)]
@@ -100,8 +100,14 @@ pub struct RegionHeader {
     pub ready: AtomicU32,
     /// The ranges, in address order; range 0 starts at offset 0 and holds this header.
     pub ranges: [RangeDesc; MAX_RANGES],
+    /// Bumped when an allocation finds too little memory: every process cache (see
+    /// [`Cache`](crate::Cache)) that sees it change returns its blocks to the heap on its
+    /// next operation. An advisory counter, changed outside operations and never
+    /// journaled. It shares the read-mostly line of the ranges, not the lock's, so a
+    /// cache's check of it stays a hit.
+    pub cache_drain: AtomicU32,
     /// Reserved, zero (keeps the lock on its own cache line).
-    pub reserved0: [AtomicU32; 8],
+    pub reserved0: [AtomicU32; 7],
     /// The region lock.
     pub lock: LockWord,
     /// The journal's length and current operation.

@@ -68,6 +68,7 @@ const _: () = {
     assert!(offset_of!(RegionHeader, ready) == 28);
     assert!(offset_of!(RegionHeader, ranges) == 32);
     // The hot line: every operation writes these, and nothing else lives on the line.
+    assert!(offset_of!(RegionHeader, cache_drain) == 96);
     assert!(offset_of!(RegionHeader, lock) == 128);
     assert!(offset_of!(RegionHeader, journal) == 136);
     assert!(offset_of!(RegionHeader, deferred) == 144);
@@ -142,6 +143,7 @@ pub const LAYOUT_FINGERPRINT: u32 = fnv1a(&[
     MAX_RANGES,
     JOURNAL_CAPACITY,
     size_of::<RegionHeader>(),
+    offset_of!(RegionHeader, cache_drain),
     offset_of!(RegionHeader, lock),
     offset_of!(RegionHeader, heap),
     offset_of!(RegionHeader, deferred),

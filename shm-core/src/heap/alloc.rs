@@ -27,17 +27,29 @@ impl<'m, P: Platform> Heap<'m, P> {
     ///
     /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn try_alloc(&self, me: Member, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::Alloc, |tx, s| {
+        let r = self.op(OpCode::Alloc, |tx, s| {
             s.alloc_in(tx, s.member_record(me)?, size, Placement::Low)
-        })
+        });
+        self.on_out_of_memory(&r);
+        r
     }
 
     /// Allocates `size` bytes of long-lived service data for `me`, from the high end, so
     /// that it fragments the heap only when the heap is nearly full.
     pub fn try_alloc_service(&self, me: Member, size: u32) -> Result<Offset, Error> {
-        self.op(OpCode::Alloc, |tx, s| {
+        let r = self.op(OpCode::Alloc, |tx, s| {
             s.alloc_in(tx, s.member_record(me)?, size, Placement::High)
-        })
+        });
+        self.on_out_of_memory(&r);
+        r
+    }
+
+    /// After an allocation that found too little memory: asks every process cache to
+    /// give its blocks back on its next operation (see [`Cache`](crate::Cache)).
+    pub(crate) fn on_out_of_memory<T>(&self, r: &Result<T, Error>) {
+        if let Err(Error::OutOfMemory { .. }) = r {
+            self.space.hdr.cache_drain.fetch_add(1, SeqCst);
+        }
     }
 
     /// Allocates `size` bytes for `me`, waiting for other processes to free memory when
@@ -84,6 +96,9 @@ impl<'m, P: Platform> Heap<'m, P> {
                 if let Err(Error::OutOfMemory { .. }) = r {
                     // Not journaled: the registration outlives the operation's undo.
                     hdr.waiters.fetch_add(1, SeqCst);
+                    // Process caches give their blocks back on their next operation;
+                    // their frees then wake this waiter.
+                    hdr.cache_drain.fetch_add(1, SeqCst);
                     if let Ok(rec) = s.record(slot) {
                         rec.rec.waiting.fetch_add(1, SeqCst);
                     }

@@ -29,6 +29,11 @@ pub struct CheckReport {
     pub kept_blocks: u32,
     /// Bytes in kept blocks, headers included.
     pub kept_bytes: u64,
+    /// Cached blocks: freed into their owner's process cache, still owned (counted in
+    /// `used_blocks` too; see [`Cache`](crate::Cache)).
+    pub cached_blocks: u32,
+    /// Bytes in cached blocks, headers included.
+    pub cached_bytes: u64,
 }
 
 impl<'m> Space<'m> {
@@ -102,7 +107,7 @@ impl<'m> Space<'m> {
                 if h.is_used() {
                     prev_free = false;
                     rep.used_blocks = rep.used_blocks.saturating_add(1);
-                    let refs = h.link.load(Relaxed);
+                    let refs = h.refs();
                     let owner = h.owner.load(Relaxed);
                     if owner == NO_OWNER || owner == KEPT_OWNER {
                         if refs != 0 {
@@ -123,6 +128,10 @@ impl<'m> Space<'m> {
                             .checked_add(self.geo.hsize)
                             .ok_or_else(|| corrupt(b, CorruptionKind::BadBlockSize))?;
                         self.check_chain(Offset::new(p), refs)?;
+                        if h.is_cached() {
+                            rep.cached_blocks = rep.cached_blocks.saturating_add(1);
+                            rep.cached_bytes = rep.cached_bytes.saturating_add(u64::from(size));
+                        }
                     }
                 } else {
                     if prev_free {

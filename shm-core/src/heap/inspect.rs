@@ -32,7 +32,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Reference count of a used block.
     pub fn ref_count(&self, block: Offset) -> Result<u32, Error> {
         let (b, _) = self.space.used_block(block)?;
-        Ok(b.link.load(Relaxed))
+        Ok(b.refs())
     }
 
     /// The slot of the first owner of a used block.

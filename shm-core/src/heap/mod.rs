@@ -27,7 +27,10 @@
 //!    counted in the header; the kept root is 0 or names one of them.
 
 mod alloc;
+mod cache;
 mod check;
+
+pub use cache::{Cache, CacheConfig, CacheStats};
 mod freelist;
 mod index;
 mod inspect;
@@ -375,48 +378,90 @@ impl<'m, P: Platform> Heap<'m, P> {
         f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
         after: impl FnOnce(&R),
     ) -> Result<R, Error> {
-        let hdr = self.space.hdr;
         self.platform.critical(|| {
             self.lock()?;
-            let mut tx = self.space.begin(code, &self.faults);
-            let done = f(&mut tx, &self.space).and_then(|v| {
-                // Blocks the operation replaced (owner arrays that moved), last.
-                while let Some(b) = tx.take_retired() {
-                    self.space.free_block_at(&mut tx, b)?;
-                }
-                Ok(v)
-            });
-            match done {
-                Ok(v) => {
-                    // An error from here on is an injected crash: "die" holding the lock,
-                    // leaving the journal or the deferred store for the recoverer.
-                    let (logged, deferred) = tx.commit()?;
-                    self.journal_high_water.fetch_max(logged, Relaxed);
-                    if let Some(store) = deferred {
-                        self.faults.step()?;
-                        self.space.journal().complete(&self.space.region, store)?;
-                    }
-                    after(&v);
-                    lock::release(hdr, &self.platform);
-                    Ok(v)
-                }
-                Err(Error::InjectedCrash) => Err(Error::InjectedCrash),
-                Err(e) => {
-                    let dirty = tx.is_dirty();
-                    let undone = tx
-                        .rollback(&self.space.journaled_header_words())
-                        .and_then(|_| {
-                            if dirty {
-                                self.space.rebuild_derived()
-                            } else {
-                                Ok(())
-                            }
-                        });
-                    lock::release(hdr, &self.platform);
-                    undone.and(Err(e))
-                }
+            let (r, end) = self.one_op(code, f, after);
+            if end == OpEnd::Release {
+                lock::release(self.space.hdr, &self.platform);
             }
+            r
         })
+    }
+
+    /// Runs `f` with the region lock held across several operations, each journaled and
+    /// committed on its own through [`Session::op`] (a cache's refill or drain: many
+    /// blocks for one acquisition, without one journal having to hold them all).
+    pub(crate) fn session<R>(
+        &self,
+        f: impl FnOnce(&mut Session<'_, 'm, P>) -> R,
+    ) -> Result<R, Error> {
+        self.platform.critical(|| {
+            self.lock()?;
+            let mut s = Session {
+                heap: self,
+                held: false,
+            };
+            let r = f(&mut s);
+            if !s.held {
+                lock::release(self.space.hdr, &self.platform);
+            }
+            Ok(r)
+        })
+    }
+
+    /// One operation with the lock held: journaled, committed on success and undone on
+    /// error. Says whether the lock is to be released, or kept as a process that died
+    /// there would keep it (an injected crash).
+    fn one_op<R>(
+        &self,
+        code: u32,
+        f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
+        after: impl FnOnce(&R),
+    ) -> (Result<R, Error>, OpEnd) {
+        let mut tx = self.space.begin(code, &self.faults);
+        let done = f(&mut tx, &self.space).and_then(|v| {
+            // Blocks the operation replaced (owner arrays that moved), last.
+            while let Some(b) = tx.take_retired() {
+                self.space.free_block_at(&mut tx, b)?;
+            }
+            Ok(v)
+        });
+        match done {
+            Ok(v) => {
+                // An error from here on is an injected crash: "die" holding the lock,
+                // leaving the journal or the deferred store for the recoverer.
+                let (logged, deferred) = match tx.commit() {
+                    Ok(c) => c,
+                    Err(e) => return (Err(e), OpEnd::Hold),
+                };
+                self.journal_high_water.fetch_max(logged, Relaxed);
+                if let Some(store) = deferred {
+                    let made = self
+                        .faults
+                        .step()
+                        .and_then(|_| self.space.journal().complete(&self.space.region, store));
+                    if let Err(e) = made {
+                        return (Err(e), OpEnd::Hold);
+                    }
+                }
+                after(&v);
+                (Ok(v), OpEnd::Release)
+            }
+            Err(Error::InjectedCrash) => (Err(Error::InjectedCrash), OpEnd::Hold),
+            Err(e) => {
+                let dirty = tx.is_dirty();
+                let undone = tx
+                    .rollback(&self.space.journaled_header_words())
+                    .and_then(|_| {
+                        if dirty {
+                            self.space.rebuild_derived()
+                        } else {
+                            Ok(())
+                        }
+                    });
+                (undone.and(Err(e)), OpEnd::Release)
+            }
+        }
     }
 
     /// Takes the region lock; if it was broken from a dead holder, or a journal is left
@@ -471,5 +516,39 @@ impl<'m, P: Platform> Heap<'m, P> {
             hdr.free_epoch.fetch_add(1, SeqCst);
             self.platform.notify_all(&hdr.free_epoch);
         }
+    }
+}
+
+/// How [`Heap::one_op`] left the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpEnd {
+    /// Finished (committed or undone): the lock may be released.
+    Release,
+    /// Stopped as a dying process would (an injected crash): the lock stays held, the
+    /// journal or deferred store is left for whoever breaks it.
+    Hold,
+}
+
+/// The region lock held across several operations (see [`Heap::session`]).
+pub(crate) struct Session<'h, 'm, P: Platform> {
+    heap: &'h Heap<'m, P>,
+    /// Set once an operation stopped as a dying process: the lock stays held and every
+    /// later operation of the session fails the same way.
+    held: bool,
+}
+
+impl<'m, P: Platform> Session<'_, 'm, P> {
+    /// Runs `f` as one operation: journaled, committed on success, undone on error.
+    pub(crate) fn op<R>(
+        &mut self,
+        code: OpCode,
+        f: impl FnOnce(&mut Tx<'_, 'm>, &Space<'m>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        if self.held {
+            return Err(Error::InjectedCrash);
+        }
+        let (r, end) = self.heap.one_op(code as u32, f, |_| {});
+        self.held = end == OpEnd::Hold;
+        r
     }
 }

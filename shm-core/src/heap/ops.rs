@@ -578,6 +578,11 @@ impl<'m> Space<'m> {
                     .used_block(Offset::new(p))
                     .map_err(|_| corrupt(r.cell_offset(*cursor), CorruptionKind::BadOwner))?;
                 let bytes = h.size();
+                // A block in the process's cache is owned by it alone: make it an
+                // ordinary block, then release it like any other.
+                if h.is_cached() {
+                    tx.set(&h.link, 1)?;
+                }
                 let freed = self.release(tx, slot, Offset::new(p))?;
                 return Ok(ReclaimStep::Released { bytes, freed });
             }

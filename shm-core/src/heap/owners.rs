@@ -482,6 +482,8 @@ impl<'m> Space<'m> {
         }
         let head = OwnerRef::unpack(word).ok_or(bad)?;
         let (rec, cell) = self.cell_of(head).map_err(|_| bad)?;
+        // A cached block (count 0) is its owner's cache's alone: no operation that
+        // changes owners may start from it (reclaim makes it an ordinary block first).
         if cell.block.load(Relaxed) != p.get() || h.link.load(Relaxed) == 0 {
             return Err(bad);
         }
@@ -514,7 +516,7 @@ impl<'m> Space<'m> {
         mut head: Option<ChainPos<'m>>,
         mut visit: impl FnMut(ChainPos<'m>),
     ) -> Result<(), Error> {
-        let refs = h.link.load(Relaxed);
+        let refs = h.refs();
         // Bounded by a process-local limit too: `proc_capacity` is read from the region,
         // and a hostile value (u32::MAX) must not make this walk long under the lock. A
         // process holds one cell per block, and slots are 16-bit.

@@ -86,8 +86,11 @@ pub struct BlockInfo {
     pub system: bool,
     /// Whether it is kept: owned by the region, not by a process.
     pub kept: bool,
-    /// Reference count (0 for free, system and kept blocks).
+    /// Reference count (0 for free, system and kept blocks; 1 for a cached block).
     pub refs: u32,
+    /// Whether it is cached: freed into its one owner's process [`Cache`](crate::Cache),
+    /// still owned by that process.
+    pub cached: bool,
     /// First owner (`None` for free, system and kept blocks).
     pub owner: Option<ProcSlot>,
 }
@@ -115,7 +118,8 @@ impl<'m> Space<'m> {
                     service: h.flags() & SERVICE != 0,
                     system: used && owner == NO_OWNER,
                     kept: used && owner == KEPT_OWNER,
-                    refs: if used { h.link.load(Relaxed) } else { 0 },
+                    refs: if used { h.refs() } else { 0 },
+                    cached: used && h.is_cached(),
                     owner: if used {
                         OwnerRef::unpack(owner).map(|o| ProcSlot(o.slot))
                     } else {

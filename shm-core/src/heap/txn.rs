@@ -54,7 +54,7 @@ impl<'s, 'm> HeapView<'s, 'm> {
         Ok(UsedBlock {
             end,
             first_owner: OwnerRef::unpack(owner).map(|o| ProcSlot(o.slot)),
-            refs: h.link.load(Relaxed),
+            refs: h.refs(),
         })
     }
 

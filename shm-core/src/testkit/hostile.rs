@@ -3,10 +3,13 @@
 //!
 //! Input layout: two bytes of region length (512..=65536, rounded to 16), the region image
 //! (zero-padded when the input is short), then operations decoded as in [`ops`](super::ops).
+//! A process cache runs beside the raw calls (allocations and frees of every fourth
+//! member go through it, a crash drains it), and writes scribble over words of the region
+//! as another process could, cached blocks' list links included.
 
 use crate::testkit::ops::{Decoder, Op};
 use crate::testkit::{AlignedBuf, TestPlatform};
-use crate::{Heap, Offset, ProcSlot, Region};
+use crate::{CacheConfig, Heap, Offset, ProcSlot, Region};
 
 /// Our pid while attached to hostile bytes. If the image's lock word happens to name it,
 /// another is used: a lock held by "ourselves" is indistinguishable from a lock held by
@@ -63,6 +66,13 @@ pub fn run(data: &[u8]) -> u32 {
         Ok(h) => h,
         Err(_) => return 0,
     };
+    let mut cache = heap
+        .cache(CacheConfig {
+            max_bytes: 4096,
+            max_block: 512,
+            refill_bytes: 512,
+        })
+        .ok();
     let mut ok = 0u32;
     let mut count = |r: bool| ok += u32::from(r);
     count(heap.check().is_ok());
@@ -90,6 +100,12 @@ pub fn run(data: &[u8]) -> u32 {
         let Some(op) = ops.op() else { break };
         let r = match op {
             Op::Register => heap.register().is_ok(),
+            Op::Alloc { who, size } if who % 4 == 3 => {
+                cache.as_mut().is_some_and(|c| c.alloc(size).is_ok())
+            }
+            Op::Free { who, pick, .. } if who % 4 == 3 => {
+                cache.as_mut().is_some_and(|c| c.free(off(pick)).is_ok())
+            }
             Op::Alloc { who, size } => heap.try_alloc(slot(who), size).is_ok(),
             Op::AllocService { who, size } => heap.try_alloc_service(slot(who), size).is_ok(),
             Op::AllocAt {
@@ -107,9 +123,23 @@ pub fn run(data: &[u8]) -> u32 {
             Op::Release { who, pick, .. } => heap.release(slot(who), off(pick)).is_ok(),
             Op::Reclaim { who } => heap.reclaim(inc(who)).is_ok(),
             Op::Kill { .. } => heap.reclaim_dead().is_ok(),
-            Op::Write { pick } => heap.owners(off(pick), |_| {}).is_ok(),
+            Op::Write { pick } => {
+                // Another process writes a word: a list link, a header, anything.
+                if let Ok(w) = heap
+                    .region()
+                    .get::<core::sync::atomic::AtomicU32>(off(pick).get())
+                {
+                    w.store(
+                        u32::from(pick).wrapping_mul(0x9E37_79B9),
+                        core::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                heap.owners(off(pick), |_| {}).is_ok()
+            }
             Op::Relocate => heap.check().is_ok(),
-            Op::Crash { .. } => heap.stats().is_ok(),
+            Op::Crash { .. } => cache
+                .as_mut()
+                .map_or_else(|| heap.stats().is_ok(), |c| c.drain().is_ok()),
             Op::Keep { who, pick, .. } => heap.keep(slot(who), off(pick)).is_ok(),
             Op::Take { who, pick } => heap.take(slot(who), off(pick)).is_ok(),
             Op::SetRoot { who, pick, clear } => {
@@ -120,6 +150,7 @@ pub fn run(data: &[u8]) -> u32 {
         };
         count(r);
     }
+    drop(cache);
     drop(heap);
     drop(buf);
     ok

@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shm_core::format::MAX_CELLS;
-use shm_core::{Error, Heap, HeapConfig, Member, Offset, Region, SpinPlatform};
+use shm_core::{Cache, CacheConfig, Error, Heap, HeapConfig, Member, Offset, Region, SpinPlatform};
 
 use crate::fragmentation::PROBE_CELL_MARGIN;
 use crate::{Arena, ALIGN};
@@ -203,6 +203,81 @@ impl BenchAlloc for ShmCoreAlloc<'_> {
             free_blocks: s.free_blocks,
             header_bytes: self.heap.block_header_size(),
         }))
+    }
+}
+
+// shm-core with a process cache --------------------------------------------------------------
+
+/// shm-core's heap used through a process [`Cache`] with the default bounds: what a
+/// process that allocates through a cache pays.
+pub(crate) struct ShmCoreCache;
+
+pub(crate) struct ShmCoreCacheAlloc<'a> {
+    cache: Cache<'a, 'a, SpinPlatform>,
+    error: Option<Error>,
+}
+
+impl Contender for ShmCoreCache {
+    const NAME: &'static str = "shm-core cache";
+    type Alloc<'a> = ShmCoreCacheAlloc<'a>;
+    fn init(arena: &mut Arena) -> ShmCoreCacheAlloc<'_> {
+        let plain = ShmCore::init(arena);
+        // The cache borrows the heap handle for as long as the arena is borrowed; the
+        // handle (a few hundred bytes) is leaked once per replay rather than kept in a
+        // self-referential struct. The arena itself is re-initialised by the next replay.
+        let heap: &Heap<'_, SpinPlatform> = Box::leak(Box::new(plain.heap));
+        let cache = heap
+            .cache(CacheConfig::default())
+            .expect("shm-core makes a cache");
+        ShmCoreCacheAlloc { cache, error: None }
+    }
+}
+
+impl BenchAlloc for ShmCoreCacheAlloc<'_> {
+    #[inline]
+    fn alloc(&mut self, size: u32) -> Option<Handle> {
+        match self.cache.alloc(size) {
+            Ok(off) => Some(Handle {
+                raw: off.get() as usize,
+                size,
+            }),
+            Err(Error::OutOfMemory { .. } | Error::TooLarge { .. }) => None,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+
+    #[inline]
+    fn free(&mut self, h: Handle) -> bool {
+        match self.cache.free(Offset::new(h.raw as u32)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    fn take_error(&mut self) -> Option<String> {
+        self.error.take().map(|e| format!("{e:?}"))
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let rep = self
+            .cache
+            .heap()
+            .check()
+            .map_err(|e| format!("Heap::check: {e:?}"))?;
+        if rep.cached_blocks != self.cache.stats().blocks {
+            return Err(format!(
+                "check counts {} cached blocks, the cache {}",
+                rep.cached_blocks,
+                self.cache.stats().blocks
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use crate::contenders::{Contender, LinkedList, Rlsf, RlsfLocked, ShmCore, Sys, Talc};
+use crate::contenders::{
+    Contender, LinkedList, Rlsf, RlsfLocked, ShmCore, ShmCoreCache, Sys, Talc,
+};
 use crate::replay::{nanos, run_once, Tally};
 use crate::workloads::Workload;
 use crate::{Arena, MEAN_BUDGET, MEAN_MAX_REPLAYS, REGION_BYTES, SEED};
@@ -87,6 +89,7 @@ pub(crate) fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
     let mut rows = Vec::new();
     for w in ws {
         rows.push(latency_row::<ShmCore>(arena, w));
+        rows.push(latency_row::<ShmCoreCache>(arena, w));
         rows.push(latency_row::<Rlsf>(arena, w));
         rows.push(latency_row::<RlsfLocked>(arena, w));
         rows.push(latency_row::<LinkedList>(arena, w));

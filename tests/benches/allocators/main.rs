@@ -103,7 +103,7 @@ mod latency;
 mod replay;
 mod workloads;
 
-use contenders::{Contender, LinkedList, Rlsf, RlsfLocked, ShmCore, Sys, Talc};
+use contenders::{Contender, LinkedList, Rlsf, RlsfLocked, ShmCore, ShmCoreCache, Sys, Talc};
 use fragmentation::fragmentation_table;
 use latency::latency_table;
 use replay::{run_once, Tally};
@@ -205,6 +205,7 @@ fn criterion_pass(arena: &mut Arena, ws: &[Workload]) {
         g.sampling_mode(SamplingMode::Flat);
         g.throughput(Throughput::Elements(w.ops.len() as u64));
         bench_one::<ShmCore>(&mut g, arena, w);
+        bench_one::<ShmCoreCache>(&mut g, arena, w);
         bench_one::<Rlsf>(&mut g, arena, w);
         bench_one::<RlsfLocked>(&mut g, arena, w);
         bench_one::<LinkedList>(&mut g, arena, w);

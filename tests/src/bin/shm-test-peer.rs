@@ -55,13 +55,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
     let result = match arg(0) {
-        "client" | "stream" | "hold-lock" | "server" | "keep" | "take" => on_backend(&args),
+        "client" | "stream" | "hold-lock" | "cache-churn" | "server" | "keep" | "take" => {
+            on_backend(&args)
+        }
         "send-one" => send_one(arg(1), arg(2).parse().unwrap()),
         "collector" => collector(arg(1), &args[2..]),
         "churn-client" => churn_client(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
         "driven" => driven(arg(1)),
         #[cfg(unix)]
         "fork-alloc" => fork_alloc(arg(1)),
+        #[cfg(unix)]
+        "fork-cache" => fork_cache(arg(1)),
         other => Err(format!("unknown role {other:?}")),
     };
     if let Err(e) = result {
@@ -95,6 +99,7 @@ impl OnSystem for Role<'_> {
             ),
             "stream" => client(system, arg(1), arg(2).parse().unwrap(), u32::MAX, 8, true),
             "hold-lock" => hold_lock(system, arg(1)),
+            "cache-churn" => cache_churn(system, arg(1), arg(2).parse().unwrap()),
             "server" => server(system, arg(1)),
             "keep" => keep(system, arg(1), arg(2).parse().unwrap()),
             "take" => take(system, arg(1)),
@@ -146,6 +151,59 @@ fn fork_alloc(name: &str) -> Result<(), String> {
         .map_err(|e| format!("parent write: {e}"))?;
     c.send(b, 2).map_err(|e| format!("parent send: {e}"))?;
     drop(held);
+    println!("parent ok");
+    Ok(())
+}
+
+/// `fork-cache NAME`: makes a process cache, caches a block, forks; the child must get
+/// `StaleMember` from the cache for an allocation (which would take the cached block) and
+/// a free (`child 0`); the parent then gets its cached block back (`parent ok`).
+#[cfg(unix)]
+fn fork_cache(name: &str) -> Result<(), String> {
+    use shm_core::Error;
+    let seg = Segment::open(
+        shm_host::NativeSystem,
+        &SegmentName::new(name).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    // SAFETY: acts only as the cache's own member and writes no payload.
+    let heap = unsafe { seg.heap() };
+    let mut cache = heap
+        .cache(shm_core::CacheConfig::default())
+        .map_err(|e| e.to_string())?;
+    let cached = cache.alloc(64).map_err(|e| e.to_string())?;
+    let live = cache.alloc(64).map_err(|e| e.to_string())?;
+    cache.free(cached).map_err(|e| e.to_string())?;
+    // SAFETY: the child only runs the code below and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    if pid == 0 {
+        let stale = |r: &Result<(), Error>| matches!(r, Err(Error::StaleMember { .. }));
+        let code = match (cache.alloc(64).map(drop), cache.free(live)) {
+            (a, f) if stale(&a) && stale(&f) => 0,
+            _ => 1,
+        };
+        // SAFETY: ends the child without running destructors (they are the parent's).
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child we forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    println!("child {code}");
+    let again = cache.alloc(64).map_err(|e| format!("parent alloc: {e}"))?;
+    if again != cached {
+        return Err(format!("parent got {again}, not its cached {cached}"));
+    }
+    cache.free(live).map_err(|e| format!("parent free: {e}"))?;
+    cache.free(again).map_err(|e| format!("parent free: {e}"))?;
+    heap.check().map_err(|e| format!("check: {e}"))?;
     println!("parent ok");
     Ok(())
 }
@@ -230,6 +288,70 @@ fn hold_lock<S: System>(system: S, name: &str) -> Result<(), String> {
     println!("holding");
     loop {
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `cache-churn NAME SEED`: allocates and frees through a process cache
+/// (`Heap::cache`) without end: fills it, prints `ready CACHED_BYTES`, then keeps
+/// allocating and freeing random sizes (refills and drains under the lock, hits without
+/// it) until it is killed. Every block it writes is checked before it is freed.
+fn cache_churn<S: System>(system: S, name: &str, seed: u64) -> Result<(), String> {
+    let seg = Segment::open(system, &SegmentName::new(name).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    // SAFETY: acts only as the cache's own member and writes only payloads of blocks the
+    // cache handed out to it.
+    let heap = unsafe { seg.heap() };
+    let mut cache = heap
+        .cache(shm_core::CacheConfig::default())
+        .map_err(|e| e.to_string())?;
+    let mut rng = shm_tests::Rng::new(seed);
+    let mut live: Vec<(shm_core::Offset, u8)> = Vec::new();
+    let size = |rng: &mut shm_tests::Rng| {
+        let most = if rng.below(8) == 0 { 8000 } else { 600 };
+        1 + rng.below(most) as u32
+    };
+    let first: Vec<shm_core::Offset> = (0..400)
+        .map(|_| cache.alloc(size(&mut rng)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("fill: {e}"))?;
+    for (i, b) in first.into_iter().enumerate() {
+        if i % 4 == 0 {
+            let (p, _) = heap.payload(b).map_err(|e| e.to_string())?;
+            // SAFETY: the first payload byte of a block the cache just handed out.
+            unsafe { p.as_ptr().write(0xA5) };
+            live.push((b, 0xA5));
+        } else {
+            cache.free(b).map_err(|e| format!("free: {e}"))?;
+        }
+    }
+    println!("ready {}", cache.stats().bytes);
+    let mut n = 0u32;
+    loop {
+        n = n.wrapping_add(1);
+        if live.len() < 50 || rng.below(2) == 0 {
+            let want = size(&mut rng);
+            let b = match cache.alloc(want) {
+                Ok(b) => b,
+                Err(shm_core::Error::OutOfMemory { .. }) => continue,
+                Err(e) => return Err(format!("alloc: {e}")),
+            };
+            let (p, len) = heap.payload(b).map_err(|e| e.to_string())?;
+            let fill = n as u8;
+            // SAFETY: the payload is `len >= want` bytes of a block the cache just handed
+            // to this process, which nobody else writes.
+            unsafe { std::ptr::write_bytes(p.as_ptr(), fill, want.min(len) as usize) };
+            live.push((b, fill));
+        } else {
+            let i = rng.below(live.len() as u64) as usize;
+            let (b, fill) = live.swap_remove(i);
+            let (p, _) = heap.payload(b).map_err(|e| e.to_string())?;
+            // SAFETY: the first byte of a live block of this process, written above.
+            let first = unsafe { p.as_ptr().read() };
+            if first != fill {
+                return Err(format!("block {b} was overwritten"));
+            }
+            cache.free(b).map_err(|e| format!("free: {e}"))?;
+        }
     }
 }
 

@@ -45,6 +45,8 @@ struct Proc {
     bytes: u32,
     #[serde(rename = "reserve_bytes")]
     reserve: u32,
+    /// Bytes of its blocks sitting in its process cache (counted in `bytes` too).
+    cached_bytes: u64,
     queue_depth: Option<u32>,
     queue_capacity: Option<u32>,
     /// Clients only.
@@ -216,6 +218,7 @@ fn report<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Er
             blocks: p.blocks,
             bytes: p.bytes,
             reserve,
+            cached_bytes: 0,
             queue_depth: queue.map(|(depth, _)| depth),
             queue_capacity: queue.map(|(_, capacity)| capacity),
             missed,
@@ -230,6 +233,14 @@ fn report<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Er
     };
     let mut free_walk = Ok(());
     if let Err(e) = heap.for_each_block(|b| {
+        if b.cached {
+            if let Some(p) = procs
+                .iter_mut()
+                .find(|p| Some(p.slot) == b.owner.map(|o| o.0))
+            {
+                p.cached_bytes += u64::from(b.size);
+            }
+        }
         if b.kept {
             kept.blocks += 1;
             kept.bytes += u64::from(b.size);
@@ -352,18 +363,19 @@ fn report<S: System>(system: S, args: Args) -> Result<(), Box<dyn std::error::Er
         println!("server: none (last generation {})", st.generation);
     }
     println!(
-        "processes:\n  {:>4}  {:>8}  {:>6}  {:<21}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
-        "slot", "pid", "alive?", "role", "blocks", "bytes", "reserve", "queue", "missed"
+        "processes:\n  {:>4}  {:>8}  {:>6}  {:<21}  {:>7}  {:>10}  {:>10}  {:>10}  {:>11}  {:>6}",
+        "slot", "pid", "alive?", "role", "blocks", "bytes", "cached", "reserve", "queue", "missed"
     );
     for p in &procs {
         println!(
-            "  {:>4}  {:>8}  {:>6}  {:<21}  {:>7}  {:>10}  {:>10}  {:>11}  {:>6}",
+            "  {:>4}  {:>8}  {:>6}  {:<21}  {:>7}  {:>10}  {:>10}  {:>10}  {:>11}  {:>6}",
             p.slot,
             p.pid,
             if p.alive { "yes" } else { "NO" },
             p.role,
             p.blocks,
             human_bytes(u64::from(p.bytes)),
+            human_bytes(p.cached_bytes),
             human_bytes(u64::from(p.reserve)),
             match (p.queue_depth, p.queue_capacity) {
                 (Some(d), Some(c)) => format!("{d}/{c}"),

@@ -1,0 +1,461 @@
+//! [`Cache`]: a process's own stock of freed blocks over the shared heap (the type's doc
+//! says how it works); refills and drains are in `batch`, size classes in `classes`.
+
+mod batch;
+mod classes;
+
+use core::sync::atomic::{
+    AtomicU32,
+    Ordering::{Acquire, Relaxed},
+};
+
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::format::{BlockHeader, OwnerRef, NO_OWNER};
+use crate::heap::owners::RecordRef;
+use crate::heap::Heap;
+use crate::ids::Member;
+use crate::offset::Offset;
+use crate::platform::Platform;
+use classes::{Classes, MAX_CLASSES};
+
+/// Bounds of a [`Cache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Most bytes (block headers included) the cache holds; one size class holds at most
+    /// a quarter of it. Never more than an eighth of the heap. Default 1 MiB.
+    pub max_bytes: u32,
+    /// Largest block (header included) the cache keeps; larger allocations and frees go
+    /// to the heap each time. Default 32 KiB.
+    pub max_block: u32,
+    /// Bytes one refill fetches under one lock acquisition: at least one block, at most
+    /// 64. Default 16 KiB.
+    pub refill_bytes: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 1 << 20,
+            max_block: 32 << 10,
+            refill_bytes: 16 << 10,
+        }
+    }
+}
+
+/// What a [`Cache`] did and holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Allocations and frees served without the lock.
+    pub hits: u64,
+    /// Refills (one lock acquisition each).
+    pub refills: u64,
+    /// Drains (one lock acquisition per batch of up to 64 blocks).
+    pub drains: u64,
+    /// Allocations and frees that went to the heap one at a time: blocks above
+    /// `max_block`, and frees that found their class or the cache full.
+    pub passed: u64,
+    /// Blocks cached now.
+    pub blocks: u32,
+    /// Bytes cached now, headers included.
+    pub bytes: u32,
+}
+
+/// One size class's list: cached blocks linked through the first word of their payloads.
+#[derive(Clone, Copy, Debug, Default)]
+struct Class {
+    /// Payload offset of the first cached block, 0 when none.
+    head: u32,
+    /// Blocks on the list (the bound of every walk over it).
+    blocks: u32,
+    /// Their sizes, headers included.
+    bytes: u32,
+}
+
+/// A process's own stock of freed blocks, by size class, over the shared [`Heap`] (the
+/// idea of glibc's tcache and mimalloc's local free lists).
+///
+/// A cache is a registration of its own, whose member it never hands out: nobody else can
+/// act as it, and every block it owns is reached only through `&mut Cache`. Its blocks
+/// stay owned by it in the region's tables the whole time:
+/// - a block handed out by [`Cache::alloc`] is an ordinary owned block (count 1);
+/// - a block freed into the cache keeps its owner cell, and its count word becomes 0:
+///   "cached" (see [`BlockHeader`]). Raw operations refuse it, `check()` counts it as one
+///   reference, `for_each_block` reports it, and reclaiming the process frees it.
+///
+/// So a cache hit, either way, reads the block's header and writes its count word and the
+/// first payload word (the link of the class's list, which lives in the cached block's
+/// own payload): no lock, no journal, no word another process writes. A crash at any
+/// point leaves the block owned by the dead process, with count 0 or 1, and both mean one
+/// reference to the reclaimer: nothing leaks, nothing is owned twice.
+///
+/// Refills and drains take the region lock once for a batch, each block its own journaled
+/// operation (so a crash midway leaves every block either cached or in the heap). The
+/// cache is bounded per class and in bytes (a free that would pass a bound goes to the
+/// heap, and so do blocks above `max_block`), and it gives everything back when the heap
+/// runs low: an allocation that finds too little memory bumps the header's `cache_drain`
+/// word, and every cache that sees it change drains on its next operation (a blocked
+/// allocator waits for the frees that follow).
+///
+/// ```
+/// use shm_core::{CacheConfig, Heap, HeapConfig, Region, SpinPlatform};
+///
+/// #[repr(align(16))]
+/// struct Memory([u8; 64 * 1024]);
+/// let mut memory = Memory([0; 64 * 1024]);
+/// let region = Region::from_slice(&mut memory.0)?;
+/// let heap = Heap::init(region, HeapConfig::default(), SpinPlatform::new(1))?;
+/// let mut cache = heap.cache(CacheConfig::default())?;
+/// let a = cache.alloc(100)?; // a refill: one lock acquisition for a batch of blocks
+/// cache.free(a)?; // into the cache: no lock
+/// let b = cache.alloc(100)?; // from the cache: no lock
+/// assert_eq!(a, b);
+/// assert!(cache.stats().hits >= 2);
+/// heap.check()?;
+/// # Ok::<(), shm_core::Error>(())
+/// ```
+///
+/// Made by [`Heap::cache`], which registers it as a member of its own. Dropping it
+/// unregisters that member: every block it still holds, cached or handed out, is freed.
+pub struct Cache<'h, 'm, P: Platform> {
+    heap: &'h Heap<'m, P>,
+    /// The registration that owns every block of this cache; never handed out.
+    me: Member,
+    /// Its record, looked up again after every operation under the lock (only those of
+    /// this member move it, when its owner array grows).
+    rec: RecordRef<'m>,
+    /// The platform's fork generation at registration: a forked copy must not act.
+    forks: u32,
+    /// The header's `cache_drain` as last honoured.
+    drain_seen: u32,
+    classes: [Class; MAX_CLASSES],
+    /// Classes in use: those whose blocks are at most `max_block`.
+    class_count: usize,
+    /// Block size of each class in use (0 past `class_count`).
+    class_sizes: [u32; MAX_CLASSES],
+    /// Size classes of this heap's alignment.
+    scheme: Classes,
+    max_bytes: u32,
+    class_max_bytes: u32,
+    refill_bytes: u32,
+    stats: CacheStats,
+}
+
+impl<P: Platform> core::fmt::Debug for Cache<'_, '_, P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Cache")
+            .field("incarnation", &self.me.incarnation())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<'m, P: Platform> Heap<'m, P> {
+    /// A process cache over this heap, registered as a member of its own (see [`Cache`]).
+    ///
+    /// # Errors
+    /// - [`Error::InvalidSize`]: `max_block` is smaller than the heap's smallest block,
+    ///   or `max_bytes` is smaller than `max_block`.
+    /// - As [`register`](Heap::register).
+    pub fn cache(&self, config: CacheConfig) -> Result<Cache<'_, 'm, P>, Error> {
+        let geo = self.space.geo;
+        if config.max_block < geo.min_block || config.max_bytes < config.max_block {
+            return Err(Error::InvalidSize {
+                requested: u64::from(config.max_block),
+            });
+        }
+        let heap_bytes = self.space.hdr.heap.heap_bytes.load(Relaxed);
+        let max_bytes = config.max_bytes.min(heap_bytes / 8).max(geo.min_block);
+        let classes = Classes::new(geo.align);
+        let class_count = classes
+            .down(config.max_block.min(max_bytes))
+            .map_or(0, |c| c.saturating_add(1))
+            .min(MAX_CLASSES);
+        let me = self.register()?;
+        let rec = match self.space.member_record(me) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.unregister(me);
+                return Err(e);
+            }
+        };
+        Ok(Cache {
+            heap: self,
+            me,
+            rec,
+            forks: self.platform.fork_generation(),
+            drain_seen: self.space.hdr.cache_drain.load(Acquire),
+            classes: [Class::default(); MAX_CLASSES],
+            class_count,
+            class_sizes: core::array::from_fn(|c| {
+                if c < class_count {
+                    classes.size(c).unwrap_or(0)
+                } else {
+                    0
+                }
+            }),
+            scheme: classes,
+            max_bytes,
+            class_max_bytes: (max_bytes / 4).max(config.max_block.min(max_bytes)),
+            refill_bytes: config.refill_bytes,
+            stats: CacheStats::default(),
+        })
+    }
+}
+
+impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
+    /// The heap this cache allocates from.
+    pub fn heap(&self) -> &'h Heap<'m, P> {
+        self.heap
+    }
+
+    /// What this cache did and holds.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// Allocates at least `size` bytes, owned by this cache's member. From the cache when
+    /// it holds a block of the size class (no lock); otherwise a refill fetches a batch
+    /// under one lock acquisition; blocks above `max_block` come from the heap directly.
+    ///
+    /// # Errors
+    /// - [`Error::OutOfMemory`]: the heap has no block for it, even after this cache gave
+    ///   back what it held (other caches are asked to give theirs back too).
+    /// - [`Error::InvalidSize`], [`Error::TooLarge`], [`Error::OwnerTableFull`]: as
+    ///   [`Heap::try_alloc`].
+    /// - [`Error::StaleMember`]: in a forked copy of the process that made the cache.
+    /// - [`Error::Corrupted`]: a cached block's header or the class list in its payload was
+    ///   overwritten; the list is dropped (its blocks stay owned by this cache's member
+    ///   until it unregisters or dies).
+    pub fn alloc(&mut self, size: u32) -> Result<Offset, Error> {
+        self.same_process()?;
+        let need = self.heap.space.geo.block_size(size)?;
+        self.honour_drain_request()?;
+        let Some(c) = self.class_for_alloc(need) else {
+            return self.alloc_direct(size);
+        };
+        if self.class(c).head == 0 {
+            self.refill(c)?;
+        }
+        self.pop(c)
+    }
+
+    /// Frees `block`, which this cache handed out: into the cache (no lock), or, when
+    /// its class is full or it is larger than `max_block`, to the heap.
+    ///
+    /// # Errors
+    /// - [`Error::BadOffset`]: `block` names no used block.
+    /// - [`Error::DoubleFree`]: `block` is free, or already in this cache.
+    /// - [`Error::NotOwner`]: this cache did not hand it out. [`Error::Shared`]: it has
+    ///   other owners.
+    /// - [`Error::StaleMember`]: in a forked copy of the process that made the cache.
+    pub fn free(&mut self, block: Offset) -> Result<(), Error> {
+        self.same_process()?;
+        self.honour_drain_request()?;
+        let Some(h) = self.sole_owned(block) else {
+            return Err(self.why_not_freeable(block));
+        };
+        let size = h.size();
+        let Some(c) = self.class_for_free(size) else {
+            return self.free_direct(block);
+        };
+        if self.class(c).bytes.saturating_add(size) > self.class_max_bytes
+            || self.stats.bytes.saturating_add(size) > self.max_bytes
+        {
+            // Full: this one goes to the heap. (Draining a batch to make room would make
+            // this free pay for many.)
+            return self.free_direct(block);
+        }
+        self.push(c, block, h, size)?;
+        self.stats.hits = self.stats.hits.saturating_add(1);
+        Ok(())
+    }
+
+    /// Gives every cached block back to the heap (in batches of up to 64 per lock
+    /// acquisition).
+    ///
+    /// # Errors
+    /// The failures of [`Heap::free`]; a block that could not be freed stays cached.
+    pub fn drain(&mut self) -> Result<(), Error> {
+        self.same_process()?;
+        for c in 0..self.class_count {
+            while self.class(c).blocks != 0 {
+                let n = self.class(c).blocks;
+                self.drain_blocks(&[(c, n)])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The header of `block` if this member owns it alone, with count 1: its owner cell
+    /// names it and ends its chain. (Only this member changes its own blocks' owners, and
+    /// a cell names a block only while that block is the one it owns.)
+    #[inline]
+    fn sole_owned(&self, block: Offset) -> Option<&'m BlockHeader> {
+        let h = self.header(block.get())?;
+        let head = OwnerRef::unpack(h.owner.load(Relaxed))?;
+        if !h.is_used() || head.slot != self.me.slot().0 || h.link.load(Relaxed) != 1 {
+            return None;
+        }
+        let cell = self.heap.space.cell(&self.rec, head.cell).ok()?;
+        (cell.block.load(Relaxed) == block.get() && cell.next.load(Relaxed) == NO_OWNER)
+            .then_some(h)
+    }
+
+    /// Why `block` cannot be freed into this cache: the precise error, for the rare path.
+    fn why_not_freeable(&self, block: Offset) -> Error {
+        let not_mine = Error::NotOwner {
+            offset: block,
+            process: self.me.slot(),
+        };
+        let h = match self.heap.space.used_block(block) {
+            Ok((h, _)) => h,
+            Err(e) => return e,
+        };
+        let mine =
+            OwnerRef::unpack(h.owner.load(Relaxed)).is_some_and(|o| o.slot == self.me.slot().0);
+        match h.link.load(Relaxed) {
+            0 if mine => Error::DoubleFree { offset: block },
+            n if n > 1 && mine => Error::Shared { offset: block },
+            _ => not_mine,
+        }
+    }
+
+    /// Refuses to act in a forked copy of the process (another process, sharing the
+    /// mapping and this memory's copy of the cache).
+    fn same_process(&self) -> Result<(), Error> {
+        if self.heap.platform.fork_generation() == self.forks {
+            Ok(())
+        } else {
+            Err(Error::StaleMember {
+                process: self.me.incarnation(),
+            })
+        }
+    }
+
+    /// Drains everything if an allocation somewhere asked caches to (see the module docs).
+    fn honour_drain_request(&mut self) -> Result<(), Error> {
+        let now = self.heap.space.hdr.cache_drain.load(Acquire);
+        if now != self.drain_seen {
+            self.drain_seen = now;
+            if self.stats.blocks != 0 {
+                self.drain()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Class `c`'s list head and counts (`c` is below `class_count`; empty otherwise).
+    fn class(&self, c: usize) -> Class {
+        self.classes.get(c).copied().unwrap_or_default()
+    }
+
+    fn class_mut(&mut self, c: usize) -> Result<&mut Class, Error> {
+        self.classes.get_mut(c).ok_or(Error::InvalidSize {
+            requested: c as u64,
+        })
+    }
+
+    /// Block size of class `c` (0 past the classes in use).
+    fn class_size(&self, c: usize) -> u32 {
+        self.class_sizes.get(c).copied().unwrap_or(0)
+    }
+
+    /// The class whose blocks hold a block of `need` bytes; `None` above the largest.
+    #[inline]
+    fn class_for_alloc(&self, need: u32) -> Option<usize> {
+        self.scheme.up(need).filter(|&c| c < self.class_count)
+    }
+
+    /// The class a free block of `size` bytes serves (the largest whose size it covers);
+    /// `None` above the largest.
+    #[inline]
+    fn class_for_free(&self, size: u32) -> Option<usize> {
+        let c = self.scheme.up(size)?;
+        let c = if self.class_size(c) == size {
+            c
+        } else {
+            c.checked_sub(1)?
+        };
+        (c < self.class_count).then_some(c)
+    }
+
+    /// Takes the first block of class `c`'s list, checked to be a block cached by this
+    /// member, and makes it an ordinary owned block.
+    fn pop(&mut self, c: usize) -> Result<Offset, Error> {
+        let (p, h) = self.take(c)?;
+        h.link.store(1, Relaxed);
+        self.stats.hits = self.stats.hits.saturating_add(1);
+        Ok(p)
+    }
+
+    /// The header in front of payload offset `p`, read from the region (in bounds and
+    /// aligned, its contents unchecked): the lock-free paths check the fields they need.
+    #[inline]
+    fn header(&self, p: u32) -> Option<&'m BlockHeader> {
+        let space = &self.heap.space;
+        let b = p.checked_sub(space.geo.hsize)?;
+        if !space.geo.is_aligned(b) {
+            return None;
+        }
+        space.region.get(b).ok()
+    }
+
+    /// Unlinks the first block of class `c`'s list (still cached), or drops the list when
+    /// what it finds is not a block this member cached (the list lives in the blocks'
+    /// payloads, which a hostile writer could overwrite).
+    fn take(&mut self, c: usize) -> Result<(Offset, &'m BlockHeader), Error> {
+        let class = self.class(c);
+        let min = self.class_size(c);
+        let slot = self.me.slot().0;
+        let found = self.header(class.head).and_then(|h| {
+            let size = h.size();
+            let mine = h.is_used()
+                && h.link.load(Relaxed) == 0
+                && OwnerRef::unpack(h.owner.load(Relaxed)).is_some_and(|o| o.slot == slot)
+                && size >= min
+                && size <= class.bytes;
+            let link: &AtomicU32 = self.heap.space.region.get(class.head).ok()?;
+            mine.then(|| (h, size, link.load(Relaxed)))
+        });
+        let Some((h, size, next)) = found else {
+            self.stats.blocks = self.stats.blocks.saturating_sub(class.blocks);
+            self.stats.bytes = self.stats.bytes.saturating_sub(class.bytes);
+            *self.class_mut(c)? = Class::default();
+            return Err(corrupt(class.head, CorruptionKind::BadOwner));
+        };
+        let class = self.class_mut(c)?;
+        let p = Offset::new(class.head);
+        class.head = if class.blocks > 1 { next } else { 0 };
+        class.blocks = class.blocks.saturating_sub(1); // > 0: the list was not empty
+        class.bytes = class.bytes.saturating_sub(size);
+        self.stats.blocks = self.stats.blocks.saturating_sub(1);
+        self.stats.bytes = self.stats.bytes.saturating_sub(size);
+        Ok((p, h))
+    }
+
+    /// Puts cached-or-to-be-cached block `p` (header `h`, `size` bytes) on class `c`'s list
+    /// and marks it cached.
+    fn push(&mut self, c: usize, p: Offset, h: &BlockHeader, size: u32) -> Result<(), Error> {
+        let link: &AtomicU32 = self.heap.space.region.get(p.get())?;
+        let class = self.class_mut(c)?;
+        link.store(class.head, Relaxed);
+        h.link.store(0, Relaxed);
+        class.head = p.get();
+        class.blocks = class.blocks.saturating_add(1);
+        class.bytes = class.bytes.saturating_add(size);
+        self.stats.blocks = self.stats.blocks.saturating_add(1);
+        self.stats.bytes = self.stats.bytes.saturating_add(size);
+        Ok(())
+    }
+}
+
+impl<P: Platform> Drop for Cache<'_, '_, P> {
+    fn drop(&mut self) {
+        if self.same_process().is_err() {
+            return; // a forked copy: the registration is the parent's
+        }
+        // Errors cannot be reported from drop; the registration is then reclaimed with the
+        // process.
+        let _ = self.heap.unregister(self.me);
+    }
+}
