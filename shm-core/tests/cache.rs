@@ -413,3 +413,122 @@ fn random_churn_keeps_blocks_apart_and_the_heap_consistent() {
     drop(cache);
     assert_eq!(f.heap.stats().unwrap().free_bytes, before);
 }
+
+/// A class's block is up to a quarter larger than the request: when the heap has room for
+/// the request but not for the class's block, the allocation still succeeds (from the heap
+/// directly), and a request that cannot fit reports its own size.
+#[test]
+fn a_request_that_fits_the_heap_but_not_its_class_block_succeeds() {
+    let f = Fixture::new(64 * 1024);
+    let other = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let mut cache = f.heap.cache(CacheConfig::default()).unwrap();
+    f.heap.reserve_cells(other, 4096).unwrap();
+    let hole = f.heap.try_alloc(other, 950).unwrap();
+    while f.heap.try_alloc(other, 16).is_ok() {}
+    f.heap.free(other, hole).unwrap();
+    let largest = f.heap.stats().unwrap().largest_alloc;
+    assert!(
+        (940..1008).contains(&largest),
+        "room for the request, not for a 1 KiB class block: {largest}"
+    );
+    let b = cache.alloc(940).unwrap();
+    assert_eq!(f.heap.check().unwrap().cached_blocks, 0);
+    assert_eq!(
+        cache.alloc(2000),
+        Err(Error::OutOfMemory { requested: 2000 })
+    );
+    cache.free(b).unwrap();
+    f.heap.check().unwrap();
+}
+
+/// Blocks above `max_block` are never cached, in either direction.
+#[test]
+fn blocks_above_max_block_go_to_the_heap() {
+    let f = Fixture::new(1 << 20);
+    let mut cache = f.heap.cache(CacheConfig::default()).unwrap();
+    for size in [33 * 1024, 36 * 1000, 40_000] {
+        let b = cache.alloc(size).unwrap();
+        cache.free(b).unwrap();
+    }
+    let s = cache.stats();
+    assert_eq!((s.blocks, s.passed), (0, 6), "{s:?}");
+    assert_eq!(f.heap.check().unwrap().cached_blocks, 0);
+}
+
+/// A drain gives back blocks of several classes under one lock acquisition (up to 64
+/// blocks per acquisition), and an allocation that needed a refill is not counted as a
+/// hit.
+#[test]
+fn a_drain_takes_the_lock_once_per_64_blocks_across_classes() {
+    let f = Fixture::new(1 << 20);
+    let mut cache = f.heap.cache(CacheConfig::default()).unwrap();
+    let blocks: Vec<Offset> = [40u32, 100, 200, 400, 800]
+        .iter()
+        .flat_map(|&size| (0..10).map(move |_| size))
+        .map(|size| cache.alloc(size).unwrap())
+        .collect();
+    let s = cache.stats();
+    assert_eq!(s.hits, 50 - s.refills, "{s:?}");
+    cache.drain().unwrap(); // the refills' spare blocks
+    for &b in &blocks {
+        cache.free(b).unwrap();
+    }
+    assert_eq!(cache.stats().blocks, 50);
+    let drains = cache.stats().drains;
+    cache.drain().unwrap();
+    assert_eq!(cache.stats().drains, drains + 1, "{:?}", cache.stats());
+    assert_eq!(f.heap.check().unwrap().cached_blocks, 0);
+}
+
+/// `Cache::reserve_cells` grows the cache's own owner array up front.
+#[test]
+fn a_cache_can_reserve_owner_cells() {
+    let f = Fixture::new(1 << 20);
+    let mut cache = f.heap.cache(CacheConfig::default()).unwrap();
+    let b = cache.alloc(16).unwrap();
+    let slot = f.heap.owner_of(b).unwrap().unwrap();
+    assert!(cache.reserve_cells(1000).unwrap() >= 1000);
+    assert!(f.heap.process(slot).unwrap().cell_capacity >= 1000);
+    cache.free(b).unwrap();
+    f.heap.check().unwrap();
+}
+
+/// A cached block's list link lives in its payload, where another process could write:
+/// a link pointing at a header forged inside a live block (this cache's slot, count 0,
+/// the right size) is refused, because no owner cell of the cache names it. The list is
+/// dropped with an error; nothing is handed out twice.
+#[test]
+fn a_forged_list_link_is_refused() {
+    use core::sync::atomic::Ordering::Relaxed;
+    use shm_core::format::BlockHeader;
+    let f = Fixture::new(256 * 1024);
+    let mut cache = f.heap.cache(CacheConfig::default()).unwrap();
+    let a = cache.alloc(100).unwrap();
+    let host = cache.alloc(1000).unwrap();
+    cache.drain().unwrap();
+    cache.free(a).unwrap();
+    assert_eq!(cache.stats().blocks, 1);
+    let region = f.heap.region();
+    let real: &BlockHeader = region.get(a.get() - 16).unwrap();
+    // A fake block inside `host`'s payload, a copy of `a`'s header.
+    let fake = host.get() + 256;
+    let forged: &BlockHeader = region.get(fake - 16).unwrap();
+    forged
+        .size_flags
+        .store(real.size_flags.load(Relaxed), Relaxed);
+    forged.link.store(0, Relaxed);
+    forged.owner.store(real.owner.load(Relaxed), Relaxed);
+    // `a`'s list link now names the fake block, as if a second block were cached.
+    let link: &AtomicU32 = region.get(a.get()).unwrap();
+    link.store(fake, Relaxed);
+    // Hand `a` out (it is genuine), then free it and one more so the list is `a` -> fake.
+    assert_eq!(cache.alloc(100).unwrap(), a);
+    let other = cache.alloc(100).unwrap();
+    cache.free(other).unwrap();
+    cache.free(a).unwrap();
+    link.store(fake, Relaxed);
+    assert_eq!(cache.alloc(100).unwrap(), a);
+    assert!(matches!(cache.alloc(100), Err(Error::Corrupted(_))));
+    cache.free(a).unwrap();
+    f.heap.check().unwrap();
+}

@@ -25,6 +25,15 @@ impl Processes for QnxSystem {
     fn is_alive(&self, id: ProcessId) -> bool {
         process::is_alive(id)
     }
+    fn fork_generation(&self) -> u32 {
+        fork_generation()
+    }
+}
+
+/// QNX forks: the pid stands for the fork generation, as it changes in a forked child, so
+/// a handle or cache made before a fork refuses to act in the child.
+fn fork_generation() -> u32 {
+    std::process::id()
 }
 
 impl WaitNotify for QnxSystem {
@@ -51,6 +60,10 @@ unsafe impl System for QnxSystem {
     // QNX has no PID namespaces: the pid with its start-time tag, checked with
     // `DCMD_PROC_INFO`, is the evidence (process.rs); a failed query counts as alive.
     type Presence = QnxSystem;
+
+    fn fork_generation(&self) -> u32 {
+        fork_generation()
+    }
 
     fn enter(&self, _m: &PosixMapping) -> Result<QnxSystem> {
         Ok(*self)

@@ -78,6 +78,9 @@ impl<'m, P: Platform> Heap<'m, P> {
         // own record's `waiting`, so that a reclaim gives the count back if it dies here).
         // Registration and deregistration both happen under the lock.
         let mut registered = false;
+        // Whether this call has asked the process caches to drain (once: every retry
+        // asking again would make them give back and refill over and over).
+        let mut asked = false;
         loop {
             // On failure the allocator registers as a waiter and reads the epoch inside
             // the failed operation, under the lock: a free that runs after it sees the
@@ -98,7 +101,10 @@ impl<'m, P: Platform> Heap<'m, P> {
                     hdr.waiters.fetch_add(1, SeqCst);
                     // Process caches give their blocks back on their next operation;
                     // their frees then wake this waiter.
-                    hdr.cache_drain.fetch_add(1, SeqCst);
+                    if !asked {
+                        hdr.cache_drain.fetch_add(1, SeqCst);
+                        asked = true;
+                    }
                     if let Ok(rec) = s.record(slot) {
                         rec.rec.waiting.fetch_add(1, SeqCst);
                     }

@@ -3,9 +3,9 @@
 //!
 //! Input layout: two bytes of region length (512..=65536, rounded to 16), the region image
 //! (zero-padded when the input is short), then operations decoded as in [`ops`](super::ops).
-//! A process cache runs beside the raw calls (allocations and frees of every fourth
-//! member go through it, a crash drains it), and writes scribble over words of the region
-//! as another process could, cached blocks' list links included.
+//! A process cache runs beside the raw calls (allocations and frees of one member in
+//! eight go through it; a crash op also drains it), and writes scribble over words of the
+//! region as another process could, cached blocks' list links included.
 
 use crate::testkit::ops::{Decoder, Op};
 use crate::testkit::{AlignedBuf, TestPlatform};
@@ -100,10 +100,10 @@ pub fn run(data: &[u8]) -> u32 {
         let Some(op) = ops.op() else { break };
         let r = match op {
             Op::Register => heap.register().is_ok(),
-            Op::Alloc { who, size } if who % 4 == 3 => {
+            Op::Alloc { who, size } if who % 8 == 7 => {
                 cache.as_mut().is_some_and(|c| c.alloc(size).is_ok())
             }
-            Op::Free { who, pick, .. } if who % 4 == 3 => {
+            Op::Free { who, pick, .. } if who % 8 == 7 => {
                 cache.as_mut().is_some_and(|c| c.free(off(pick)).is_ok())
             }
             Op::Alloc { who, size } => heap.try_alloc(slot(who), size).is_ok(),
@@ -137,9 +137,10 @@ pub fn run(data: &[u8]) -> u32 {
                 heap.owners(off(pick), |_| {}).is_ok()
             }
             Op::Relocate => heap.check().is_ok(),
-            Op::Crash { .. } => cache
-                .as_mut()
-                .map_or_else(|| heap.stats().is_ok(), |c| c.drain().is_ok()),
+            Op::Crash { .. } => {
+                let drained = cache.as_mut().is_some_and(|c| c.drain().is_ok());
+                heap.stats().is_ok() | drained
+            }
             Op::Keep { who, pick, .. } => heap.keep(slot(who), off(pick)).is_ok(),
             Op::Take { who, pick } => heap.take(slot(who), off(pick)).is_ok(),
             Op::SetRoot { who, pick, clear } => {

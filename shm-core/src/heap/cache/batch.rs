@@ -35,12 +35,11 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
                 .min(cache.batch_of(c))
                 .max(1)
         };
-        let mut r = self.fetch(c, size, room(self));
+        let r = self.fetch(c, size, room(self));
         if matches!(r, Err(Error::OutOfMemory { .. })) && self.stats.blocks != 0 {
-            self.drain()?;
-            r = self.fetch(c, size, room(self));
+            self.drain_all()?;
+            return self.fetch(c, size, room(self));
         }
-        self.heap.on_out_of_memory(&r);
         r
     }
 
@@ -72,11 +71,19 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
             }
             (got, last)
         })?;
-        self.stats.refills = self.stats.refills.saturating_add(1);
-        match last {
-            Err(Error::InjectedCrash) => Err(Error::InjectedCrash),
-            _ if got != 0 => self.refresh_record(),
-            other => self.refresh_record().and(other),
+        if got != 0 {
+            self.stats.refills = self.stats.refills.saturating_add(1);
+        }
+        if last == Err(Error::InjectedCrash) {
+            return last;
+        }
+        // A record that cannot be found again means this member is gone; the next
+        // operation says so. What this one did stands.
+        let _ = self.refresh_record();
+        if got != 0 {
+            Ok(())
+        } else {
+            last
         }
     }
 
@@ -88,40 +95,41 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
             .clamp(1, BATCH)
     }
 
-    /// Returns the first `n` blocks of each `(class, n)` to the heap, at most 64 per lock
-    /// acquisition.
-    pub(super) fn drain_blocks(&mut self, plan: &[(usize, u32)]) -> Result<(), Error> {
+    /// Gives every cached block back to the heap, up to 64 blocks per lock acquisition
+    /// across classes. A block whose free fails is dropped from its list (it stays owned by
+    /// this member, and is freed when it unregisters or dies), so it cannot stop every
+    /// later drain; the error is returned.
+    pub(super) fn drain_all(&mut self) -> Result<(), Error> {
         let heap = self.heap;
         let me = self.me;
-        for &(c, n) in plan {
-            let mut left = n.min(self.class(c).blocks);
-            while left != 0 {
-                let batch = left.min(BATCH);
-                let last = heap.session(|s| {
-                    for _ in 0..batch {
-                        let (p, _) = self.take(c)?;
-                        if let Err(e) = s.op(OpCode::Free, |tx, sp| sp.free_cached(tx, me, p)) {
-                            // Still cached: back on the list, unless this process "died".
-                            if e != Error::InjectedCrash {
-                                if let Ok((h, _)) = heap.space.used_block(p) {
-                                    let _ = self.push(c, p, h, h.size());
-                                }
-                            }
-                            return Err(e);
-                        }
-                    }
-                    Ok(())
-                });
-                self.stats.drains = self.stats.drains.saturating_add(1);
-                // Blocked allocators wake for whatever this batch freed, even if it
-                // stopped early.
-                heap.freed();
-                last.and_then(|r| r)?;
-                self.refresh_record()?;
-                left = left.saturating_sub(batch);
+        let mut c = 0usize;
+        loop {
+            while c < self.class_count && self.class(c).blocks == 0 {
+                c = c.saturating_add(1);
             }
+            if c >= self.class_count {
+                return Ok(());
+            }
+            let last = heap.session(|s| {
+                let mut batch = 0u32;
+                while c < self.class_count && batch < BATCH {
+                    if self.class(c).blocks == 0 {
+                        c = c.saturating_add(1);
+                        continue;
+                    }
+                    let (p, _) = self.take(c)?;
+                    batch = batch.saturating_add(1);
+                    s.op(OpCode::Free, |tx, sp| sp.free_cached(tx, me, p))?;
+                }
+                Ok(())
+            });
+            self.stats.drains = self.stats.drains.saturating_add(1);
+            // Blocked allocators wake for whatever this batch freed, even if it stopped
+            // early.
+            heap.freed();
+            last.and_then(|r| r)?;
+            self.refresh_record()?;
         }
-        Ok(())
     }
 
     /// An allocation above the largest class, from the heap.
@@ -135,11 +143,13 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
         };
         let mut r = once(self.heap);
         if matches!(r, Err(Error::OutOfMemory { .. })) && self.stats.blocks != 0 {
-            self.drain()?;
+            self.drain_all()?;
             r = once(self.heap);
         }
         self.heap.on_out_of_memory(&r);
-        self.refresh_record()?;
+        // A record that cannot be found again means this member is gone; the next
+        // operation says so. The block, if any, is the caller's.
+        let _ = self.refresh_record();
         r
     }
 

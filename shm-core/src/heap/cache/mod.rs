@@ -130,6 +130,8 @@ pub struct Cache<'h, 'm, P: Platform> {
     classes: [Class; MAX_CLASSES],
     /// Classes in use: those whose blocks are at most `max_block`.
     class_count: usize,
+    /// The largest block kept (`CacheConfig::max_block`); larger frees go to the heap.
+    max_block: u32,
     /// Block size of each class in use (0 past `class_count`).
     class_sizes: [u32; MAX_CLASSES],
     /// Size classes of this heap's alignment.
@@ -186,6 +188,7 @@ impl<'m, P: Platform> Heap<'m, P> {
             drain_seen: self.space.hdr.cache_drain.load(Acquire),
             classes: [Class::default(); MAX_CLASSES],
             class_count,
+            max_block: config.max_block,
             class_sizes: core::array::from_fn(|c| {
                 if c < class_count {
                     classes.size(c).unwrap_or(0)
@@ -233,10 +236,31 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         let Some(c) = self.class_for_alloc(need) else {
             return self.alloc_direct(size);
         };
-        if self.class(c).head == 0 {
-            self.refill(c)?;
+        if self.class(c).head != 0 {
+            let p = self.pop(c)?;
+            self.stats.hits = self.stats.hits.saturating_add(1);
+            return Ok(p);
         }
-        self.pop(c)
+        match self.refill(c) {
+            Ok(()) => self.pop(c),
+            // The class's block is up to a quarter larger than asked for: the exact size
+            // may still fit (and a failure then reports the size asked for).
+            Err(Error::OutOfMemory { .. } | Error::TooLarge { .. }) => self.alloc_direct(size),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lets this cache own up to `cells` blocks without growing its owner array again
+    /// (see [`Heap::reserve_cells`]): for a process that holds many blocks at once, so a
+    /// refill on a nearly full heap does not fail for want of room to grow the array.
+    ///
+    /// # Errors
+    /// As [`Heap::reserve_cells`].
+    pub fn reserve_cells(&mut self, cells: u32) -> Result<u32, Error> {
+        self.same_process()?;
+        let r = self.heap.reserve_cells(self.me, cells);
+        self.refresh_record()?;
+        r
     }
 
     /// Frees `block`, which this cache handed out: into the cache (no lock), or, when
@@ -277,13 +301,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     /// The failures of [`Heap::free`]; a block that could not be freed stays cached.
     pub fn drain(&mut self) -> Result<(), Error> {
         self.same_process()?;
-        for c in 0..self.class_count {
-            while self.class(c).blocks != 0 {
-                let n = self.class(c).blocks;
-                self.drain_blocks(&[(c, n)])?;
-            }
-        }
-        Ok(())
+        self.drain_all()
     }
 
     /// The header of `block` if this member owns it alone, with count 1: its owner cell
@@ -338,7 +356,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         if now != self.drain_seen {
             self.drain_seen = now;
             if self.stats.blocks != 0 {
-                self.drain()?;
+                self.drain_all()?;
             }
         }
         Ok(())
@@ -370,6 +388,9 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     /// `None` above the largest.
     #[inline]
     fn class_for_free(&self, size: u32) -> Option<usize> {
+        if size > self.max_block {
+            return None;
+        }
         let c = self.scheme.up(size)?;
         let c = if self.class_size(c) == size {
             c
@@ -384,7 +405,6 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     fn pop(&mut self, c: usize) -> Result<Offset, Error> {
         let (p, h) = self.take(c)?;
         h.link.store(1, Relaxed);
-        self.stats.hits = self.stats.hits.saturating_add(1);
         Ok(p)
     }
 
@@ -409,9 +429,12 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         let slot = self.me.slot().0;
         let found = self.header(class.head).and_then(|h| {
             let size = h.size();
+            let owner = OwnerRef::unpack(h.owner.load(Relaxed)).filter(|o| o.slot == slot)?;
+            // The owner cell names it: a header forged inside some payload does not pass.
+            let cell = self.heap.space.cell(&self.rec, owner.cell).ok()?;
             let mine = h.is_used()
                 && h.link.load(Relaxed) == 0
-                && OwnerRef::unpack(h.owner.load(Relaxed)).is_some_and(|o| o.slot == slot)
+                && cell.block.load(Relaxed) == class.head
                 && size >= min
                 && size <= class.bytes;
             let link: &AtomicU32 = self.heap.space.region.get(class.head).ok()?;
