@@ -97,14 +97,15 @@ impl<'m, P: Platform> Heap<'m, P> {
                 }
                 let r = s.alloc_in(tx, mine, size, Placement::Low);
                 if let Err(Error::OutOfMemory { .. }) = r {
-                    // Not journaled: the registration outlives the operation's undo.
-                    hdr.waiters.fetch_add(1, SeqCst);
                     // Process caches give their blocks back on their next operation;
-                    // their frees then wake this waiter.
+                    // their frees then wake this waiter. Asked before registering, so
+                    // whoever sees the registration sees the request too.
                     if !asked {
                         hdr.cache_drain.fetch_add(1, SeqCst);
                         asked = true;
                     }
+                    // Not journaled: the registration outlives the operation's undo.
+                    hdr.waiters.fetch_add(1, SeqCst);
                     if let Ok(rec) = s.record(slot) {
                         rec.rec.waiting.fetch_add(1, SeqCst);
                     }
