@@ -204,7 +204,7 @@ impl<'m> Region<'m> {
 
     /// A shared reference to the `T` stored at `offset`, after checking bounds and
     /// alignment. The reference lives as long as the mapping.
-    #[inline]
+    #[inline(always)]
     pub fn get<T: ShmSafe>(&self, offset: u32) -> Result<&'m T, Error> {
         // The base is 16-aligned and offsets are checked against `T`'s alignment below;
         // an alignment above 8 would need more than the format promises.

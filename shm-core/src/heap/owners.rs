@@ -253,7 +253,9 @@ impl<'m> Space<'m> {
         self.incarnation(m.incarnation())
     }
 
-    /// Cell `index` of a validated record.
+    /// Cell `index` of a validated record. (Always inlined: the cache's lock-free paths
+    /// call it on every operation.)
+    #[inline(always)]
     pub(crate) fn cell(&self, r: &RecordRef<'m>, index: u32) -> Result<&'m OwnerCell, Error> {
         if index >= r.rec.cell_capacity.load(Relaxed) {
             return Err(corrupt(r.at, CorruptionKind::BadOwner));

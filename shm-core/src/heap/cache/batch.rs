@@ -20,6 +20,7 @@ pub(super) const BATCH: u32 = 64;
 impl<'m, P: Platform> Cache<'_, 'm, P> {
     /// Fetches a batch of class `c`'s blocks under one lock acquisition. When the heap
     /// has none, gives back what this cache holds and tries once more.
+    #[inline(never)]
     pub(super) fn refill(&mut self, c: usize) -> Result<(), Error> {
         let size = self.class_size(c);
         if size == 0 {
@@ -117,7 +118,10 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
                         c = c.saturating_add(1);
                         continue;
                     }
-                    let (p, _) = self.take(c)?;
+                    let Some((p, _)) = self.take(c)? else {
+                        c = c.saturating_add(1); // not reached: the class has blocks
+                        continue;
+                    };
                     batch = batch.saturating_add(1);
                     s.op(OpCode::Free, |tx, sp| sp.free_cached(tx, me, p))?;
                 }
@@ -133,6 +137,7 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
     }
 
     /// An allocation above the largest class, from the heap.
+    #[inline(never)]
     pub(super) fn alloc_direct(&mut self, size: u32) -> Result<Offset, Error> {
         self.stats.passed = self.stats.passed.saturating_add(1);
         let me = self.me;
@@ -154,6 +159,7 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
     }
 
     /// A free of a block no class takes, to the heap.
+    #[inline(never)]
     pub(super) fn free_direct(&mut self, block: Offset) -> Result<(), Error> {
         self.stats.passed = self.stats.passed.saturating_add(1);
         let me = self.me;

@@ -34,19 +34,21 @@ impl Classes {
     }
 
     /// The smallest class whose blocks hold `need` bytes.
+    #[inline]
     pub(super) fn up(self, need: u32) -> Option<usize> {
-        let units = (need >> self.shift)
-            .saturating_add(u32::from(need & (self.align.wrapping_sub(1)) != 0))
-            .max(1);
-        if units <= 8 {
-            return usize::try_from(units).ok()?.checked_sub(1);
+        // Units minus one: ceil(need / align) - 1, and 0 for a need of 0.
+        let m = need.saturating_sub(1) >> self.shift;
+        if m < 8 {
+            return Some(m as usize);
         }
-        let m = units.checked_sub(1)?; // >= 8
-        let e = m.ilog2(); // >= 3
-        let base = 1u32.checked_shl(e)?;
-        let sl = m.checked_sub(base)?.checked_shr(e.checked_sub(2)?)?; // 0..=3
-        let k = e.checked_sub(3)?.checked_mul(4)?.checked_add(sl)?;
-        let c = usize::try_from(k).ok()?.checked_add(8)?;
+        // 8 <= m < 2^32, so 3 <= e <= 31 and none of the operations below wraps.
+        let e = m.ilog2();
+        let quarter = (m >> e.wrapping_sub(2)) & 3; // which quarter of [2^e, 2^(e+1))
+        let c = e
+            .wrapping_sub(3)
+            .wrapping_mul(4)
+            .wrapping_add(quarter)
+            .wrapping_add(8) as usize;
         (c < MAX_CLASSES).then_some(c)
     }
 

@@ -1,11 +1,13 @@
 //! [`Cache`]: a process's own stock of freed blocks over the shared heap (the type's doc
-//! says how it works); refills and drains are in `batch`, size classes in `classes`.
+//! says how it works); how one is made is in `make`, refills and drains in `batch`, size
+//! classes in `classes`.
 
 mod batch;
 mod classes;
+mod make;
 
 use core::sync::atomic::{
-    AtomicU32,
+    fence, AtomicU32,
     Ordering::{Acquire, Relaxed},
 };
 
@@ -17,30 +19,7 @@ use crate::ids::Member;
 use crate::offset::Offset;
 use crate::platform::Platform;
 use classes::{Classes, MAX_CLASSES};
-
-/// Bounds of a [`Cache`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CacheConfig {
-    /// Most bytes (block headers included) the cache holds; one size class holds at most
-    /// a quarter of it. Never more than an eighth of the heap. Default 1 MiB.
-    pub max_bytes: u32,
-    /// Largest block (header included) the cache keeps; larger allocations and frees go
-    /// to the heap each time. Default 32 KiB.
-    pub max_block: u32,
-    /// Bytes one refill fetches under one lock acquisition: at least one block, at most
-    /// 64. Default 16 KiB.
-    pub refill_bytes: u32,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            max_bytes: 1 << 20,
-            max_block: 32 << 10,
-            refill_bytes: 16 << 10,
-        }
-    }
-}
+pub use make::CacheConfig;
 
 /// What a [`Cache`] did and holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +42,8 @@ pub struct CacheStats {
 /// One size class's list: cached blocks linked through the first word of their payloads.
 #[derive(Clone, Copy, Debug, Default)]
 struct Class {
+    /// Block size of the class, header included (0 for a class not in use).
+    size: u32,
     /// Payload offset of the first cached block, 0 when none.
     head: u32,
     /// Blocks on the list (the bound of every walk over it).
@@ -74,9 +55,12 @@ struct Class {
 /// A process's own stock of freed blocks, by size class, over the shared [`Heap`] (the
 /// idea of glibc's tcache and mimalloc's local free lists).
 ///
-/// A cache is a registration of its own, whose member it never hands out: nobody else can
-/// act as it, and every block it owns is reached only through `&mut Cache`. Its blocks
-/// stay owned by it in the region's tables the whole time:
+/// A cache made by [`Heap::cache`] is a registration of its own, whose member it never
+/// hands out: nobody else can act as it, and every block it owns is reached only through
+/// `&mut Cache`. One made by [`Heap::member_cache`] works over a registration the caller
+/// also uses (for a process whose messages should come from and go back to a cache), and
+/// relies on the caller to act on each block from one place at a time. Its blocks stay
+/// owned by the member in the region's tables the whole time:
 /// - a block handed out by [`Cache::alloc`] is an ordinary owned block (count 1);
 /// - a block freed into the cache keeps its owner cell, and its count word becomes 0:
 ///   "cached" (see [`BlockHeader`]). Raw operations refuse it, `check()` counts it as one
@@ -114,14 +98,19 @@ struct Class {
 /// # Ok::<(), shm_core::Error>(())
 /// ```
 ///
-/// Made by [`Heap::cache`], which registers it as a member of its own. Dropping it
+/// Made by [`Heap::cache`], which registers it as a member of its own; dropping it
 /// unregisters that member: every block it still holds, cached or handed out, is freed.
+/// Made by [`Heap::member_cache`], dropping it gives its cached blocks back to the heap.
 pub struct Cache<'h, 'm, P: Platform> {
     heap: &'h Heap<'m, P>,
-    /// The registration that owns every block of this cache; never handed out.
+    /// The registration that owns every block of this cache: its own, never handed out
+    /// ([`Heap::cache`]), or the caller's ([`Heap::member_cache`]).
     me: Member,
-    /// Its record, looked up again after every operation under the lock (only those of
-    /// this member move it, when its owner array grows).
+    /// Whether `me` is this cache's own registration (unregistered on drop).
+    own_member: bool,
+    /// Its record, looked up again after every operation under the lock. Only operations
+    /// on this member move it (when its owner array grows); those of a shared member's
+    /// other users are noticed through the process table (see `record_moved`).
     rec: RecordRef<'m>,
     /// The platform's fork generation at registration: a forked copy must not act.
     forks: u32,
@@ -132,8 +121,6 @@ pub struct Cache<'h, 'm, P: Platform> {
     class_count: usize,
     /// The largest block kept (`CacheConfig::max_block`); larger frees go to the heap.
     max_block: u32,
-    /// Block size of each class in use (0 past `class_count`).
-    class_sizes: [u32; MAX_CLASSES],
     /// Size classes of this heap's alignment.
     scheme: Classes,
     max_bytes: u32,
@@ -148,60 +135,6 @@ impl<P: Platform> core::fmt::Debug for Cache<'_, '_, P> {
             .field("incarnation", &self.me.incarnation())
             .field("stats", &self.stats)
             .finish()
-    }
-}
-
-impl<'m, P: Platform> Heap<'m, P> {
-    /// A process cache over this heap, registered as a member of its own (see [`Cache`]).
-    ///
-    /// # Errors
-    /// - [`Error::InvalidSize`]: `max_block` is smaller than the heap's smallest block,
-    ///   or `max_bytes` is smaller than `max_block`.
-    /// - As [`register`](Heap::register).
-    pub fn cache(&self, config: CacheConfig) -> Result<Cache<'_, 'm, P>, Error> {
-        let geo = self.space.geo;
-        if config.max_block < geo.min_block || config.max_bytes < config.max_block {
-            return Err(Error::InvalidSize {
-                requested: u64::from(config.max_block),
-            });
-        }
-        let heap_bytes = self.space.hdr.heap.heap_bytes.load(Relaxed);
-        let max_bytes = config.max_bytes.min(heap_bytes / 8).max(geo.min_block);
-        let classes = Classes::new(geo.align);
-        let class_count = classes
-            .down(config.max_block.min(max_bytes))
-            .map_or(0, |c| c.saturating_add(1))
-            .min(MAX_CLASSES);
-        let me = self.register()?;
-        let rec = match self.space.member_record(me) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = self.unregister(me);
-                return Err(e);
-            }
-        };
-        Ok(Cache {
-            heap: self,
-            me,
-            rec,
-            forks: self.platform.fork_generation(),
-            drain_seen: self.space.hdr.cache_drain.load(Acquire),
-            classes: [Class::default(); MAX_CLASSES],
-            class_count,
-            max_block: config.max_block,
-            class_sizes: core::array::from_fn(|c| {
-                if c < class_count {
-                    classes.size(c).unwrap_or(0)
-                } else {
-                    0
-                }
-            }),
-            scheme: classes,
-            max_bytes,
-            class_max_bytes: (max_bytes / 4).max(config.max_block.min(max_bytes)),
-            refill_bytes: config.refill_bytes,
-            stats: CacheStats::default(),
-        })
     }
 }
 
@@ -236,13 +169,15 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         let Some(c) = self.class_for_alloc(need) else {
             return self.alloc_direct(size);
         };
-        if self.class(c).head != 0 {
-            let p = self.pop(c)?;
+        if self.record_moved() {
+            self.refresh_record()?;
+        }
+        if let Some(p) = self.pop(c)? {
             self.stats.hits = self.stats.hits.saturating_add(1);
             return Ok(p);
         }
         match self.refill(c) {
-            Ok(()) => self.pop(c),
+            Ok(()) => self.pop(c)?.ok_or(Error::OutOfMemory { requested: size }),
             // The class's block is up to a quarter larger than asked for: the exact size
             // may still fit (and a failure then reports the size asked for).
             Err(Error::OutOfMemory { .. } | Error::TooLarge { .. }) => self.alloc_direct(size),
@@ -275,7 +210,13 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     pub fn free(&mut self, block: Offset) -> Result<(), Error> {
         self.same_process()?;
         self.honour_drain_request()?;
-        let Some(h) = self.sole_owned(block) else {
+        if self.record_moved() {
+            self.refresh_record()?;
+        }
+        let Some(h) = self
+            .sole_owned(block)
+            .or_else(|| self.sole_owned_after_move(block))
+        else {
             return Err(self.why_not_freeable(block));
         };
         let size = h.size();
@@ -307,7 +248,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     /// The header of `block` if this member owns it alone, with count 1: its owner cell
     /// names it and ends its chain. (Only this member changes its own blocks' owners, and
     /// a cell names a block only while that block is the one it owns.)
-    #[inline]
+    #[inline(always)]
     fn sole_owned(&self, block: Offset) -> Option<&'m BlockHeader> {
         let h = self.header(block.get())?;
         let head = OwnerRef::unpack(h.owner.load(Relaxed))?;
@@ -319,7 +260,35 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
             .then_some(h)
     }
 
+    /// `sole_owned` once more if this member's record moved while it was read (another
+    /// process's send grew a shared member's owner array): a refusal read from the old
+    /// array must not stand.
+    #[cold]
+    fn sole_owned_after_move(&mut self, block: Offset) -> Option<&'m BlockHeader> {
+        if !self.record_moved() {
+            return None;
+        }
+        self.refresh_record().ok()?;
+        self.sole_owned(block)
+    }
+
+    /// Whether this member's record is no longer where `rec` says (never, for a cache's
+    /// own member: only its own operations move it, and each looks it up again). The
+    /// acquire fence orders the cell reads before it ahead of the check.
+    #[inline(always)]
+    fn record_moved(&self) -> bool {
+        if self.own_member {
+            return false;
+        }
+        fence(Acquire);
+        self.heap
+            .space
+            .table_entry(self.me.slot())
+            .map_or(true, |entry| entry.load(Acquire) != self.rec.at)
+    }
+
     /// Why `block` cannot be freed into this cache: the precise error, for the rare path.
+    #[cold]
     fn why_not_freeable(&self, block: Offset) -> Error {
         let not_mine = Error::NotOwner {
             offset: block,
@@ -351,13 +320,21 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     }
 
     /// Drains everything if an allocation somewhere asked caches to (see the module docs).
+    #[inline(always)]
     fn honour_drain_request(&mut self) -> Result<(), Error> {
         let now = self.heap.space.hdr.cache_drain.load(Acquire);
         if now != self.drain_seen {
-            self.drain_seen = now;
-            if self.stats.blocks != 0 {
-                self.drain_all()?;
-            }
+            self.drain_on_request(now)?;
+        }
+        Ok(())
+    }
+
+    /// Honours drain request `now` (the rare path of `honour_drain_request`).
+    #[cold]
+    fn drain_on_request(&mut self, now: u32) -> Result<(), Error> {
+        self.drain_seen = now;
+        if self.stats.blocks != 0 {
+            self.drain_all()?;
         }
         Ok(())
     }
@@ -375,7 +352,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
 
     /// Block size of class `c` (0 past the classes in use).
     fn class_size(&self, c: usize) -> u32 {
-        self.class_sizes.get(c).copied().unwrap_or(0)
+        self.class(c).size
     }
 
     /// The class whose blocks hold a block of `need` bytes; `None` above the largest.
@@ -401,63 +378,85 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     }
 
     /// Takes the first block of class `c`'s list, checked to be a block cached by this
-    /// member, and makes it an ordinary owned block.
-    fn pop(&mut self, c: usize) -> Result<Offset, Error> {
-        let (p, h) = self.take(c)?;
+    /// member, and makes it an ordinary owned block; `None` when the list is empty.
+    #[inline(always)]
+    fn pop(&mut self, c: usize) -> Result<Option<Offset>, Error> {
+        let Some((p, h)) = self.take(c)? else {
+            return Ok(None);
+        };
         h.link.store(1, Relaxed);
-        Ok(p)
+        Ok(Some(p))
     }
 
     /// The header in front of payload offset `p`, read from the region (in bounds and
     /// aligned, its contents unchecked): the lock-free paths check the fields they need.
     #[inline]
     fn header(&self, p: u32) -> Option<&'m BlockHeader> {
-        let space = &self.heap.space;
-        let b = p.checked_sub(space.geo.hsize)?;
-        if !space.geo.is_aligned(b) {
-            return None;
-        }
-        space.region.get(b).ok()
+        header_of(&self.heap.space, p)
     }
 
-    /// Unlinks the first block of class `c`'s list (still cached), or drops the list when
-    /// what it finds is not a block this member cached (the list lives in the blocks'
-    /// payloads, which a hostile writer could overwrite).
-    fn take(&mut self, c: usize) -> Result<(Offset, &'m BlockHeader), Error> {
-        let class = self.class(c);
-        let min = self.class_size(c);
-        let slot = self.me.slot().0;
-        let found = self.header(class.head).and_then(|h| {
-            let size = h.size();
-            let owner = OwnerRef::unpack(h.owner.load(Relaxed)).filter(|o| o.slot == slot)?;
-            // The owner cell names it: a header forged inside some payload does not pass.
-            let cell = self.heap.space.cell(&self.rec, owner.cell).ok()?;
-            let mine = h.is_used()
-                && h.link.load(Relaxed) == 0
-                && cell.block.load(Relaxed) == class.head
-                && size >= min
-                && size <= class.bytes;
-            let link: &AtomicU32 = self.heap.space.region.get(class.head).ok()?;
-            mine.then(|| (h, size, link.load(Relaxed)))
-        });
-        let Some((h, size, next)) = found else {
-            self.stats.blocks = self.stats.blocks.saturating_sub(class.blocks);
-            self.stats.bytes = self.stats.bytes.saturating_sub(class.bytes);
-            *self.class_mut(c)? = Class::default();
-            return Err(corrupt(class.head, CorruptionKind::BadOwner));
+    /// Unlinks the first block of class `c`'s list (still cached; `None` when the list is
+    /// empty), or drops the list when what it finds is not a block this member cached (the
+    /// list lives in the blocks' payloads, which a hostile writer could overwrite).
+    #[inline(always)]
+    fn take(&mut self, c: usize) -> Result<Option<(Offset, &'m BlockHeader)>, Error> {
+        let Some(class) = self.classes.get(c).copied() else {
+            return Ok(None);
         };
-        let class = self.class_mut(c)?;
-        let p = Offset::new(class.head);
+        if class.head == 0 && class.blocks == 0 {
+            return Ok(None);
+        }
+        let mut found = self.cached_head(class);
+        if found.is_none() && self.record_moved() {
+            // Read from an owner array that moved meanwhile (a shared member): look again.
+            self.refresh_record()?;
+            found = self.cached_head(class);
+        }
+        let Some(class) = self.classes.get_mut(c) else {
+            return Ok(None);
+        };
+        let head = class.head;
+        let Some((h, size, next)) = found else {
+            let dropped = core::mem::replace(
+                class,
+                Class {
+                    size: class.size,
+                    ..Class::default()
+                },
+            );
+            self.stats.blocks = self.stats.blocks.saturating_sub(dropped.blocks);
+            self.stats.bytes = self.stats.bytes.saturating_sub(dropped.bytes);
+            return Err(corrupt(head, CorruptionKind::BadOwner));
+        };
         class.head = if class.blocks > 1 { next } else { 0 };
         class.blocks = class.blocks.saturating_sub(1); // > 0: the list was not empty
         class.bytes = class.bytes.saturating_sub(size);
         self.stats.blocks = self.stats.blocks.saturating_sub(1);
         self.stats.bytes = self.stats.bytes.saturating_sub(size);
-        Ok((p, h))
+        Ok(Some((Offset::new(head), h)))
+    }
+
+    /// The header, size and list link of the first block of `class`'s list, if it is a
+    /// block this member cached.
+    #[inline(always)]
+    fn cached_head(&self, class: Class) -> Option<(&'m BlockHeader, u32, u32)> {
+        let space = &self.heap.space;
+        let head = class.head;
+        let h = header_of(space, head)?;
+        let size = h.size();
+        let owner =
+            OwnerRef::unpack(h.owner.load(Relaxed)).filter(|o| o.slot == self.me.slot().0)?;
+        let mine =
+            h.is_used() && h.link.load(Relaxed) == 0 && size >= class.size && size <= class.bytes;
+        // The owner cell names it: a header forged inside some payload does not pass.
+        let cell = space.cell(&self.rec, owner.cell).ok()?;
+        let link: &AtomicU32 = space.region.get(head).ok()?;
+        (mine && cell.block.load(Relaxed) == head).then(|| (h, size, link.load(Relaxed)))
     }
 
     /// Puts cached-or-to-be-cached block `p` (header `h`, `size` bytes) on class `c`'s list
     /// and marks it cached.
+    #[inline(always)]
     fn push(&mut self, c: usize, p: Offset, h: &BlockHeader, size: u32) -> Result<(), Error> {
         let link: &AtomicU32 = self.heap.space.region.get(p.get())?;
         let class = self.class_mut(c)?;
@@ -477,8 +476,23 @@ impl<P: Platform> Drop for Cache<'_, '_, P> {
         if self.same_process().is_err() {
             return; // a forked copy: the registration is the parent's
         }
-        // Errors cannot be reported from drop; the registration is then reclaimed with the
-        // process.
-        let _ = self.heap.unregister(self.me);
+        // Errors cannot be reported from drop; the blocks stay the member's then, freed
+        // when it unregisters or is reclaimed with the process.
+        if self.own_member {
+            let _ = self.heap.unregister(self.me);
+        } else {
+            let _ = self.drain_all();
+        }
     }
+}
+
+/// The header in front of payload offset `p` (in bounds and aligned, its contents
+/// unchecked).
+#[inline]
+fn header_of<'m>(space: &crate::heap::Space<'m>, p: u32) -> Option<&'m BlockHeader> {
+    let b = p.checked_sub(space.geo.hsize)?;
+    if !space.geo.is_aligned(b) {
+        return None;
+    }
+    space.region.get(b).ok()
 }
