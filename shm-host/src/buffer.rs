@@ -90,7 +90,13 @@ impl<S: System> Buffer<S> {
         let want = HEADER as usize + headroom as usize + policy_capacity(data);
         let size = u32::try_from(want).map_err(|_| HostError::BadSize { size: want as u64 })?;
         let heap = att.heap();
-        let block = match heap.try_alloc(att.me(), size) {
+        let first = match att.cache_alloc(size) {
+            // The cache gave back what it held and asked others to: the heap has too
+            // little. Go the usual way (reclaim the dead, perhaps wait).
+            Some(Err(Error::OutOfMemory { .. })) | None => heap.try_alloc(att.me(), size),
+            Some(r) => r,
+        };
+        let block = match first {
             Err(Error::OutOfMemory { .. }) => {
                 // Memory may be held by dead processes: reclaim and try again.
                 heap.reclaim_dead()?;
@@ -360,7 +366,7 @@ impl<S: System> io::Write for Buffer<S> {
 
 impl<S: System> Drop for Buffer<S> {
     fn drop(&mut self) {
-        if self.owned {
+        if self.owned && !self.att.cache_free(self.block) {
             // NotOwner here means the process was reclaimed meanwhile; nothing to do.
             let _ = self.att.heap().release(self.att.me(), self.block);
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use shm_core::format::{KIND_CLIENT, P_DISCONNECTED};
 use shm_core::ParticipantId;
-use shm_core::{Control, Error, Offset, Received, SendMode};
+use shm_core::{CacheConfig, Control, Error, Offset, Received, SendMode};
 
 use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
@@ -28,6 +28,10 @@ pub struct ClientOptions {
     pub recv_mode: RecvMode,
     /// How long to wait for the server to answer a connection request.
     pub connect_timeout: Duration,
+    /// A process cache for this client's buffers (see "Process caches" in the README):
+    /// allocations and frees of buffers, the ones received included, mostly take no
+    /// lock. `None` (the default): every buffer comes from and goes back to the heap.
+    pub cache: Option<CacheConfig>,
 }
 
 impl Default for ClientOptions {
@@ -36,6 +40,7 @@ impl Default for ClientOptions {
             queue_capacity: 256,
             recv_mode: RecvMode::default(),
             connect_timeout: Duration::from_secs(5),
+            cache: None,
         }
     }
 }
@@ -104,7 +109,7 @@ impl<S: System> Client<S> {
         if !st.running || !seg.is_alive(st.id) {
             return Err(Error::NoServer.into());
         }
-        let att = Arc::new(Attachment::new(seg)?);
+        let att = Arc::new(Attachment::new(seg, opts.cache)?);
         let ep = Endpoint::create(att, KIND_CLIENT, opts.queue_capacity, opts.recv_mode)?;
         let inner = Arc::new(Inner {
             ep,

@@ -62,7 +62,7 @@ pub use name::SegmentName;
 pub use peer::{Message, PeerId, SendError};
 pub use segment::Segment;
 pub use server::{BroadcastReport, DeathReason, Server, ServerEvent, ServerOptions};
-pub use shm_core::SystemError;
+pub use shm_core::{CacheConfig, SystemError};
 // From the one `cfg` point in `sys/`: `NativeSystem`, the system of the target (Linux,
 // Windows or QNX) and the default of `Server` and `Client`; `install_stop_handler`, which
 // makes SIGINT/SIGTERM (Ctrl-C/close on Windows) set the returned flag instead of ending

@@ -1,11 +1,12 @@
 //! [`Segment`]: a named mapping with a heap in it, and this process's registration.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use shm_core::Doorbell;
 use shm_core::{
-    CheckReport, Heap, HeapConfig, HeapStats, Incarnation, Member, Offset, ProcessId, ProcessInfo,
-    Processes, Region, ServerStatus, WaitOutcome,
+    Cache, CacheConfig, CheckReport, Heap, HeapConfig, HeapStats, Incarnation, Member, Offset,
+    ProcessId, ProcessInfo, Processes, Region, ServerStatus, WaitOutcome,
 };
 
 use crate::error::{HostError, NamedResult, Result};
@@ -19,9 +20,12 @@ pub(crate) type SegmentHeap<S> = Heap<'static, SegmentPlatform<S>>;
 /// A mapped segment holding a region, attached as a heap.
 ///
 /// The heap refers to the mapping's memory, so it is declared first and dropped first;
-/// the `'static` lifetime it carries never leaves this type except shortened to `&self`.
+/// the `'static` lifetime it carries never leaves this type except shortened to `&self`
+/// (and in [`Attachment`]'s buffer cache, which is dropped before its segment). It sits in
+/// an allocation of its own, so that the cache's reference into it survives the
+/// attachment being borrowed mutably when it is dropped.
 pub struct Segment<S: System = NativeSystem> {
-    heap: SegmentHeap<S>,
+    heap: Arc<SegmentHeap<S>>,
     mapping: std::sync::Arc<S::Mapping>,
     name: SegmentName,
     system: S,
@@ -121,7 +125,7 @@ impl<S: System> Segment<S> {
             SegmentPlatform::new(system.clone(), presence, std::sync::Arc::clone(&mapping)),
         )?;
         Ok(Segment {
-            heap,
+            heap: Arc::new(heap),
             mapping,
             name: name.clone(),
             system,
@@ -145,6 +149,11 @@ impl<S: System> Segment<S> {
 
     /// The heap with the mapping's lifetime, for types that keep the segment alive.
     pub(crate) fn heap_static(&self) -> &SegmentHeap<S> {
+        &self.heap
+    }
+
+    /// The heap's own allocation (see the type's documentation).
+    pub(crate) fn heap_arc(&self) -> &Arc<SegmentHeap<S>> {
         &self.heap
     }
 
@@ -290,9 +299,16 @@ impl<S: System> Segment<S> {
     }
 }
 
+/// A process cache over an attachment's registration, for its buffers.
+type BufferCache<S> = Cache<'static, 'static, SegmentPlatform<S>>;
+
 /// A segment plus this process's registration in it. Dropping the last handle unregisters
 /// the process, which returns everything it still owns.
 pub(crate) struct Attachment<S: System> {
+    /// The buffer cache when enabled (`ClientOptions::cache`, `ServerOptions::cache`):
+    /// its bounds, and the cache, made on first use. It refers to the segment's heap, so
+    /// it is declared before the segment (and taken out first when dropped).
+    cache: Option<(CacheConfig, Mutex<Option<BufferCache<S>>>)>,
     pub seg: Segment<S>,
     /// The registration; private so that it is used only through [`Attachment::me`].
     member: Member,
@@ -302,10 +318,52 @@ pub(crate) struct Attachment<S: System> {
 }
 
 impl<S: System> Attachment<S> {
-    pub fn new(seg: Segment<S>) -> Result<Self> {
+    pub fn new(seg: Segment<S>, cache: Option<CacheConfig>) -> Result<Self> {
         let member = seg.heap_static().register()?;
         let forks = seg.system().fork_generation();
-        Ok(Attachment { seg, member, forks })
+        Ok(Attachment {
+            cache: cache.map(|c| (c, Mutex::new(None))),
+            seg,
+            member,
+            forks,
+        })
+    }
+
+    /// Allocates a block of `size` bytes through the buffer cache: `None` without one.
+    pub fn cache_alloc(&self, size: u32) -> Option<std::result::Result<Offset, shm_core::Error>> {
+        self.with_cache(|c| c.alloc(size))
+    }
+
+    /// Frees `block`, which a buffer of this attachment held, into the buffer cache;
+    /// `false` when it was not taken (no cache, or a block it does not take, such as one
+    /// other processes co-own), so the caller releases it the usual way.
+    pub fn cache_free(&self, block: Offset) -> bool {
+        matches!(self.with_cache(|c| c.free(block)), Some(Ok(())))
+    }
+
+    /// Runs `f` on the buffer cache, making it first if needed; `None` without one (or if
+    /// it cannot be made: buffers then come from the heap directly).
+    fn with_cache<T>(
+        &self,
+        f: impl FnOnce(&mut BufferCache<S>) -> std::result::Result<T, shm_core::Error>,
+    ) -> Option<std::result::Result<T, shm_core::Error>> {
+        let (config, slot) = self.cache.as_ref()?;
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            // SAFETY: the heap lives in its own `Arc` allocation, which the segment keeps
+            // until it is dropped; the cache lives in this attachment's `cache` field, which
+            // is declared before `seg` and is taken out in `drop` before anything else, so
+            // the reference never outlives the heap (nor the mapping the heap refers to).
+            let heap: &'static SegmentHeap<S> = unsafe { &*Arc::as_ptr(self.seg.heap_arc()) };
+            // SAFETY: `member_cache`'s contract holds: this member acts on a block given out
+            // by the cache, or freed into it, from one place at a time: the cache gives each
+            // block to one `Buffer`, the only handle to it, and takes a block back only from
+            // a `Buffer` being dropped. Every other operation on a buffer's block (send,
+            // keep, a copy-on-write move) consumes the buffer or holds it mutably, and
+            // the attachment's own blocks (participant, keepalives) never become buffers.
+            *guard = unsafe { heap.member_cache(self.me(), *config) }.ok();
+        }
+        guard.as_mut().map(f)
     }
 
     /// The member to act as. In a forked child (another process, which shares the
@@ -339,6 +397,16 @@ impl<S: System> Attachment<S> {
 
 impl<S: System> Drop for Attachment<S> {
     fn drop(&mut self) {
+        // The cache's blocks are the registration's: unregistering below frees them, and a
+        // forked child or a truncated mapping must not touch them. So the cache is
+        // forgotten rather than drained (it holds no resource of its own).
+        if let Some((_, slot)) = self.cache.as_mut() {
+            let cache = slot
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            std::mem::forget(cache);
+        }
         if self.seg.system().fork_generation() != self.forks {
             return; // a forked child's copy: the registration is the parent's
         }

@@ -5,16 +5,21 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use shm_core::Error;
+use shm_core::{CacheConfig, Error};
 use shm_host::{Client, ClientOptions, HostError, RecvMode, Server, ServerEvent, ServerOptions};
 use shm_tests::{eventually, peer_exe, unique_name, Peer};
 
 fn server(name: &str) -> Server<shm_host::NativeSystem> {
+    server_with(name, None)
+}
+
+fn server_with(name: &str, cache: Option<CacheConfig>) -> Server<shm_host::NativeSystem> {
     Server::create_with(
         name,
         ServerOptions {
             size: 16 << 20,
             heartbeat: Duration::from_millis(20),
+            cache,
             ..ServerOptions::default()
         },
     )
@@ -39,16 +44,30 @@ fn echo(server: &Server<shm_host::NativeSystem>, stop: &AtomicBool) -> u64 {
 /// to the baseline from before any client came - and `check()` passes.
 #[test]
 fn killed_clients_give_back_all_memory() {
-    let name = unique_name("kill-client");
-    let server = server(&name);
+    kill_clients_during_traffic("kill-client", false);
+}
+
+/// The same with buffer caches on every side: clients killed with blocks in their caches,
+/// handed out, in flight and half sent give everything back, and the server's own cache
+/// holds the rest (`check()` counts it): nothing leaks, nothing is owned twice.
+#[test]
+fn killed_clients_with_buffer_caches_give_back_all_memory() {
+    kill_clients_during_traffic("kill-cached", true);
+}
+
+fn kill_clients_during_traffic(prefix: &str, cached: bool) {
+    let name = unique_name(prefix);
+    let server = server_with(&name, cached.then(CacheConfig::default));
     let baseline = server.available_bytes().unwrap();
+    let mode = if cached { "cached" } else { "" };
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let echoer = s.spawn(|| echo(&server, &stop));
-        let mut survivor = Peer::spawn(peer_exe!(), &["stream", &name, "99"]);
+        let mut survivor = Peer::spawn(peer_exe!(), &["stream", &name, "99", mode]);
         assert_eq!(survivor.read_line(), "ready");
         for round in 0..5 {
-            let mut victim = Peer::spawn(peer_exe!(), &["stream", &name, &round.to_string()]);
+            let id = round.to_string();
+            let mut victim = Peer::spawn(peer_exe!(), &["stream", &name, &id, mode]);
             assert_eq!(victim.read_line(), "ready");
             // Let it get into the middle of its traffic.
             std::thread::sleep(Duration::from_millis(30 + 17 * round));
@@ -75,15 +94,22 @@ fn killed_clients_give_back_all_memory() {
     });
     // Messages the killed clients had in flight to the server were dropped by `echo`;
     // everything else they owned was reclaimed with them.
+    // The server's own cache holds the blocks it received and dropped.
     eventually(
         Duration::from_secs(10),
         "memory back to the baseline",
         || {
             let _ = server.try_recv().unwrap();
-            (server.available_bytes().unwrap() == baseline).then_some(())
+            let in_cache = server.segment().check().unwrap().cached_bytes;
+            let bound = if cached {
+                CacheConfig::default().max_bytes
+            } else {
+                0
+            };
+            assert!(in_cache <= u64::from(bound), "{in_cache} bytes cached");
+            (server.available_bytes().unwrap() + in_cache == baseline).then_some(())
         },
     );
-    server.segment().check().unwrap();
 }
 
 /// A process killed while it holds the region lock, halfway through an allocation, does

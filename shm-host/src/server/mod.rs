@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use shm_core::format::KIND_SERVER;
 use shm_core::ParticipantId;
-use shm_core::{Control, Error, HeapConfig, Incarnation, Offset, Received, SendMode};
+use shm_core::{CacheConfig, Control, Error, HeapConfig, Incarnation, Offset, Received, SendMode};
 
 use crate::buffer::Buffer;
 use crate::endpoint::{Endpoint, RecvMode};
@@ -53,6 +53,9 @@ pub struct ServerOptions {
     /// liveness mark). Its memory comes back once it is dead. Off by default: an
     /// unresponsive client is only disconnected.
     pub kill_unresponsive: bool,
+    /// A process cache for the server's buffers, as [`ClientOptions::cache`](crate::ClientOptions::cache).
+    /// `None` by default.
+    pub cache: Option<CacheConfig>,
 }
 
 impl Default for ServerOptions {
@@ -68,6 +71,7 @@ impl Default for ServerOptions {
             keepalive_reserve: 16 * 1024,
             owner_cells: 4096,
             kill_unresponsive: false,
+            cache: None,
         }
     }
 }
@@ -174,7 +178,7 @@ impl<S: System> Server<S> {
             }
             Err(e) => return Err(e),
         };
-        let att = Arc::new(Attachment::new(seg)?);
+        let att = Arc::new(Attachment::new(seg, opts.cache)?);
         let ep = Endpoint::create(
             Arc::clone(&att),
             KIND_SERVER,

@@ -96,8 +96,18 @@ impl OnSystem for Role<'_> {
                 arg(3).parse().unwrap(),
                 arg(4).parse().unwrap(),
                 false,
+                None,
             ),
-            "stream" => client(system, arg(1), arg(2).parse().unwrap(), u32::MAX, 8, true),
+            // `stream NAME ID [cached]`: with `cached`, through a buffer cache.
+            "stream" => client(
+                system,
+                arg(1),
+                arg(2).parse().unwrap(),
+                u32::MAX,
+                8,
+                true,
+                (arg(3) == "cached").then(shm_core::CacheConfig::default),
+            ),
             "hold-lock" => hold_lock(system, arg(1)),
             "cache-churn" => cache_churn(system, arg(1), arg(2).parse().unwrap()),
             "server" => server(system, arg(1)),
@@ -106,6 +116,31 @@ impl OnSystem for Role<'_> {
             other => Err(format!("unknown role {other:?}")),
         }
     }
+}
+
+/// Forks. The child runs `child` and leaves with `_exit` and what `child` returned as its
+/// exit code, without running destructors (they are the parent's); the parent waits for
+/// it and returns that code (-1 if the child did not exit normally).
+#[cfg(unix)]
+fn in_forked_child(child: impl FnOnce() -> i32) -> Result<i32, String> {
+    // SAFETY: the child only runs `child` and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    if pid == 0 {
+        let code = child();
+        // SAFETY: ends the child without running destructors (they are the parent's).
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child we forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    })
 }
 
 /// `fork-alloc NAME`: connects, forks; the child (another process sharing the mapping and
@@ -122,29 +157,16 @@ fn fork_alloc(name: &str) -> Result<(), String> {
     c.wait_connected(Duration::from_secs(20))
         .map_err(|e| format!("wait_connected: {e}"))?;
     let held = c.alloc(64).map_err(|e| format!("alloc: {e}"))?;
-    // SAFETY: the child only runs the code below and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err("fork failed".into());
-    }
-    if pid == 0 {
+    let mut held = Some(held);
+    let code = in_forked_child(|| {
         let stale = |e: &HostError| matches!(e, HostError::Core(Error::StaleMember { .. }));
-        let code = match (c.alloc(64), c.send(held, 1)) {
+        let Some(held) = held.take() else { return 2 };
+        match (c.alloc(64), c.send(held, 1)) {
             (Err(a), Err(s)) if stale(&a) && stale(&s.error) => 0,
             (Ok(_), _) | (_, Ok(())) => 1,
             _ => 2,
-        };
-        // SAFETY: ends the child without running destructors (they are the parent's).
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child we forked.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
+        }
+    })?;
     println!("child {code}");
     let mut b = c.alloc(64).map_err(|e| format!("parent alloc: {e}"))?;
     b.extend_from_slice(b"parent")
@@ -174,28 +196,13 @@ fn fork_cache(name: &str) -> Result<(), String> {
     let cached = cache.alloc(64).map_err(|e| e.to_string())?;
     let live = cache.alloc(64).map_err(|e| e.to_string())?;
     cache.free(cached).map_err(|e| e.to_string())?;
-    // SAFETY: the child only runs the code below and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err("fork failed".into());
-    }
-    if pid == 0 {
+    let code = in_forked_child(|| {
         let stale = |r: &Result<(), Error>| matches!(r, Err(Error::StaleMember { .. }));
-        let code = match (cache.alloc(64).map(drop), cache.free(live)) {
+        match (cache.alloc(64).map(drop), cache.free(live)) {
             (a, f) if stale(&a) && stale(&f) => 0,
             _ => 1,
-        };
-        // SAFETY: ends the child without running destructors (they are the parent's).
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child we forked.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
+        }
+    })?;
     println!("child {code}");
     let again = cache.alloc(64).map_err(|e| format!("parent alloc: {e}"))?;
     if again != cached {
@@ -215,9 +222,13 @@ fn client<S: System>(
     count: u32,
     window: usize,
     announce: bool,
+    cache: Option<shm_core::CacheConfig>,
 ) -> Result<(), String> {
-    let c = Client::connect_on(system, name, ClientOptions::default())
-        .map_err(|e| format!("connect: {e}"))?;
+    let opts = ClientOptions {
+        cache,
+        ..ClientOptions::default()
+    };
+    let c = Client::connect_on(system, name, opts).map_err(|e| format!("connect: {e}"))?;
     c.wait_connected(Duration::from_secs(20))
         .map_err(|e| format!("wait_connected: {e}"))?;
     if announce {

@@ -1,0 +1,122 @@
+//! Buffer caches (`ServerOptions::cache`, `ClientOptions::cache`): buffers, the received
+//! ones included, go back into the process's cache when dropped and come out of it again,
+//! without heap allocations; broadcast buffers, co-owned, are released as before; a
+//! client leaving gives its cached blocks back with everything else.
+#![allow(clippy::unwrap_used)] // tests report failures by panicking
+
+use std::time::Duration;
+
+use shm_host::{CacheConfig, Client, ClientOptions, Server, ServerOptions};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn pair(test: &str) -> (Server, Client) {
+    let name = format!("bcache-{test}-{}", std::process::id());
+    let server = Server::create_with(
+        &name,
+        ServerOptions {
+            size: 8 << 20,
+            cache: Some(CacheConfig::default()),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let client = Client::connect_with(
+        &name,
+        ClientOptions {
+            cache: Some(CacheConfig::default()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    // The server accepts while it receives; nothing else is in its queue yet.
+    assert!(server.try_recv().unwrap().is_none());
+    (server, client)
+}
+
+/// After a first round trip has filled both caches, further round trips (allocate, send,
+/// receive, drop, each way) make no heap allocation and no heap free; the data arrives
+/// intact, and the heap's check counts the cached blocks.
+#[test]
+fn round_trips_reuse_cached_blocks() {
+    let (server, client) = pair("trips");
+    let trip = |i: u32| {
+        let b = client.alloc_from(&i.to_le_bytes()).unwrap();
+        client.send(b, 1).unwrap();
+        let m = server.recv_timeout(WAIT).unwrap().unwrap();
+        assert_eq!(&m.buffer[..], &i.to_le_bytes());
+        let answer = server.alloc_from(&(i + 1).to_le_bytes()).unwrap();
+        server.send(m.from, answer, 2).unwrap();
+        drop(m);
+        let back = client.recv_timeout(WAIT).unwrap().unwrap();
+        assert_eq!(&back.buffer[..], &(i + 1).to_le_bytes());
+    };
+    trip(0);
+    let before = server.segment().stats().unwrap();
+    for i in 1..200 {
+        trip(i);
+    }
+    let after = server.segment().stats().unwrap();
+    assert_eq!(
+        (after.allocs, after.frees),
+        (before.allocs, before.frees),
+        "round trips through caches allocate and free nothing in the heap"
+    );
+    assert!(server.segment().check().unwrap().cached_blocks >= 2);
+}
+
+/// A broadcast buffer is co-owned: dropping it in one process releases that process's
+/// share (the cache does not take a block others own too), and the last owner's drop then
+/// puts it in that owner's cache.
+#[test]
+fn co_owned_buffers_are_released_not_cached() {
+    let (server, client) = pair("shared");
+    let b = server.alloc_from(b"to all").unwrap();
+    let report = server.broadcast(&b, 3);
+    assert_eq!(report.sent.len(), 1, "{:?}", report.failed);
+    let m = client.recv_timeout(WAIT).unwrap().unwrap();
+    assert_eq!(m.buffer.owners().unwrap(), 2);
+    drop(m);
+    assert_eq!(b.owners().unwrap(), 1, "the client's share was released");
+    assert_eq!(&b[..], b"to all");
+    let cached = server.segment().check().unwrap().cached_blocks;
+    drop(b);
+    assert_eq!(server.segment().check().unwrap().cached_blocks, cached + 1);
+}
+
+/// A client that disconnects gives back every block, its cached ones included: the free
+/// bytes and the server's cache add up to what they were before it came.
+#[test]
+fn a_leaving_client_gives_back_its_cache() {
+    let (server, client) = pair("leave");
+    drop(client);
+    let base_free = server.available_bytes().unwrap();
+    let base_cached = server.segment().check().unwrap().cached_bytes;
+    let name = format!("bcache-leave-{}", std::process::id());
+    let client = Client::connect_with(
+        &name,
+        ClientOptions {
+            cache: Some(CacheConfig::default()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(server.try_recv().unwrap().is_none());
+    let held: Vec<_> = (0..50)
+        .map(|i| client.alloc(64 + i * 10).unwrap())
+        .collect();
+    drop(held); // into the client's cache
+    assert!(server.segment().check().unwrap().cached_bytes > base_cached);
+    drop(client);
+    let wait_until = std::time::Instant::now() + WAIT;
+    loop {
+        let _ = server.try_recv().unwrap();
+        let free = server.available_bytes().unwrap();
+        let cached = server.segment().check().unwrap().cached_bytes;
+        if free + cached == base_free + base_cached {
+            break;
+        }
+        assert!(std::time::Instant::now() < wait_until, "memory came back");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
