@@ -6,6 +6,9 @@
 //! grows.
 #![allow(clippy::unwrap_used)] // tests report failures by panicking
 
+mod common;
+
+use common::Trial;
 use shm_core::testkit::{AlignedBuf, TestPlatform};
 use shm_core::{Cache, CacheConfig, Error, Heap, HeapConfig, Offset, ProcessId, Region};
 
@@ -47,25 +50,6 @@ fn world() -> World {
     }
 }
 
-struct Trial {
-    heap: H,
-    platform: TestPlatform,
-    _buf: AlignedBuf,
-}
-
-fn attach(image: &[u8]) -> Trial {
-    let buf = AlignedBuf::copy_of(image);
-    let platform = TestPlatform::new(ACTOR);
-    // SAFETY: `buf` is owned by the trial and dropped after `heap` (field order).
-    let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
-    let heap = Heap::attach(region, platform.clone()).unwrap();
-    Trial {
-        heap,
-        platform,
-        _buf: buf,
-    }
-}
-
 /// What the other process's world looks like: free bytes, used blocks, processes, and
 /// its blocks' owners.
 fn baseline(heap: &H, w: &World) -> (u64, u32, u32, Vec<Option<shm_core::ProcSlot>>) {
@@ -90,7 +74,7 @@ struct Scenario {
 /// must be exactly as before the cache existed. Returns whether the crash fired and the
 /// blocks that were cached when it did.
 fn run(w: &World, s: &Scenario, arm: Option<u32>) -> (bool, u32) {
-    let t = attach(&w.image);
+    let t = Trial::attach(&w.image, ACTOR);
     let heap = &t.heap;
     let before = baseline(heap, w);
     let mut cache = heap.cache(CONFIG).unwrap();
@@ -232,7 +216,7 @@ fn a_crash_at_every_step_of_frees_into_a_full_class_loses_nothing() {
 #[test]
 fn a_process_killed_with_a_full_cache_loses_nothing() {
     let w = world();
-    let t = attach(&w.image);
+    let t = Trial::attach(&w.image, ACTOR);
     let before = baseline(&t.heap, &w);
     let mut cache = t.heap.cache(CONFIG).unwrap();
     let mut live = Vec::new();

@@ -11,6 +11,9 @@
 //! parts, and another reclaim finishes it to exactly "after".
 #![allow(clippy::unwrap_used)] // tests report failures by panicking
 
+mod common;
+
+use common::Trial;
 use shm_core::format::{KIND_CLIENT, KIND_SERVER};
 use shm_core::testkit::snapshot::Snapshot;
 use shm_core::testkit::{AlignedBuf, TestPlatform};
@@ -70,26 +73,6 @@ struct World {
 }
 
 /// One attached copy of the world's image.
-struct Trial {
-    heap: H,
-    platform: TestPlatform,
-    _buf: AlignedBuf,
-}
-
-fn attach(image: &[u8]) -> Trial {
-    let buf = AlignedBuf::copy_of(image);
-    let platform = TestPlatform::new(ACTOR);
-    // SAFETY: `buf` is owned by the trial and dropped after `heap` (field order); nothing
-    // else accesses it meanwhile.
-    let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
-    let heap = Heap::attach(region, platform.clone()).unwrap();
-    Trial {
-        heap,
-        platform,
-        _buf: buf,
-    }
-}
-
 fn world() -> World {
     let buf = AlignedBuf::new(32 * 1024);
     let ctx = {
@@ -334,7 +317,7 @@ struct Outcome {
 
 /// Runs `op` on a fresh copy of the world, crashing at step `arm` (if any).
 fn run(w: &World, op: &CrashOp, arm: Option<u32>) -> Outcome {
-    let t = attach(&w.image);
+    let t = Trial::attach(&w.image, ACTOR);
     let heap = &t.heap;
     (op.prepare)(&t.platform);
     if let Some(k) = arm {
@@ -456,7 +439,7 @@ fn crash_every_step(
 #[test]
 fn crash_at_every_step_of_every_operation_truly() {
     let w = world();
-    let before = Snapshot::take(&attach(&w.image).heap).unwrap();
+    let before = Snapshot::take(&Trial::attach(&w.image, ACTOR).heap).unwrap();
     let all = ops();
     let mut report = Vec::new();
     for op in &all {

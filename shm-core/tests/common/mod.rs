@@ -36,3 +36,27 @@ impl Fixture {
         Heap::attach(region, self.platform.clone()).unwrap()
     }
 }
+
+/// A heap attached to a private copy of a region image, acting as process `pid`: one
+/// trial of a crash-at-every-step test.
+pub struct Trial {
+    pub heap: Heap<'static, TestPlatform>,
+    pub platform: TestPlatform,
+    _buf: AlignedBuf,
+}
+
+impl Trial {
+    pub fn attach(image: &[u8], pid: u32) -> Trial {
+        let buf = AlignedBuf::copy_of(image);
+        let platform = TestPlatform::new(pid);
+        // SAFETY: `buf` is owned by the trial and dropped after `heap` (field order);
+        // nothing else accesses it meanwhile.
+        let region = unsafe { Region::from_raw(buf.as_ptr(), buf.len()) }.unwrap();
+        let heap = Heap::attach(region, platform.clone()).unwrap();
+        Trial {
+            heap,
+            platform,
+            _buf: buf,
+        }
+    }
+}

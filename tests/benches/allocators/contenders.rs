@@ -125,30 +125,15 @@ impl Contender for ShmCore {
 impl BenchAlloc for ShmCoreAlloc<'_> {
     #[inline]
     fn alloc(&mut self, size: u32) -> Option<Handle> {
-        match self.heap.try_alloc(self.me, size) {
-            Ok(off) => Some(Handle {
-                raw: off.get() as usize,
-                size,
-            }),
-            // `TooLarge` (more than the region could ever hold) only comes from the
-            // fragmentation probe's first, oversized requests.
-            Err(Error::OutOfMemory { .. } | Error::TooLarge { .. }) => None,
-            Err(e) => {
-                self.error = Some(e);
-                None
-            }
-        }
+        handle_of(self.heap.try_alloc(self.me, size), size, &mut self.error)
     }
 
     #[inline]
     fn free(&mut self, h: Handle) -> bool {
-        match self.heap.free(self.me, Offset::new(h.raw as u32)) {
-            Ok(()) => true,
-            Err(e) => {
-                self.error = Some(e);
-                false
-            }
-        }
+        freed(
+            self.heap.free(self.me, Offset::new(h.raw as u32)),
+            &mut self.error,
+        )
     }
 
     fn take_error(&mut self) -> Option<String> {
@@ -206,6 +191,31 @@ impl BenchAlloc for ShmCoreAlloc<'_> {
     }
 }
 
+/// The handle for shm-core's answer to an allocation of `size` bytes: `None` for out of
+/// memory, and for any other error, which is kept in `error` for the report. `TooLarge`
+/// (more than the region could ever hold) only comes from the fragmentation probe's first,
+/// oversized requests.
+#[inline]
+fn handle_of(r: Result<Offset, Error>, size: u32, error: &mut Option<Error>) -> Option<Handle> {
+    match r {
+        Ok(off) => Some(Handle {
+            raw: off.get() as usize,
+            size,
+        }),
+        Err(Error::OutOfMemory { .. } | Error::TooLarge { .. }) => None,
+        Err(e) => {
+            *error = Some(e);
+            None
+        }
+    }
+}
+
+/// Whether shm-core's free succeeded; its error is kept in `error` for the report.
+#[inline]
+fn freed(r: Result<(), Error>, error: &mut Option<Error>) -> bool {
+    r.map_err(|e| *error = Some(e)).is_ok()
+}
+
 // shm-core with a process cache --------------------------------------------------------------
 
 /// shm-core's heap used through a process [`Cache`] with the default bounds: what a
@@ -236,28 +246,12 @@ impl Contender for ShmCoreCache {
 impl BenchAlloc for ShmCoreCacheAlloc<'_> {
     #[inline]
     fn alloc(&mut self, size: u32) -> Option<Handle> {
-        match self.cache.alloc(size) {
-            Ok(off) => Some(Handle {
-                raw: off.get() as usize,
-                size,
-            }),
-            Err(Error::OutOfMemory { .. } | Error::TooLarge { .. }) => None,
-            Err(e) => {
-                self.error = Some(e);
-                None
-            }
-        }
+        handle_of(self.cache.alloc(size), size, &mut self.error)
     }
 
     #[inline]
     fn free(&mut self, h: Handle) -> bool {
-        match self.cache.free(Offset::new(h.raw as u32)) {
-            Ok(()) => true,
-            Err(e) => {
-                self.error = Some(e);
-                false
-            }
-        }
+        freed(self.cache.free(Offset::new(h.raw as u32)), &mut self.error)
     }
 
     fn take_error(&mut self) -> Option<String> {

@@ -210,9 +210,10 @@ fn run(cfg: &Config) -> Res<Results> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let pinned = link::pin();
     let mut floor = floor_row()?;
-    let cycle = Row::new("cycle", ours::Ours::start(true, max)?);
-    let same = Row::new("same", ours::Ours::start(false, max)?);
-    let mut ours_rows = vec![cycle, same];
+    let mut ours_rows = Vec::new();
+    for mode in ["cycle", "cached", "same"] {
+        ours_rows.push(Row::new(mode, ours::Ours::start(mode, max)?));
+    }
     // Per payload size: the rows measured at that size only.
     let mut by_len = Vec::new();
     for &len in &cfg.sweep {
@@ -226,7 +227,7 @@ fn run(cfg: &Config) -> Res<Results> {
             results.push(row.name, 64, s);
         }
         for (len, rows) in &mut by_len {
-            // Our two rows share their peers across sizes; the others are per size.
+            // Our rows share their peers across sizes; the others are per size.
             let n = ours_rows.len() + rows.len();
             for k in 0..n {
                 let i = (k + round) % n;

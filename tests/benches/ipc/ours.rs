@@ -4,14 +4,16 @@
 //! - `cycle`: the full life of a message, each way: allocate a block of the payload size,
 //!   write the stamp into it, send it, receive it, free it (the peer frees the block it got
 //!   and allocates a fresh one for its answer).
+//! - `cached`: `cycle` with a buffer cache on both sides (`ServerOptions::cache`,
+//!   `ClientOptions::cache`, default bounds): the allocations and frees mostly take no lock.
 //! - `same`: one block of the payload size goes back and forth; each side checks the stamp
 //!   and writes its own into it. No allocation, no free.
 
 use std::time::{Duration, Instant};
 
 use shm_host::{
-    Buffer, Client, ClientOptions, CreateOptions, Message, PeerId, RecvMode, Server, ServerEvent,
-    ServerOptions,
+    Buffer, CacheConfig, Client, ClientOptions, CreateOptions, Message, PeerId, RecvMode, Server,
+    ServerEvent, ServerOptions,
 };
 use shm_tests::Peer;
 
@@ -26,6 +28,11 @@ pub const ANSWER: u64 = 1 << 63;
 /// Server options for a segment holding messages of up to `max_len` bytes, `live` of
 /// them at once. Keepalives are locked operations: they are kept rare while measuring.
 pub fn server_options(max_len: usize, live: usize) -> ServerOptions {
+    server_options_cached(max_len, live, false)
+}
+
+/// [`server_options`], with a buffer cache if `cached`.
+pub fn server_options_cached(max_len: usize, live: usize, cached: bool) -> ServerOptions {
     let size = (max_len + 4096) * live + (8 << 20);
     ServerOptions {
         size,
@@ -36,6 +43,7 @@ pub fn server_options(max_len: usize, live: usize) -> ServerOptions {
             prefault: true,
             ..CreateOptions::default()
         },
+        cache: cached.then(CacheConfig::default),
         ..ServerOptions::default()
     }
 }
@@ -92,12 +100,14 @@ pub struct Ours {
 }
 
 impl Ours {
-    /// Creates the segment (payloads up to `max_len`) and starts the peer.
-    pub fn start(cycle: bool, max_len: usize) -> Res<Ours> {
-        let name = link::unique(if cycle { "cycle" } else { "same" });
-        let server = Server::create_with(&name, server_options(max_len, 3))
+    /// Creates the segment (payloads up to `max_len`) and starts the peer; `mode` is the
+    /// row's name (`cycle`, `cached` or `same`).
+    pub fn start(mode: &str, max_len: usize) -> Res<Ours> {
+        let cycle = mode != "same";
+        let name = link::unique(mode);
+        let opts = server_options_cached(max_len, 3, mode == "cached");
+        let server = Server::create_with(&name, opts)
             .map_err(|e| format!("creating segment {name}: {e}"))?;
-        let mode = if cycle { "cycle" } else { "same" };
         let mut peers = [link::spawn_peer("ours", &[&name, mode])?];
         let client = wait_for_clients(&server, 1, &mut peers)?[0];
         let [peer] = peers;
@@ -192,10 +202,16 @@ impl PingPong for Ours {
 /// A peer's client of segment `name` (blocking receives between measurements), once the
 /// server has accepted it.
 pub fn connect(name: &str) -> Res<Client> {
+    connect_cached(name, false)
+}
+
+/// [`connect`], with a buffer cache if `cached`.
+fn connect_cached(name: &str, cached: bool) -> Res<Client> {
     let client = Client::connect_with(
         name,
         ClientOptions {
             recv_mode: RecvMode::Blocking,
+            cache: cached.then(CacheConfig::default),
             ..ClientOptions::default()
         },
     )
@@ -206,12 +222,13 @@ pub fn connect(name: &str) -> Res<Client> {
     Ok(client)
 }
 
-/// The peer of the `cycle` and `same` rows: a client answering every data message, with a
-/// fresh block (`cycle`) or the same one (`same`), until told to stop. Between
-/// measurements (after a pause) it waits on the doorbell instead of spinning.
+/// The peer of the `cycle`, `cached` and `same` rows: a client answering every data
+/// message, with a fresh block (`cycle`, `cached`) or the same one (`same`), until told
+/// to stop. Between measurements (after a pause) it waits on the doorbell instead of
+/// spinning.
 pub fn peer(name: &str, mode: &str) -> Res<()> {
-    let cycle = mode == "cycle";
-    let client = connect(name)?;
+    let cycle = mode != "same";
+    let client = connect_cached(name, mode == "cached")?;
     let mut received = 0u64;
     let mut spinning = false;
     loop {

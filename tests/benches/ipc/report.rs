@@ -49,8 +49,9 @@ fn size_label(n: usize) -> String {
 }
 
 /// The row names as the table shows them, in column order.
-const COLUMNS: [(&str, &str); 3] = [
+const COLUMNS: [(&str, &str); 4] = [
     ("cycle", "ours: full cycle"),
+    ("cached", "ours: full cycle, caches"),
     ("same", "ours: same buffer"),
     ("iceoryx2", "iceoryx2"),
 ];
@@ -131,7 +132,7 @@ impl Results {
         for (_, title) in COLUMNS {
             let _ = write!(t, " {title} |");
         }
-        let _ = writeln!(t, "\n|---:|---:|---:|---:|");
+        let _ = writeln!(t, "\n|---:|{}", "---:|".repeat(COLUMNS.len()));
         for &len in &self.cfg.sweep {
             let _ = write!(t, "| {} |", size_label(len));
             for (row, _) in COLUMNS {
@@ -166,9 +167,10 @@ impl Results {
             };
             let _ = writeln!(
                 t,
-                "- {}: full cycle {}, same buffer {}",
+                "- {}: full cycle {}, full cycle with caches {}, same buffer {}",
                 size_label(len),
                 r("cycle"),
+                r("cached"),
                 r("same")
             );
         }
@@ -182,10 +184,11 @@ impl Results {
         };
         let _ = writeln!(
             t,
-            "- spread of our p50s from {} to {} (largest / smallest - 1): full cycle {}, same buffer {}",
+            "- spread of our p50s from {} to {} (largest / smallest - 1): full cycle {}, with caches {}, same buffer {}",
             size_label(lo),
             size_label(hi),
             pct("cycle"),
+            pct("cached"),
             pct("same")
         );
         let _ = writeln!(
@@ -239,6 +242,7 @@ impl Results {
                 serde_json::json!({
                     "payload_bytes": len,
                     "cycle_over_iceoryx2": self.ratio("cycle", len),
+                    "cached_over_iceoryx2": self.ratio("cached", len),
                     "same_over_iceoryx2": self.ratio("same", len),
                 })
             })
@@ -262,6 +266,7 @@ impl Results {
             "ratios": ratios,
             "spread": {
                 "cycle": self.spread("cycle"),
+                "cached": self.spread("cached"),
                 "same": self.spread("same"),
             },
             "many_to_one": {
