@@ -141,3 +141,45 @@ fn received_messages_are_freed_into_the_receivers_cache() {
     assert_eq!(cache.alloc(200).unwrap(), m);
     assert_eq!(f.heap.stats().unwrap().allocs, allocs, "no heap allocation");
 }
+
+/// Service data the member owns alone - its reserve, a participant block - is refused
+/// (`BadOffset`) and stays as it was: only the member's own operations free it (a cached
+/// reserve could later be handed out by both the reserve and the cache).
+#[test]
+fn a_member_cache_refuses_service_data() {
+    let f = Fixture::new(1 << 20);
+    let me = f.heap.register().unwrap();
+    // SAFETY: this test acts on each block from one place at a time.
+    let mut cache = unsafe { f.heap.member_cache(me, CacheConfig::default()) }.unwrap();
+    let reserve = f.heap.reserve(me, 256).unwrap();
+    assert!(matches!(cache.free(reserve), Err(Error::BadOffset { .. })));
+    let p = f.heap.create_participant(me, KIND_CLIENT, 4).unwrap();
+    assert!(matches!(cache.free(p.at), Err(Error::BadOffset { .. })));
+    assert_eq!(f.heap.ref_count(reserve).unwrap(), 1);
+    assert_eq!(f.heap.check().unwrap().cached_blocks, 0);
+    let from_reserve = f.heap.alloc_from_reserve(me, 64).unwrap();
+    assert_eq!(f.heap.ref_count(from_reserve).unwrap(), 1);
+}
+
+/// A member cache whose member unregistered, and whose slot (and likely record place) a
+/// newcomer took, refuses to act (`StaleMember`) instead of taking the newcomer's blocks.
+#[test]
+fn a_member_cache_refuses_to_act_for_a_new_registration_in_its_slot() {
+    let f = Fixture::new(1 << 20);
+    let me = f.heap.register().unwrap();
+    // SAFETY: each block is acted on from one place at a time; the cache is not used
+    // for blocks after `me` unregisters (it is asked to, and must refuse).
+    let mut cache = unsafe { f.heap.member_cache(me, CacheConfig::default()) }.unwrap();
+    let b = cache.alloc(64).unwrap();
+    cache.free(b).unwrap();
+    f.heap.unregister(me).unwrap();
+    let newcomer = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    assert_eq!(newcomer.slot(), me.slot(), "the slot is reused");
+    let theirs = f.heap.try_alloc(newcomer, 64).unwrap();
+    assert!(matches!(cache.alloc(64), Err(Error::StaleMember { .. })));
+    assert!(matches!(cache.free(theirs), Err(Error::StaleMember { .. })));
+    assert_eq!(f.heap.owner_of(theirs).unwrap(), Some(newcomer.slot()));
+    drop(cache); // its drain refuses too
+    assert_eq!(f.heap.owner_of(theirs).unwrap(), Some(newcomer.slot()));
+    f.heap.check().unwrap();
+}

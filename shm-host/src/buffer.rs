@@ -9,7 +9,7 @@
 use std::io;
 use std::mem::size_of;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use shm_core::format::MessageHeader;
@@ -53,6 +53,10 @@ pub struct Buffer<S: System = NativeSystem> {
     cap: u32,
     /// False once the block was sent: dropping must not release it then.
     owned: bool,
+    /// Set once the block was co-owned with other processes (received from a broadcast,
+    /// or broadcast from here): dropping it releases it under the lock rather than into a
+    /// buffer cache, since another owner's release of it may still be in flight.
+    shared: AtomicBool,
 }
 
 // SAFETY: the block is owned by the process through the region's owner tables, which any
@@ -91,10 +95,13 @@ impl<S: System> Buffer<S> {
         let size = u32::try_from(want).map_err(|_| HostError::BadSize { size: want as u64 })?;
         let heap = att.heap();
         let first = match att.cache_alloc(size) {
-            // The cache gave back what it held and asked others to: the heap has too
-            // little. Go the usual way (reclaim the dead, perhaps wait).
-            Some(Err(Error::OutOfMemory { .. })) | None => heap.try_alloc(att.me(), size),
-            Some(r) => r,
+            Some(Ok(block)) => Ok(block),
+            // A forked child: the plain path refuses the same way.
+            Some(Err(e @ Error::StaleMember { .. })) => Err(e),
+            // Out of memory (the cache gave back what it held and asked others to), or a
+            // class list the cache dropped as damaged: go the usual way (reclaim the dead,
+            // perhaps wait).
+            Some(Err(_)) | None => heap.try_alloc(att.me(), size),
         };
         let block = match first {
             Err(Error::OutOfMemory { .. }) => {
@@ -126,12 +133,16 @@ impl<S: System> Buffer<S> {
             base,
             cap,
             owned: true,
+            shared: AtomicBool::new(false),
         })
     }
 
     /// Adopts a received block whose header must describe data inside it.
     pub(crate) fn received(att: &Arc<Attachment<S>>, block: Offset) -> Result<Self> {
         let b = Self::adopt(att, block)?;
+        if att.heap().ref_count(block)? > 1 {
+            b.mark_shared(); // a broadcast
+        }
         let (start, len) = b.bounds();
         if start < HEADER || u64::from(start) + u64::from(len) > u64::from(b.cap) {
             return Err(HostError::BadMessage);
@@ -330,6 +341,11 @@ impl<S: System> Buffer<S> {
         Arc::ptr_eq(&self.att, att)
     }
 
+    /// Records that the block is (or was) co-owned with other processes.
+    pub(crate) fn mark_shared(&self) {
+        self.shared.store(true, Relaxed);
+    }
+
     /// Gives up the buffer without releasing the block (it was sent).
     pub(crate) fn into_sent(mut self) -> Offset {
         self.owned = false;
@@ -366,7 +382,10 @@ impl<S: System> io::Write for Buffer<S> {
 
 impl<S: System> Drop for Buffer<S> {
     fn drop(&mut self) {
-        if self.owned && !self.att.cache_free(self.block) {
+        if !self.owned {
+            return; // sent or kept: no longer this process's
+        }
+        if self.shared.load(Relaxed) || !self.att.cache_free(self.block) {
             // NotOwner here means the process was reclaimed meanwhile; nothing to do.
             let _ = self.att.heap().release(self.att.me(), self.block);
         }

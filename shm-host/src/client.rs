@@ -435,6 +435,8 @@ impl<S: System> Inner<S> {
         let att = &self.ep.att;
         let heap = att.heap();
         let _ = heap.take_keepalive(att.me(), self.ep.at());
+        // An idle client gives its cached buffers back when the heap runs low.
+        att.cache_drain_if_asked();
         let st = heap.server_status();
         if st.running && !att.seg.is_alive(st.id) {
             let _ = heap.reclaim_dead();

@@ -21,9 +21,9 @@ pub(crate) type SegmentHeap<S> = Heap<'static, SegmentPlatform<S>>;
 ///
 /// The heap refers to the mapping's memory, so it is declared first and dropped first;
 /// the `'static` lifetime it carries never leaves this type except shortened to `&self`
-/// (and in [`Attachment`]'s buffer cache, which is dropped before its segment). It sits in
-/// an allocation of its own, so that the cache's reference into it survives the
-/// attachment being borrowed mutably when it is dropped.
+/// (and in an attachment's buffer cache, which is gone before its segment is). It sits in
+/// an allocation of its own, so that the cache's reference into it stays valid while the
+/// attachment is borrowed mutably to be dropped.
 pub struct Segment<S: System = NativeSystem> {
     heap: Arc<SegmentHeap<S>>,
     mapping: std::sync::Arc<S::Mapping>,
@@ -320,6 +320,17 @@ pub(crate) struct Attachment<S: System> {
 impl<S: System> Attachment<S> {
     pub fn new(seg: Segment<S>, cache: Option<CacheConfig>) -> Result<Self> {
         let member = seg.heap_static().register()?;
+        if let Some(config) = cache {
+            // The cache proper is made on first use; a trial one here refuses bad bounds
+            // now rather than leaving every buffer to the heap silently.
+            // SAFETY: the trial cache takes and hands out no block, and is dropped (with
+            // nothing to give back) before anything else acts as `member`.
+            let trial = unsafe { seg.heap_static().member_cache(member, config) };
+            if let Err(e) = trial {
+                let _ = seg.heap_static().unregister(member);
+                return Err(e.into());
+            }
+        }
         let forks = seg.system().fork_generation();
         Ok(Attachment {
             cache: cache.map(|c| (c, Mutex::new(None))),
@@ -341,6 +352,21 @@ impl<S: System> Attachment<S> {
         matches!(self.with_cache(|c| c.free(block)), Some(Ok(())))
     }
 
+    /// Gives the buffer cache's blocks back if an allocation somewhere asked caches to
+    /// (for the periodic ticks of an otherwise idle process). Does not make a cache.
+    pub fn cache_drain_if_asked(&self) {
+        let Some((_, slot)) = self.cache.as_ref() else {
+            return;
+        };
+        if self.seg.system().fork_generation() != self.forks {
+            return;
+        }
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cache) = guard.as_mut() {
+            let _ = cache.drain_if_asked();
+        }
+    }
+
     /// Runs `f` on the buffer cache, making it first if needed; `None` without one (or if
     /// it cannot be made: buffers then come from the heap directly).
     fn with_cache<T>(
@@ -348,6 +374,11 @@ impl<S: System> Attachment<S> {
         f: impl FnOnce(&mut BufferCache<S>) -> std::result::Result<T, shm_core::Error>,
     ) -> Option<std::result::Result<T, shm_core::Error>> {
         let (config, slot) = self.cache.as_ref()?;
+        if self.seg.system().fork_generation() != self.forks {
+            // A forked child: the lock below may have been held by another thread of the
+            // parent at the fork, and the cache is the parent's anyway.
+            return None;
+        }
         let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if guard.is_none() {
             // SAFETY: the heap lives in its own `Arc` allocation, which the segment keeps
@@ -358,9 +389,11 @@ impl<S: System> Attachment<S> {
             // SAFETY: `member_cache`'s contract holds: this member acts on a block given out
             // by the cache, or freed into it, from one place at a time: the cache gives each
             // block to one `Buffer`, the only handle to it, and takes a block back only from
-            // a `Buffer` being dropped. Every other operation on a buffer's block (send,
-            // keep, a copy-on-write move) consumes the buffer or holds it mutably, and
-            // the attachment's own blocks (participant, keepalives) never become buffers.
+            // a `Buffer` being dropped, and never one that was co-owned (`Buffer::shared`).
+            // Every other operation on a buffer's block (send, keep, a copy-on-write move,
+            // a broadcast) consumes the buffer or borrows it, which excludes its drop; the
+            // attachment's own blocks (participant, keepalives, reserve) never become
+            // buffers; the cache is forgotten before the member unregisters (`drop`).
             *guard = unsafe { heap.member_cache(self.me(), *config) }.ok();
         }
         guard.as_mut().map(f)

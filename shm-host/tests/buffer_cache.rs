@@ -66,8 +66,8 @@ fn round_trips_reuse_cached_blocks() {
 }
 
 /// A broadcast buffer is co-owned: dropping it in one process releases that process's
-/// share (the cache does not take a block others own too), and the last owner's drop then
-/// puts it in that owner's cache.
+/// share under the lock (no cache takes a block others own or owned: their release may
+/// still be in flight), and the last owner's drop frees it in the heap, not into a cache.
 #[test]
 fn co_owned_buffers_are_released_not_cached() {
     let (server, client) = pair("shared");
@@ -80,8 +80,10 @@ fn co_owned_buffers_are_released_not_cached() {
     assert_eq!(b.owners().unwrap(), 1, "the client's share was released");
     assert_eq!(&b[..], b"to all");
     let cached = server.segment().check().unwrap().cached_blocks;
+    let frees = server.segment().stats().unwrap().frees;
     drop(b);
-    assert_eq!(server.segment().check().unwrap().cached_blocks, cached + 1);
+    assert_eq!(server.segment().check().unwrap().cached_blocks, cached);
+    assert_eq!(server.segment().stats().unwrap().frees, frees + 1);
 }
 
 /// A client that disconnects gives back every block, its cached ones included: the free
@@ -119,4 +121,52 @@ fn a_leaving_client_gives_back_its_cache() {
         assert!(std::time::Instant::now() < wait_until, "memory came back");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// An idle client's cache goes back to the heap when the heap runs low: a failed
+/// allocation asks every cache to drain, and the client's keepalive tick honours the
+/// request though the application does nothing.
+#[test]
+fn an_idle_client_gives_its_cache_back_when_the_heap_runs_low() {
+    let name = format!("bcache-idle-{}", std::process::id());
+    let server = Server::create_with(
+        &name,
+        ServerOptions {
+            size: 2 << 20,
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let client = Client::connect_with(
+        &name,
+        ClientOptions {
+            cache: Some(CacheConfig::default()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(server.try_recv().unwrap().is_none());
+    let held: Vec<_> = [1000, 2000, 4000, 8000]
+        .iter()
+        .flat_map(|&n| (0..8).map(move |_| n))
+        .map(|n| client.alloc(n).unwrap())
+        .collect();
+    drop(held);
+    let cached = || server.segment().check().unwrap().cached_bytes;
+    assert!(cached() > 0, "the client's cache holds its dropped buffers");
+    // Fill the heap until an allocation fails (which asks caches to drain).
+    let mut hog = Vec::new();
+    while let Ok(b) = server.alloc(4096) {
+        hog.push(b);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while cached() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle client drained its cache"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(server.alloc(1000).is_ok(), "its blocks are the heap's again");
+    drop(client);
 }

@@ -16,7 +16,10 @@
 //!   count), and releasing one reference walks at most that chain;
 //! - moving an owner array does not touch any block header (slots and cell indices stay).
 
-use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{
+    fence, AtomicU32,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use crate::error::{corrupt, AttachError, CorruptionKind, Error};
 use crate::format::{
@@ -202,7 +205,9 @@ impl<'m> Space<'m> {
 
     /// The record of a registered process, validated.
     pub(crate) fn record(&self, slot: ProcSlot) -> Result<RecordRef<'m>, Error> {
-        let at = self.table_entry(slot)?.load(Relaxed);
+        // Acquire: pairs with the release fence in `grow_to`, so a lock-free reader (a
+        // process cache) that finds a moved record finds it copied.
+        let at = self.table_entry(slot)?.load(Acquire);
         if at == 0 {
             return Err(Error::NotRegistered { process: slot });
         }
@@ -401,6 +406,8 @@ impl<'m> Space<'m> {
         tx.set_fresh(&new.rec.cell_capacity, new_cap)?;
         self.format_free_cells(tx, &new, cap, new_cap)?;
         self.carve(tx, f, system_piece(at, size))?;
+        // Release: the copy above is visible to whoever sees the new place (see `record`).
+        fence(Release);
         tx.set(self.table_entry(slot)?, new_at)?;
         let old_b = old
             .at

@@ -413,6 +413,8 @@ impl<S: System> Server<S> {
             }
             return report;
         }
+        // Co-owned from now on: when dropped, it goes back through the locked release.
+        buffer.mark_shared();
         for (id, at) in clients {
             match ep.att.heap().send(
                 ep.att.me(),

@@ -42,6 +42,8 @@ impl<S: System> Inner<S> {
         if self.broken.get().is_some() {
             return;
         }
+        // An idle server gives its cached buffers back when the heap runs low.
+        att.cache_drain_if_asked();
         let clients: Vec<(PeerId, ClientEntry)> =
             self.lock_clients().iter().map(|(k, v)| (*k, *v)).collect();
         for (id, entry) in clients {

@@ -58,12 +58,17 @@ impl<'m, P: Platform> Heap<'m, P> {
     ///
     /// # Safety
     /// The cache changes a block's count word without the lock, so nothing else may act
-    /// on a block while the cache does: the caller must ensure that no operation of
-    /// `me` on a block (free, release, give, share, keep, send, or another cache's free)
-    /// runs concurrently with this cache's `alloc` or `free` returning or taking that
-    /// block. A program that hands each block to one owner at a time (a buffer type that
-    /// frees on drop and is consumed by a send) does. Otherwise a block could be handed
-    /// out twice.
+    /// on a block while the cache does. The caller must ensure that:
+    /// - no operation of `me` on a block (free, release, give, share, keep, send, or
+    ///   another cache's free) runs concurrently with this cache's `alloc` or `free`
+    ///   returning or taking that block (a program that hands each block to one owner at a
+    ///   time, such as a buffer type that frees on drop and is consumed by a send, does);
+    /// - no block that other processes have co-owned is freed into it (their release may
+    ///   still be in flight under the lock, and undone if they die): release those;
+    /// - the cache is not used after `me` unregisters (it refuses, with `StaleMember`,
+    ///   when it notices; dropping it then gives nothing back).
+    ///
+    /// Otherwise a block could be handed out twice.
     ///
     /// # Errors
     /// As [`Heap::cache`]; [`Error::StaleMember`] if `me` is not a current registration.

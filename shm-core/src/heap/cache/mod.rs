@@ -1,18 +1,19 @@
 //! [`Cache`]: a process's own stock of freed blocks over the shared heap (the type's doc
-//! says how it works); how one is made is in `make`, refills and drains in `batch`, size
-//! classes in `classes`.
+//! says how it works); how one is made is in `make`, the class lists in `list`, refills
+//! and drains in `batch`, size classes in `classes`.
 
 mod batch;
 mod classes;
+mod list;
 mod make;
 
 use core::sync::atomic::{
-    fence, AtomicU32,
+    fence,
     Ordering::{Acquire, Relaxed},
 };
 
-use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{BlockHeader, OwnerRef, NO_OWNER};
+use crate::error::Error;
+use crate::format::{BlockHeader, OwnerRef, NO_OWNER, USED};
 use crate::heap::owners::RecordRef;
 use crate::heap::Heap;
 use crate::ids::Member;
@@ -202,7 +203,8 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     /// its class is full or it is larger than `max_block`, to the heap.
     ///
     /// # Errors
-    /// - [`Error::BadOffset`]: `block` names no used block.
+    /// - [`Error::BadOffset`]: `block` names no used block, or service data (a
+    ///   participant, the member's reserve) that only its own operations free.
     /// - [`Error::DoubleFree`]: `block` is free, or already in this cache.
     /// - [`Error::NotOwner`]: this cache did not hand it out. [`Error::Shared`]: it has
     ///   other owners.
@@ -235,6 +237,18 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         Ok(())
     }
 
+    /// Gives every cached block back if an allocation somewhere asked caches to since
+    /// this cache last looked (every `alloc` and `free` looks too): for a process that
+    /// may stay idle, to call now and then (the host's clients and servers do it at each
+    /// heartbeat).
+    ///
+    /// # Errors
+    /// As [`drain`](Cache::drain).
+    pub fn drain_if_asked(&mut self) -> Result<(), Error> {
+        self.same_process()?;
+        self.honour_drain_request()
+    }
+
     /// Gives every cached block back to the heap (in batches of up to 64 per lock
     /// acquisition).
     ///
@@ -252,7 +266,12 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     fn sole_owned(&self, block: Offset) -> Option<&'m BlockHeader> {
         let h = self.header(block.get())?;
         let head = OwnerRef::unpack(h.owner.load(Relaxed))?;
-        if !h.is_used() || head.slot != self.me.slot().0 || h.link.load(Relaxed) != 1 {
+        // A used block, not service data (a participant, a reserve: their owners' own
+        // operations free them) nor an end marker.
+        if h.flags() != USED || head.slot != self.me.slot().0 || h.link.load(Relaxed) != 1 {
+            return None;
+        }
+        if block.get() == self.rec.rec.reserve.load(Relaxed) {
             return None;
         }
         let cell = self.heap.space.cell(&self.rec, head.cell).ok()?;
@@ -272,11 +291,13 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         self.sole_owned(block)
     }
 
-    /// Whether this member's record is no longer where `rec` says (never, for a cache's
-    /// own member: only its own operations move it, and each looks it up again). The
-    /// acquire fence orders the cell reads before it ahead of the check.
+    /// Whether this member's record is no longer where `rec` says, or no longer this
+    /// member's (never, for a cache's own member: only its own operations move it, and
+    /// each looks it up again). The acquire fence orders the cell reads before it ahead of
+    /// the check; the acquire load pairs with the release fence before a move publishes
+    /// the new place.
     #[inline(always)]
-    fn record_moved(&self) -> bool {
+    pub(super) fn record_moved(&self) -> bool {
         if self.own_member {
             return false;
         }
@@ -285,6 +306,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
             .space
             .table_entry(self.me.slot())
             .map_or(true, |entry| entry.load(Acquire) != self.rec.at)
+            || self.rec.rec.serial.load(Relaxed) != self.me.serial()
     }
 
     /// Why `block` cannot be freed into this cache: the precise error, for the rare path.
@@ -300,6 +322,9 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         };
         let mine =
             OwnerRef::unpack(h.owner.load(Relaxed)).is_some_and(|o| o.slot == self.me.slot().0);
+        if mine && (h.flags() != USED || block.get() == self.rec.rec.reserve.load(Relaxed)) {
+            return Error::BadOffset { offset: block };
+        }
         match h.link.load(Relaxed) {
             0 if mine => Error::DoubleFree { offset: block },
             n if n > 1 && mine => Error::Shared { offset: block },
@@ -376,99 +401,6 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         };
         (c < self.class_count).then_some(c)
     }
-
-    /// Takes the first block of class `c`'s list, checked to be a block cached by this
-    /// member, and makes it an ordinary owned block; `None` when the list is empty.
-    #[inline(always)]
-    fn pop(&mut self, c: usize) -> Result<Option<Offset>, Error> {
-        let Some((p, h)) = self.take(c)? else {
-            return Ok(None);
-        };
-        h.link.store(1, Relaxed);
-        Ok(Some(p))
-    }
-
-    /// The header in front of payload offset `p`, read from the region (in bounds and
-    /// aligned, its contents unchecked): the lock-free paths check the fields they need.
-    #[inline]
-    fn header(&self, p: u32) -> Option<&'m BlockHeader> {
-        header_of(&self.heap.space, p)
-    }
-
-    /// Unlinks the first block of class `c`'s list (still cached; `None` when the list is
-    /// empty), or drops the list when what it finds is not a block this member cached (the
-    /// list lives in the blocks' payloads, which a hostile writer could overwrite).
-    #[inline(always)]
-    fn take(&mut self, c: usize) -> Result<Option<(Offset, &'m BlockHeader)>, Error> {
-        let Some(class) = self.classes.get(c).copied() else {
-            return Ok(None);
-        };
-        if class.head == 0 && class.blocks == 0 {
-            return Ok(None);
-        }
-        let mut found = self.cached_head(class);
-        if found.is_none() && self.record_moved() {
-            // Read from an owner array that moved meanwhile (a shared member): look again.
-            self.refresh_record()?;
-            found = self.cached_head(class);
-        }
-        let Some(class) = self.classes.get_mut(c) else {
-            return Ok(None);
-        };
-        let head = class.head;
-        let Some((h, size, next)) = found else {
-            let dropped = core::mem::replace(
-                class,
-                Class {
-                    size: class.size,
-                    ..Class::default()
-                },
-            );
-            self.stats.blocks = self.stats.blocks.saturating_sub(dropped.blocks);
-            self.stats.bytes = self.stats.bytes.saturating_sub(dropped.bytes);
-            return Err(corrupt(head, CorruptionKind::BadOwner));
-        };
-        class.head = if class.blocks > 1 { next } else { 0 };
-        class.blocks = class.blocks.saturating_sub(1); // > 0: the list was not empty
-        class.bytes = class.bytes.saturating_sub(size);
-        self.stats.blocks = self.stats.blocks.saturating_sub(1);
-        self.stats.bytes = self.stats.bytes.saturating_sub(size);
-        Ok(Some((Offset::new(head), h)))
-    }
-
-    /// The header, size and list link of the first block of `class`'s list, if it is a
-    /// block this member cached.
-    #[inline(always)]
-    fn cached_head(&self, class: Class) -> Option<(&'m BlockHeader, u32, u32)> {
-        let space = &self.heap.space;
-        let head = class.head;
-        let h = header_of(space, head)?;
-        let size = h.size();
-        let owner =
-            OwnerRef::unpack(h.owner.load(Relaxed)).filter(|o| o.slot == self.me.slot().0)?;
-        let mine =
-            h.is_used() && h.link.load(Relaxed) == 0 && size >= class.size && size <= class.bytes;
-        // The owner cell names it: a header forged inside some payload does not pass.
-        let cell = space.cell(&self.rec, owner.cell).ok()?;
-        let link: &AtomicU32 = space.region.get(head).ok()?;
-        (mine && cell.block.load(Relaxed) == head).then(|| (h, size, link.load(Relaxed)))
-    }
-
-    /// Puts cached-or-to-be-cached block `p` (header `h`, `size` bytes) on class `c`'s list
-    /// and marks it cached.
-    #[inline(always)]
-    fn push(&mut self, c: usize, p: Offset, h: &BlockHeader, size: u32) -> Result<(), Error> {
-        let link: &AtomicU32 = self.heap.space.region.get(p.get())?;
-        let class = self.class_mut(c)?;
-        link.store(class.head, Relaxed);
-        h.link.store(0, Relaxed);
-        class.head = p.get();
-        class.blocks = class.blocks.saturating_add(1);
-        class.bytes = class.bytes.saturating_add(size);
-        self.stats.blocks = self.stats.blocks.saturating_add(1);
-        self.stats.bytes = self.stats.bytes.saturating_add(size);
-        Ok(())
-    }
 }
 
 impl<P: Platform> Drop for Cache<'_, '_, P> {
@@ -484,15 +416,4 @@ impl<P: Platform> Drop for Cache<'_, '_, P> {
             let _ = self.drain_all();
         }
     }
-}
-
-/// The header in front of payload offset `p` (in bounds and aligned, its contents
-/// unchecked).
-#[inline]
-fn header_of<'m>(space: &crate::heap::Space<'m>, p: u32) -> Option<&'m BlockHeader> {
-    let b = p.checked_sub(space.geo.hsize)?;
-    if !space.geo.is_aligned(b) {
-        return None;
-    }
-    space.region.get(b).ok()
 }
