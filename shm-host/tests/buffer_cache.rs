@@ -167,6 +167,9 @@ fn an_idle_client_gives_its_cache_back_when_the_heap_runs_low() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(server.alloc(1000).is_ok(), "its blocks are the heap's again");
+    assert!(
+        server.alloc(1000).is_ok(),
+        "its blocks are the heap's again"
+    );
     drop(client);
 }
