@@ -41,7 +41,8 @@ pub struct QueueEntry {
     pub offset: Offset,
     /// The tag.
     pub tag: u32,
-    /// The sender's slot, [`NO_SENDER`] for control entries.
+    /// The sender's slot, with [`FROM_SHARED`](crate::format::FROM_SHARED) set for a
+    /// block sent shared; [`NO_SENDER`] for control entries.
     pub from: u32,
     /// The sender's registration serial (0 for control entries).
     pub from_serial: u32,

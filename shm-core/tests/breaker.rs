@@ -109,7 +109,8 @@ fn send_crashed_at(steps: u32) -> Outcome {
                 Some(Received::Message {
                     block,
                     tag: 5,
-                    from: client.incarnation()
+                    from: client.incarnation(),
+                    shared: false,
                 })
             );
             let bell_at = heap.region().offset_of(&sp.bell.waiting).unwrap();

@@ -157,7 +157,8 @@ fn stale_participant_id_gives_peer_gone() {
         Some(Received::Message {
             block: b,
             tag: 1,
-            from: p.server.incarnation()
+            from: p.server.incarnation(),
+            shared: false,
         })
     );
     heap.check().unwrap();

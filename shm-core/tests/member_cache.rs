@@ -142,9 +142,10 @@ fn received_messages_are_freed_into_the_receivers_cache() {
     assert_eq!(f.heap.stats().unwrap().allocs, allocs, "no heap allocation");
 }
 
-/// Service data the member owns alone - its reserve, a participant block - is refused
-/// (`BadOffset`) and stays as it was: only the member's own operations free it (a cached
-/// reserve could later be handed out by both the reserve and the cache).
+/// Service data the member owns alone - its reserve, a block from the reserve, a service
+/// block, a participant block - is refused (`BadOffset`) and stays as it was: only the
+/// member's own operations free it (a cached reserve could later be handed out by both the
+/// reserve and the cache).
 #[test]
 fn a_member_cache_refuses_service_data() {
     let f = Fixture::new(1 << 20);
@@ -159,6 +160,13 @@ fn a_member_cache_refuses_service_data() {
     assert_eq!(f.heap.check().unwrap().cached_blocks, 0);
     let from_reserve = f.heap.alloc_from_reserve(me, 64).unwrap();
     assert_eq!(f.heap.ref_count(from_reserve).unwrap(), 1);
+    assert!(matches!(
+        cache.free(from_reserve),
+        Err(Error::BadOffset { .. })
+    ));
+    let service = f.heap.try_alloc_service(me, 64).unwrap();
+    assert!(matches!(cache.free(service), Err(Error::BadOffset { .. })));
+    assert_eq!(f.heap.check().unwrap().cached_blocks, 0);
 }
 
 /// A member cache whose member unregistered, and whose slot (and likely record place) a
@@ -179,7 +187,7 @@ fn a_member_cache_refuses_to_act_for_a_new_registration_in_its_slot() {
     assert!(matches!(cache.alloc(64), Err(Error::StaleMember { .. })));
     assert!(matches!(cache.free(theirs), Err(Error::StaleMember { .. })));
     assert_eq!(f.heap.owner_of(theirs).unwrap(), Some(newcomer.slot()));
-    drop(cache); // its drain refuses too
+    drop(cache);
     assert_eq!(f.heap.owner_of(theirs).unwrap(), Some(newcomer.slot()));
     f.heap.check().unwrap();
 }

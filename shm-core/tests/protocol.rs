@@ -89,6 +89,7 @@ fn messages_arrive_in_order_and_change_owner() {
                     block: *b,
                     tag: round * 10 + i as u32,
                     from: p.client.incarnation(),
+                    shared: false,
                 })
             );
             heap.free(p.server, *b).unwrap();
@@ -171,7 +172,8 @@ fn shared_send_counts_owners() {
         Some(Received::Message {
             block: b,
             tag: 7,
-            from: p.server.incarnation()
+            from: p.server.incarnation(),
+            shared: true,
         })
     );
     assert_eq!(heap.release(p.client, b), Ok(false));
@@ -213,7 +215,8 @@ fn send_is_atomic_under_crashes_at_every_step() {
                 Some(Received::Message {
                     block: b,
                     tag: 9,
-                    from: p.client.incarnation()
+                    from: p.client.incarnation(),
+                    shared: false,
                 })
             );
             outcomes.1 += 1;

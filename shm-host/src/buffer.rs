@@ -138,13 +138,19 @@ impl<S: System> Buffer<S> {
     }
 
     /// Adopts a received block whose header must describe data inside it.
-    pub(crate) fn received(att: &Arc<Attachment<S>>, block: Offset) -> Result<Self> {
+    /// `shared`: it was sent shared (a broadcast), so other processes may co-own it. On an
+    /// error the block stays this process's and the caller releases it (the buffer made
+    /// here gives it up without releasing it).
+    pub(crate) fn received(att: &Arc<Attachment<S>>, block: Offset, shared: bool) -> Result<Self> {
         let b = Self::adopt(att, block)?;
-        if att.heap().ref_count(block)? > 1 {
-            b.mark_shared(); // a broadcast
+        if shared {
+            // Marked from the queue entry, not from the count: another owner's release
+            // may be changing the count right now.
+            b.mark_shared();
         }
         let (start, len) = b.bounds();
         if start < HEADER || u64::from(start) + u64::from(len) > u64::from(b.cap) {
+            b.into_sent();
             return Err(HostError::BadMessage);
         }
         Ok(b)

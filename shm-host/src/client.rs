@@ -411,8 +411,13 @@ impl<S: System> Inner<S> {
                 return Ok(None);
             };
             match r {
-                Received::Message { block, tag, from } => {
-                    return self.ep.message(block, tag, from).map(Some);
+                Received::Message {
+                    block,
+                    tag,
+                    from,
+                    shared,
+                } => {
+                    return self.ep.message(block, tag, from, shared).map(Some);
                 }
                 Received::Control {
                     control: Control::Disconnected | Control::ServerStopping,

@@ -166,10 +166,17 @@ impl<S: System> Endpoint<S> {
         Ok(b)
     }
 
-    /// Turns a received block into a message. A block whose header does not describe
-    /// data inside it is released (it is ours now) and reported.
-    pub fn message(&self, block: Offset, tag: u32, from: Incarnation) -> Result<Message<S>> {
-        match Buffer::received(&self.att, block) {
+    /// Turns a received block into a message (`shared`: sent shared, so other processes
+    /// may co-own it). A block whose header does not describe data inside it is released
+    /// (it is ours now) and reported.
+    pub fn message(
+        &self,
+        block: Offset,
+        tag: u32,
+        from: Incarnation,
+        shared: bool,
+    ) -> Result<Message<S>> {
+        match Buffer::received(&self.att, block, shared) {
             Ok(buffer) => Ok(Message {
                 from: PeerId::from(from),
                 tag,
@@ -197,7 +204,8 @@ impl<S: System> Endpoint<S> {
     /// inside it is released (it is ours now) and reported, as for a received message.
     pub fn take(&self, block: Offset) -> Result<Buffer<S>> {
         self.att.heap().take(self.att.me(), block)?;
-        Buffer::received(&self.att, block).inspect_err(|_| {
+        // A kept block was this process's alone when kept, and the segment's since.
+        Buffer::received(&self.att, block, false).inspect_err(|_| {
             let _ = self.att.heap().release(self.att.me(), block);
         })
     }

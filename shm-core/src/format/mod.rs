@@ -45,5 +45,5 @@ pub use participant::{
     P_CONNECTED, P_CONNECTING, P_DISCONNECTED, P_NEW,
 };
 pub(crate) use queue::SLOT_BYTES;
-pub use queue::{queue_bytes, QueueHeader, QueueSlot, NO_SENDER};
+pub use queue::{queue_bytes, QueueHeader, QueueSlot, FROM_SHARED, NO_SENDER};
 pub use server::{ServerInfo, SERVER_NONE, SERVER_RUNNING};

@@ -41,7 +41,8 @@ pub struct QueueSlot {
     /// The sender's tag.
     pub tag: AtomicU32,
     /// The sender's process slot, written by the core (not by the sender's code), so the
-    /// receiver can trust it; [`NO_SENDER`] for control entries.
+    /// receiver can trust it, with [`FROM_SHARED`] set when the block was shared rather
+    /// than given; [`NO_SENDER`] for control entries.
     pub from: AtomicU32,
     /// The sender's registration serial (with `from`, its incarnation), so a reply never
     /// reaches a newer process that took the sender's slot.
@@ -55,6 +56,10 @@ pub(crate) const SLOT_BYTES: u32 = size_of::<QueueSlot>() as u32;
 
 /// `from` of entries no process slot sent (control entries).
 pub const NO_SENDER: u32 = u32::MAX;
+
+/// Bit of a message entry's `from`: the block was shared with the receiver (other
+/// processes may co-own it), not given. The slot is in the low 16 bits.
+pub const FROM_SHARED: u32 = 1 << 31;
 
 // SAFETY: every field is an atomic (the derives prove the rest of the contract).
 unsafe impl ShmSafe for QueueHeader {}

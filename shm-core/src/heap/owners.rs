@@ -409,6 +409,9 @@ impl<'m> Space<'m> {
         // Release: the copy above is visible to whoever sees the new place (see `record`).
         fence(Release);
         tx.set(self.table_entry(slot)?, new_at)?;
+        // Release again: a lock-free reader that sees the old record's block reused sees
+        // the new place too (its check re-reads the table after an acquire fence).
+        fence(Release);
         let old_b = old
             .at
             .checked_sub(self.geo.hsize)

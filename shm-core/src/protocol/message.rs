@@ -5,7 +5,9 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::Error;
-use crate::format::{Control, Doorbell, CONTROL_TAG_BASE, NO_SENDER, P_CONNECTED, P_DISCONNECTED};
+use crate::format::{
+    Control, Doorbell, CONTROL_TAG_BASE, FROM_SHARED, NO_SENDER, P_CONNECTED, P_DISCONNECTED,
+};
 use crate::heap::Heap;
 use crate::ids::{Incarnation, Member, ProcSlot};
 use crate::offset::Offset;
@@ -92,10 +94,14 @@ impl<'m, P: Platform> Heap<'m, P> {
                     SendMode::Give => t.give(slot, block, p.slot)?,
                     SendMode::Share => t.share(slot, block, p.slot)?,
                 }
+                let shared = match mode {
+                    SendMode::Give => 0,
+                    SendMode::Share => FROM_SHARED,
+                };
                 let entry = QueueEntry {
                     offset: block,
                     tag,
-                    from: u32::from(slot.0),
+                    from: u32::from(slot.0) | shared,
                     from_serial: me.serial(),
                 };
                 let position = p.push_ringing(t, entry)?;
@@ -121,9 +127,10 @@ impl<'m, P: Platform> Heap<'m, P> {
                 block: e.offset,
                 tag: e.tag,
                 from: Incarnation {
-                    slot: ProcSlot(e.from as u16),
+                    slot: ProcSlot((e.from & 0xFFFF) as u16),
                     serial: e.from_serial,
                 },
+                shared: e.from & FROM_SHARED != 0,
             },
         }))
     }

@@ -174,6 +174,10 @@ pub enum Received {
         tag: u32,
         /// The sender (recorded by the core, not claimed by the sender).
         from: Incarnation,
+        /// Sent with [`SendMode::Share`]: other processes may co-own the block (so it is
+        /// released, never freed into a member cache; see
+        /// [`Heap::member_cache`](crate::Heap::member_cache)).
+        shared: bool,
     },
     /// A protocol control entry about `participant`.
     Control {

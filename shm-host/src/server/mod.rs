@@ -498,9 +498,14 @@ impl<S: System> Inner<S> {
                 return Ok(None);
             };
             match r {
-                Received::Message { block, tag, from } => {
+                Received::Message {
+                    block,
+                    tag,
+                    from,
+                    shared,
+                } => {
                     drop(receiving);
-                    return self.ep.message(block, tag, from).map(Some);
+                    return self.ep.message(block, tag, from, shared).map(Some);
                 }
                 Received::Control {
                     control: Control::Connect,

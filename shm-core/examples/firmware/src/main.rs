@@ -453,7 +453,9 @@ fn exchange(
         // Take back every answered buffer.
         while let Some(received) = heap.recv(main_p).context("receiving an answer")? {
             let (block, tag) = match received {
-                Received::Message { block, tag, from } if from == isr => (block, tag),
+                Received::Message {
+                    block, tag, from, ..
+                } if from == isr => (block, tag),
                 Received::Message { .. } => {
                     return Err(Failure::Other("the main loop got a buffer from a stranger"))
                 }
@@ -595,7 +597,9 @@ fn serve(link: Link) -> Result<(), Failure> {
             Some(Received::Control { control, .. }) => {
                 return Err(Failure::Unexpected("the SysTick handler", control))
             }
-            Some(Received::Message { block, tag, from }) => {
+            Some(Received::Message {
+                block, tag, from, ..
+            }) => {
                 if from != link.main {
                     return Err(Failure::Other(
                         "the SysTick handler got a buffer from a stranger",

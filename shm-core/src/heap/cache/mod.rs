@@ -204,7 +204,8 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     ///
     /// # Errors
     /// - [`Error::BadOffset`]: `block` names no used block, or service data (a
-    ///   participant, the member's reserve) that only its own operations free.
+    ///   participant, the member's reserve, a block from a reserve or
+    ///   [`Heap::try_alloc_service`]) that only its owner's own operations free.
     /// - [`Error::DoubleFree`]: `block` is free, or already in this cache.
     /// - [`Error::NotOwner`]: this cache did not hand it out. [`Error::Shared`]: it has
     ///   other owners.
@@ -266,12 +267,9 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     fn sole_owned(&self, block: Offset) -> Option<&'m BlockHeader> {
         let h = self.header(block.get())?;
         let head = OwnerRef::unpack(h.owner.load(Relaxed))?;
-        // A used block, not service data (a participant, a reserve: their owners' own
-        // operations free them) nor an end marker.
+        // A used block, not service data (a participant, a reserve, a block from one:
+        // their owners' own operations free them) nor an end marker.
         if h.flags() != USED || head.slot != self.me.slot().0 || h.link.load(Relaxed) != 1 {
-            return None;
-        }
-        if block.get() == self.rec.rec.reserve.load(Relaxed) {
             return None;
         }
         let cell = self.heap.space.cell(&self.rec, head.cell).ok()?;
@@ -322,7 +320,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         };
         let mine =
             OwnerRef::unpack(h.owner.load(Relaxed)).is_some_and(|o| o.slot == self.me.slot().0);
-        if mine && (h.flags() != USED || block.get() == self.rec.rec.reserve.load(Relaxed)) {
+        if mine && h.flags() != USED {
             return Error::BadOffset { offset: block };
         }
         match h.link.load(Relaxed) {
