@@ -1,6 +1,6 @@
 //! [`Segment`]: a named mapping with a heap in it, and this process's registration.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use shm_core::Doorbell;
@@ -319,18 +319,12 @@ pub(crate) struct Attachment<S: System> {
 
 impl<S: System> Attachment<S> {
     pub fn new(seg: Segment<S>, cache: Option<CacheConfig>) -> Result<Self> {
-        let member = seg.heap_static().register()?;
         if let Some(config) = cache {
-            // The cache proper is made on first use; a trial one here refuses bad bounds
-            // now rather than leaving every buffer to the heap silently.
-            // SAFETY: the trial cache takes and hands out no block, and is dropped (with
-            // nothing to give back) before anything else acts as `member`.
-            let trial = unsafe { seg.heap_static().member_cache(member, config) };
-            if let Err(e) = trial {
-                let _ = seg.heap_static().unregister(member);
-                return Err(e.into());
-            }
+            // The cache is made on first use; bad bounds are refused now rather than
+            // leaving every buffer to the heap silently.
+            seg.heap_static().check_cache_config(config)?;
         }
+        let member = seg.heap_static().register()?;
         let forks = seg.system().fork_generation();
         Ok(Attachment {
             cache: cache.map(|c| (c, Mutex::new(None))),
@@ -355,16 +349,20 @@ impl<S: System> Attachment<S> {
     /// Gives the buffer cache's blocks back if an allocation somewhere asked caches to
     /// (for the periodic ticks of an otherwise idle process). Does not make a cache.
     pub fn cache_drain_if_asked(&self) {
-        let Some((_, slot)) = self.cache.as_ref() else {
-            return;
-        };
-        if self.seg.system().fork_generation() != self.forks {
-            return;
-        }
-        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(cache) = guard.as_mut() {
+        if let Some(cache) = self.lock_cache().as_mut().and_then(|(_, c)| c.as_mut()) {
             let _ = cache.drain_if_asked();
         }
+    }
+
+    /// The buffer cache's bounds and its slot, locked; `None` without a cache, and in a
+    /// forked child (the lock may have been held by another thread of the parent at the
+    /// fork, and the cache is the parent's anyway).
+    fn lock_cache(&self) -> Option<(CacheConfig, MutexGuard<'_, Option<BufferCache<S>>>)> {
+        let (config, slot) = self.cache.as_ref()?;
+        if self.seg.system().fork_generation() != self.forks {
+            return None;
+        }
+        Some((*config, slot.lock().unwrap_or_else(PoisonError::into_inner)))
     }
 
     /// Runs `f` on the buffer cache, making it first if needed; `None` without one (or if
@@ -373,13 +371,7 @@ impl<S: System> Attachment<S> {
         &self,
         f: impl FnOnce(&mut BufferCache<S>) -> std::result::Result<T, shm_core::Error>,
     ) -> Option<std::result::Result<T, shm_core::Error>> {
-        let (config, slot) = self.cache.as_ref()?;
-        if self.seg.system().fork_generation() != self.forks {
-            // A forked child: the lock below may have been held by another thread of the
-            // parent at the fork, and the cache is the parent's anyway.
-            return None;
-        }
-        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let (config, mut guard) = self.lock_cache()?;
         if guard.is_none() {
             // SAFETY: the heap lives in its own `Arc` allocation, which the segment keeps
             // until it is dropped; the cache lives in this attachment's `cache` field, which
@@ -394,7 +386,7 @@ impl<S: System> Attachment<S> {
             // a broadcast) consumes the buffer or borrows it, which excludes its drop; the
             // attachment's own blocks (participant, keepalives, reserve) never become
             // buffers; the cache is forgotten before the member unregisters (`drop`).
-            *guard = unsafe { heap.member_cache(self.me(), *config) }.ok();
+            *guard = unsafe { heap.member_cache(self.me(), config) }.ok();
         }
         guard.as_mut().map(f)
     }

@@ -10,8 +10,12 @@ use shm_host::{CacheConfig, Client, ClientOptions, Server, ServerOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+fn name(test: &str) -> String {
+    format!("bcache-{test}-{}", std::process::id())
+}
+
 fn pair(test: &str) -> (Server, Client) {
-    let name = format!("bcache-{test}-{}", std::process::id());
+    let name = name(test);
     let server = Server::create_with(
         &name,
         ServerOptions {
@@ -24,8 +28,14 @@ fn pair(test: &str) -> (Server, Client) {
         },
     )
     .unwrap();
+    let client = cached_client(&server, &name);
+    (server, client)
+}
+
+/// A client of segment `name` with a buffer cache, accepted by `server`.
+fn cached_client(server: &Server, name: &str) -> Client {
     let client = Client::connect_with(
-        &name,
+        name,
         ClientOptions {
             cache: Some(CacheConfig::default()),
             ..ClientOptions::default()
@@ -34,7 +44,26 @@ fn pair(test: &str) -> (Server, Client) {
     .unwrap();
     // The server accepts while it receives; nothing else is in its queue yet.
     assert!(server.try_recv().unwrap().is_none());
-    (server, client)
+    client
+}
+
+/// Drops the last share of a block (`drop_last`) and checks that the block was freed in
+/// the heap, not put in a cache.
+fn assert_freed_not_cached(server: &Server, drop_last: impl FnOnce()) {
+    let cached = server.segment().check().unwrap().cached_blocks;
+    let frees = server.segment().stats().unwrap().frees;
+    drop_last();
+    assert_eq!(server.segment().check().unwrap().cached_blocks, cached);
+    assert_eq!(server.segment().stats().unwrap().frees, frees + 1);
+}
+
+/// Waits up to `WAIT` for `done`, failing with `what` after that.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// After a first round trip has filled both caches, further round trips (allocate, send,
@@ -82,11 +111,7 @@ fn co_owned_buffers_are_released_not_cached() {
     drop(m);
     assert_eq!(b.owners().unwrap(), 1, "the client's share was released");
     assert_eq!(&b[..], b"to all");
-    let cached = server.segment().check().unwrap().cached_blocks;
-    let frees = server.segment().stats().unwrap().frees;
-    drop(b);
-    assert_eq!(server.segment().check().unwrap().cached_blocks, cached);
-    assert_eq!(server.segment().stats().unwrap().frees, frees + 1);
+    assert_freed_not_cached(&server, move || drop(b));
 }
 
 /// A broadcast block whose other owner let go before it was received is still released
@@ -100,11 +125,7 @@ fn a_broadcast_received_after_the_sender_let_go_is_released() {
     drop(b); // the server's share, released
     let m = client.recv_timeout(WAIT).unwrap().unwrap();
     assert_eq!(m.buffer.owners().unwrap(), 1);
-    let cached = server.segment().check().unwrap().cached_blocks;
-    let frees = server.segment().stats().unwrap().frees;
-    drop(m);
-    assert_eq!(server.segment().check().unwrap().cached_blocks, cached);
-    assert_eq!(server.segment().stats().unwrap().frees, frees + 1);
+    assert_freed_not_cached(&server, move || drop(m));
 }
 
 /// A client that disconnects gives back every block, its cached ones included: the free
@@ -115,33 +136,19 @@ fn a_leaving_client_gives_back_its_cache() {
     drop(client);
     let base_free = server.available_bytes().unwrap();
     let base_cached = server.segment().check().unwrap().cached_bytes;
-    let name = format!("bcache-leave-{}", std::process::id());
-    let client = Client::connect_with(
-        &name,
-        ClientOptions {
-            cache: Some(CacheConfig::default()),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
-    assert!(server.try_recv().unwrap().is_none());
+    let client = cached_client(&server, &name("leave"));
     let held: Vec<_> = (0..50)
         .map(|i| client.alloc(64 + i * 10).unwrap())
         .collect();
     drop(held); // into the client's cache
     assert!(server.segment().check().unwrap().cached_bytes > base_cached);
     drop(client);
-    let wait_until = std::time::Instant::now() + WAIT;
-    loop {
+    wait_until("memory came back", || {
         let _ = server.try_recv().unwrap();
         let free = server.available_bytes().unwrap();
         let cached = server.segment().check().unwrap().cached_bytes;
-        if free + cached == base_free + base_cached {
-            break;
-        }
-        assert!(std::time::Instant::now() < wait_until, "memory came back");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        free + cached == base_free + base_cached
+    });
 }
 
 /// An idle client's cache goes back to the heap when the heap runs low: a failed
@@ -149,14 +156,14 @@ fn a_leaving_client_gives_back_its_cache() {
 /// request though the application does nothing.
 #[test]
 fn an_idle_client_gives_its_cache_back_when_the_heap_runs_low() {
-    let name = format!("bcache-idle-client-{}", std::process::id());
+    let name = name("idle-client");
     idle_cache_drains(&name, Idle::Client);
 }
 
 /// The same for an idle server: its heartbeat tick honours the request.
 #[test]
 fn an_idle_server_gives_its_cache_back_when_the_heap_runs_low() {
-    let name = format!("bcache-idle-server-{}", std::process::id());
+    let name = name("idle-server");
     idle_cache_drains(&name, Idle::Server);
 }
 
@@ -216,14 +223,7 @@ fn idle_cache_drains(name: &str, idle: Idle) {
             Err(_) => break,
         }
     }
-    let deadline = std::time::Instant::now() + WAIT;
-    while cached() != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle side drained its cache"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the idle side drained its cache", || cached() == 0);
     drop(hog);
     drop(client);
 }

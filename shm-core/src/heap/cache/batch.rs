@@ -114,9 +114,7 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
             let last = heap.session(|s| {
                 // Under the lock nobody moves this member's record; a member that is gone
                 // (a member cache used after its member unregistered) stops the drain here.
-                if self.record_moved() {
-                    self.refresh_record()?;
-                }
+                self.follow_record()?;
                 let mut batch = 0u32;
                 while c < self.class_count && batch < BATCH {
                     if self.class(c).blocks == 0 {

@@ -40,9 +40,8 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
             return Ok(None);
         }
         let mut found = self.cached_head(class);
-        if found.is_none() && self.record_moved() {
+        if found.is_none() && self.follow_record()? {
             // Read from an owner array that moved meanwhile (a shared member): look again.
-            self.refresh_record()?;
             found = self.cached_head(class);
         }
         let Some(class) = self.classes.get_mut(c) else {

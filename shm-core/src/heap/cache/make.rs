@@ -42,7 +42,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     ///   or `max_bytes` is smaller than `max_block`.
     /// - As [`register`](Heap::register).
     pub fn cache(&self, config: CacheConfig) -> Result<Cache<'_, 'm, P>, Error> {
-        Self::check_cache_config(self, config)?;
+        self.check_cache_config(config)?;
         let me = self.register()?;
         self.cache_over(me, true, config).inspect_err(|_| {
             let _ = self.unregister(me);
@@ -77,11 +77,17 @@ impl<'m, P: Platform> Heap<'m, P> {
         me: Member,
         config: CacheConfig,
     ) -> Result<Cache<'_, 'm, P>, Error> {
-        Self::check_cache_config(self, config)?;
+        self.check_cache_config(config)?;
         self.cache_over(me, false, config)
     }
 
-    fn check_cache_config(&self, config: CacheConfig) -> Result<(), Error> {
+    /// Whether [`cache`](Heap::cache) and [`member_cache`](Heap::member_cache) take
+    /// `config` for this heap (for a program that makes its cache later).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSize`]: `max_block` is smaller than the heap's smallest block, or
+    /// `max_bytes` is smaller than `max_block`.
+    pub fn check_cache_config(&self, config: CacheConfig) -> Result<(), Error> {
         if config.max_block < self.space.geo.min_block || config.max_bytes < config.max_block {
             return Err(Error::InvalidSize {
                 requested: u64::from(config.max_block),

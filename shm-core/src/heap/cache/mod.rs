@@ -170,9 +170,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
         let Some(c) = self.class_for_alloc(need) else {
             return self.alloc_direct(size);
         };
-        if self.record_moved() {
-            self.refresh_record()?;
-        }
+        self.follow_record()?;
         if let Some(p) = self.pop(c)? {
             self.stats.hits = self.stats.hits.saturating_add(1);
             return Ok(p);
@@ -213,9 +211,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     pub fn free(&mut self, block: Offset) -> Result<(), Error> {
         self.same_process()?;
         self.honour_drain_request()?;
-        if self.record_moved() {
-            self.refresh_record()?;
-        }
+        self.follow_record()?;
         let Some(h) = self
             .sole_owned(block)
             .or_else(|| self.sole_owned_after_move(block))
@@ -282,11 +278,21 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     /// array must not stand.
     #[cold]
     fn sole_owned_after_move(&mut self, block: Offset) -> Option<&'m BlockHeader> {
-        if !self.record_moved() {
+        if !self.follow_record().ok()? {
             return None;
         }
-        self.refresh_record().ok()?;
         self.sole_owned(block)
+    }
+
+    /// Looks this member's record up again if it moved (see `record_moved`); whether it
+    /// did.
+    #[inline(always)]
+    pub(super) fn follow_record(&mut self) -> Result<bool, Error> {
+        if !self.record_moved() {
+            return Ok(false);
+        }
+        self.refresh_record()?;
+        Ok(true)
     }
 
     /// Whether this member's record is no longer where `rec` says, or no longer this
@@ -295,7 +301,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     /// the check; the acquire load pairs with the release fence before a move publishes
     /// the new place.
     #[inline(always)]
-    pub(super) fn record_moved(&self) -> bool {
+    fn record_moved(&self) -> bool {
         if self.own_member {
             return false;
         }
