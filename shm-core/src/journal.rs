@@ -169,7 +169,9 @@ pub(crate) struct Tx<'a, 'm> {
     /// offset. A clear bit proves the
     /// word is not in the journal yet; a set bit means "maybe", checked by a scan. Most
     /// writes go to words never written before in the operation, so most skip the scan.
-    seen: u64,
+    /// 128 bits: an operation journals up to about 20 words (a send), which would set a
+    /// third of 64 bits and send many new words to the scan.
+    seen: u128,
     /// False once the operation has freed memory (see the module documentation).
     fresh_unlogged: bool,
     /// Whether this operation has set the header's `derived_dirty` word.
@@ -216,7 +218,7 @@ impl<'a, 'm> Tx<'a, 'm> {
         let offset = self.region.offset_of(word)?;
         // Fibonacci hashing spreads the words of one block header (consecutive offsets)
         // and headers a power of two apart over different bits.
-        let bit = 1u64 << ((offset / 4).wrapping_mul(0x9E37_79B9) >> 26);
+        let bit = 1u128 << ((offset / 4).wrapping_mul(0x9E37_79B9) >> 25);
         let logged = self.seen & bit != 0
             && self
                 .journal
@@ -250,6 +252,16 @@ impl<'a, 'm> Tx<'a, 'm> {
         if !self.fresh_unlogged {
             return self.set(word, value);
         }
+        self.faults.step()?;
+        word.store(value, Relaxed);
+        Ok(())
+    }
+
+    /// Writes a word that nobody reads until this operation's deferred store publishes it
+    /// (a queue slot's entry, see [`Self::defer`]), unjournaled: an undo leaves the word
+    /// unpublished, and whatever it then holds is written over before it is published.
+    #[inline]
+    pub(crate) fn set_unpublished(&mut self, word: &AtomicU32, value: u32) -> Result<(), Error> {
         self.faults.step()?;
         word.store(value, Relaxed);
         Ok(())
@@ -318,12 +330,18 @@ impl<'a, 'm> Tx<'a, 'm> {
     /// whoever breaks the lock of a process that died in between makes it instead (see
     /// [`Journal::pending`]). This is how a queue entry becomes visible only once the
     /// operation that wrote it can no longer be undone.
+    ///
+    /// Only `at` is journaled: the record means nothing while `at` is 0, which it is
+    /// whenever no operation is under way (a commit is followed by the store, which clears
+    /// it, and an undo restores it). So the other three words are written unjournaled
+    /// before `at`, and an undo that puts `at` back to 0 discards them with it.
     pub(crate) fn defer(&mut self, store: DeferredStore) -> Result<(), Error> {
         let d = self.journal.deferred;
+        self.faults.step()?;
+        d.expect.store(store.expect, Relaxed);
+        d.value.store(store.value, Relaxed);
+        d.bell.store(store.bell, Relaxed);
         self.set(&d.at, store.at)?;
-        self.set(&d.expect, store.expect)?;
-        self.set(&d.value, store.value)?;
-        self.set(&d.bell, store.bell)?;
         self.deferred = Some(store);
         Ok(())
     }

@@ -188,10 +188,11 @@ impl<'m> OffsetQueue<'m> {
                 ))
             };
         }
-        tx.set(&slot.offset, entry.offset.get())?;
-        tx.set(&slot.tag, entry.tag)?;
-        tx.set(&slot.from, entry.from)?;
-        tx.set(&slot.from_serial, entry.from_serial)?;
+        // The slot is this sender's to fill until its sequence number is published.
+        tx.set_unpublished(&slot.offset, entry.offset.get())?;
+        tx.set_unpublished(&slot.tag, entry.tag)?;
+        tx.set_unpublished(&slot.from, entry.from)?;
+        tx.set_unpublished(&slot.from_serial, entry.from_serial)?;
         tx.set(&self.hdr.tail, pos.wrapping_add(1))?;
         tx.set(
             &self.hdr.enqueued,
@@ -225,6 +226,16 @@ impl<'m> OffsetQueue<'m> {
         // Release: the sender that reuses the slot sees our reads done.
         slot.seq.store(pos.wrapping_add(self.capacity), Release);
         Ok(Some(entry))
+    }
+
+    /// Whether the word at `offset` is an entry word of one of this queue's slots (any
+    /// word but the sequence number): what it holds means something only while its slot
+    /// is published: a send that is undone leaves the words it wrote there.
+    pub fn is_entry_word(&self, offset: u32) -> bool {
+        let Some(rel) = offset.checked_sub(self.slots) else {
+            return false;
+        };
+        rel / SLOT_BYTES < self.capacity && rel % SLOT_BYTES != 0
     }
 
     /// Receiver side: every entry still queued, without taking them (for reclaiming).

@@ -198,7 +198,7 @@ impl<'m, P: Platform> Heap<'m, P> {
     /// Besides these, the failures every operation shares (see [`Error`]).
     pub fn give(&self, me: Member, block: Offset, to: Member) -> Result<(), Error> {
         self.op(OpCode::Give, |tx, s| {
-            s.give(tx, s.member(me)?, block, s.member(to)?)
+            s.give(tx, s.member_record(me)?, block, s.member_record(to)?)
         })
     }
 

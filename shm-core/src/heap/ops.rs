@@ -258,38 +258,46 @@ impl<'m> Space<'m> {
         Ok(false)
     }
 
-    /// `give`: moves `me`'s reference to `to`.
+    /// `give`: moves `me`'s reference to `to`. `me` and `to` are records validated in
+    /// this operation (looked up again if an owner array has moved them since).
     pub(crate) fn give(
         &self,
         tx: &mut Tx<'_, 'm>,
-        me: ProcSlot,
+        me: RecordRef<'m>,
         p: Offset,
-        to: ProcSlot,
+        to: RecordRef<'m>,
     ) -> Result<(), Error> {
         let (h, _) = self.used_block(p)?;
-        if to == me {
+        let me = self.current(me)?;
+        if to.slot == me.slot {
             // Validate ownership, change nothing.
-            self.record(to)?;
-            let (mine, _) = self.chain_find(p, h, me, None)?;
+            let (mine, _) = self.chain_find(p, h, me.slot, None)?;
             return mine.map(|_| ()).ok_or(Error::NotOwner {
                 offset: p,
-                process: me,
+                process: me.slot,
             });
         }
-        // Take `to`'s cell first (which also checks that `to` is registered): growing its
-        // array must happen before we hold positions.
-        let (rt, index, new_cell) = self.take_cell(tx, to)?;
-        let (pos, to_owns) = self.chain_find(p, h, me, Some(to))?;
-        let pos = pos.ok_or(Error::NotOwner {
-            offset: p,
-            process: me,
-        })?;
-        if to_owns {
-            return Err(Error::AlreadyOwner {
-                offset: p,
-                process: to,
-            });
-        }
+        // Take `to`'s cell first: growing its array must happen before we hold positions.
+        let (rt, index, new_cell) = self.take_cell_in(tx, self.current(to)?)?;
+        // The common case, `me` the only owner, checked without walking the chain; `to`
+        // cannot be on a chain that `me` ends.
+        let pos = match self.sole_owner(me, p, h) {
+            Some(pos) => pos,
+            None => {
+                let (pos, to_owns) = self.chain_find(p, h, me.slot, Some(rt.slot))?;
+                let pos = pos.ok_or(Error::NotOwner {
+                    offset: p,
+                    process: me.slot,
+                })?;
+                if to_owns {
+                    return Err(Error::AlreadyOwner {
+                        offset: p,
+                        process: rt.slot,
+                    });
+                }
+                pos
+            }
+        };
         let size = h.size();
         tx.set(&new_cell.block, p.get())?;
         tx.set(&new_cell.next, pos.cell.next.load(Relaxed))?;

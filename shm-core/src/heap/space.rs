@@ -192,7 +192,8 @@ impl<'m> Space<'m> {
         let bad = Error::BadOffset { offset: payload };
         let b = payload.get().checked_sub(self.geo.hsize).ok_or(bad)?;
         let h = self.block(b).map_err(|_| bad)?;
-        if h.flags() & END != 0 || b == self.range_of(b).map_or(0, |r| r.hi) {
+        // `block` accepts a range's last offset only as an end marker (END set).
+        if h.flags() & END != 0 {
             return Err(bad);
         }
         if !h.is_used() {

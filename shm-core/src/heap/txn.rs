@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::error::Error;
 use crate::format::{OwnerRef, NO_OWNER};
+use crate::heap::owners::RecordRef;
 use crate::heap::{Heap, Placement, Space, FIRST_CLIENT_OP};
 use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
 use crate::journal::Tx;
@@ -29,6 +30,19 @@ pub(crate) struct UsedBlock {
     pub first_owner: Option<ProcSlot>,
     /// Its reference count (owners).
     pub refs: u32,
+}
+
+/// A registration checked (under the lock) in the operation under way: its record, which
+/// the layer above cannot see into. Passing it on spares the heap a second lookup; the heap
+/// still looks the record up again if an owner array has moved it since.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checked<'m>(RecordRef<'m>);
+
+impl Checked<'_> {
+    /// The registration's slot.
+    pub(crate) fn slot(&self) -> ProcSlot {
+        self.0.slot
+    }
 }
 
 /// Checked reads of the heap for the layer above: with the lock (inside a [`Txn`]) or
@@ -61,7 +75,12 @@ impl<'s, 'm> HeapView<'s, 'm> {
     /// Whether `inc`'s slot still holds that incarnation, and it is not leaving (see
     /// [`ProcessRecord::leaving`](crate::format::ProcessRecord)).
     pub(crate) fn is_registered(&self, inc: Incarnation) -> bool {
-        self.space.incarnation(inc).is_ok()
+        self.registered(inc).is_some()
+    }
+
+    /// [`Self::is_registered`], with the registration it checked.
+    pub(crate) fn registered(&self, inc: Incarnation) -> Option<Checked<'m>> {
+        self.space.incarnation(inc).ok().map(Checked)
     }
 
     /// The process `slot` was registered for.
@@ -122,9 +141,9 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         &self,
         m: Member,
         index: usize,
-    ) -> Result<(ProcSlot, &'m AtomicU32), Error> {
+    ) -> Result<(Checked<'m>, &'m AtomicU32), Error> {
         let r = self.view.space.member_record(m)?;
-        Ok((r.slot, r.app_word(index)?))
+        Ok((Checked(r), r.app_word(index)?))
     }
 
     /// Changes a word of a live structure, journaled.
@@ -187,7 +206,19 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         block: Offset,
         to: ProcSlot,
     ) -> Result<(), Error> {
-        self.view.space.give(self.tx, from, block, to)
+        let s = self.view.space;
+        s.give(self.tx, s.record(from)?, block, s.record(to)?)
+    }
+
+    /// [`Self::give`] between two registrations checked in this operation, without
+    /// looking their records up again.
+    pub(crate) fn give_checked(
+        &mut self,
+        from: Checked<'m>,
+        block: Offset,
+        to: Checked<'m>,
+    ) -> Result<(), Error> {
+        self.view.space.give(self.tx, from.0, block, to.0)
     }
 
     /// As [`Heap::share`].

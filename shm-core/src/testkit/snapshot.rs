@@ -12,9 +12,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
+use crate::format::{Participant, KIND_CLIENT, KIND_SERVER};
 use crate::{
-    BlockInfo, Error, Heap, HeapStats, Offset, ParticipantInfo, Platform, ProcessInfo, QueueEntry,
-    ServerStatus,
+    BlockInfo, Error, Heap, HeapStats, Offset, OffsetQueue, ParticipantInfo, Platform, ProcessInfo,
+    QueueEntry, ServerStatus,
 };
 
 /// A used block: what `for_each_block` says, its owners in chain order and a hash of its
@@ -88,14 +89,31 @@ impl Snapshot {
             if !info.system {
                 heap.owners(Offset::new(payload_at), |s| owners.push(s.0))?;
             }
+            let participant = if info.system {
+                None
+            } else {
+                heap.participant(Offset::new(payload_at)).ok()
+            };
+            // A queue slot's entry words mean something only while it is published (the
+            // published entries are compared as `pending`): an undone send leaves them
+            // written. Told by the block's layout, not by whether the participant still
+            // validates (a reclaim stops it validating before it frees it).
+            let queue = (!info.system)
+                .then(|| region.get::<Participant>(payload_at).ok())
+                .flatten()
+                .filter(|r| matches!(r.kind.load(Relaxed), KIND_SERVER | KIND_CLIENT))
+                .and_then(|r| OffsetQueue::open(region, r.queue.load(Relaxed)).ok());
+            let meaningful = |o: u32| queue.is_none_or(|q| !q.is_entry_word(o));
             let mut payload = 0xcbf2_9ce4_8422_2325u64;
             let mut o = payload_at;
             while o < info.offset.wrapping_add(info.size) {
-                payload = fnv(payload, region.word(o)?.load(Relaxed));
+                if meaningful(o) {
+                    payload = fnv(payload, region.word(o)?.load(Relaxed));
+                }
                 o = o.wrapping_add(4);
             }
             if !info.system {
-                if let Ok(p) = heap.participant(Offset::new(payload_at)) {
+                if let Some(p) = participant {
                     let mut pending = Vec::new();
                     p.queue.for_each_pending(region, |e| pending.push(e))?;
                     participants.insert(
