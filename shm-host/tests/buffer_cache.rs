@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use shm_host::{CacheConfig, Client, ClientOptions, Server, ServerOptions};
+use shm_host::{CacheConfig, Client, ClientOptions, HostError, Server, ServerOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -226,4 +226,43 @@ fn idle_cache_drains(name: &str, idle: Idle) {
     wait_until("the idle side drained its cache", || cached() == 0);
     drop(hog);
     drop(client);
+}
+
+/// When its cache cannot refill (the heap is full), a cached client's allocation goes the
+/// way an uncached one does: it fails with `OutOfMemory`; with a timeout it waits in the
+/// heap (a cache cannot wait) and fails with `Timeout` when nothing is freed; and it
+/// succeeds once another process frees memory.
+#[test]
+fn a_full_heap_sends_cached_allocations_the_usual_way() {
+    let name = name("full");
+    let server = Server::create_with(
+        &name,
+        ServerOptions {
+            size: 2 << 20,
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let client = cached_client(&server, &name);
+    let mut hog = Vec::new();
+    while let Ok(b) = server.alloc(4096) {
+        hog.push(b);
+    }
+    let err = client.alloc(1000).err();
+    assert!(
+        matches!(
+            err,
+            Some(HostError::Core(shm_core::Error::OutOfMemory { .. }))
+        ),
+        "{err:?}"
+    );
+    let err = client.alloc_timeout(1000, Duration::from_millis(20)).err();
+    assert!(
+        matches!(err, Some(HostError::Core(shm_core::Error::Timeout))),
+        "{err:?}"
+    );
+    drop(hog);
+    let got = client.alloc_timeout(1000, WAIT).map(|b| b.capacity());
+    assert!(matches!(got, Ok(n) if n >= 1000), "{got:?}");
+    server.segment().check().unwrap();
 }

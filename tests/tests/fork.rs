@@ -13,7 +13,19 @@ use shm_tests::{peer_exe, unique_name, Peer};
 /// parent goes on working: its send arrives.
 #[test]
 fn a_forked_child_cannot_act_as_its_parent() {
-    let name = unique_name("fork");
+    forked_child_of_a_client("fork", false);
+}
+
+/// The same with a buffer cache on the client, a block waiting in it at the fork: the
+/// child gets `StaleMember`, not the parent's cached block (the attachment does not touch
+/// its cache, or the cache's lock, in a forked child).
+#[test]
+fn a_forked_child_cannot_use_its_parents_buffer_cache() {
+    forked_child_of_a_client("fork-cached", true);
+}
+
+fn forked_child_of_a_client(label: &str, cached: bool) {
+    let name = unique_name(label);
     let server = Server::create_with(
         &name,
         ServerOptions {
@@ -22,7 +34,12 @@ fn a_forked_child_cannot_act_as_its_parent() {
         },
     )
     .unwrap();
-    let mut peer = Peer::spawn(peer_exe!(), &["fork-alloc", &name]);
+    let args: &[&str] = if cached {
+        &["fork-alloc", &name, "cached"]
+    } else {
+        &["fork-alloc", &name]
+    };
+    let mut peer = Peer::spawn(peer_exe!(), args);
     // The server accepts the connection while it receives.
     let mut lines = Vec::new();
     let mut got = None;

@@ -77,8 +77,14 @@ fn stop_outside_lock(a: &Driven, server: &mut Driven) {
     panic!("A held the region lock at each of 100 stops");
 }
 
-fn driven(name: &str, who: &'static str) -> (Driven, String) {
-    let mut peer = Peer::spawn_captured(peer_exe!(), &["driven", name]);
+/// A driven client of segment `name`; with `cached`, through a buffer cache.
+fn driven(name: &str, who: &'static str, cached: bool) -> (Driven, String) {
+    let args: &[&str] = if cached {
+        &["driven", name, "cached"]
+    } else {
+        &["driven", name]
+    };
+    let mut peer = Peer::spawn_captured(peer_exe!(), args);
     let lines = peer.lines();
     let first = lines
         .next_within(ANSWER)
@@ -124,10 +130,17 @@ fn stats(c: &mut Driven) -> (u64, String) {
 
 /// Bytes the segment records for process `pid`, if it is registered.
 fn held_by(c: &mut Driven, pid: libc::pid_t) -> Option<u64> {
+    held_and_cached_by(c, pid).map(|(held, _)| held)
+}
+
+/// Bytes the segment records for process `pid` and the bytes of those in its buffer
+/// cache, if it is registered.
+fn held_and_cached_by(c: &mut Driven, pid: libc::pid_t) -> Option<(u64, u64)> {
     let line = c.ask("procs", "procs");
     line.split_whitespace().skip(1).find_map(|p| {
         let f: Vec<&str> = p.split(':').collect();
-        (f.len() == 3 && f[0] == pid.to_string()).then(|| f[1].parse().unwrap())
+        (f.len() == 4 && f[0] == pid.to_string())
+            .then(|| (f[1].parse().unwrap(), f[3].parse().unwrap()))
     })
 }
 
@@ -146,7 +159,19 @@ fn held_by(c: &mut Driven, pid: libc::pid_t) -> Option<u64> {
 ///   server quits, its segment is gone from `/dev/shm`.
 #[test]
 fn stopped_client_is_unresponsive_not_dead() {
-    let name = unique_name("stopped");
+    stopped_client("stopped", false);
+}
+
+/// The same with buffer caches on the clients, A's holding blocks when it stops. Also:
+/// while A is stopped, the blocks in its cache stay its own and in its cache (nobody
+/// drains or reclaims a live process's cache); they come back when A exits.
+#[test]
+fn stopped_client_with_a_buffer_cache_is_unresponsive_not_dead() {
+    stopped_client("stopped-cached", true);
+}
+
+fn stopped_client(label: &str, cached: bool) {
+    let name = unique_name(label);
     let _guard = SegmentGuard(name.clone());
     let mut failures: Vec<String> = Vec::new();
     let mut expect = |ok: bool, what: String| {
@@ -160,8 +185,13 @@ fn stopped_client_is_unresponsive_not_dead() {
     let (start, check) = stats(&mut server);
     assert_eq!(check, "ok");
 
-    // A connects and holds a buffer.
-    let (mut a, a_id) = driven(&name, "A");
+    // A connects and holds a buffer (with a cache: after echoes that leave blocks in it).
+    let (mut a, a_id) = driven(&name, "A", cached);
+    if cached {
+        for (i, size) in [100, 1000, 4000, 20000].iter().enumerate() {
+            assert_eq!(a.ask(&format!("echo {size} {i}"), "echo"), "echo ok");
+        }
+    }
     assert_eq!(a.ask(&format!("hold {HELD} 0x5a"), "hold"), "hold ok");
     assert_eq!(a.ask("verify", "verify"), format!("verify ok {HELD}"));
     let (with_a, _) = stats(&mut server);
@@ -172,6 +202,12 @@ fn stopped_client_is_unresponsive_not_dead() {
 
     // A stops, for well past heartbeat x max_missed; the server gives up on it.
     stop_outside_lock(&a, &mut server);
+    let (_, a_cached) = held_and_cached_by(&mut server, a_pid).expect("A registered");
+    assert_eq!(
+        cached,
+        a_cached > 0,
+        "A's cache holds {a_cached} bytes (caches on: {cached})"
+    );
     std::thread::sleep(Duration::from_millis(3 * HEARTBEAT_MS * MAX_MISSED));
     let end = Instant::now() + ANSWER;
     loop {
@@ -191,14 +227,17 @@ fn stopped_client_is_unresponsive_not_dead() {
         stopped <= with_a,
         format!("while A is stopped, available bytes rose from {with_a} to {stopped} (A's memory was reclaimed)"),
     );
-    let a_now = held_by(&mut server, a_pid);
+    let a_now = held_and_cached_by(&mut server, a_pid);
     expect(
-        a_now.is_some_and(|b| b >= HELD as u64),
-        format!("while A is stopped, the segment records {a_now:?} bytes for it (held {a_bytes})"),
+        a_now.is_some_and(|(b, c)| b >= HELD as u64 + c && c == a_cached),
+        format!(
+            "while A is stopped, the segment records {a_now:?} bytes (held, cached) for it \
+             (held {a_bytes}, {a_cached} cached when it stopped)"
+        ),
     );
 
     // B works meanwhile.
-    let (mut b, _) = driven(&name, "B");
+    let (mut b, _) = driven(&name, "B", cached);
     expect(
         b.ask("echo 4096 1", "echo") == "echo ok",
         "B's first echo".into(),
@@ -215,10 +254,12 @@ fn stopped_client_is_unresponsive_not_dead() {
             "with A stopped and B holding {HELD} bytes: available {both}, with A alone {with_a}"
         ),
     );
-    let a_now = held_by(&mut server, a_pid);
+    let a_now = held_and_cached_by(&mut server, a_pid);
     expect(
-        a_now.is_some_and(|b| b >= HELD as u64),
-        format!("after B came, the segment records {a_now:?} bytes for the stopped A"),
+        a_now.is_some_and(|(b, c)| b >= HELD as u64 + c && c == a_cached),
+        format!(
+            "after B came, the segment records {a_now:?} bytes (held, cached) for the stopped A"
+        ),
     );
 
     // A resumes. Its own buffer is as it left it, and writing to it touches nobody else.
@@ -346,7 +387,7 @@ fn an_unresponsive_client_is_killed_when_asked() {
     let _guard = SegmentGuard(name.clone());
     let mut server = collector(&name, true);
     let (start, _) = stats(&mut server);
-    let (mut a, _) = driven(&name, "A");
+    let (mut a, _) = driven(&name, "A", false);
     assert_eq!(a.ask(&format!("hold {HELD} 0x5a"), "hold"), "hold ok");
     stop_outside_lock(&a, &mut server);
     let status = a.peer.wait(ANSWER);

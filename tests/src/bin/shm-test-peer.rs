@@ -37,7 +37,7 @@
 //!   `send SIZE TAG`, `echo SIZE TAG`, `quit`.
 #![allow(clippy::unwrap_used)] // a test helper: any failure ends it with a message
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::BufRead;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -61,9 +61,11 @@ fn main() {
         "send-one" => send_one(arg(1), arg(2).parse().unwrap()),
         "collector" => collector(arg(1), &args[2..]),
         "churn-client" => churn_client(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
-        "driven" => driven(arg(1)),
+        // `driven NAME [cached]`: with `cached`, through a buffer cache.
+        "driven" => driven(arg(1), arg(2) == "cached"),
         #[cfg(unix)]
-        "fork-alloc" => fork_alloc(arg(1)),
+        // `fork-alloc NAME [cached]`: with `cached`, through a buffer cache.
+        "fork-alloc" => fork_alloc(arg(1), arg(2) == "cached"),
         #[cfg(unix)]
         "fork-cache" => fork_cache(arg(1)),
         other => Err(format!("unknown role {other:?}")),
@@ -150,12 +152,18 @@ fn in_forked_child(child: impl FnOnce() -> i32) -> Result<i32, String> {
 /// `parent ok`. The child makes no heap allocation of this process (it may have been
 /// forked while another thread held the allocator's lock) and leaves with `_exit`.
 #[cfg(unix)]
-fn fork_alloc(name: &str) -> Result<(), String> {
+fn fork_alloc(name: &str, cached: bool) -> Result<(), String> {
     use shm_core::Error;
     use shm_host::HostError;
-    let c = Client::connect(name).map_err(|e| format!("connect: {e}"))?;
+    let opts = ClientOptions {
+        cache: cached.then(shm_core::CacheConfig::default),
+        ..ClientOptions::default()
+    };
+    let c = Client::connect_with(name, opts).map_err(|e| format!("connect: {e}"))?;
     c.wait_connected(Duration::from_secs(20))
         .map_err(|e| format!("wait_connected: {e}"))?;
+    // With a cache, a block of the child's size waits in it at the fork.
+    drop(c.alloc(64).map_err(|e| format!("alloc: {e}"))?);
     let held = c.alloc(64).map_err(|e| format!("alloc: {e}"))?;
     let mut held = Some(held);
     let code = in_forked_child(|| {
@@ -565,12 +573,24 @@ fn collector(name: &str, opts: &[String]) -> Result<(), String> {
                     Some(id) => println!("holder {}", id.pid),
                     None => println!("holder none"),
                 },
+                // `procs pid:bytes:blocks:cached_bytes ...`
                 "procs" => {
                     let mut out = String::from("procs");
-                    match server.segment().processes() {
+                    let mut cached: HashMap<u16, u64> = HashMap::new();
+                    let walked = server.segment().for_each_block(|b| {
+                        if let (true, Some(owner)) = (b.cached, b.owner) {
+                            *cached.entry(owner.0).or_default() += u64::from(b.size);
+                        }
+                    });
+                    match server
+                        .segment()
+                        .processes()
+                        .and_then(|p| walked.map(|()| p))
+                    {
                         Ok(procs) => {
                             for p in procs {
-                                out += &format!(" {}:{}:{}", p.id.pid, p.bytes, p.blocks)
+                                let c = cached.get(&p.slot.0).copied().unwrap_or(0);
+                                out += &format!(" {}:{}:{}:{c}", p.id.pid, p.bytes, p.blocks)
                             }
                         }
                         Err(e) => out += &format!(" error({e:?})"),
@@ -619,14 +639,18 @@ fn churn_client(name: &str, id: u32, count: u32) -> Result<(), String> {
 
 /// One reply line per command; errors are printed as `err DEBUG | DISPLAY` (the test
 /// matches the `Debug` form, e.g. `err Disconnected | ...`), never ending the process.
-fn driven(name: &str) -> Result<(), String> {
+fn driven(name: &str, cached: bool) -> Result<(), String> {
     fn err(e: &shm_host::HostError) -> String {
         format!("err {e:?} | {e}")
     }
     fn pattern(b: &mut [u8], byte: u8) {
         b.fill(byte);
     }
-    let c = Client::connect(name).map_err(|e| format!("connect: {e}"))?;
+    let opts = ClientOptions {
+        cache: cached.then(shm_core::CacheConfig::default),
+        ..ClientOptions::default()
+    };
+    let c = Client::connect_with(name, opts).map_err(|e| format!("connect: {e}"))?;
     c.wait_connected(Duration::from_secs(30))
         .map_err(|e| format!("wait_connected: {e}"))?;
     println!("connected {} {}", c.id(), std::process::id());
