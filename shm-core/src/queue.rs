@@ -3,11 +3,13 @@
 //!
 //! Senders enqueue inside the same journaled operation that hands the block to the receiver
 //! (see [`Heap::send`](crate::Heap::send)), so a sender that dies halfway leaves neither a
-//! block owned by no one nor a slot half written: the operation is undone. The one store
-//! that makes the entry visible to the receiver - the slot's sequence number - is made
-//! after the operation commits, through the journal's deferred store ([`Tx::defer`]), which
-//! whoever breaks a dead sender's lock completes. So the receiver can never see an entry
-//! that is later undone.
+//! block owned by no one nor a published slot half written: the operation is undone. The
+//! one store that makes the entry visible to the receiver - the slot's sequence number - is
+//! made after the operation commits, through the journal's deferred store ([`Tx::defer`]),
+//! which whoever breaks a dead sender's lock completes. So the receiver can never see an
+//! entry that is later undone. The entry's words themselves are not journaled: until its
+//! sequence number is published nobody reads them, an undo leaves the slot unpublished
+//! (the tail, journaled, goes back), and the next send writes over them.
 //!
 //! The receiver dequeues without the lock (it is the only one that moves `head`). Each slot
 //! carries a sequence number as in Vyukov's bounded queue: `seq == pos` means free for the
@@ -160,8 +162,9 @@ impl<'m> OffsetQueue<'m> {
         region.get(at)
     }
 
-    /// Sender side, under the region lock: writes the entry into the next slot and
-    /// advances the tail, journaled, and defers the store of the slot's sequence number
+    /// Sender side, under the region lock: writes the entry into the next slot (unjournaled,
+    /// see the module documentation), advances the tail (journaled) and defers the store
+    /// of the slot's sequence number
     /// that makes it visible until the operation commits ([`Tx::defer`]); whoever makes
     /// that store rings the doorbell at offset `bell` (0: none) after it. Returns the
     /// entry's position. Fails with [`Error::QueueFull`] when the receiver has not freed

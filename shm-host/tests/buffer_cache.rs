@@ -229,9 +229,9 @@ fn idle_cache_drains(name: &str, idle: Idle) {
 }
 
 /// When its cache cannot refill (the heap is full), a cached client's allocation goes the
-/// way an uncached one does: it fails with `OutOfMemory`; with a timeout it waits in the
-/// heap (a cache cannot wait) and fails with `Timeout` when nothing is freed; and it
-/// succeeds once another process frees memory.
+/// way an uncached one does: it fails with `OutOfMemory`; with a timeout it goes to the
+/// heap's wait (a cache cannot wait), so it fails with `Timeout`, not `OutOfMemory`, when
+/// nothing is freed; and it succeeds after another process has freed memory.
 #[test]
 fn a_full_heap_sends_cached_allocations_the_usual_way() {
     let name = name("full");
@@ -239,14 +239,19 @@ fn a_full_heap_sends_cached_allocations_the_usual_way() {
         &name,
         ServerOptions {
             size: 2 << 20,
+            // No keepalive packets coming and going while the heap is full.
+            heartbeat: Duration::from_secs(3600),
             ..ServerOptions::default()
         },
     )
     .unwrap();
     let client = cached_client(&server, &name);
+    // Full down to the smallest block.
     let mut hog = Vec::new();
-    while let Ok(b) = server.alloc(4096) {
-        hog.push(b);
+    for size in [4096, 512, 64, 1] {
+        while let Ok(b) = server.alloc(size) {
+            hog.push(b);
+        }
     }
     let err = client.alloc(1000).err();
     assert!(

@@ -137,6 +137,7 @@ fn held_by(c: &mut Driven, pid: libc::pid_t) -> Option<u64> {
 /// cache, if it is registered.
 fn held_and_cached_by(c: &mut Driven, pid: libc::pid_t) -> Option<(u64, u64)> {
     let line = c.ask("procs", "procs");
+    assert!(!line.contains("error("), "the process list failed: {line}");
     line.split_whitespace().skip(1).find_map(|p| {
         let f: Vec<&str> = p.split(':').collect();
         (f.len() == 4 && f[0] == pid.to_string())

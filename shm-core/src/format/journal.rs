@@ -38,8 +38,9 @@ pub type JournalEntries = [JournalEntry; JOURNAL_CAPACITY];
 
 /// A store deferred until after an operation commits: "when the word at `at` holds
 /// `expect`, store `value` there, then ring the doorbell at `bell` (0: none)". Recorded
-/// (journaled) inside the operation, made after its commit, and completed by whoever breaks
-/// the lock of a process that died in between. `at` is 0 when none is pending.
+/// inside the operation (`at` journaled, the other words written before it and meaning
+/// nothing while it is 0), made after its commit, and completed by whoever breaks the lock
+/// of a process that died in between. `at` is 0 when none is pending.
 #[repr(C)]
 #[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
 pub struct DeferredWords {

@@ -259,7 +259,7 @@ impl<'m> Space<'m> {
     }
 
     /// `give`: moves `me`'s reference to `to`. `me` and `to` are records validated in
-    /// this operation (looked up again if an owner array has moved them since).
+    /// this operation, where they are now (no owner array has moved since).
     pub(crate) fn give(
         &self,
         tx: &mut Tx<'_, 'm>,
@@ -268,7 +268,6 @@ impl<'m> Space<'m> {
         to: RecordRef<'m>,
     ) -> Result<(), Error> {
         let (h, _) = self.used_block(p)?;
-        let me = self.current(me)?;
         if to.slot == me.slot {
             // Validate ownership, change nothing.
             let (mine, _) = self.chain_find(p, h, me.slot, None)?;
@@ -278,7 +277,7 @@ impl<'m> Space<'m> {
             });
         }
         // Take `to`'s cell first: growing its array must happen before we hold positions.
-        let (rt, index, new_cell) = self.take_cell_in(tx, self.current(to)?)?;
+        let (rt, index, new_cell) = self.take_cell_in(tx, to)?;
         // The common case, `me` the only owner, checked without walking the chain; `to`
         // cannot be on a chain that `me` ends.
         let pos = match self.sole_owner(me, p, h) {

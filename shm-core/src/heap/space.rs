@@ -163,6 +163,13 @@ impl<'m> Space<'m> {
     /// inside the same range. End markers are returned as they are.
     #[inline]
     pub(crate) fn block(&self, b: u32) -> Result<&'m BlockHeader, Error> {
+        self.block_or_end(b).map(|(h, _)| h)
+    }
+
+    /// [`Self::block`], and whether `b` is its range's end marker (told by its place, so
+    /// a later read of the header's flags cannot change the answer).
+    #[inline]
+    fn block_or_end(&self, b: u32) -> Result<(&'m BlockHeader, bool), Error> {
         if !self.geo.is_aligned(b) {
             return Err(corrupt(b, CorruptionKind::Misaligned));
         }
@@ -183,7 +190,7 @@ impl<'m> Space<'m> {
         {
             return Err(corrupt(b, CorruptionKind::BadBlockSize));
         }
-        Ok(h)
+        Ok((h, b == r.hi))
     }
 
     /// A used, non-end block named by a payload offset from a caller; a bad offset is the
@@ -191,9 +198,10 @@ impl<'m> Space<'m> {
     pub(crate) fn used_block(&self, payload: Offset) -> Result<(&'m BlockHeader, u32), Error> {
         let bad = Error::BadOffset { offset: payload };
         let b = payload.get().checked_sub(self.geo.hsize).ok_or(bad)?;
-        let h = self.block(b).map_err(|_| bad)?;
-        // `block` accepts a range's last offset only as an end marker (END set).
-        if h.flags() & END != 0 {
+        let (h, end) = self.block_or_end(b).map_err(|_| bad)?;
+        // The range's last offset is its end marker, whatever its flags say by now (a
+        // second read of the header could see them changed).
+        if end || h.flags() & END != 0 {
             return Err(bad);
         }
         if !h.is_used() {

@@ -36,12 +36,38 @@ pub(crate) struct UsedBlock {
 /// the layer above cannot see into. Passing it on spares the heap a second lookup; the heap
 /// still looks the record up again if an owner array has moved it since.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Checked<'m>(RecordRef<'m>);
+pub(crate) struct Checked<'m> {
+    rec: RecordRef<'m>,
+    serial: u32,
+}
 
-impl Checked<'_> {
+impl<'m> Checked<'m> {
+    fn new(rec: RecordRef<'m>) -> Self {
+        Checked {
+            rec,
+            serial: rec.rec.serial.load(Relaxed),
+        }
+    }
+
     /// The registration's slot.
     pub(crate) fn slot(&self) -> ProcSlot {
-        self.0.slot
+        self.rec.slot
+    }
+
+    /// The record, where it is now, if it still holds this registration: a `Checked`
+    /// carried past its operation is refused ([`Error::StaleMember`]), never taken for
+    /// whichever process has its slot (or its record's place) by then.
+    fn record(&self, space: &Space<'m>) -> Result<RecordRef<'m>, Error> {
+        let r = space.current(self.rec)?;
+        if r.rec.serial.load(Relaxed) != self.serial || r.rec.leaving.load(Relaxed) != 0 {
+            return Err(Error::StaleMember {
+                process: Incarnation {
+                    slot: self.rec.slot,
+                    serial: self.serial,
+                },
+            });
+        }
+        Ok(r)
     }
 }
 
@@ -80,7 +106,7 @@ impl<'s, 'm> HeapView<'s, 'm> {
 
     /// [`Self::is_registered`], with the registration it checked.
     pub(crate) fn registered(&self, inc: Incarnation) -> Option<Checked<'m>> {
-        self.space.incarnation(inc).ok().map(Checked)
+        self.space.incarnation(inc).ok().map(Checked::new)
     }
 
     /// The process `slot` was registered for.
@@ -143,7 +169,7 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         index: usize,
     ) -> Result<(Checked<'m>, &'m AtomicU32), Error> {
         let r = self.view.space.member_record(m)?;
-        Ok((Checked(r), r.app_word(index)?))
+        Ok((Checked::new(r), r.app_word(index)?))
     }
 
     /// Changes a word of a live structure, journaled.
@@ -218,7 +244,8 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         block: Offset,
         to: Checked<'m>,
     ) -> Result<(), Error> {
-        self.view.space.give(self.tx, from.0, block, to.0)
+        let s = self.view.space;
+        s.give(self.tx, from.record(s)?, block, to.record(s)?)
     }
 
     /// As [`Heap::share`].

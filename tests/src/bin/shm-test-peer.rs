@@ -162,7 +162,8 @@ fn fork_alloc(name: &str, cached: bool) -> Result<(), String> {
     let c = Client::connect_with(name, opts).map_err(|e| format!("connect: {e}"))?;
     c.wait_connected(Duration::from_secs(20))
         .map_err(|e| format!("wait_connected: {e}"))?;
-    // With a cache, a block of the child's size waits in it at the fork.
+    // With a cache, the first allocation refills a batch of blocks of its class, and the
+    // one dropped here joins them: blocks of the child's size wait in it at the fork.
     drop(c.alloc(64).map_err(|e| format!("alloc: {e}"))?);
     let held = c.alloc(64).map_err(|e| format!("alloc: {e}"))?;
     let mut held = Some(held);
@@ -577,11 +578,20 @@ fn collector(name: &str, opts: &[String]) -> Result<(), String> {
                 "procs" => {
                     let mut out = String::from("procs");
                     let mut cached: HashMap<u16, u64> = HashMap::new();
-                    let walked = server.segment().for_each_block(|b| {
-                        if let (true, Some(owner)) = (b.cached, b.owner) {
-                            *cached.entry(owner.0).or_default() += u64::from(b.size);
+                    // The walk reads without the lock: an operation running meanwhile can
+                    // make it fail, so it is tried again.
+                    let mut walked = Ok(());
+                    for _ in 0..1000 {
+                        cached.clear();
+                        walked = server.segment().for_each_block(|b| {
+                            if let (true, Some(owner)) = (b.cached, b.owner) {
+                                *cached.entry(owner.0).or_default() += u64::from(b.size);
+                            }
+                        });
+                        if walked.is_ok() {
+                            break;
                         }
-                    });
+                    }
                     match server
                         .segment()
                         .processes()
