@@ -56,7 +56,7 @@ pub(crate) use members::ReclaimStep;
 pub(crate) use space::{align_up, Space};
 use space::{heap_ranges, zero_words, Geometry};
 pub use stats::{BlockInfo, HeapSnapshot, HeapStats, ProcessInfo, ProcessIter};
-pub(crate) use txn::{Checked, HeapView, Txn};
+pub(crate) use txn::{HeapView, Txn};
 
 use crate::error::{AttachError, Error};
 use crate::format::{

@@ -219,17 +219,6 @@ impl<'m> Space<'m> {
         Ok(RecordRef { at, rec, slot })
     }
 
-    /// Record `r`, validated earlier in this operation, where it is now: itself unless an
-    /// owner array moved since (then looked up and validated again).
-    #[inline]
-    pub(crate) fn current(&self, r: RecordRef<'m>) -> Result<RecordRef<'m>, Error> {
-        if self.table_entry(r.slot)?.load(Relaxed) == r.at {
-            Ok(r)
-        } else {
-            self.record(r.slot)
-        }
-    }
-
     /// The record of the incarnation `inc`: its slot must still hold that registration.
     /// Every operation that acts as or on a process goes through here, under the lock, so
     /// a handle that outlived its registration never reaches the slot's next occupant.

@@ -13,7 +13,6 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::error::Error;
 use crate::format::{OwnerRef, NO_OWNER};
-use crate::heap::owners::RecordRef;
 use crate::heap::{Heap, Placement, Space, FIRST_CLIENT_OP};
 use crate::ids::{Incarnation, Member, ProcSlot, ProcessId};
 use crate::journal::Tx;
@@ -30,45 +29,6 @@ pub(crate) struct UsedBlock {
     pub first_owner: Option<ProcSlot>,
     /// Its reference count (owners).
     pub refs: u32,
-}
-
-/// A registration checked (under the lock) in the operation under way: its record, which
-/// the layer above cannot see into. Passing it on spares the heap a second lookup; the heap
-/// still looks the record up again if an owner array has moved it since.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Checked<'m> {
-    rec: RecordRef<'m>,
-    serial: u32,
-}
-
-impl<'m> Checked<'m> {
-    fn new(rec: RecordRef<'m>) -> Self {
-        Checked {
-            rec,
-            serial: rec.rec.serial.load(Relaxed),
-        }
-    }
-
-    /// The registration's slot.
-    pub(crate) fn slot(&self) -> ProcSlot {
-        self.rec.slot
-    }
-
-    /// The record, where it is now, if it still holds this registration: a `Checked`
-    /// carried past its operation is refused ([`Error::StaleMember`]), never taken for
-    /// whichever process has its slot (or its record's place) by then.
-    fn record(&self, space: &Space<'m>) -> Result<RecordRef<'m>, Error> {
-        let r = space.current(self.rec)?;
-        if r.rec.serial.load(Relaxed) != self.serial || r.rec.leaving.load(Relaxed) != 0 {
-            return Err(Error::StaleMember {
-                process: Incarnation {
-                    slot: self.rec.slot,
-                    serial: self.serial,
-                },
-            });
-        }
-        Ok(r)
-    }
 }
 
 /// Checked reads of the heap for the layer above: with the lock (inside a [`Txn`]) or
@@ -101,12 +61,7 @@ impl<'s, 'm> HeapView<'s, 'm> {
     /// Whether `inc`'s slot still holds that incarnation, and it is not leaving (see
     /// [`ProcessRecord::leaving`](crate::format::ProcessRecord)).
     pub(crate) fn is_registered(&self, inc: Incarnation) -> bool {
-        self.registered(inc).is_some()
-    }
-
-    /// [`Self::is_registered`], with the registration it checked.
-    pub(crate) fn registered(&self, inc: Incarnation) -> Option<Checked<'m>> {
-        self.space.incarnation(inc).ok().map(Checked::new)
+        self.space.incarnation(inc).is_ok()
     }
 
     /// The process `slot` was registered for.
@@ -167,9 +122,9 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
         &self,
         m: Member,
         index: usize,
-    ) -> Result<(Checked<'m>, &'m AtomicU32), Error> {
+    ) -> Result<(ProcSlot, &'m AtomicU32), Error> {
         let r = self.view.space.member_record(m)?;
-        Ok((Checked::new(r), r.app_word(index)?))
+        Ok((r.slot, r.app_word(index)?))
     }
 
     /// Changes a word of a live structure, journaled.
@@ -234,18 +189,6 @@ impl<'a, 'm> Txn<'_, 'a, 'm> {
     ) -> Result<(), Error> {
         let s = self.view.space;
         s.give(self.tx, s.record(from)?, block, s.record(to)?)
-    }
-
-    /// [`Self::give`] between two registrations checked in this operation, without
-    /// looking their records up again.
-    pub(crate) fn give_checked(
-        &mut self,
-        from: Checked<'m>,
-        block: Offset,
-        to: Checked<'m>,
-    ) -> Result<(), Error> {
-        let s = self.view.space;
-        s.give(self.tx, from.record(s)?, block, to.record(s)?)
     }
 
     /// As [`Heap::share`].

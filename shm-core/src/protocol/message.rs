@@ -12,7 +12,7 @@ use crate::heap::Heap;
 use crate::ids::{Incarnation, Member, ProcSlot};
 use crate::offset::Offset;
 use crate::platform::Platform;
-use crate::protocol::participant::{is_participant, participant_of, receiver_of, sender_connected};
+use crate::protocol::participant::{is_participant, participant_of, sender_connected};
 use crate::protocol::{ring, ParticipantId, ParticipantRef, ProtocolOp, Received, SendMode};
 use crate::queue::QueueEntry;
 
@@ -82,9 +82,8 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.transact_then(
             ProtocolOp::Send as u32,
             |t| {
-                let sender = sender_connected(t, me)?;
-                let slot = sender.slot();
-                let (p, receiver) = receiver_of(t, to)?;
+                let slot = sender_connected(t, me)?;
+                let p = participant_of(t, to)?;
                 if p.rec.state.load(Relaxed) != P_CONNECTED {
                     return Err(Error::NotConnected);
                 }
@@ -92,7 +91,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                     return Err(Error::BadOffset { offset: block });
                 }
                 match mode {
-                    SendMode::Give => t.give_checked(sender, block, receiver)?,
+                    SendMode::Give => t.give(slot, block, p.slot)?,
                     SendMode::Share => t.share(slot, block, p.slot)?,
                 }
                 let shared = match mode {

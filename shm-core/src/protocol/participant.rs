@@ -8,7 +8,7 @@ use crate::format::{
     participant_bytes, participant_layout, queue_bytes, Participant, APP_KIND, APP_PARTICIPANT,
     KIND_CLIENT, KIND_SERVER, P_CONNECTED, P_CONNECTING, P_NEW,
 };
-use crate::heap::{Checked, Heap, HeapView, Txn};
+use crate::heap::{Heap, HeapView, Txn};
 use crate::ids::{Incarnation, Member, ProcSlot};
 use crate::offset::Offset;
 use crate::platform::Platform;
@@ -22,17 +22,16 @@ pub(crate) fn participant<'m>(
     v: &HeapView<'_, 'm>,
     at: Offset,
 ) -> Result<ParticipantRef<'m>, Error> {
-    participant_checking(v, at, None).map(|(p, _)| p)
+    participant_checking(v, at, None)
 }
 
 /// [`participant`], where `checked` is an incarnation the caller has already checked to
 /// hold its slot in this operation: a participant of that incarnation is not checked again.
-/// Also returns the owner's registration when this call checked it.
 fn participant_checking<'m>(
     v: &HeapView<'_, 'm>,
     at: Offset,
     checked: Option<Incarnation>,
-) -> Result<(ParticipantRef<'m>, Option<Checked<'m>>), Error> {
+) -> Result<ParticipantRef<'m>, Error> {
     let bad = Error::BadOffset { offset: at };
     let block = v.used_block(at).map_err(|_| bad)?;
     let region = v.region();
@@ -52,11 +51,9 @@ fn participant_checking<'m>(
         slot,
         serial: rec.serial.load(Relaxed),
     };
-    let registration = if checked == Some(owner) {
-        None
-    } else {
-        Some(v.registered(owner).ok_or(Error::PeerGone)?)
-    };
+    if checked != Some(owner) && !v.is_registered(owner) {
+        return Err(Error::PeerGone);
+    }
     let (bell_at, queue_at) = participant_layout(at.get())
         .ok_or_else(|| corrupt(at.get(), CorruptionKind::BadProtocol))?;
     if rec.bell.load(Relaxed) != bell_at || rec.queue.load(Relaxed) != queue_at {
@@ -69,7 +66,7 @@ fn participant_checking<'m>(
     {
         return Err(corrupt(at.get(), CorruptionKind::BadProtocol));
     }
-    let p = ParticipantRef {
+    Ok(ParticipantRef {
         at,
         rec,
         bell: region.get(bell_at)?,
@@ -77,8 +74,7 @@ fn participant_checking<'m>(
         slot,
         owner,
         kind,
-    };
-    Ok((p, registration))
+    })
 }
 
 /// Whether the block at `at` holds a participant that validates. Most blocks are ruled
@@ -93,16 +89,8 @@ pub(crate) fn participant_of<'m>(
     v: &HeapView<'_, 'm>,
     id: ParticipantId,
 ) -> Result<ParticipantRef<'m>, Error> {
-    receiver_of(v, id).map(|(p, _)| p)
-}
-
-/// [`participant_of`], with its owner's registration (checked on the way).
-pub(crate) fn receiver_of<'m>(
-    v: &HeapView<'_, 'm>,
-    id: ParticipantId,
-) -> Result<(ParticipantRef<'m>, Checked<'m>), Error> {
-    match participant_checking(v, id.at, None) {
-        Ok((p, Some(owner))) if p.owner == id.owner => Ok((p, owner)),
+    match participant(v, id.at) {
+        Ok(p) if p.owner == id.owner => Ok(p),
         Ok(_) | Err(Error::BadOffset { .. } | Error::PeerGone) => Err(Error::PeerGone),
         Err(e) => Err(e),
     }
@@ -110,17 +98,17 @@ pub(crate) fn receiver_of<'m>(
 
 /// Checks that member `me`'s own participant, if it has one, has not been disconnected: a
 /// client that the server gave up on (for example after it stopped answering keepalives)
-/// must not go on sending as if connected. Returns `me`'s registration, checked to hold
-/// its incarnation (see [`Txn::member`]).
-pub(crate) fn sender_connected<'m>(t: &Txn<'_, '_, 'm>, me: Member) -> Result<Checked<'m>, Error> {
-    let (checked, word) = t.member_app_word(me, APP_PARTICIPANT)?;
+/// must not go on sending as if connected. Returns `me`'s slot, checked to hold its
+/// incarnation (see [`Txn::member`]).
+pub(crate) fn sender_connected(t: &Txn<'_, '_, '_>, me: Member) -> Result<ProcSlot, Error> {
+    let (slot, word) = t.member_app_word(me, APP_PARTICIPANT)?;
     let mine = word.load(Relaxed);
     if mine == 0 {
-        return Ok(checked);
+        return Ok(slot);
     }
-    let (p, _) = participant_checking(t, Offset::new(mine), Some(me.incarnation()))?;
+    let p = participant_checking(t, Offset::new(mine), Some(me.incarnation()))?;
     match p.rec.state.load(Relaxed) {
-        P_CONNECTING | P_CONNECTED => Ok(checked),
+        P_CONNECTING | P_CONNECTED => Ok(slot),
         _ => Err(Error::Disconnected),
     }
 }
