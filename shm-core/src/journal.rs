@@ -31,6 +31,11 @@
 //! ([`Tx::retire`]): an operation that moves two arrays (a heartbeat takes a cell of the
 //! server's and then one of the client's) would otherwise journal every word the second
 //! move copies, and even the smallest array overflows the journal.
+//!
+//! Words that nobody reads until the operation's deferred store publishes them (a queue
+//! slot's entry) are written with [`Tx::set_unpublished`], unlogged: an undo leaves them
+//! unpublished. The deferred store's own words other than its target ([`Tx::defer`]) are
+//! written unlogged too: they mean nothing while the journaled target is 0.
 
 use core::sync::atomic::{
     AtomicU32,
@@ -76,8 +81,9 @@ pub(crate) struct DeferredStore {
 }
 
 impl<'m> Journal<'m> {
-    /// Header words outside the allocator state that operations journal (the deferred
-    /// store's), for [`recover`].
+    /// The deferred store's header words, outside the allocator state, which [`recover`]
+    /// accepts in a journal (operations journal only `at` now; a journal written by an
+    /// older build may name the others).
     pub(crate) fn deferred_words(&self) -> [&'m AtomicU32; 4] {
         let d = self.deferred;
         [&d.at, &d.expect, &d.value, &d.bell]
@@ -324,8 +330,8 @@ impl<'a, 'm> Tx<'a, 'm> {
     }
 
     /// Records a store to make after this operation commits (one per operation; a later
-    /// call replaces an earlier one). Journaled: if the operation is undone, so is the
-    /// record. The heap makes the store right after the commit, still under the lock;
+    /// call replaces an earlier one). Its target is journaled: if the operation is undone,
+    /// the record is gone with it (see below). The heap makes the store right after the commit, still under the lock;
     /// whoever breaks the lock of a process that died in between makes it instead (see
     /// [`Journal::pending`]). This is how a queue entry becomes visible only once the
     /// operation that wrote it can no longer be undone.

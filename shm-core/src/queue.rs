@@ -164,11 +164,10 @@ impl<'m> OffsetQueue<'m> {
 
     /// Sender side, under the region lock: writes the entry into the next slot (unjournaled,
     /// see the module documentation), advances the tail (journaled) and defers the store
-    /// of the slot's sequence number
-    /// that makes it visible until the operation commits ([`Tx::defer`]); whoever makes
-    /// that store rings the doorbell at offset `bell` (0: none) after it. Returns the
-    /// entry's position. Fails with [`Error::QueueFull`] when the receiver has not freed
-    /// the slot yet.
+    /// of the slot's sequence number that makes it visible until the operation commits
+    /// ([`Tx::defer`]); whoever makes that store rings the doorbell at offset `bell` (0:
+    /// none) after it. Returns the entry's position. Fails with [`Error::QueueFull`] when
+    /// the receiver has not freed the slot yet.
     pub(crate) fn push(
         &self,
         tx: &mut Tx<'_, 'm>,

@@ -49,6 +49,16 @@ fn forked_child_of_a_client(label: &str, cached: bool) {
             break;
         }
     }
+    let cached_line = peer.read_line();
+    let cached_bytes: u64 = cached_line
+        .strip_prefix("cached ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("expected `cached BYTES`, got {cached_line:?}"));
+    assert_eq!(
+        cached,
+        cached_bytes > 0,
+        "blocks wait in a buffer cache at the fork exactly when the client has one"
+    );
     lines.push(peer.read_line());
     lines.push(peer.read_line());
     assert_eq!(

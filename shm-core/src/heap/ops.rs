@@ -192,7 +192,7 @@ impl<'m> Space<'m> {
         self.release(tx, me, p).map(|_| ())
     }
 
-    /// The common case of `free`, checked once: `me` is block `p`'s first and only owner,
+    /// The common case of `free` and `give`, checked once: `me` is block `p`'s first and only owner,
     /// its cell names `p` and ends the chain. `None` sends the caller down the general
     /// path, which finds the right error.
     fn sole_owner(
@@ -301,7 +301,8 @@ impl<'m> Space<'m> {
         tx.set(&new_cell.block, p.get())?;
         tx.set(&new_cell.next, pos.cell.next.load(Relaxed))?;
         tx.set(pos.link, rt.owner_ref(index).pack())?;
-        // `me`'s record as the walk found it: no array has moved since `take_cell`.
+        // `me`'s record as the caller or the walk found it: only `to`'s array can have
+        // moved (in `take_cell_in`, before either).
         let rm = pos.rec;
         self.put_cell(tx, &rm, pos.at.cell, pos.cell)?;
         owned(tx, &rm, size, false)?;

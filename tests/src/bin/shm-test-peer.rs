@@ -27,12 +27,14 @@
 //!   BYTES and 128 messages, oldest dropped first; all dropped when idle) so the segment
 //!   fills up.
 //!   Commands on stdin: `stats` -> `available N min_free M check ok|FAILED ...`; `clients`
-//!   -> `clients ID...`; `procs` -> `procs PID:BYTES:BLOCKS...` (registered processes);
+//!   -> `clients ID...`; `procs` -> `procs PID:BYTES:BLOCKS:CACHED_BYTES...` (registered
+//!   processes, the bytes of their blocks in buffer caches);
 //!   `quit` (or the end of stdin) drops the server, prints `bye` and exits.
 //! - `churn-client NAME ID COUNT`: connects, prints `connected PEER`, waits for a line on
 //!   stdin, then sends COUNT churn messages (`shm_tests::churn`) with tag SEQ, each with a
 //!   blocking allocation and `send_and_wait`, printing `ok ID SEQ CHECKSUM` after each.
-//! - `driven NAME`: a client driven by stdin lines, answering each with one line (see
+//! - `driven NAME [cached]`: a client (with a buffer cache if `cached`) driven by stdin
+//!   lines, answering each with one line (see
 //!   `driven`): `hold SIZE BYTE`, `verify`, `write BYTE`, `sendheld TAG`, `alloc SIZE`,
 //!   `send SIZE TAG`, `echo SIZE TAG`, `quit`.
 #![allow(clippy::unwrap_used)] // a test helper: any failure ends it with a message
@@ -145,11 +147,12 @@ fn in_forked_child(child: impl FnOnce() -> i32) -> Result<i32, String> {
     })
 }
 
-/// `fork-alloc NAME`: connects, forks; the child (another process sharing the mapping and
-/// the parent's handles) tries to allocate and send with the parent's client and exits 0
-/// if both were refused as a stale registration, 1 if either succeeded, 2 on any other
-/// error; the parent prints `child CODE`, then allocates and sends itself and prints
-/// `parent ok`. The child makes no heap allocation of this process (it may have been
+/// `fork-alloc NAME [cached]`: connects (with a buffer cache if `cached`), prints
+/// `cached BYTES` (the bytes in buffer caches, from the segment's check), forks; the child
+/// (another process sharing the mapping and the parent's handles) tries to allocate and
+/// send with the parent's client and exits 0 if both were refused as a stale registration,
+/// 1 if either succeeded, 2 on any other error; the parent prints `child CODE`, then
+/// allocates and sends itself and prints `parent ok`. The child makes no heap allocation of this process (it may have been
 /// forked while another thread held the allocator's lock) and leaves with `_exit`.
 #[cfg(unix)]
 fn fork_alloc(name: &str, cached: bool) -> Result<(), String> {
@@ -166,6 +169,8 @@ fn fork_alloc(name: &str, cached: bool) -> Result<(), String> {
     // one dropped here joins them: blocks of the child's size wait in it at the fork.
     drop(c.alloc(64).map_err(|e| format!("alloc: {e}"))?);
     let held = c.alloc(64).map_err(|e| format!("alloc: {e}"))?;
+    let check = c.segment().check().map_err(|e| format!("check: {e}"))?;
+    println!("cached {}", check.cached_bytes);
     let mut held = Some(held);
     let code = in_forked_child(|| {
         let stale = |e: &HostError| matches!(e, HostError::Core(Error::StaleMember { .. }));
@@ -577,27 +582,30 @@ fn collector(name: &str, opts: &[String]) -> Result<(), String> {
                 // `procs pid:bytes:blocks:cached_bytes ...`
                 "procs" => {
                     let mut out = String::from("procs");
-                    let mut cached: HashMap<u16, u64> = HashMap::new();
-                    // The walk reads without the lock: an operation running meanwhile can
-                    // make it fail, so it is tried again.
-                    let mut walked = Ok(());
-                    for _ in 0..1000 {
-                        cached.clear();
-                        walked = server.segment().for_each_block(|b| {
-                            if let (true, Some(owner)) = (b.cached, b.owner) {
-                                *cached.entry(owner.0).or_default() += u64::from(b.size);
-                            }
-                        });
-                        if walked.is_ok() {
+                    // Both the process list and the block walk read without the lock: an
+                    // operation running meanwhile (a record moving, a reclaim) can make
+                    // either fail, so the pair is tried again.
+                    let list = || {
+                        let mut cached: HashMap<u16, u64> = HashMap::new();
+                        server
+                            .segment()
+                            .for_each_block(|b| {
+                                if let (true, Some(owner)) = (b.cached, b.owner) {
+                                    *cached.entry(owner.0).or_default() += u64::from(b.size);
+                                }
+                            })
+                            .and_then(|()| server.segment().processes())
+                            .map(|procs| (procs, cached))
+                    };
+                    let mut listed = list();
+                    for _ in 1..1000 {
+                        if listed.is_ok() {
                             break;
                         }
+                        listed = list();
                     }
-                    match server
-                        .segment()
-                        .processes()
-                        .and_then(|p| walked.map(|()| p))
-                    {
-                        Ok(procs) => {
+                    match listed {
+                        Ok((procs, cached)) => {
                             for p in procs {
                                 let c = cached.get(&p.slot.0).copied().unwrap_or(0);
                                 out += &format!(" {}:{}:{}:{c}", p.id.pid, p.bytes, p.blocks)
