@@ -331,10 +331,10 @@ impl<'a, 'm> Tx<'a, 'm> {
 
     /// Records a store to make after this operation commits (one per operation; a later
     /// call replaces an earlier one). Its target is journaled: if the operation is undone,
-    /// the record is gone with it (see below). The heap makes the store right after the commit, still under the lock;
-    /// whoever breaks the lock of a process that died in between makes it instead (see
-    /// [`Journal::pending`]). This is how a queue entry becomes visible only once the
-    /// operation that wrote it can no longer be undone.
+    /// the record is gone with it (see below). The heap makes the store right after the
+    /// commit, still under the lock; whoever breaks the lock of a process that died in
+    /// between makes it instead (see [`Journal::pending`]). This is how a queue entry
+    /// becomes visible only once the operation that wrote it can no longer be undone.
     ///
     /// Only `at` is journaled: the record means nothing while `at` is 0, which it is
     /// whenever no operation is under way (a commit is followed by the store, which clears

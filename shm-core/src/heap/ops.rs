@@ -192,8 +192,8 @@ impl<'m> Space<'m> {
         self.release(tx, me, p).map(|_| ())
     }
 
-    /// The common case of `free` and `give`, checked once: `me` is block `p`'s first and only owner,
-    /// its cell names `p` and ends the chain. `None` sends the caller down the general
+    /// The common case of `free` and `give`, checked once: `me` is block `p`'s first and
+    /// only owner, its cell names `p` and ends the chain. `None` sends the caller down the general
     /// path, which finds the right error.
     fn sole_owner(
         &self,

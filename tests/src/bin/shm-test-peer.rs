@@ -147,24 +147,32 @@ fn in_forked_child(child: impl FnOnce() -> i32) -> Result<i32, String> {
     })
 }
 
-/// `fork-alloc NAME [cached]`: connects (with a buffer cache if `cached`), prints
-/// `cached BYTES` (the bytes in buffer caches, from the segment's check), forks; the child
-/// (another process sharing the mapping and the parent's handles) tries to allocate and
-/// send with the parent's client and exits 0 if both were refused as a stale registration,
-/// 1 if either succeeded, 2 on any other error; the parent prints `child CODE`, then
-/// allocates and sends itself and prints `parent ok`. The child makes no heap allocation of this process (it may have been
-/// forked while another thread held the allocator's lock) and leaves with `_exit`.
-#[cfg(unix)]
-fn fork_alloc(name: &str, cached: bool) -> Result<(), String> {
-    use shm_core::Error;
-    use shm_host::HostError;
+/// A client of segment `name` (with a buffer cache if `cached`), once the server has
+/// accepted it (waiting up to `patience`).
+fn connected_client(name: &str, cached: bool, patience: Duration) -> Result<Client, String> {
     let opts = ClientOptions {
         cache: cached.then(shm_core::CacheConfig::default),
         ..ClientOptions::default()
     };
     let c = Client::connect_with(name, opts).map_err(|e| format!("connect: {e}"))?;
-    c.wait_connected(Duration::from_secs(20))
+    c.wait_connected(patience)
         .map_err(|e| format!("wait_connected: {e}"))?;
+    Ok(c)
+}
+
+/// `fork-alloc NAME [cached]`: connects (with a buffer cache if `cached`), prints
+/// `cached BYTES` (the bytes in buffer caches, from the segment's check), forks; the child
+/// (another process sharing the mapping and the parent's handles) tries to allocate and
+/// send with the parent's client and exits 0 if both were refused as a stale registration,
+/// 1 if either succeeded, 2 on any other error; the parent prints `child CODE`, then
+/// allocates and sends itself and prints `parent ok`. The child makes no heap allocation
+/// of this process (it may have been forked while another thread held the allocator's
+/// lock) and leaves with `_exit`.
+#[cfg(unix)]
+fn fork_alloc(name: &str, cached: bool) -> Result<(), String> {
+    use shm_core::Error;
+    use shm_host::HostError;
+    let c = connected_client(name, cached, Duration::from_secs(20))?;
     // With a cache, the first allocation refills a batch of blocks of its class, and the
     // one dropped here joins them: blocks of the child's size wait in it at the fork.
     drop(c.alloc(64).map_err(|e| format!("alloc: {e}"))?);
@@ -664,13 +672,7 @@ fn driven(name: &str, cached: bool) -> Result<(), String> {
     fn pattern(b: &mut [u8], byte: u8) {
         b.fill(byte);
     }
-    let opts = ClientOptions {
-        cache: cached.then(shm_core::CacheConfig::default),
-        ..ClientOptions::default()
-    };
-    let c = Client::connect_with(name, opts).map_err(|e| format!("connect: {e}"))?;
-    c.wait_connected(Duration::from_secs(30))
-        .map_err(|e| format!("wait_connected: {e}"))?;
+    let c = connected_client(name, cached, Duration::from_secs(30))?;
     println!("connected {} {}", c.id(), std::process::id());
     let mut held: Option<(shm_host::Buffer<shm_host::NativeSystem>, u8)> = None;
     for line in std::io::stdin().lock().lines() {
