@@ -411,7 +411,8 @@ impl<'m, P: Platform> Heap<'m, P> {
 
     /// One operation with the lock held: journaled, committed on success and undone on
     /// error. Says whether the lock is to be released, or kept as a process that died
-    /// there would keep it (an injected crash).
+    /// there would keep it (an injected crash, and only that: a live process that keeps
+    /// the lock after a real error would stop every other process for good).
     fn one_op<R>(
         &self,
         code: u32,
@@ -428,11 +429,13 @@ impl<'m, P: Platform> Heap<'m, P> {
         });
         match done {
             Ok(v) => {
-                // An error from here on is an injected crash: "die" holding the lock,
-                // leaving the journal or the deferred store for the recoverer.
+                // An injected crash from here on "dies" holding the lock, leaving the
+                // journal or the deferred store for the recoverer. A real error (a
+                // deferred store `complete` refuses as corrupt, which it also drops) comes
+                // after the commit: nothing is left to undo, and the lock is released.
                 let (logged, deferred) = match tx.commit() {
                     Ok(c) => c,
-                    Err(e) => return (Err(e), OpEnd::Hold),
+                    Err(e) => return (Err(e), OpEnd::after(e)),
                 };
                 self.journal_high_water.fetch_max(logged, Relaxed);
                 if let Some(store) = deferred {
@@ -441,7 +444,7 @@ impl<'m, P: Platform> Heap<'m, P> {
                         .step()
                         .and_then(|_| self.space.journal().complete(&self.space.region, store));
                     if let Err(e) = made {
-                        return (Err(e), OpEnd::Hold);
+                        return (Err(e), OpEnd::after(e));
                     }
                 }
                 after(&v);
@@ -529,6 +532,17 @@ enum OpEnd {
     Hold,
 }
 
+impl OpEnd {
+    /// How an operation that failed with `e` after its commit leaves the lock.
+    fn after(e: Error) -> Self {
+        if e == Error::InjectedCrash {
+            OpEnd::Hold
+        } else {
+            OpEnd::Release
+        }
+    }
+}
+
 /// The region lock held across several operations (see [`Heap::session`]).
 pub(crate) struct Session<'h, 'm, P: Platform> {
     heap: &'h Heap<'m, P>,
@@ -550,5 +564,50 @@ impl<'m, P: Platform> Session<'_, 'm, P> {
         let (r, end) = self.heap.one_op(code as u32, f, |_| {});
         self.held = end == OpEnd::Hold;
         r
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::journal::DeferredStore;
+    use crate::testkit::TestPlatform;
+
+    #[repr(C, align(64))]
+    struct Memory([u8; 1 << 16]);
+
+    /// A real (not injected) error after the commit - a deferred store that `complete`
+    /// refuses - releases the lock: a live process that kept it would stop every other
+    /// process for good. The store is dropped, and the next operation runs.
+    #[test]
+    fn a_real_error_after_the_commit_releases_the_lock() {
+        let mut memory = ::alloc::boxed::Box::new(Memory([0; 1 << 16]));
+        let region = match Region::from_slice(&mut memory.0) {
+            Ok(r) => r,
+            Err(e) => panic!("region: {e}"),
+        };
+        let heap = match Heap::init(region, HeapConfig::default(), TestPlatform::new(1)) {
+            Ok(h) => h,
+            Err(e) => panic!("init: {e}"),
+        };
+        // A store into the header, which `complete` refuses as corruption.
+        let refused = DeferredStore {
+            at: 4,
+            expect: 0,
+            value: 1,
+            bell: 0,
+        };
+        let r = heap.op(OpCode::SetApp, |tx, _| tx.defer(refused));
+        assert!(
+            matches!(r, Err(Error::Corrupted(_))),
+            "the refused store is reported: {r:?}"
+        );
+        assert_eq!(heap.space.hdr.lock.holder(), None, "the lock is released");
+        assert!(
+            heap.space.journal().pending().is_none(),
+            "the store is dropped"
+        );
+        let next = heap.op(OpCode::SetApp, |_, _| Ok(()));
+        assert_eq!(next, Ok(()), "the next operation takes the lock");
     }
 }
