@@ -567,11 +567,11 @@ impl<'m, P: Platform> Session<'_, 'm, P> {
     }
 }
 
-#[cfg(all(test, feature = "testkit"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::journal::DeferredStore;
-    use crate::testkit::TestPlatform;
+    use crate::platform::SpinPlatform;
 
     #[repr(C, align(64))]
     struct Memory([u8; 1 << 16]);
@@ -586,7 +586,7 @@ mod tests {
             Ok(r) => r,
             Err(e) => panic!("region: {e}"),
         };
-        let heap = match Heap::init(region, HeapConfig::default(), TestPlatform::new(1)) {
+        let heap = match Heap::init(region, HeapConfig::default(), SpinPlatform::new(1)) {
             Ok(h) => h,
             Err(e) => panic!("init: {e}"),
         };
