@@ -14,7 +14,17 @@
 //!
 //! With `cache` after the step count, every allocation and free goes through a process
 //! [`Cache`](shm_core::Cache) with the default bounds instead (hits, and the refills and
-//! drains they cause).
+//! drains they cause); `plain` names the default.
+//!
+//! With `bursts` after the mode, the workload is W4-like instead: no setup, N blocks of
+//! 16..4096 B allocated, then all freed in random order (2N operations again). A cache
+//! made for the run is dropped before the count ends either way, and what it still holds
+//! goes back to the heap then, so its give-back is counted too:
+//!
+//! ```text
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/instructions_alloc 0 cache bursts
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/instructions_alloc 8000 cache bursts
+//! ```
 
 use shm_core::{CacheConfig, Heap, HeapConfig, Offset, Region, SpinPlatform};
 
@@ -40,8 +50,13 @@ fn main() {
     let me = heap.register().expect("this process registers");
     let mut cache = match std::env::args().nth(2).as_deref() {
         Some("cache") => Some(heap.cache(CacheConfig::default()).expect("a cache")),
-        None => None,
-        Some(other) => panic!("unknown mode {other:?} (expected `cache`)"),
+        None | Some("plain") => None,
+        Some(other) => panic!("unknown mode {other:?} (expected `plain` or `cache`)"),
+    };
+    let bursts = match std::env::args().nth(3).as_deref() {
+        Some("bursts") => true,
+        None | Some("churn") => false,
+        Some(other) => panic!("unknown workload {other:?} (expected `churn` or `bursts`)"),
     };
     let mut alloc = |size: u32| match cache.as_mut() {
         Some(c) => c.alloc(size),
@@ -55,6 +70,23 @@ fn main() {
             .wrapping_add(1_442_695_040_888_963_407);
         (seed >> 33) as u32
     };
+    if bursts {
+        let mut live: Vec<Offset> = (0..steps)
+            .map(|_| alloc(16 + next() % 4081).expect("the burst fits"))
+            .collect();
+        // Fisher-Yates with the same generator: a fixed random order.
+        for i in (1..live.len()).rev() {
+            live.swap(i, next() as usize % (i + 1));
+        }
+        for p in live {
+            match cache.as_mut() {
+                Some(c) => c.free(p),
+                None => heap.free(me, p),
+            }
+            .expect("a live block is freed");
+        }
+        return;
+    }
     let mut live: Vec<Offset> = (0..LIVE)
         .map(|_| alloc(16 + next() % 4081).expect("setup fits"))
         .collect();

@@ -172,13 +172,6 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
         self.heap.freed();
         self.refresh_record()
     }
-
-    /// Looks this member's record up again: an operation under the lock may have moved it
-    /// (its owner array grew).
-    pub(super) fn refresh_record(&mut self) -> Result<(), Error> {
-        self.rec = self.heap.space.member_record(self.me)?;
-        Ok(())
-    }
 }
 
 impl<'m> Space<'m> {
