@@ -223,6 +223,84 @@ impl<'m> Space<'m> {
         Ok(())
     }
 
+    /// Carves `count` used blocks of `size` bytes each, one after another, from the front
+    /// of free block `f` (a cache's refill: one search, one index removal and at most one
+    /// insertion for the whole run). `f` must hold them; a remainder too small to be a
+    /// block is absorbed by the last. Each block gets reference count `refs` and the
+    /// owner word `owner_of` returns for its payload offset, which must not allocate (the
+    /// run's blocks have no boundary tags a walk could follow until it ends). Returns the
+    /// last block's size.
+    pub(crate) fn carve_run(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        f: Found,
+        size: u32,
+        count: u32,
+        refs: u32,
+        mut owner_of: impl FnMut(&mut Tx<'_, 'm>, u32) -> Result<u32, Error>,
+    ) -> Result<u32, Error> {
+        let fh = self.free_block(f.at)?;
+        let bad = || corrupt(f.at, CorruptionKind::BadBlockSize);
+        let f_end = f.at.checked_add(f.size).ok_or_else(bad)?;
+        let run = size.checked_mul(count).filter(|&r| r != 0 && r <= f.size);
+        let spare = run.and_then(|r| f.size.checked_sub(r)).ok_or_else(bad)?;
+        // A remainder that cannot be a block goes to the last one.
+        let (back, last) = if spare < self.geo.min_block {
+            (0, size.checked_add(spare).ok_or_else(bad)?)
+        } else {
+            (spare, size)
+        };
+        let next_phys = self.block(f_end)?;
+        let heap = &self.hdr.heap;
+        self.index_remove(tx, f.at, fh, f.size)?;
+
+        let (mut at, mut prev) = (f.at, 0u32);
+        for i in 1..=count {
+            let bsize = if i == count { last } else { size };
+            let payload = at.checked_add(self.geo.hsize).ok_or_else(bad)?;
+            let owner = owner_of(tx, payload)?;
+            if at == f.at {
+                // `f`'s own header; its list links until now are derived (an undo makes
+                // `f` free again and rebuilds them).
+                tx.set(&fh.size_flags, bsize | USED)?;
+                tx.set_derived(&fh.link, refs)?;
+                tx.set_derived(&fh.owner, owner)?;
+            } else {
+                // In `f`'s payload, which nothing live reaches (see `carve`).
+                let h: &'m BlockHeader = self.region.get(at)?;
+                tx.set_fresh(&h.size_flags, bsize | USED)?;
+                tx.set_fresh(&h.prev_phys, prev)?;
+                tx.set_fresh(&h.link, refs)?;
+                tx.set_fresh(&h.owner, owner)?;
+            }
+            prev = at;
+            at = at.checked_add(bsize).ok_or_else(bad)?;
+        }
+        if back > 0 {
+            let rest: &'m BlockHeader = self.region.get(at)?;
+            tx.set_fresh(&rest.size_flags, back)?;
+            tx.set_fresh(&rest.prev_phys, prev)?;
+            self.index_insert(tx, at, rest, back, true)?;
+            tx.set_derived(&next_phys.prev_phys, at)?;
+        } else {
+            tx.set_derived(&next_phys.prev_phys, prev)?;
+            let blocks = heap.free_blocks.load(Relaxed);
+            tx.set_derived(&heap.free_blocks, blocks.wrapping_sub(1))?;
+        }
+        // Statistics as in `carve`: derived, but for the low-water mark.
+        let taken = f.size.wrapping_sub(back);
+        let free_bytes = heap.free_bytes.load(Relaxed).wrapping_sub(taken);
+        tx.set_derived(&heap.free_bytes, free_bytes)?;
+        if free_bytes < heap.min_free_bytes.load(Relaxed) {
+            tx.set(&heap.min_free_bytes, free_bytes)?;
+        }
+        tx.set_derived(
+            &heap.used_blocks,
+            heap.used_blocks.load(Relaxed).wrapping_add(count),
+        )?;
+        Ok(last)
+    }
+
     /// Returns the used block at `b` to the index, merged with its free neighbours. Its
     /// owner bookkeeping must already be undone.
     pub(crate) fn free_block_at(&self, tx: &mut Tx<'_, 'm>, b: u32) -> Result<(), Error> {

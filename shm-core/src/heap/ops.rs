@@ -29,16 +29,27 @@ fn owned_piece(at: u32, size: u32, flags: u32, owner: u32) -> Piece {
 
 /// Increments a 64-bit counter stored as two words.
 fn bump_u64(tx: &mut Tx<'_, '_>, words: &[AtomicU32; 2]) -> Result<(), Error> {
-    let lo = words[0].load(Relaxed).wrapping_add(1);
+    add_u64(tx, words, 1)
+}
+
+/// Adds `n` to a 64-bit counter stored as two words.
+pub(super) fn add_u64(tx: &mut Tx<'_, '_>, words: &[AtomicU32; 2], n: u32) -> Result<(), Error> {
+    let old = words[0].load(Relaxed);
+    let lo = old.wrapping_add(n);
     tx.set(&words[0], lo)?;
-    if lo == 0 {
+    if lo < old {
         tx.set(&words[1], words[1].load(Relaxed).wrapping_add(1))?;
     }
     Ok(())
 }
 
 /// Adds (or with `add == false` subtracts) `bytes` to a process's owned-bytes counter.
-fn owned(tx: &mut Tx<'_, '_>, r: &RecordRef<'_>, bytes: u32, add: bool) -> Result<(), Error> {
+pub(super) fn owned(
+    tx: &mut Tx<'_, '_>,
+    r: &RecordRef<'_>,
+    bytes: u32,
+    add: bool,
+) -> Result<(), Error> {
     let v = r.rec.owned_bytes.load(Relaxed);
     tx.set(
         &r.rec.owned_bytes,

@@ -1,12 +1,15 @@
 //! A [`Cache`]'s trips to the heap: refills and drains in batches under one lock
-//! acquisition (each block its own journaled operation), and the allocations and frees
-//! too large for any class.
+//! acquisition, and the allocations and frees too large for any class. A refill carves
+//! its blocks in runs, up to [`RUN`] blocks from one free block in one journaled
+//! operation; a drain frees each block in an operation of its own.
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::error::Error;
-use crate::format::{BlockHeader, OwnerRef};
+use crate::error::{corrupt, CorruptionKind, Error};
+use crate::format::{grown_capacity, OwnerRef, JOURNAL_CAPACITY, MAX_CELLS, NO_CELL, NO_OWNER};
 use crate::heap::cache::Cache;
+use crate::heap::ops::{add_u64, owned};
+use crate::heap::owners::RecordRef;
 use crate::heap::{Heap, OpCode, Placement, Space};
 use crate::ids::Member;
 use crate::journal::Tx;
@@ -16,6 +19,23 @@ use crate::platform::Platform;
 /// Most blocks one refill fetches, and one drain session returns: the longest a cache
 /// holds the lock.
 pub(super) const BATCH: u32 = 64;
+
+/// Most blocks one refill operation carves (see [`Space::alloc_cached_run`]): it
+/// journals two words per block (the owner cell) besides a fixed few, and a journal
+/// holds [`JOURNAL_CAPACITY`] words.
+pub(super) const RUN: u32 = 32;
+const _: () = assert!(2 * RUN as usize + 24 <= JOURNAL_CAPACITY);
+
+/// Blocks a refill operation carved: `count` of them from offset `at` on, each `size`
+/// bytes but the last, which is `last` bytes (a remainder too small to be a block
+/// absorbed).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CachedRun {
+    at: u32,
+    count: u32,
+    size: u32,
+    last: u32,
+}
 
 impl<'m, P: Platform> Cache<'_, 'm, P> {
     /// Fetches a batch of class `c`'s blocks under one lock acquisition. When the heap
@@ -53,21 +73,17 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
         let (got, last) = heap.session(|s| {
             let mut got = 0u32;
             let mut last = Ok(());
-            for _ in 0..n {
-                match s.op(OpCode::Alloc, |tx, sp| sp.alloc_cached(tx, me, payload)) {
-                    Ok((p, h)) => {
-                        got = got.saturating_add(1);
-                        let actual = h.size();
-                        // Marked cached by the committed operation; link it in.
-                        if let Err(e) = self.push(c, p, h, actual) {
-                            last = Err(e);
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        last = Err(e);
-                        break;
-                    }
+            while got < n {
+                let want = n.saturating_sub(got);
+                let made = s
+                    .op(OpCode::Alloc, |tx, sp| {
+                        sp.alloc_cached_run(tx, me, payload, want)
+                    })
+                    // Marked cached by the committed operation; link them in.
+                    .and_then(|run| self.push_run(c, run, &mut got));
+                if let Err(e) = made {
+                    last = Err(e);
+                    break;
                 }
             }
             (got, last)
@@ -86,6 +102,25 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
         } else {
             last
         }
+    }
+
+    /// Links the blocks of `run`, committed, into class `c`'s list, counting them in
+    /// `got`.
+    fn push_run(&mut self, c: usize, run: CachedRun, got: &mut u32) -> Result<(), Error> {
+        let hsize = self.heap.space.geo.hsize;
+        let mut at = run.at;
+        for i in 1..=run.count {
+            let size = if i == run.count { run.last } else { run.size };
+            let p = at.checked_add(hsize);
+            let h = p.and_then(|p| self.header(p));
+            let (Some(p), Some(h)) = (p, h) else {
+                return Err(corrupt(at, CorruptionKind::OutOfBounds));
+            };
+            self.push(c, Offset::new(p), h, size)?;
+            *got = got.saturating_add(1);
+            at = at.saturating_add(size);
+        }
+        Ok(())
     }
 
     /// Blocks of class `c` one refill fetches: `refill_bytes` worth, 1 to 64.
@@ -175,18 +210,91 @@ impl<'m, P: Platform> Cache<'_, 'm, P> {
 }
 
 impl<'m> Space<'m> {
-    /// Allocates a block with `payload` bytes for member `me`, cached (count 0). Returns
-    /// its payload offset and header.
-    pub(super) fn alloc_cached(
+    /// Allocates up to `want` (1 to [`RUN`]) blocks of `payload` bytes for member `me`,
+    /// cached (count 0), as one run carved from one free block (see
+    /// [`Space::carve_run`]). Fewer when the free block found holds fewer.
+    pub(super) fn alloc_cached_run(
         &self,
         tx: &mut Tx<'_, 'm>,
         me: Member,
         payload: u32,
-    ) -> Result<(Offset, &'m BlockHeader), Error> {
-        let p = self.alloc_in(tx, self.member_record(me)?, payload, Placement::Low)?;
-        let (h, _) = self.used_block(p)?;
-        tx.set(&h.link, 0)?;
-        Ok((p, h))
+        want: u32,
+    ) -> Result<CachedRun, Error> {
+        let mut r = self.member_record(me)?;
+        let need = self.geo.block_size(payload)?;
+        let max = self.max_block();
+        if need > max {
+            return Err(Error::TooLarge {
+                requested: payload,
+                max: max.saturating_sub(self.geo.hsize),
+            });
+        }
+        // The owner cells first: growing the array allocates, which the run cannot
+        // allow. One growth at most, to room for the whole run (a second would free the
+        // first's array at once, and every fresh word after that would be journaled); on
+        // a heap too full to grow it, the cells it has will do.
+        let free_cells = |r: &RecordRef<'m>| {
+            let cap = r.rec.cell_capacity.load(Relaxed);
+            cap.saturating_sub(r.rec.cells_used.load(Relaxed))
+        };
+        let mut want = want.clamp(1, RUN);
+        if free_cells(&r) < want {
+            let cap = r.rec.cell_capacity.load(Relaxed);
+            let used = r.rec.cells_used.load(Relaxed);
+            let room = grown_capacity(cap)
+                .map(|grown| grown.max(used.saturating_add(want)).min(MAX_CELLS))
+                .filter(|&room| room > cap);
+            let grown = match room {
+                Some(room) => self.grow_to(tx, r.slot, room),
+                None => Err(Error::OwnerTableFull { process: r.slot }),
+            };
+            match grown {
+                Ok(grown) => r = grown,
+                Err(Error::OutOfMemory { .. } | Error::OwnerTableFull { .. })
+                    if free_cells(&r) > 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        want = want.min(free_cells(&r));
+        if want == 0 {
+            return Err(corrupt(r.at, CorruptionKind::BadOwnerTable));
+        }
+        // A free block for the whole run if one is listed, else for as many as it holds.
+        let whole = match need.checked_mul(want) {
+            Some(all) if want > 1 && all <= max => self.good_fit(all)?,
+            _ => None,
+        };
+        let f = match whole {
+            Some(f) => f,
+            None => self
+                .good_fit(need)?
+                .ok_or(Error::OutOfMemory { requested: payload })?,
+        };
+        let count = want.min(f.size.checked_div(need).unwrap_or(0));
+        let at = f.at;
+        let last = self.carve_run(tx, f, need, count, 0, |tx, p| {
+            // Never grows here: the cells were counted above (a free list that says
+            // otherwise is corrupt).
+            if r.rec.free_cell.load(Relaxed) == NO_CELL {
+                return Err(corrupt(r.at, CorruptionKind::BadOwnerTable));
+            }
+            let (_, index, cell) = self.take_cell_in(tx, r)?;
+            tx.set(&cell.block, p)?;
+            tx.set(&cell.next, NO_OWNER)?;
+            Ok(r.owner_ref(index).pack())
+        })?;
+        let bytes = need
+            .checked_mul(count.saturating_sub(1))
+            .and_then(|b| b.checked_add(last))
+            .ok_or_else(|| corrupt(at, CorruptionKind::BadBlockSize))?;
+        owned(tx, &r, bytes, true)?;
+        add_u64(tx, &self.hdr.heap.allocs, count)?;
+        Ok(CachedRun {
+            at,
+            count,
+            size: need,
+            last,
+        })
     }
 
     /// Frees block `p`, cached by member `me`.

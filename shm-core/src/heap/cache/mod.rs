@@ -73,8 +73,10 @@ struct Class {
 /// point leaves the block owned by the dead process, with count 0 or 1, and both mean one
 /// reference to the reclaimer: nothing leaks, nothing is owned twice.
 ///
-/// Refills and drains take the region lock once for a batch, each block its own journaled
-/// operation (so a crash midway leaves every block either cached or in the heap). The
+/// Refills and drains take the region lock once for a batch. A refill carves runs of
+/// consecutive blocks, each run one journaled operation; a drain frees each block in an
+/// operation of its own (so a crash midway leaves every block either cached or in the
+/// heap). The
 /// cache is bounded per class and in bytes (a free that would pass a bound goes to the
 /// heap, and so do blocks above `max_block`), and it gives everything back when the heap
 /// runs low: an allocation that finds too little memory bumps the header's `cache_drain`
