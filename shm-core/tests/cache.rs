@@ -532,3 +532,66 @@ fn a_forged_list_link_is_refused() {
     cache.free(a).unwrap();
     f.heap.check().unwrap();
 }
+
+/// A refill that finds no free block for its whole batch carves what one free block holds:
+/// here the only free blocks are holes of 400 bytes, three 128-byte class blocks and 16
+/// bytes too few for a block of their own, so each run is three blocks and the last
+/// absorbs the 16 bytes, and the refill goes on from hole to hole until its batch is full
+/// or the holes are used up. Every block is handed out once, and `check()` holds.
+#[test]
+fn a_refill_carves_what_one_free_block_holds() {
+    const HOLE: u32 = 400;
+    const CLASS: u32 = 128; // the class of a 100-byte request with 16-byte headers
+    let f = Fixture::new(64 << 10);
+    let other = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let mut cache = f.heap.cache(CacheConfig::default()).unwrap();
+    // Room for the owner cells first: the full heap below leaves none to grow them.
+    cache.reserve_cells(64).unwrap();
+    let holes: Vec<u32> = (0..4)
+        .map(|_| {
+            let hole = f.heap.try_alloc(other, HOLE - 16).unwrap();
+            f.heap.try_alloc(other, 48).unwrap(); // keeps the holes apart
+            hole.get() - 16
+        })
+        .collect();
+    // The rest taken, largest blocks first (few of them: the owner array must not grow).
+    f.heap.reserve_cells(other, 256).unwrap();
+    for size in [4096, 1024, 256, 64, 16] {
+        while f.heap.try_alloc(other, size).is_ok() {}
+    }
+    assert!(
+        f.heap.stats().unwrap().largest_free_block < 32,
+        "no room but the holes"
+    );
+    for &h in &holes {
+        f.heap.free(other, Offset::new(h + 16)).unwrap();
+    }
+    f.heap.check().unwrap();
+
+    let mut got = Vec::new();
+    for _ in 0..holes.len() * 3 {
+        got.push(cache.alloc(100).unwrap());
+        f.heap.check().unwrap();
+    }
+    assert_eq!(cache.stats().refills, 1, "one refill, a run from each hole");
+    let last = cache.alloc(100);
+    assert!(matches!(last, Err(Error::OutOfMemory { .. })), "{last:?}");
+    let mut sorted = got.iter().map(|p| p.get()).collect::<Vec<_>>();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "no block handed out twice");
+    let mut sizes: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    f.heap
+        .for_each_block(|b| {
+            if let Some(&h) = holes.iter().find(|&&h| (h..h + HOLE).contains(&b.offset)) {
+                assert!(b.used && !b.cached, "{b:?}");
+                sizes.entry(h).or_default().push(b.size);
+            }
+        })
+        .unwrap();
+    for h in &holes {
+        assert_eq!(sizes[h], [CLASS, CLASS, HOLE - 2 * CLASS], "hole at {h}");
+    }
+    drop(cache);
+    f.heap.check().unwrap();
+}
