@@ -595,3 +595,42 @@ fn a_refill_carves_what_one_free_block_holds() {
     drop(cache);
     f.heap.check().unwrap();
 }
+
+/// A refill on a nearly full heap uses the owner cells its member has, without growing
+/// the array to room for a whole run: here the only free block is a 480-byte hole, which
+/// an owner array grown for a run of 32 would take, leaving nothing to carve from. The
+/// member's 16 initial cells are all free, so the run is the three blocks the hole holds.
+#[test]
+fn a_refill_on_a_nearly_full_heap_does_not_grow_the_owner_array_for_a_whole_run() {
+    let f = Fixture::new(64 << 10);
+    let other = f.heap.register_as(ProcessId::from_pid(100)).unwrap();
+    let mut cache = f.heap.cache(CacheConfig::default()).unwrap();
+    let hole = f.heap.try_alloc(other, 480 - 16).unwrap();
+    f.heap.reserve_cells(other, 256).unwrap();
+    for size in [4096, 1024, 256, 64, 16] {
+        while f.heap.try_alloc(other, size).is_ok() {}
+    }
+    f.heap.free(other, hole).unwrap();
+    let member = |heap: &Heap<'static, TestPlatform>| {
+        let mut found = None;
+        for p in heap.processes().unwrap() {
+            let p = p.unwrap();
+            if p.id != ProcessId::from_pid(100) {
+                found = Some(p);
+            }
+        }
+        found.unwrap()
+    };
+    let cells = member(&f.heap).cell_capacity;
+    let got: Vec<Offset> = (0..3).map(|_| cache.alloc(100).unwrap()).collect();
+    assert_eq!(cache.stats().refills, 1);
+    assert_eq!(
+        member(&f.heap).cell_capacity,
+        cells,
+        "the array did not grow"
+    );
+    assert!(got
+        .iter()
+        .all(|p| (hole.get()..hole.get() + 480).contains(&p.get())));
+    f.heap.check().unwrap();
+}

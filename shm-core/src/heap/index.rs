@@ -246,7 +246,15 @@ impl<'m> Space<'m> {
     ///    close fit, so requests between class boundaries do not eat into larger blocks);
     /// 2. else the head of the lowest non-empty class all of whose blocks fit (O(1));
     /// 3. else, the heap being nearly full, the rest of `need`'s own class.
+    #[inline]
     pub(crate) fn good_fit(&self, need: u32) -> Result<Option<Found>, Error> {
+        self.fit(need, true)
+    }
+
+    /// [`Self::good_fit`] without its third step (`exhaustive` false): bounded work, for a
+    /// search that has another to fall back on (a cache's run of blocks, then one block).
+    #[inline]
+    pub(crate) fn fit(&self, need: u32, exhaustive: bool) -> Result<Option<Found>, Error> {
         let (fl, sl) = class_of(need);
         let (mut found, probed) = self.fit_in_list(fl, sl, need, OWN_CLASS_PROBE)?;
         if found.is_some() {
@@ -281,8 +289,8 @@ impl<'m> Space<'m> {
                 return Ok(found);
             }
         }
-        if probed < OWN_CLASS_PROBE {
-            return Ok(None); // the whole own class was probed
+        if probed < OWN_CLASS_PROBE || !exhaustive {
+            return Ok(None); // the whole own class was probed, or need not be
         }
         Ok(self.fit_in_list(fl, sl, need, u32::MAX)?.0)
     }

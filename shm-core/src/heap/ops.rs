@@ -29,7 +29,12 @@ fn owned_piece(at: u32, size: u32, flags: u32, owner: u32) -> Piece {
 
 /// Increments a 64-bit counter stored as two words.
 fn bump_u64(tx: &mut Tx<'_, '_>, words: &[AtomicU32; 2]) -> Result<(), Error> {
-    add_u64(tx, words, 1)
+    let lo = words[0].load(Relaxed).wrapping_add(1);
+    tx.set(&words[0], lo)?;
+    if lo == 0 {
+        tx.set(&words[1], words[1].load(Relaxed).wrapping_add(1))?;
+    }
+    Ok(())
 }
 
 /// Adds `n` to a 64-bit counter stored as two words.
@@ -44,6 +49,7 @@ pub(super) fn add_u64(tx: &mut Tx<'_, '_>, words: &[AtomicU32; 2], n: u32) -> Re
 }
 
 /// Adds (or with `add == false` subtracts) `bytes` to a process's owned-bytes counter.
+#[inline]
 pub(super) fn owned(
     tx: &mut Tx<'_, '_>,
     r: &RecordRef<'_>,

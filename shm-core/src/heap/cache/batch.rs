@@ -6,10 +6,9 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{corrupt, CorruptionKind, Error};
-use crate::format::{grown_capacity, OwnerRef, JOURNAL_CAPACITY, MAX_CELLS, NO_CELL, NO_OWNER};
+use crate::format::{OwnerRef, JOURNAL_CAPACITY, NO_CELL, NO_OWNER};
 use crate::heap::cache::Cache;
 use crate::heap::ops::{add_u64, owned};
-use crate::heap::owners::RecordRef;
 use crate::heap::{Heap, OpCode, Placement, Space};
 use crate::ids::Member;
 use crate::journal::Tx;
@@ -230,38 +229,24 @@ impl<'m> Space<'m> {
             });
         }
         // The owner cells first: growing the array allocates, which the run cannot
-        // allow. One growth at most, to room for the whole run (a second would free the
-        // first's array at once, and every fresh word after that would be journaled); on
-        // a heap too full to grow it, the cells it has will do.
-        let free_cells = |r: &RecordRef<'m>| {
-            let cap = r.rec.cell_capacity.load(Relaxed);
-            cap.saturating_sub(r.rec.cells_used.load(Relaxed))
-        };
-        let mut want = want.clamp(1, RUN);
-        if free_cells(&r) < want {
-            let cap = r.rec.cell_capacity.load(Relaxed);
-            let used = r.rec.cells_used.load(Relaxed);
-            let room = grown_capacity(cap)
-                .map(|grown| grown.max(used.saturating_add(want)).min(MAX_CELLS))
-                .filter(|&room| room > cap);
-            let grown = match room {
-                Some(room) => self.grow_to(tx, r.slot, room),
-                None => Err(Error::OwnerTableFull { process: r.slot }),
-            };
-            match grown {
-                Ok(grown) => r = grown,
-                Err(Error::OutOfMemory { .. } | Error::OwnerTableFull { .. })
-                    if free_cells(&r) > 0 => {}
-                Err(e) => return Err(e),
-            }
+        // allow. As for one block, the array grows only when it has no free cell (once,
+        // doubling); a run is as long as the free cells allow, so a nearly full heap is
+        // not asked for room it does not need (see `Cache::reserve_cells`).
+        if r.rec.free_cell.load(Relaxed) == NO_CELL {
+            r = self.grow(tx, r.slot)?;
         }
-        want = want.min(free_cells(&r));
+        let free_cells = r
+            .rec
+            .cell_capacity
+            .load(Relaxed)
+            .saturating_sub(r.rec.cells_used.load(Relaxed));
+        let want = want.clamp(1, RUN).min(free_cells);
         if want == 0 {
             return Err(corrupt(r.at, CorruptionKind::BadOwnerTable));
         }
         // A free block for the whole run if one is listed, else for as many as it holds.
         let whole = match need.checked_mul(want) {
-            Some(all) if want > 1 && all <= max => self.good_fit(all)?,
+            Some(all) if want > 1 && all <= max => self.fit(all, false)?,
             _ => None,
         };
         let f = match whole {
