@@ -163,20 +163,22 @@ fn a_crash_at_every_step_of_a_refill_loses_nothing() {
     );
 }
 
-/// A batch of two runs (64 blocks of 16 B): a crash in the second leaves the first
-/// run's blocks cached and owned by the dead process, and reclaiming it gives them all
-/// back.
+/// A batch of several runs (64 blocks of 16 B, carved 16, 16 and 32 at a time: the
+/// member's 16 initial owner cells, then the array doubling when it has none free): a
+/// crash in a later run leaves the earlier runs' blocks cached and owned by the dead
+/// process, and reclaiming it gives them all back. A crash inside a growth is among the
+/// steps.
 #[test]
 #[cfg_attr(miri, ignore)] // as above
-fn a_crash_at_every_step_of_a_refill_in_two_runs_loses_nothing() {
+fn a_crash_at_every_step_of_a_refill_in_several_runs_loses_nothing() {
     let w = world();
     let s = Scenario {
-        name: "refill in two runs",
+        name: "refill in several runs",
         setup: nothing,
         op: |c| c.alloc(16).map(drop),
     };
     let (steps, most) = crash_every_step(&w, &s);
-    assert_eq!(most, 32, "the first run committed before later crashes");
+    assert_eq!(most, 32, "two runs committed before the third crashed");
     assert!(
         steps > 64,
         "{steps} steps: more than one block's worth each"

@@ -329,7 +329,7 @@ impl<'h, 'm, P: Platform> Cache<'h, 'm, P> {
     /// After an operation of this cache's under the lock, which may have moved this
     /// member's record (an owner array that grew): looks it up again if the process table
     /// no longer names `rec`, and only then (a full lookup validates the record, about 200
-    /// instructions, a fifth of a plain free).
+    /// instructions, a tenth of an average plain operation).
     pub(super) fn refresh_record(&mut self) -> Result<(), Error> {
         if self.record_elsewhere() {
             self.look_up_record()?;
