@@ -29,12 +29,7 @@ fn owned_piece(at: u32, size: u32, flags: u32, owner: u32) -> Piece {
 
 /// Increments a 64-bit counter stored as two words.
 fn bump_u64(tx: &mut Tx<'_, '_>, words: &[AtomicU32; 2]) -> Result<(), Error> {
-    let lo = words[0].load(Relaxed).wrapping_add(1);
-    tx.set(&words[0], lo)?;
-    if lo == 0 {
-        tx.set(&words[1], words[1].load(Relaxed).wrapping_add(1))?;
-    }
-    Ok(())
+    add_u64(tx, words, 1)
 }
 
 /// Adds `n` to a 64-bit counter stored as two words.
@@ -92,14 +87,10 @@ impl<'m> Space<'m> {
         self.alloc_in(tx, r, size, placement)
     }
 
-    /// [`Self::alloc`] for the process whose record `me` is (validated in this operation).
-    pub(crate) fn alloc_in(
-        &self,
-        tx: &mut Tx<'_, 'm>,
-        me: RecordRef<'m>,
-        size: u32,
-        placement: Placement,
-    ) -> Result<Offset, Error> {
+    /// The block size for a payload of `size` bytes and the largest block any range can
+    /// hold; [`Error::TooLarge`] when the block is larger.
+    #[inline]
+    pub(crate) fn block_for(&self, size: u32) -> Result<(u32, u32), Error> {
         let need = self.geo.block_size(size)?;
         let max = self.max_block();
         if need > max {
@@ -108,6 +99,18 @@ impl<'m> Space<'m> {
                 max: max.saturating_sub(self.geo.hsize),
             });
         }
+        Ok((need, max))
+    }
+
+    /// [`Self::alloc`] for the process whose record `me` is (validated in this operation).
+    pub(crate) fn alloc_in(
+        &self,
+        tx: &mut Tx<'_, 'm>,
+        me: RecordRef<'m>,
+        size: u32,
+        placement: Placement,
+    ) -> Result<Offset, Error> {
+        let (need, _) = self.block_for(size)?;
         let (r, index, cell) = self.take_cell_in(tx, me)?;
         let f = match placement {
             Placement::Low => self.good_fit(need)?,

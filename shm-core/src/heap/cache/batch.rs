@@ -220,14 +220,7 @@ impl<'m> Space<'m> {
         want: u32,
     ) -> Result<CachedRun, Error> {
         let mut r = self.member_record(me)?;
-        let need = self.geo.block_size(payload)?;
-        let max = self.max_block();
-        if need > max {
-            return Err(Error::TooLarge {
-                requested: payload,
-                max: max.saturating_sub(self.geo.hsize),
-            });
-        }
+        let (need, max) = self.block_for(payload)?;
         // The owner cells first: growing the array allocates, which the run cannot
         // allow. As for one block, the array grows only when it has no free cell (once,
         // doubling); a run is as long as the free cells allow, so a nearly full heap is
