@@ -67,6 +67,9 @@ struct RangeView {
 /// the copy gives the same heap.
 #[derive(Clone, Debug)]
 pub struct Region<'m> {
+    /// The first range (offset 0 up, holding the header): most regions have no other, so
+    /// `ptr` tries it before walking `ranges`.
+    first: RangeView,
     ranges: heapless::Vec<RangeView, MAX_RANGES>,
     _memory: PhantomData<&'m [AtomicU32]>,
 }
@@ -144,7 +147,9 @@ impl<'m> Region<'m> {
                 })
                 .map_err(|_| AttachError::BadConfig)?;
         }
+        let first_view = *views.first().ok_or(AttachError::BadConfig)?;
         Ok(Region {
+            first: first_view,
             ranges: views,
             _memory: PhantomData,
         })
@@ -189,7 +194,13 @@ impl<'m> Region<'m> {
         let end = off
             .checked_add(len)
             .ok_or_else(|| corrupt(off, CorruptionKind::OutOfBounds))?;
-        for r in &self.ranges {
+        if end <= self.first.end {
+            // SAFETY: the first range starts at offset 0 and `off <= end <= first.end`, so
+            // the result is inside the range `first.ptr` points into (or one past its end
+            // for a zero length), as the loop below gives for any range.
+            return Ok(unsafe { self.first.ptr.add(off as usize) });
+        }
+        for r in self.ranges.iter().skip(1) {
             if end > r.end {
                 continue;
             }
@@ -232,7 +243,17 @@ impl<'m> Region<'m> {
     #[inline]
     pub fn offset_of(&self, word: &AtomicU32) -> Result<u32, Error> {
         let addr = word as *const AtomicU32 as usize;
-        for r in &self.ranges {
+        // The first range starts at offset 0: a word inside it is at `rel` (< its end, so
+        // it fits in u32).
+        if let Some(rel) = addr.checked_sub(self.first.ptr.as_ptr() as usize) {
+            if rel
+                .checked_add(4)
+                .is_some_and(|e| e <= self.first.end as usize)
+            {
+                return Ok(rel as u32);
+            }
+        }
+        for r in self.ranges.iter().skip(1) {
             let start = r.ptr.as_ptr() as usize;
             // `end > start` (checked when the view was built).
             let len = r.end.saturating_sub(r.start) as usize;
@@ -266,5 +287,53 @@ impl<'m> Region<'m> {
     #[inline]
     pub fn contains(&self, offset: u32, len: u32) -> bool {
         self.ptr(Offset::new(offset), len).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RawRange, Region};
+    use crate::offset::Offset;
+
+    #[repr(align(16))]
+    struct Memory([u8; 512]);
+
+    /// Offsets map to `base + offset` exactly when `offset..offset+len` lies inside one
+    /// range, and `offset_of` maps every word back: the first range (tried before the
+    /// others) and the later ones alike, with accesses that straddle a range's end or
+    /// fall in a gap refused.
+    #[test]
+    fn offsets_resolve_inside_one_range_only() {
+        let mut memory = Memory([0; 512]);
+        let base = memory.0.as_mut_ptr();
+        // Ranges [0, 128), [192, 256), [320, 512): gaps between them.
+        let spans = [(0u32, 128u32), (192, 256), (320, 512)];
+        let ranges = spans.map(|(start, end)| RawRange {
+            // SAFETY: `start < 512`, inside `memory`.
+            ptr: unsafe { base.add(start as usize) },
+            len: (end - start) as usize,
+        });
+        // SAFETY: the ranges lie inside `memory`, which outlives `region` and is reached
+        // only through it meanwhile.
+        let region = unsafe { Region::from_raw_ranges(&ranges) }.unwrap();
+        for len in [1u32, 4, 8, 64] {
+            for off in 0..520u32 {
+                let inside = spans
+                    .iter()
+                    .any(|&(start, end)| off >= start && off + len <= end);
+                match region.ptr(Offset::new(off), len) {
+                    Ok(p) => {
+                        assert!(inside, "offset {off} len {len} resolved outside the ranges");
+                        assert_eq!(p.as_ptr() as usize, base as usize + off as usize);
+                    }
+                    Err(_) => assert!(!inside, "offset {off} len {len} refused inside a range"),
+                }
+            }
+        }
+        for off in (0..512u32).step_by(4) {
+            if let Ok(word) = region.word(off) {
+                assert_eq!(region.offset_of(word).unwrap(), off);
+            }
+        }
     }
 }
