@@ -55,8 +55,8 @@ fn main() {
         Some(s) => s.parse().expect("the number of churn steps"),
         None => 20_000,
     };
-    // u64 elements: the region must be 8-aligned.
-    let mut arena = vec![0u64; LEN / 8];
+    // u128 elements: the region must be 16-aligned, and u128 is.
+    let mut arena = vec![0u128; LEN / 16];
     // SAFETY: `arena` is LEN bytes, valid for reads and writes, outlives `heap` (declared
     // before it) and nothing else touches it meanwhile.
     let region = unsafe { Region::from_raw(arena.as_mut_ptr().cast(), LEN) }.expect("a region");

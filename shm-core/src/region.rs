@@ -68,7 +68,7 @@ struct RangeView {
 #[derive(Clone, Debug)]
 pub struct Region<'m> {
     /// The first range (offset 0 up, holding the header): most regions have no other, so
-    /// `ptr` tries it before walking `ranges`.
+    /// `ptr` and `offset_of` try it before walking `ranges`.
     first: RangeView,
     ranges: heapless::Vec<RangeView, MAX_RANGES>,
     _memory: PhantomData<&'m [AtomicU32]>,
@@ -205,8 +205,9 @@ impl<'m> Region<'m> {
                 continue;
             }
             if let Some(rel) = off.checked_sub(r.start) {
-                // SAFETY: `rel = off - r.start < r.end - r.start`, the length of the range
-                // that `r.ptr` points into, so the result stays inside the same allocation.
+                // SAFETY: `rel = off - r.start <= end - r.start <= r.end - r.start`, the
+                // length of the range `r.ptr` points into, so the result stays inside it
+                // (or one past its end, for a zero length).
                 return Ok(unsafe { r.ptr.add(rel as usize) });
             }
         }
@@ -292,6 +293,8 @@ impl<'m> Region<'m> {
 
 #[cfg(test)]
 mod tests {
+    use core::sync::atomic::AtomicU32;
+
     use super::{RawRange, Region};
     use crate::offset::Offset;
 
@@ -299,40 +302,60 @@ mod tests {
     struct Memory([u8; 512]);
 
     /// Offsets map to `base + offset` exactly when `offset..offset+len` lies inside one
-    /// range, and `offset_of` maps every word back: the first range (tried before the
-    /// others) and the later ones alike, with accesses that straddle a range's end or
-    /// fall in a gap refused.
+    /// range (a zero length at a range's end included), and `offset_of` maps a word back
+    /// exactly when the word lies inside one range: the first range (tried before the
+    /// others) and the later ones alike, with accesses that straddle a range's end, fall
+    /// in a gap or overflow refused.
     #[test]
+    #[allow(clippy::arithmetic_side_effects)]
     fn offsets_resolve_inside_one_range_only() {
         let mut memory = Memory([0; 512]);
         let base = memory.0.as_mut_ptr();
-        // Ranges [0, 128), [192, 256), [320, 512): gaps between them.
-        let spans = [(0u32, 128u32), (192, 256), (320, 512)];
+        // Ranges [0, 130), [192, 256), [320, 512): gaps between them, and a first range
+        // whose last word would straddle its end.
+        let spans = [(0u32, 130u32), (192, 256), (320, 512)];
         let ranges = spans.map(|(start, end)| RawRange {
             // SAFETY: `start < 512`, inside `memory`.
             ptr: unsafe { base.add(start as usize) },
             len: (end - start) as usize,
         });
         // SAFETY: the ranges lie inside `memory`, which outlives `region` and is reached
-        // only through it meanwhile.
+        // only through it (and the word references below, atomics) meanwhile.
         let region = unsafe { Region::from_raw_ranges(&ranges) }.unwrap();
-        for len in [1u32, 4, 8, 64] {
+        let inside = |off: u32, len: u32| {
+            spans
+                .iter()
+                .any(|&(start, end)| off >= start && off + len <= end)
+        };
+        for len in [0u32, 1, 4, 8, 64] {
             for off in 0..520u32 {
-                let inside = spans
-                    .iter()
-                    .any(|&(start, end)| off >= start && off + len <= end);
                 match region.ptr(Offset::new(off), len) {
                     Ok(p) => {
-                        assert!(inside, "offset {off} len {len} resolved outside the ranges");
+                        assert!(inside(off, len), "offset {off} len {len} resolved outside");
                         assert_eq!(p.as_ptr() as usize, base as usize + off as usize);
                     }
-                    Err(_) => assert!(!inside, "offset {off} len {len} refused inside a range"),
+                    Err(_) => assert!(!inside(off, len), "offset {off} len {len} refused inside"),
                 }
             }
         }
+        assert!(
+            region.ptr(Offset::new(u32::MAX - 2), 4).is_err(),
+            "offset + len overflows"
+        );
         for off in (0..512u32).step_by(4) {
-            if let Ok(word) = region.word(off) {
-                assert_eq!(region.offset_of(word).unwrap(), off);
+            // The word at `base + off`, whether or not the region covers it.
+            // SAFETY: `off + 4 <= 512`, inside `memory`, 4-aligned (the base is 16-aligned).
+            let word: &AtomicU32 = unsafe { &*base.add(off as usize).cast::<AtomicU32>() };
+            match region.offset_of(word) {
+                Ok(o) => {
+                    assert!(inside(off, 4), "word at {off} found outside the ranges");
+                    assert_eq!(o, off);
+                    assert!(core::ptr::eq(region.word(off).unwrap(), word));
+                }
+                Err(_) => {
+                    assert!(!inside(off, 4), "word at {off} refused inside a range");
+                    assert!(region.word(off).is_err());
+                }
             }
         }
     }
