@@ -3,13 +3,12 @@
 //! handoff through shared memory between these two CPUs costs at least this.
 //!
 //! The line holds a counter: this process writes an odd value, the peer answers with the
-//! next even one. A value with [`PAUSE`] set ends a measurement (the peer then checks the
-//! line every 100 µs instead of spinning); [`STOP`] ends the peer.
+//! next even one. A value with [`PAUSE`] set ends a measurement (the peer then blocks
+//! until the bench resumes it, `link::wait_resume`); [`STOP`] ends the peer.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Release};
-use std::time::Duration;
 
 use shm_tests::Peer;
 
@@ -151,28 +150,28 @@ impl PingPong for CacheLine {
 pub fn peer(path: &str) -> Res<()> {
     let map = Mapping::open(Path::new(path), false)?;
     let line = map.line();
-    let (mut last, mut answered, mut spinning) = (0u64, 0u64, false);
+    let (mut last, mut answered) = (0u64, 0u64);
+    // Whether the pause in the line (if any) has been waited out already.
+    let mut resumed = false;
+    link::wait_resume()?;
     loop {
         let v = line.load(Acquire);
-        if v == last || (v == (last | PAUSE) && !spinning) {
-            if spinning {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(Duration::from_micros(100));
-            }
+        if v == last || (v == (last | PAUSE) && resumed) {
+            std::hint::spin_loop();
             continue;
         }
         if v == STOP {
             break;
         }
         if v == (last | PAUSE) {
-            spinning = false;
+            link::wait_resume()?;
+            resumed = true;
             continue;
         }
         if v != last + 1 {
             return Err(format!("read {v:#x} after {last:#x}"));
         }
-        spinning = true;
+        resumed = false;
         last = v + 1;
         line.store(last, Release);
         answered += 1;

@@ -6,7 +6,6 @@
 //! stamp, release the sample (drop it). One peer per payload size.
 
 use std::mem::MaybeUninit;
-use std::time::Duration;
 
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
@@ -144,24 +143,21 @@ impl PingPong for Iceoryx {
 }
 
 /// The peer: answers every data sample with a fresh sample of the same size until told
-/// to stop; after a pause it polls every 100 µs instead of spinning.
+/// to stop; at its start and after a pause it blocks until the bench resumes it.
 pub fn peer(prefix: &str, len: &str) -> Res<()> {
     let max_len: usize = len.parse().map_err(|_| format!("bad length {len:?}"))?;
     let ports = Ports::open(prefix, "b2a", "a2b", max_len.max(stamp::LEN))?;
     println!("ready");
-    let (mut received, mut spinning) = (0u64, false);
+    let mut received = 0u64;
+    link::wait_resume()?;
     loop {
         let Some((st, got)) = ports.receive()? else {
-            if !spinning {
-                std::thread::sleep(Duration::from_micros(100));
-            }
             continue;
         };
         match st.kind {
-            Kind::Pause => spinning = false,
+            Kind::Pause => link::wait_resume()?,
             Kind::Stop => break,
             Kind::Data => {
-                spinning = true;
                 received += 1;
                 let len = st.len as usize;
                 if got < len {

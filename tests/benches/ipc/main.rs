@@ -24,12 +24,14 @@
 //! CPUs: this process runs on CPU 0 and every peer on CPU 1 (`link::CPUS`), where the
 //! system lets a process choose (Linux; elsewhere a note says they are not pinned).
 //!
-//! Interleaving: every row's peer is started once and waits without spinning between its
-//! measurements. Each of [`Config::rounds`] rounds measures the floor, then each payload
-//! size's rows one after the other (their order rotating from round to round); the
-//! tables show, per row, the median over the rounds of each round's p50 and p99 (from an
-//! HdrHistogram of every timed round trip, or batch, of that round). The ratios divide
-//! these medians, within the same run.
+//! Interleaving: every row's peer is started once and, between its measurements, blocks
+//! until the bench writes `resume` to its stdin (`link::wait_resume`): an idle peer never
+//! wakes, so it cannot take the shared CPU from the row being measured. Each of
+//! [`Config::rounds`] rounds measures the floor, then each payload size's rows one after
+//! the other (their order rotating from round to round); the tables show, per row, the
+//! median over the rounds of each round's p50 and p99 (from an HdrHistogram of every
+//! timed round trip, or batch, of that round). The ratios divide these medians, within
+//! the same run.
 //!
 //! Many-to-one (`many.rs`): 1, 2, 4 and 8 client processes each allocate and send 64-byte
 //! messages to one server, which receives and frees them; aggregate messages per second,
@@ -164,6 +166,7 @@ impl Row {
     /// then a pause.
     fn measure(&mut self, len: usize, cfg: &Config) -> Res<Sample> {
         let what = |e: String| format!("{} at {len} B: {e}", self.name);
+        link::resume(self.link.peer()).map_err(what)?;
         let started = Instant::now();
         let mut warmed = 0u64;
         while warmed < cfg.min_warm || started.elapsed() < cfg.warm {
@@ -199,6 +202,7 @@ impl Row {
     /// Stops the peer and checks it received every message sent.
     fn finish(mut self) -> Res<()> {
         let name = self.name;
+        link::resume(self.link.peer()).map_err(|e| format!("{name}: {e}"))?;
         self.link.stop().map_err(|e| format!("{name}: {e}"))?;
         link::finish_peer(self.link.peer(), self.sent).map_err(|e| format!("{name}: {e}"))
     }

@@ -224,34 +224,23 @@ fn connect_cached(name: &str, cached: bool) -> Res<Client> {
 
 /// The peer of the `cycle`, `cached` and `same` rows: a client answering every data
 /// message, with a fresh block (`cycle`, `cached`) or the same one (`same`), until told
-/// to stop. Between measurements (after a pause) it waits on the doorbell instead of
-/// spinning.
+/// to stop. At its start and after a pause it blocks until the bench resumes it.
 pub fn peer(name: &str, mode: &str) -> Res<()> {
     let cycle = mode != "same";
     let client = connect_cached(name, mode == "cached")?;
     let mut received = 0u64;
-    let mut spinning = false;
+    link::wait_resume()?;
     loop {
-        let m = if spinning {
-            loop {
-                if let Some(m) = client.try_recv().map_err(|e| e.to_string())? {
-                    break m;
-                }
-            }
-        } else {
-            loop {
-                let next = client.recv_timeout(Duration::from_millis(100));
-                if let Some(m) = next.map_err(|e| e.to_string())? {
-                    break m;
-                }
+        let m = loop {
+            if let Some(m) = client.try_recv().map_err(|e| e.to_string())? {
+                break m;
             }
         };
         let st = Stamp::read(&m.buffer)?;
         match st.kind {
-            Kind::Pause => spinning = false,
+            Kind::Pause => link::wait_resume()?,
             Kind::Stop => break,
             Kind::Data => {
-                spinning = true;
                 received += 1;
                 let len = st.len as usize;
                 if m.buffer.capacity() < len {
