@@ -3,8 +3,9 @@
 //! handoff through shared memory between these two CPUs costs at least this.
 //!
 //! The line holds a counter: this process writes an odd value, the peer answers with the
-//! next even one. A value with [`PAUSE`] set ends a measurement (the peer then blocks
-//! until the bench resumes it, `link::wait_resume`); [`STOP`] ends the peer.
+//! next even one. A value with [`PAUSE`] set ends a measurement: the peer answers it
+//! with [`ACK`] set too and blocks until the bench resumes it (`link::wait_resume`);
+//! [`STOP`] ends the peer.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use crate::link::{self, PingPong, Res};
 
 /// Set in a value that pauses the peer.
 const PAUSE: u64 = 1 << 62;
+/// Set, with [`PAUSE`], by the peer that has seen the pause.
+const ACK: u64 = 1 << 61;
 /// The value that stops the peer.
 const STOP: u64 = 1 << 63;
 /// Bytes mapped: one page.
@@ -127,8 +130,16 @@ impl PingPong for CacheLine {
     }
 
     fn pause(&mut self) -> Res<()> {
-        self.map.line().store(self.last | PAUSE, Release);
-        Ok(())
+        let line = self.map.line();
+        let (pause, ack) = (self.last | PAUSE, self.last | PAUSE | ACK);
+        line.store(pause, Release);
+        // The line holds one value: the next question must not overwrite the pause
+        // before the peer has seen it (it would then miss a wait, and spin through the
+        // other rows' measurements).
+        link::spin_until(&mut self.peer, || {
+            std::hint::spin_loop();
+            Ok((line.load(Acquire) == ack).then_some(()))
+        })
     }
 
     fn stop(&mut self) -> Res<()> {
@@ -151,30 +162,24 @@ pub fn peer(path: &str) -> Res<()> {
     let map = Mapping::open(Path::new(path), false)?;
     let line = map.line();
     let (mut last, mut answered) = (0u64, 0u64);
-    // Whether the pause in the line (if any) has been waited out already.
-    let mut resumed = false;
     link::wait_resume()?;
     loop {
         let v = line.load(Acquire);
-        if v == last || (v == (last | PAUSE) && resumed) {
+        if v == last + 1 {
+            last = v + 1;
+            line.store(last, Release);
+            answered += 1;
+        } else if v == last || v == (last | PAUSE | ACK) {
+            // Waiting for the next value (after a pause: its ack, already resumed).
             std::hint::spin_loop();
-            continue;
-        }
-        if v == STOP {
-            break;
-        }
-        if v == (last | PAUSE) {
+        } else if v == (last | PAUSE) {
+            line.store(last | PAUSE | ACK, Release);
             link::wait_resume()?;
-            resumed = true;
-            continue;
-        }
-        if v != last + 1 {
+        } else if v == STOP {
+            break;
+        } else {
             return Err(format!("read {v:#x} after {last:#x}"));
         }
-        resumed = false;
-        last = v + 1;
-        line.store(last, Release);
-        answered += 1;
     }
     println!("done {answered}");
     Ok(())

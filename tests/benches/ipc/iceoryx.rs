@@ -130,7 +130,15 @@ impl PingPong for Iceoryx {
     }
 
     fn pause(&mut self) -> Res<()> {
-        self.ports.send(stamp::LEN, Stamp::control(Kind::Pause))
+        self.ports.send(stamp::LEN, Stamp::control(Kind::Pause))?;
+        // The subscriber holds one sample and the next would overwrite it: wait for the
+        // peer's echo of the pause, so that it cannot miss one (and a wait).
+        let ports = &self.ports;
+        let (st, _) = link::spin_until(&mut self.peer, || ports.receive())?;
+        if st != Stamp::control(Kind::Pause) {
+            return Err(format!("{st:?} instead of the pause's echo"));
+        }
+        Ok(())
     }
 
     fn stop(&mut self) -> Res<()> {
@@ -143,7 +151,8 @@ impl PingPong for Iceoryx {
 }
 
 /// The peer: answers every data sample with a fresh sample of the same size until told
-/// to stop; at its start and after a pause it blocks until the bench resumes it.
+/// to stop; at its start and after a pause (which it echoes) it blocks until the bench
+/// resumes it.
 pub fn peer(prefix: &str, len: &str) -> Res<()> {
     let max_len: usize = len.parse().map_err(|_| format!("bad length {len:?}"))?;
     let ports = Ports::open(prefix, "b2a", "a2b", max_len.max(stamp::LEN))?;
@@ -155,7 +164,10 @@ pub fn peer(prefix: &str, len: &str) -> Res<()> {
             continue;
         };
         match st.kind {
-            Kind::Pause => link::wait_resume()?,
+            Kind::Pause => {
+                ports.send(stamp::LEN, Stamp::control(Kind::Pause))?;
+                link::wait_resume()?;
+            }
             Kind::Stop => break,
             Kind::Data => {
                 received += 1;

@@ -20,9 +20,10 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub trait PingPong {
     /// One round trip of `len`-byte messages: message `seq` out, its answer back, checked.
     fn round_trip(&mut self, len: usize, seq: u64) -> Res<()>;
-    /// Ends a measurement: the peer stops spinning and waits for [`resume`].
+    /// Ends a measurement: the peer stops spinning and waits for [`resume`]. Returns once
+    /// the peer has seen the pause (so that no later message can overtake it).
     fn pause(&mut self) -> Res<()>;
-    /// Tells the peer to exit (it then prints `done RECEIVED`).
+    /// Tells the peer to exit (it then prints `done RECEIVED`); after a [`resume`].
     fn stop(&mut self) -> Res<()>;
     /// The peer process.
     fn peer(&mut self) -> &mut Peer;
@@ -114,9 +115,14 @@ pub fn spin_until<T>(peer: &mut Peer, mut poll: impl FnMut() -> Res<Option<T>>) 
 }
 
 /// A peer's last line, `done RECEIVED`, checked against the `sent` data messages; then
-/// its exit status.
+/// its exit status. Waits at most [`PATIENCE`] for each (then kills the peer).
 pub fn finish_peer(peer: &mut Peer, sent: u64) -> Res<()> {
-    let line = peer.read_line();
+    let Some(line) = peer.lines().next_within(PATIENCE) else {
+        let status = wait_exit(peer)?;
+        return Err(format!(
+            "the peer exited ({status}) without a `done N` line"
+        ));
+    };
     let got: Option<u64> = line.strip_prefix("done ").and_then(|n| n.parse().ok());
     let status = wait_exit(peer)?;
     match got {
@@ -145,8 +151,8 @@ pub fn wait_exit(peer: &mut Peer) -> Res<ExitStatus> {
     }
 }
 
-/// Lines the bench writes to a peer's stdin, forwarded by [`exit_with_parent`]'s thread
-/// to [`wait_resume`].
+/// One token per [`resume`] line the bench wrote to this peer's stdin, passed on by
+/// [`exit_with_parent`]'s thread to [`wait_resume`].
 static RESUMES: OnceLock<Mutex<Receiver<()>>> = OnceLock::new();
 
 /// The line that lets a paused peer spin again (see [`resume`]).
@@ -173,24 +179,30 @@ pub fn exit_with_parent() {
 }
 
 /// Lets `peer` out of its [`wait_resume`]: before a measurement, and before telling it to
-/// stop.
+/// stop. Every peer waits once at its start and once after each pause, which its
+/// [`PingPong::pause`] makes sure it has seen, so resumes and waits pair up.
 pub fn resume(peer: &mut Peer) -> Res<()> {
     let stdin = peer.child.stdin.as_mut().ok_or("the peer has no stdin")?;
-    writeln!(stdin, "{RESUME}").map_err(|e| format!("resuming the peer: {e}"))
+    let line = format!("{RESUME}\n");
+    if let Err(e) = stdin.write_all(line.as_bytes()) {
+        check_alive(peer)?;
+        return Err(format!("resuming the peer: {e}"));
+    }
+    Ok(())
 }
 
-/// In a peer: blocks, without waking, until the bench calls [`resume`]. A peer waits here
-/// at its start and after every pause, so that the idle peers of the other rows (all
-/// peers share one CPU) never take that CPU from the measured one. Idle peers that polled
-/// every 100 µs instead made every row's p99 the cost of being preempted by them: 16 to
-/// 19 µs for ours, against about 1 to 3.5 µs since.
+/// In a peer: blocks until the bench calls [`resume`]. A peer waits here at its start and
+/// after every pause, so that the idle peers of the other rows (all peers share one CPU)
+/// do not poll on the CPU where the measured one spins (our clients' keepalive threads
+/// still wake there, every 500 ms). When idle peers polled every 100 µs instead, the
+/// p99 of every row was several times higher (see the README).
 pub fn wait_resume() -> Res<()> {
     let rx = RESUMES
         .get()
         .ok_or("wait_resume before exit_with_parent")?
         .lock()
         .map_err(|_| "resume channel poisoned")?;
-    rx.recv().map_err(|_| "the bench's stdin closed".to_owned())
+    rx.recv().map_err(|_| "the stdin thread ended".to_owned())
 }
 
 /// A file name for this run's shared objects (segment names, mapping files): unique to

@@ -199,7 +199,7 @@ impl PingPong for Ours {
     }
 }
 
-/// A peer's client of segment `name` (blocking receives between measurements), once the
+/// A peer's client of segment `name` (its `recv_timeout` waits block), once the
 /// server has accepted it.
 pub fn connect(name: &str) -> Res<Client> {
     connect_cached(name, false)
@@ -238,7 +238,11 @@ pub fn peer(name: &str, mode: &str) -> Res<()> {
         };
         let st = Stamp::read(&m.buffer)?;
         match st.kind {
-            Kind::Pause => link::wait_resume()?,
+            Kind::Pause => {
+                // Messages queue in order: no later one can overtake the pause.
+                drop(m);
+                link::wait_resume()?;
+            }
             Kind::Stop => break,
             Kind::Data => {
                 received += 1;
