@@ -3,9 +3,10 @@
 //!
 //! Input layout: two bytes of region length (512..=65536, rounded to 16), the region image
 //! (zero-padded when the input is short), then operations decoded as in [`ops`](super::ops).
-//! A process cache runs beside the raw calls (allocations and frees of one member in
-//! eight go through it; a crash op also drains it), and writes scribble over words of the
-//! region as another process could, cached blocks' list links included.
+//! A process cache runs beside the raw calls (the cache operations, and allocations and
+//! frees of one member in eight, go through it; a crash op also drains it), and writes
+//! scribble over words of the region as another process could, cached blocks' list links
+//! included.
 
 use crate::testkit::ops::{Decoder, Op};
 use crate::testkit::{AlignedBuf, TestPlatform};
@@ -143,6 +144,9 @@ pub fn run(data: &[u8]) -> u32 {
             }
             Op::Keep { who, pick, .. } => heap.keep(slot(who), off(pick)).is_ok(),
             Op::Take { who, pick } => heap.take(slot(who), off(pick)).is_ok(),
+            Op::CacheAlloc { size, .. } => cache.as_mut().is_some_and(|c| c.alloc(size).is_ok()),
+            Op::CacheFree { pick, .. } => cache.as_mut().is_some_and(|c| c.free(off(pick)).is_ok()),
+            Op::CacheDrain { .. } => cache.as_mut().is_some_and(|c| c.drain().is_ok()),
             Op::SetRoot { who, pick, clear } => {
                 let root = (!clear).then(|| off(pick));
                 let set = heap.set_kept_root(slot(who), root).is_ok();

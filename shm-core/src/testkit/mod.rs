@@ -16,8 +16,10 @@
 #![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 pub mod hostile;
+mod instance;
 pub mod model;
 mod model_apply;
+mod model_cache;
 pub mod ops;
 mod protocol_driver;
 pub mod protocol_ops;

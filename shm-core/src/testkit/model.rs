@@ -8,7 +8,8 @@
 //! - `check()` passes (all of the heap's own invariants);
 //! - every live block has exactly the model's owners and reference count, and its bytes
 //!   are intact (so no two blocks ever overlap and nothing moved);
-//! - every process owns the model's blocks and reserve;
+//! - every process owns the model's blocks and reserve, and the blocks its process
+//!   cache holds (`model_cache`), which are not the model's;
 //! - the kept blocks (the model's blocks without owners) and the kept root are the model's;
 //! - no operation journaled more words than the journal holds.
 //!
@@ -17,7 +18,8 @@
 //!
 //! Somewhat over 500 lines: the model, its bookkeeping and the verification are one
 //! thing (each half is meaningless without the other); the interpreter of operations is
-//! apart, in `model_apply`.
+//! apart, in `model_apply`, the process caches' part of it in `model_cache`, and the heap
+//! with its caches in `instance`.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -25,9 +27,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::format::{INITIAL_CELLS, JOURNAL_CAPACITY};
+use crate::testkit::instance::Instance;
 use crate::testkit::ops::{Decoder, Op, Pick, Setup, Who};
-use crate::testkit::{AlignedBuf, TestPlatform};
-use crate::{Error, Heap, HeapConfig, Member, Offset, ProcSlot, RawRange, Region};
+use crate::testkit::TestPlatform;
+use crate::{Error, Heap, Member, Offset, ProcSlot};
 
 /// A live block in the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,9 @@ pub struct BlockModel {
     pub owners: BTreeSet<u16>,
     /// Seed of its fill pattern.
     pub fill: u8,
+    /// Service data (a reserve, a block from one or from `try_alloc_service`): a cache
+    /// refuses it.
+    pub service: bool,
 }
 
 /// A registered process in the model.
@@ -87,69 +93,18 @@ pub struct RunStats {
     pub keeps: u32,
     /// Kept blocks taken.
     pub takes: u32,
-}
-
-/// A heap and the buffer it lives in; the heap is dropped first.
-pub(super) struct Instance {
-    heap: Heap<'static, TestPlatform>,
-    buf: AlignedBuf,
-}
-
-/// The ranges of a run's region inside its buffer: range 0 at the start, others after
-/// gaps that are not multiples of the alignment.
-fn ranges(setup: &Setup, buf: &AlignedBuf) -> Vec<RawRange> {
-    let s = setup.size;
-    let base = buf.as_ptr();
-    let cuts: &[(usize, usize)] = match setup.ranges {
-        1 => &[(0, s)],
-        2 => &[(0, s / 2), (s / 2 + 72, s)],
-        _ => &[(0, s / 2), (s / 2 + 72, 3 * s / 4), (3 * s / 4 + 200, s)],
-    };
-    cuts.iter()
-        .map(|&(a, b)| RawRange {
-            // SAFETY: `a < s = buf.len()`, so the pointer stays inside the buffer.
-            ptr: unsafe { base.add(a) },
-            len: b - a,
-        })
-        .collect()
-}
-
-impl Instance {
-    pub(super) fn region(setup: &Setup, buf: &AlignedBuf) -> Region<'static> {
-        let rs = ranges(setup, buf);
-        // SAFETY: the ranges lie inside `buf`, which the `Instance` owns and drops only
-        // after the heap (field order), so they stay valid while any `Region` made here is
-        // used; nothing else accesses the buffer while the heap exists.
-        match unsafe { Region::from_raw_ranges(&rs) } {
-            Ok(r) => r,
-            Err(e) => panic!("region over test buffer: {e}"),
-        }
-    }
-
-    pub(super) fn init(setup: &Setup, platform: &TestPlatform) -> Self {
-        let buf = AlignedBuf::new(setup.size);
-        let config = HeapConfig {
-            align: setup.align,
-            max_processes: setup.max_processes,
-        };
-        let heap = match Heap::init(Self::region(setup, &buf), config, platform.clone()) {
-            Ok(h) => h,
-            Err(e) => panic!("init {setup:?}: {e}"),
-        };
-        Instance { heap, buf }
-    }
-
-    pub(super) fn relocate(self, setup: &Setup, platform: &TestPlatform) -> Self {
-        let Instance { heap, buf } = self;
-        drop(heap);
-        let copy = AlignedBuf::copy_of(buf.bytes());
-        drop(buf);
-        let heap = match Heap::attach(Self::region(setup, &copy), platform.clone()) {
-            Ok(h) => h,
-            Err(e) => panic!("attach after relocation: {e}"),
-        };
-        Instance { heap, buf: copy }
-    }
+    /// Allocations through a process cache.
+    pub cache_allocs: u32,
+    /// Frees through a process cache (into it, or past a full class to the heap).
+    pub cache_frees: u32,
+    /// Of which into the cache.
+    pub cached_frees: u32,
+    /// Drains of a process cache.
+    pub cache_drains: u32,
+    /// Most blocks cached at once, over all caches.
+    pub max_cached: u32,
+    /// Processes that died (an injected crash) inside a cache operation and were reclaimed.
+    pub cache_deaths: u32,
 }
 
 /// Runs decoded operations against a heap and the model; panics on any disagreement.
@@ -162,6 +117,8 @@ pub struct Runner {
     pub(super) next_identity: u32,
     pub(super) fill_seq: u8,
     pub(super) armed: Option<u16>,
+    /// The process whose cache operation an injected crash just stopped.
+    pub(super) died_in_cache: Option<ProcSlot>,
     pub(super) trace: Vec<String>,
 }
 
@@ -185,13 +142,14 @@ impl Runner {
             next_identity: IDENTITY_PIDS,
             fill_seq: 0,
             armed: None,
+            died_in_cache: None,
             trace: Vec::new(),
         }
     }
 
     pub(super) fn heap(&self) -> &Heap<'static, TestPlatform> {
         match &self.inst {
-            Some(i) => &i.heap,
+            Some(i) => i.heap(),
             None => panic!("runner has no heap"),
         }
     }
@@ -318,9 +276,15 @@ impl Runner {
         self.write_fill(p, len, fill);
         let mut owners = BTreeSet::new();
         owners.insert(owner.0);
-        self.model
-            .blocks
-            .insert(p, BlockModel { len, owners, fill });
+        self.model.blocks.insert(
+            p,
+            BlockModel {
+                len,
+                owners,
+                fill,
+                service: false,
+            },
+        );
         self.model.freed.retain(|&f| f != p);
     }
 
@@ -403,6 +367,9 @@ impl Runner {
             }
             return;
         }
+        // Process ends and relocation drop caches first, outside the operation (and
+        // its armed crash).
+        self.end_caches_for(op);
         let armed = self.armed.take();
         if let Some(steps) = armed {
             self.heap().faults().arm(u32::from(steps));
@@ -418,7 +385,9 @@ impl Runner {
 
     /// After an injected crash: the "process" is dead; continue as a new one, which
     /// breaks the lock and undoes the unfinished operation. The model must equal the state
-    /// before the operation, except that multi-step operations are finished.
+    /// before the operation, except that multi-step operations are finished, and that a
+    /// crash in a cache operation is its process's death: it is reclaimed (see
+    /// `model_cache`).
     pub(super) fn recover_crash(&mut self, op: &Op, before: Model) {
         self.stats.crashes += 1;
         let dead = self.platform.pid();
@@ -427,6 +396,11 @@ impl Runner {
         self.model = before;
         if let Err(e) = self.heap().check() {
             self.fail(&format!("check after crash recovery: {e}"));
+        }
+        // A crash inside a cache operation is its process's death (see `model_cache`).
+        if let Some(slot) = self.died_in_cache.take() {
+            self.reclaim_dead_process(slot);
+            return;
         }
         // Reclaiming works in committed steps: what was done stays done; finish it.
         match op {
@@ -480,16 +454,24 @@ impl Runner {
             Err(e) => self.fail(&format!("check: {e}")),
         };
         let m = &self.model;
+        // Cached blocks: owned (one reference each) but not live in the model.
+        let cached = self.cached_blocks();
+        let all_cached: u32 = cached.values().sum();
         let refs: u64 = m.blocks.values().map(|b| b.owners.len() as u64).sum();
         if rep.processes as usize != m.procs.len()
-            || rep.owner_cells != refs
-            || rep.used_blocks as usize != m.blocks.len() + 1 + m.procs.len()
+            || rep.owner_cells != refs + u64::from(all_cached)
+            || rep.cached_blocks != all_cached
+            || rep.used_blocks as usize != m.blocks.len() + 1 + m.procs.len() + all_cached as usize
         {
             self.fail(&format!(
-                "check report {rep:?} vs model: {} blocks, {} processes, {refs} references",
+                "check report {rep:?} vs model: {} blocks, {} processes, {refs} references, \
+                 {all_cached} cached",
                 m.blocks.len(),
                 m.procs.len()
             ));
+        }
+        if let Some(slot) = cached.keys().find(|s| !m.procs.contains_key(s)) {
+            self.fail(&format!("a cache outlived process {slot}"));
         }
         let kept = m.blocks.values().filter(|b| b.owners.is_empty()).count();
         if rep.kept_blocks as usize != kept || heap.kept_root().map(|o| o.get()) != m.kept_root {
@@ -527,7 +509,8 @@ impl Runner {
                 .blocks
                 .values()
                 .filter(|b| b.owners.contains(&slot))
-                .count();
+                .count()
+                + cached.get(&slot).copied().unwrap_or(0) as usize;
             if info.blocks as usize != owned
                 || info.reserve != pm.reserve.unwrap_or(0)
                 || info.id.pid != pm.pid
@@ -547,6 +530,7 @@ impl Runner {
         self.stats.journal_high_water = hw;
         self.stats.growths = self.stats.growths.max(growths);
         self.stats.max_blocks = self.stats.max_blocks.max(m.blocks.len() as u32);
+        self.stats.max_cached = self.stats.max_cached.max(all_cached);
     }
 
     /// What the run did so far.

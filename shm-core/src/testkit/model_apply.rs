@@ -66,7 +66,12 @@ impl Runner {
                 counted_ok(r.is_ok(), &mut self.stats);
                 self.expect_size_errors(size, &r);
                 match r {
-                    Ok(p) => self.new_block(p.get(), size, me),
+                    Ok(p) => {
+                        self.new_block(p.get(), size, me);
+                        if matches!(op, Op::AllocService { .. }) {
+                            self.mark_service(p.get());
+                        }
+                    }
                     Err(Error::OutOfMemory { .. }) if largest < size || cells_full => {
                         self.stats.out_of_memory += 1
                     }
@@ -170,6 +175,7 @@ impl Runner {
                             self.drop_owner(o, me);
                         }
                         self.new_block(p.get(), size.min(4096), me);
+                        self.mark_service(p.get());
                         if let Some(pm) = self.model.procs.get_mut(&me.0) {
                             pm.reserve = Some(p.get());
                         }
@@ -220,6 +226,7 @@ impl Runner {
                                 Err(e) => self.fail(&format!("new reserve {now:#x}: {e}")),
                             };
                             self.new_block(now, len, me);
+                            self.mark_service(now);
                             if let Some(pm) = self.model.procs.get_mut(&me.0) {
                                 pm.reserve = Some(now);
                             }
@@ -391,6 +398,9 @@ impl Runner {
                 }
             }
             Op::Crash { .. } => {}
+            Op::CacheAlloc { .. } | Op::CacheFree { .. } | Op::CacheDrain { .. } => {
+                return self.apply_cache(op);
+            }
             Op::Keep {
                 who,
                 pick,

@@ -2,7 +2,7 @@
 //!
 //! Hand-written rather than `#[derive(arbitrary::Arbitrary)]`, measured: the derive picks
 //! variants uniformly from a 4-byte little-endian tag (only its last byte matters), while
-//! this decoder weights them (allocations 13/32, so heaps fill up; kills 1/64) with a
+//! this decoder weights them (allocations 13/32, so heaps fill up; kills 1/32) with a
 //! one-byte kind whose top bit doubles as the `by_owner`/`from_freed` flag. With the
 //! derive and the same field bounds, a 200 KB stream decoded 28k operations instead of
 //! 45k, reached at most 20 live blocks instead of 49 and 1 out-of-memory instead of 80,
@@ -10,7 +10,9 @@
 //! with less coverage for both targets. Weights on top of the derive would be a
 //! hand-written table again. `keep`, `take` and `set_kept_root` share the kinds of
 //! `FreeBad`, `Relocate` and `Write` (the top bit picks), 1/64 each, so allocations keep
-//! their weight.
+//! their weight. The process cache's operations share kinds the same way (bit 6 picks):
+//! its allocations take 5/64 from the allocations' 13/32, its frees 3/64 from the frees'
+//! 3/32, its drains 1/64 from the reserves' 1/32.
 
 use alloc::vec::Vec;
 
@@ -94,6 +96,17 @@ pub enum Op {
     Take { who: Who, pick: Pick },
     /// `set_kept_root` to a live block (kept or not), or to nothing (`clear`).
     SetRoot { who: Who, pick: Pick, clear: bool },
+    /// `alloc` through `who`'s process cache (made on first use).
+    CacheAlloc { who: Who, size: u32 },
+    /// `free` of a live block through the process cache of one of its owners
+    /// (`by_owner`) or of `who`.
+    CacheFree {
+        who: Who,
+        pick: Pick,
+        by_owner: bool,
+    },
+    /// `drain` of `who`'s process cache (if it has one), then dropping it if `and_drop`.
+    CacheDrain { who: Who, and_drop: bool },
 }
 
 /// Region shape for a run.
@@ -171,6 +184,10 @@ impl<'a> Decoder<'a> {
         // Weighted so that blocks accumulate until the heap fills up now and then.
         Some(match kind % 32 {
             0 => Op::Register,
+            27..=31 if kind & 0x40 != 0 => Op::CacheAlloc {
+                who,
+                size: self.size()?,
+            },
             1..=8 | 27..=31 => Op::Alloc {
                 who,
                 size: self.size()?,
@@ -184,6 +201,11 @@ impl<'a> Decoder<'a> {
                 pick: self.u16()?,
                 from_freed: kind & 0x80 == 0,
                 size: self.size()?,
+            },
+            11..=13 if kind & 0x40 != 0 => Op::CacheFree {
+                who,
+                pick: self.u16()?,
+                by_owner: kind & 0x80 == 0,
             },
             11..=13 => Op::Free {
                 who,
@@ -199,6 +221,10 @@ impl<'a> Decoder<'a> {
                 who,
                 pick: self.u16()?,
                 inside: self.byte()?,
+            },
+            15 if kind & 0x40 != 0 => Op::CacheDrain {
+                who,
+                and_drop: kind & 0x80 != 0,
             },
             15 => Op::Reserve {
                 who,
