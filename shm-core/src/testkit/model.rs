@@ -356,6 +356,33 @@ impl Runner {
         }
     }
 
+    /// Checks an allocation's result by `slot` of `size` bytes against the model, given
+    /// the largest free block and whether its owner array was full just before (an
+    /// out-of-memory result must be justified by one of them), and records the new block.
+    /// Returns its offset. `what` names the call in a failure.
+    pub(super) fn expect_alloc(
+        &mut self,
+        what: &str,
+        slot: ProcSlot,
+        size: u32,
+        (largest, cells_full): (u32, bool),
+        r: Result<Offset, Error>,
+    ) -> Option<u32> {
+        self.expect_size_errors(size, &r);
+        match r {
+            Ok(p) => {
+                self.new_block(p.get(), size, slot);
+                return Some(p.get());
+            }
+            Err(Error::OutOfMemory { .. }) if largest < size || cells_full => {
+                self.stats.out_of_memory += 1
+            }
+            Err(e) if self.size_error(size, e) => {}
+            r => self.fail(&format!("{what} {size} (largest {largest}): {r:?}")),
+        }
+        None
+    }
+
     /// Runs one operation and checks it.
     pub fn step(&mut self, op: &Op) {
         self.trace.push(format!("{op:?}"));

@@ -64,19 +64,9 @@ impl Runner {
                     self.heap().try_alloc_service(self.m(me), size)
                 });
                 counted_ok(r.is_ok(), &mut self.stats);
-                self.expect_size_errors(size, &r);
-                match r {
-                    Ok(p) => {
-                        self.new_block(p.get(), size, me);
-                        if matches!(op, Op::AllocService { .. }) {
-                            self.mark_service(p.get());
-                        }
-                    }
-                    Err(Error::OutOfMemory { .. }) if largest < size || cells_full => {
-                        self.stats.out_of_memory += 1
-                    }
-                    Err(e) if self.size_error(size, e) => {}
-                    r => self.fail(&format!("alloc {size} (largest {largest}): {r:?}")),
+                let made = self.expect_alloc("alloc", me, size, (largest, cells_full), r);
+                if let (Some(p), Op::AllocService { .. }) = (made, op) {
+                    self.mark_service(p);
                 }
             }
             Op::AllocAt {
