@@ -3,8 +3,6 @@
 //! - `client NAME ID COUNT WINDOW`: connects, sends COUNT checked messages (at most WINDOW
 //!   unanswered), verifies every echo, prints `done ID COUNT`, exits 0 (1 on any error).
 //! - `stream NAME ID`: like `client` but never stops (for kill tests); prints `ready`.
-//! - `hold-lock NAME`: attaches, starts an allocation that stops half-way with the region
-//!   lock held (fault injection), prints `holding`, then sleeps until killed.
 //! - `server NAME`: a server that echoes every message; prints `serving GEN`. A line
 //!   `quit` on stdin flushes the segment (`Server::flush`), drops the server (a clean
 //!   stop), prints `bye` and exits.
@@ -14,7 +12,7 @@
 //! - `take NAME`: a client that takes the kept root, verifies it, prints
 //!   `took CLIENT SEQ OFFSET`, frees it and exits.
 //!
-//! `client`, `stream`, `server`, `hold-lock`, `keep` and `take` run on the kind of segment the
+//! `client`, `stream`, `server`, `keep` and `take` run on the kind of segment the
 //! environment variable `SHM_TEST_BACKEND` names (`native`, `posix`, `sysv`,
 //! `file:PATH`; `native` when unset).
 //! - `send-one NAME TAG`: connects, sends one message with TAG, prints `sent`, waits for the
@@ -57,9 +55,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
     let result = match arg(0) {
-        "client" | "stream" | "hold-lock" | "cache-churn" | "server" | "keep" | "take" => {
-            on_backend(&args)
-        }
+        "client" | "stream" | "cache-churn" | "server" | "keep" | "take" => on_backend(&args),
         "send-one" => send_one(arg(1), arg(2).parse().unwrap()),
         "collector" => collector(arg(1), &args[2..]),
         "churn-client" => churn_client(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
@@ -112,7 +108,6 @@ impl OnSystem for Role<'_> {
                 true,
                 (arg(3) == "cached").then(shm_core::CacheConfig::default),
             ),
-            "hold-lock" => hold_lock(system, arg(1)),
             "cache-churn" => cache_churn(system, arg(1), arg(2).parse().unwrap()),
             "server" => server(system, arg(1)),
             "keep" => keep(system, arg(1), arg(2).parse().unwrap()),
@@ -300,28 +295,6 @@ fn client<S: System>(
     }
     println!("done {id} {count}");
     Ok(())
-}
-
-fn hold_lock<S: System>(system: S, name: &str) -> Result<(), String> {
-    let seg = Segment::open(system, &SegmentName::new(name).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    // SAFETY: acts only as the member it registers here and touches no payload.
-    let heap = unsafe { seg.heap() };
-    let me = heap.register().map_err(|e| e.to_string())?;
-    // Stop at the third journaled write: lock held, journal half written.
-    heap.faults().arm(3);
-    match heap.try_alloc(me, 1000) {
-        Err(shm_core::Error::InjectedCrash) => {}
-        other => {
-            return Err(format!(
-                "expected to stop inside the operation, got {other:?}"
-            ))
-        }
-    }
-    println!("holding");
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }
 
 /// `cache-churn NAME SEED`: allocates and frees through a process cache
