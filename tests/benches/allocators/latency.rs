@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -84,8 +84,76 @@ pub(crate) fn timer_overhead() -> u64 {
     histogram(&v).value_at_quantile(0.5)
 }
 
+/// Time a bare loop of clock reads lost to something else (the guest's vCPU descheduled,
+/// an interrupt): the gaps over [`STALL_NS`] between consecutive reads in [`STALL_WINDOW`].
+pub(crate) struct Stalls {
+    count: usize,
+    median_ns: u64,
+    longest_ns: u64,
+}
+
+/// A gap between two clock reads longer than this is a stall.
+const STALL_NS: u32 = 1_000;
+/// How long the bare loop runs.
+const STALL_WINDOW: Duration = Duration::from_millis(100);
+
+impl Stalls {
+    pub(crate) fn measure() -> Self {
+        let start = Instant::now();
+        let mut last = start;
+        let mut gaps = Vec::new();
+        while last.duration_since(start) < STALL_WINDOW {
+            let now = black_box(Instant::now());
+            let gap = nanos(now.duration_since(last));
+            if gap > STALL_NS {
+                gaps.push(gap);
+            }
+            last = now;
+        }
+        gaps.sort_unstable();
+        Stalls {
+            count: gaps.len(),
+            median_ns: gaps.get(gaps.len() / 2).copied().map_or(0, u64::from),
+            longest_ns: gaps.last().copied().map_or(0, u64::from),
+        }
+    }
+
+    /// One line: what the bare loop lost, and the operation time from which p99.9 is
+    /// the stalls'.
+    fn describe(&self, out: &mut String, when: &str) {
+        let _ = write!(
+            out,
+            "Stalls {when} the timed replays: a bare loop of clock reads lost over {} µs {} \
+             times in {} ms (median {} ns, longest {} ns)",
+            STALL_NS / 1000,
+            self.count,
+            STALL_WINDOW.as_millis(),
+            self.median_ns,
+            self.longest_ns
+        );
+        match self.p999_floor_ns() {
+            Some(floor) => {
+                let _ = writeln!(
+                    out,
+                    ": at this rate one op in a thousand of over about {floor} ns contains \
+                     one, and a p99.9 is then this machine's stall, not the allocator's."
+                );
+            }
+            None => out.push_str(".\n"),
+        }
+    }
+
+    /// The operation time above which at least one timed operation in a thousand
+    /// contains a stall, so that p99.9 measures this machine rather than the allocator.
+    fn p999_floor_ns(&self) -> Option<u128> {
+        let window = STALL_WINDOW.as_nanos();
+        (self.count != 0).then(|| window / (1000 * self.count as u128))
+    }
+}
+
 pub(crate) fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
     let overhead = timer_overhead();
+    let before = Stalls::measure();
     let mut rows = Vec::new();
     for w in ws {
         rows.push(latency_row::<ShmCore>(arena, w));
@@ -97,6 +165,7 @@ pub(crate) fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
         rows.push(latency_row::<Sys>(arena, w));
         eprintln!("latency pass: {} done", w.name);
     }
+    let after = Stalls::measure();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -108,6 +177,9 @@ pub(crate) fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
         "`ns/op`: median un-instrumented replay time / timed ops. Percentiles and max: \
          every op timed with `Instant`, timer overhead ~{overhead} ns included."
     );
+    for (when, stalls) in [("before", &before), ("after", &after)] {
+        stalls.describe(&mut out, when);
+    }
     out.push('\n');
     for w in ws {
         let _ = writeln!(

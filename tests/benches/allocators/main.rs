@@ -62,7 +62,13 @@
 //!    `Instant::now()` around every single op, so they include the timer's own cost
 //!    (measured and printed above the table, about 20 ns here). `failed allocs` counts
 //!    failed allocations (0 unless an allocator genuinely runs out of memory); failed frees
-//!    and unexpected errors are listed under the table.
+//!    and unexpected errors are listed under the table. Above the table, two `Stalls`
+//!    lines say how often a bare loop of clock reads lost more than 1 µs (the vCPU
+//!    descheduled, an interrupt) in 100 ms before and after the timed replays. A stall
+//!    lands in whatever op is running, so the longer an op, the more often: from the op
+//!    time the line names, more than one op in a thousand contains one, and that op's
+//!    p99.9 measures the machine, not the allocator (on this guest, shm-core's locked
+//!    path, but not rlsf or a cache hit).
 //! 2. **Fragmentation table** (printed after the latency table, appended to the same file),
 //!    for the workloads that end with live blocks (W1 and W2) and every region allocator
 //!    (not `system`). Each allocator replays the workload's setup and timed ops once more,
