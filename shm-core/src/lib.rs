@@ -81,6 +81,12 @@ pub use heap::{
 pub use ids::{Incarnation, Member, ProcSlot, ProcessId};
 #[cfg(feature = "fault-injection")]
 pub use journal::FaultInjector;
+
+/// Whether this build has the `fault-injection` feature (for tests): every journaled write
+/// then also checks whether an injected crash is due, about 40 checks per operation. The
+/// benchmarks print it, since cargo turns the feature on for everything a build shares with
+/// a crate whose tests need it (a workspace-wide `cargo bench`, for one).
+pub const FAULT_INJECTION: bool = cfg!(feature = "fault-injection");
 pub use offset::Offset;
 pub use os::{Processes, WaitNotify, WaitOutcome};
 #[cfg(feature = "critical-section")]

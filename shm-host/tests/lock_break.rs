@@ -14,7 +14,7 @@ use shm_host::{Segment, SegmentName, Server, ServerOptions};
 /// Names the segment the helper process attaches to; unset in every other run.
 const HOLDER_SEGMENT: &str = "SHM_LOCK_BREAK_HOLDER_SEGMENT";
 
-/// The helper process (killed by its parent): kills itself when dropped.
+/// The helper process, killed when this is dropped.
 struct Holder(Child);
 
 impl Drop for Holder {
@@ -24,21 +24,53 @@ impl Drop for Holder {
     }
 }
 
+/// How long the helper may take to say whether it holds the lock (a hang guard only).
+const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Starts [`holder`] in a process of its own on segment `name` and waits for it to say it
 /// holds the lock.
 fn start_holder(name: &str) -> Holder {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "holder", "--nocapture"])
-        .env(HOLDER_SEGMENT, name)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Under Wine `CreateProcess` fails now and then while processes come and go (os error
+    // 1359); a start that failed did nothing, so it is tried again.
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    let mut child = loop {
+        match Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "holder",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOLDER_SEGMENT, name)
+            .stdout(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => break child,
+            Err(e) if attempt < ATTEMPTS => {
+                eprintln!("starting the helper (attempt {attempt}): {e}; trying again");
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                attempt += 1;
+            }
+            Err(e) => panic!("starting the helper ({ATTEMPTS} attempts): {e}"),
+        }
+    };
     let out = child.stdout.take().unwrap();
     let holder = Holder(child);
-    let said = BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l == "holding" || l.starts_with("failed"));
+    // The harness prints `test holder ... ` before the test runs, with no line break on
+    // one thread: the helper starts its own lines with one, and they are read on a
+    // thread of their own so that a helper that never says anything cannot hang the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let line = line.trim().to_owned();
+            if (line == "holding" || line.starts_with("failed")) && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let said = rx.recv_timeout(PATIENCE).ok();
     assert_eq!(
         said.as_deref(),
         Some("holding"),
@@ -109,8 +141,8 @@ fn holder() {
     let me = heap.register().unwrap();
     heap.faults().arm(3);
     match heap.try_alloc(me, 1000) {
-        Err(shm_core::Error::InjectedCrash) => println!("holding"),
-        other => println!("failed: expected to stop inside the operation, got {other:?}"),
+        Err(shm_core::Error::InjectedCrash) => println!("\nholding"),
+        other => println!("\nfailed: expected to stop inside the operation, got {other:?}"),
     }
     // Killed long before this ends; the limit keeps an orphan from living for ever. The
     // segment stays mapped and this process registered until then.

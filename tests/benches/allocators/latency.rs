@@ -175,7 +175,12 @@ pub(crate) fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
     let _ = writeln!(
         out,
         "`ns/op`: median un-instrumented replay time / timed ops. Percentiles and max: \
-         every op timed with `Instant`, timer overhead ~{overhead} ns included."
+         every op timed with `Instant`, timer overhead ~{overhead} ns included. shm-core {}.",
+        if shm_core::FAULT_INJECTION {
+            "built WITH fault-injection (test-only checks in every operation)"
+        } else {
+            "as users build it (no fault-injection)"
+        }
     );
     for (when, stalls) in [("before", &before), ("after", &after)] {
         stalls.describe(&mut out, when);

@@ -67,8 +67,9 @@
 //!    descheduled, an interrupt) in 100 ms before and after the timed replays. A stall
 //!    lands in whatever op is running, so the longer an op, the more often: from the op
 //!    time the line names, more than one op in a thousand contains one, and that op's
-//!    p99.9 measures the machine, not the allocator (on this guest, shm-core's locked
-//!    path, but not rlsf or a cache hit).
+//!    p99.9 measures the machine, not the allocator (on a busy guest, every locked
+//!    operation of shm-core's and at times rlsf's on W4). The header also says whether
+//!    shm-core was built with `fault-injection` (see `shm_core::FAULT_INJECTION`).
 //! 2. **Fragmentation table** (printed after the latency table, appended to the same file),
 //!    for the workloads that end with live blocks (W1 and W2) and every region allocator
 //!    (not `system`). Each allocator replays the workload's setup and timed ops once more,

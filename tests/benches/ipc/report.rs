@@ -118,13 +118,18 @@ impl Results {
             .unwrap_or_else(|| "unknown".into());
         let _ = writeln!(
             t,
-            "One-way latency, ns: p50 (p99), median of {} rounds{}; {cpus} CPUs, load average {load}; {}",
+            "One-way latency, ns: p50 (p99), median of {} rounds{}; {cpus} CPUs, load average {load}; {}; shm-core {}",
             self.cfg.rounds,
             if self.cfg.quick { " (smoke run: not a measurement)" } else { "" },
             if self.pinned {
                 "this process on CPU 0, its peers on CPU 1"
             } else {
                 "not pinned"
+            },
+            if shm_core::FAULT_INJECTION {
+                "built WITH fault-injection (test-only checks in every operation)"
+            } else {
+                "as users build it (no fault-injection)"
             },
         );
         let _ = writeln!(t);
