@@ -119,6 +119,16 @@ impl Drop for Peer {
     }
 }
 
+/// How the shm-core in this build was built, for the benchmarks' headers: with or without
+/// the test-only `fault-injection` feature (see `shm_core::FAULT_INJECTION`).
+pub fn shm_core_build() -> &'static str {
+    if shm_core::FAULT_INJECTION {
+        "built WITH fault-injection (test-only checks in every operation)"
+    } else {
+        "as users build it (no fault-injection)"
+    }
+}
+
 /// Polls `f` until it returns `Some`, failing after `limit` (guards against hangs only).
 pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + limit;

@@ -176,11 +176,7 @@ pub(crate) fn latency_table(arena: &mut Arena, ws: &[Workload]) -> String {
         out,
         "`ns/op`: median un-instrumented replay time / timed ops. Percentiles and max: \
          every op timed with `Instant`, timer overhead ~{overhead} ns included. shm-core {}.",
-        if shm_core::FAULT_INJECTION {
-            "built WITH fault-injection (test-only checks in every operation)"
-        } else {
-            "as users build it (no fault-injection)"
-        }
+        shm_tests::shm_core_build()
     );
     for (when, stalls) in [("before", &before), ("after", &after)] {
         stalls.describe(&mut out, when);

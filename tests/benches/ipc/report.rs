@@ -126,11 +126,7 @@ impl Results {
             } else {
                 "not pinned"
             },
-            if shm_core::FAULT_INJECTION {
-                "built WITH fault-injection (test-only checks in every operation)"
-            } else {
-                "as users build it (no fault-injection)"
-            },
+            shm_tests::shm_core_build(),
         );
         let _ = writeln!(t);
         let _ = write!(t, "| payload |");
